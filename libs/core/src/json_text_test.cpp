@@ -1,0 +1,47 @@
+#include "smart/core/json_text.hpp"
+
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "smart/core/ids.hpp"
+
+namespace smart {
+namespace {
+
+std::string Quote(std::string_view s) {
+  std::string out;
+  AppendJsonString(out, s);
+  return out;
+}
+
+TEST(JsonText, Escapes) {
+  EXPECT_EQ(Quote("a\"b\\c\n"), "\"a\\\"b\\\\c\\n\"");
+  EXPECT_EQ(Quote(std::string_view("\x01", 1)), "\"\\u0001\"");
+  EXPECT_EQ(Quote("héllo ✓"), "\"héllo ✓\"");
+}
+
+TEST(JsonText, InvalidUtf8BecomesReplacement) {
+  EXPECT_EQ(Quote("\xff"), "\"\\ufffd\"");
+  EXPECT_EQ(Quote("a\xc3"), "\"a\\ufffd\"");          // truncated sequence
+  EXPECT_EQ(Quote("\xc0\xaf"), "\"\\ufffd\\ufffd\"");  // overlong '/'
+  EXPECT_EQ(Quote("\xed\xa0\x80"), "\"\\ufffd\\ufffd\\ufffd\"");  // surrogate
+}
+
+TEST(JsonText, Timestamps) {
+  EXPECT_EQ(FormatTimestamp(0), "1970-01-01T00:00:00Z");
+  EXPECT_EQ(FormatTimestampMs(1795343400123), "2026-11-22T10:30:00.123Z");
+}
+
+TEST(Ids, UlidsSortByTimeAndAreUnique) {
+  std::string a = NewUlid();
+  EXPECT_EQ(a.size(), 26u);
+  std::string id = MakeId("task");
+  EXPECT_EQ(id.substr(0, 5), "task_");
+  EXPECT_EQ(id.size(), 31u);
+  std::set<std::string> seen;
+  for (int i = 0; i < 1000; ++i) EXPECT_TRUE(seen.insert(NewUlid()).second);
+}
+
+}  // namespace
+}  // namespace smart

@@ -1,0 +1,17 @@
+#include "smart/core/result.hpp"
+
+namespace smart {
+
+const char* ToString(ErrorKind kind) {
+  switch (kind) {
+    case ErrorKind::kInvalid: return "invalid";
+    case ErrorKind::kNotFound: return "not_found";
+    case ErrorKind::kConflict: return "conflict";
+    case ErrorKind::kRetryable: return "retryable";
+    case ErrorKind::kUnavailable: return "unavailable";
+    case ErrorKind::kInternal: return "internal";
+  }
+  return "internal";
+}
+
+}  // namespace smart

@@ -1,0 +1,94 @@
+// HTTP request and response values as the rest of Smart sees them: plain
+// structs with no Beast types, so that handlers and domain code stay cheap to
+// compile. The server converts to and from the wire.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace smart::http {
+
+enum class Method { kGet, kHead, kPost, kPut, kPatch, kDelete, kOptions, kOther };
+
+std::string_view ToString(Method m);
+Method ParseMethod(std::string_view text);
+
+bool IEquals(std::string_view a, std::string_view b);
+
+// An ordered list of header fields with case-insensitive lookup.
+class Headers {
+ public:
+  std::optional<std::string_view> Get(std::string_view name) const;
+  // Replaces every field named `name` with one field.
+  void Set(std::string_view name, std::string value);
+  void Add(std::string name, std::string value) { fields_.emplace_back(std::move(name), std::move(value)); }
+  void Remove(std::string_view name);
+  const std::vector<std::pair<std::string, std::string>>& fields() const { return fields_; }
+
+ private:
+  std::vector<std::pair<std::string, std::string>> fields_;
+};
+
+struct Request {
+  Method method = Method::kGet;
+  std::string method_text;  // as received, e.g. "GET"
+  std::string target;       // "/api/v1/tasks?limit=5"
+  std::string path;         // "/api/v1/tasks", percent-decoding not applied
+  std::string query;        // "limit=5"
+  Headers headers;
+  std::string body;
+  std::string remote_address;
+  bool keep_alive = true;
+
+  // Filled by the server before the middleware chain runs.
+  std::string route;  // the matched pattern ("/api/v1/tasks/{id}"), or "" when none matched
+  std::vector<std::pair<std::string, std::string>> params;  // path parameters, percent-decoded
+  std::string allow;  // methods the path accepts, for Allow and CORS ("GET, HEAD, OPTIONS")
+  std::string request_id;
+
+  // A path parameter by name; empty when absent.
+  std::string_view Param(std::string_view name) const;
+  // The first value of a query parameter, percent-decoded; nullopt when absent.
+  std::optional<std::string> Query(std::string_view name) const;
+};
+
+struct Response {
+  int status = 200;
+  Headers headers;
+  std::string body;
+
+  static Response Json(int status, std::string body);
+  static Response Text(int status, std::string body, std::string content_type = "text/plain; charset=utf-8");
+  static Response Empty(int status);
+};
+
+// A validation failure of one field, listed in a problem's `errors`.
+struct FieldError {
+  std::string field;
+  std::string message;
+};
+
+// An RFC 9457 problem. `code` is the stable snake_case machine code clients
+// branch on; `detail` is for people and never carries internals or secrets.
+struct Problem {
+  int status = 500;
+  std::string code;
+  std::string detail;
+  std::vector<FieldError> errors;
+  std::string title;  // defaults to the status's reason phrase
+};
+
+// An application/problem+json response carrying the request's id.
+Response MakeProblem(const Request& req, const Problem& problem);
+// The same, when no parsed request exists (malformed input at the connection level).
+Response MakeProblem(std::string_view request_id, const Problem& problem);
+
+std::string_view ReasonPhrase(int status);
+
+// Percent-decodes `s`; '+' is kept unless `plus_is_space`. nullopt on a bad escape.
+std::optional<std::string> PercentDecode(std::string_view s, bool plus_is_space = false);
+
+}  // namespace smart::http

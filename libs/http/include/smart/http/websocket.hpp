@@ -1,0 +1,57 @@
+// WebSocket connections as handlers see them (no Beast types).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "smart/http/message.hpp"
+
+namespace smart::http {
+
+// Close codes of RFC 6455 §7.4.1 that Smart uses.
+namespace close_code {
+inline constexpr uint16_t kNormal = 1000;
+inline constexpr uint16_t kGoingAway = 1001;        // server shutting down
+inline constexpr uint16_t kProtocolError = 1002;
+inline constexpr uint16_t kPolicyViolation = 1008;  // e.g. a slow consumer
+inline constexpr uint16_t kTooBig = 1009;
+inline constexpr uint16_t kInternalError = 1011;
+inline constexpr uint16_t kTryAgainLater = 1013;
+}  // namespace close_code
+
+// One accepted connection. Send and Close may be called from any thread, any
+// number of times; after close they do nothing.
+class WebSocket {
+ public:
+  enum class SendResult { kQueued, kQueueFull, kClosed };
+
+  virtual ~WebSocket() = default;
+  // Queues a text message. The per-connection queue is bounded: when it is full
+  // the message is dropped and kQueueFull returned, so a slow reader never grows
+  // the server's memory; the caller decides whether to Close.
+  virtual SendResult Send(std::string text) = 0;
+  virtual void Close(uint16_t code, std::string reason) = 0;
+  virtual size_t queued() const = 0;
+};
+
+struct WsCallbacks {
+  // Called on the connection's I/O thread, one message at a time.
+  std::function<void(std::string_view message)> on_message;
+  // Called once when the connection ends, with the close code received or sent.
+  std::function<void(uint16_t code)> on_close;
+};
+
+// Decides on an upgrade request: `reject` (e.g. 401) refuses it with that
+// response, otherwise `callbacks` receive the connection's events.
+struct WsAccept {
+  std::optional<Response> reject;
+  WsCallbacks callbacks;
+};
+
+using WsHandler = std::function<WsAccept(Request& req, std::shared_ptr<WebSocket> ws)>;
+
+}  // namespace smart::http

@@ -1,0 +1,131 @@
+#include "smart/http/middleware.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <exception>
+
+#include "smart/core/ids.hpp"
+#include "smart/core/log.hpp"
+#include "smart/metrics/metrics.hpp"
+
+namespace smart::http {
+namespace {
+
+bool SaneRequestId(std::string_view id) {
+  if (id.empty() || id.size() > 128) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+           c == ':' || c == '-';
+  });
+}
+
+std::string_view MethodLabel(const Request& req) {
+  return req.method == Method::kOther ? std::string_view("OTHER") : ToString(req.method);
+}
+
+std::string_view RouteLabel(const Request& req) { return req.route.empty() ? std::string_view("unmatched") : req.route; }
+
+}  // namespace
+
+Middleware RequestId() {
+  return [](Request& req, const Handler& next) {
+    auto given = req.headers.Get("X-Request-Id");
+    req.request_id = given && SaneRequestId(*given) ? std::string(*given) : NewUlid();
+    Response res = next(req);
+    res.headers.Set("X-Request-Id", req.request_id);
+    return res;
+  };
+}
+
+Middleware AccessLog(log::Logger& logger) {
+  return [&logger](Request& req, const Handler& next) {
+    auto start = std::chrono::steady_clock::now();
+    Response res = next(req);
+    if (logger.Enabled(log::Level::kInfo)) {
+      double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+      logger.Info("request", {{"method", req.method_text},
+                              {"route", RouteLabel(req)},
+                              {"path", req.path},
+                              {"status", res.status},
+                              {"bytes", res.body.size()},
+                              {"duration_ms", ms},
+                              {"request_id", req.request_id},
+                              {"client", req.remote_address}});
+    }
+    return res;
+  };
+}
+
+Middleware Metrics(metrics::Registry& registry) {
+  auto& requests = registry.AddCounter("http_requests_total", "HTTP requests by method, route and status.",
+                                       {"method", "route", "status"});
+  auto& durations = registry.AddHistogram("http_request_duration_seconds", "HTTP request handling time.",
+                                          {"method", "route"});
+  return [&requests, &durations](Request& req, const Handler& next) {
+    auto start = std::chrono::steady_clock::now();
+    Response res = next(req);
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    requests.WithLabels({MethodLabel(req), RouteLabel(req), std::to_string(res.status)}).Inc();
+    durations.WithLabels({MethodLabel(req), RouteLabel(req)}).Observe(secs);
+    return res;
+  };
+}
+
+Middleware SecurityHeaders() {
+  return [](Request& req, const Handler& next) {
+    Response res = next(req);
+    auto set_default = [&](std::string_view name, std::string value) {
+      if (!res.headers.Get(name)) res.headers.Add(std::string(name), std::move(value));
+    };
+    set_default("X-Content-Type-Options", "nosniff");
+    set_default("X-Frame-Options", "DENY");
+    set_default("Referrer-Policy", "no-referrer");
+    set_default("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'");
+    set_default("Cache-Control", "no-store");
+    return res;
+  };
+}
+
+Middleware Cors(std::vector<std::string> allowed_origins) {
+  bool any = std::find(allowed_origins.begin(), allowed_origins.end(), "*") != allowed_origins.end();
+  return [origins = std::move(allowed_origins), any](Request& req, const Handler& next) {
+    auto origin = req.headers.Get("Origin");
+    bool allowed = origin && (any || std::find(origins.begin(), origins.end(), *origin) != origins.end());
+    bool preflight = req.method == Method::kOptions && origin && req.headers.Get("Access-Control-Request-Method");
+    Response res;
+    if (preflight && !req.route.empty()) {
+      res = Response::Empty(204);
+      if (allowed) {
+        res.headers.Add("Access-Control-Allow-Methods", req.allow);
+        res.headers.Add("Access-Control-Allow-Headers",
+                        "Authorization, Content-Type, Idempotency-Key, X-API-Key, X-Request-Id");
+        res.headers.Add("Access-Control-Max-Age", "600");
+      }
+    } else {
+      res = next(req);
+    }
+    if (allowed) {
+      res.headers.Set("Access-Control-Allow-Origin", any ? "*" : std::string(*origin));
+      res.headers.Set("Access-Control-Expose-Headers",
+                      "X-Request-Id, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Retry-After");
+      if (!any) res.headers.Set("Vary", "Origin");
+    }
+    return res;
+  };
+}
+
+Middleware Recover(log::Logger& logger) {
+  return [&logger](Request& req, const Handler& next) {
+    try {
+      return next(req);
+    } catch (const std::exception& e) {
+      logger.Error("unhandled exception", {{"request_id", req.request_id}, {"route", req.route}, {"what", e.what()}});
+    } catch (...) {
+      logger.Error("unhandled exception", {{"request_id", req.request_id}, {"route", req.route}});
+    }
+    return MakeProblem(req, {.status = 500, .code = "internal_error",
+                             .detail = "The server failed to handle this request; quote the request id when reporting it."});
+  };
+}
+
+}  // namespace smart::http
