@@ -1,0 +1,104 @@
+// The database interface every domain library uses. Two backends, chosen by URL:
+//   sqlite:./data/smart.db   (WAL, one writer connection and a pool of readers)
+//   postgresql://...         (libpq, a pool of connections)
+// SQL is written once, PostgreSQL-style: placeholders $1, $2, ...; the SQLite
+// backend translates them. Errors are typed so both backends behave alike:
+//   unique or foreign-key violation -> ErrorKind::kConflict
+//   NOT NULL / CHECK violation      -> ErrorKind::kInvalid
+//   serialization failure, deadlock, busy -> ErrorKind::kRetryable (Transact retries)
+//   connection lost, disk full      -> ErrorKind::kUnavailable
+//   anything else (SQL bugs)        -> ErrorKind::kInternal
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "smart/core/result.hpp"
+
+namespace smart::store {
+
+struct Blob {
+  std::string bytes;
+  bool operator==(const Blob&) const = default;
+};
+
+using Value = std::variant<std::monostate, int64_t, double, std::string, Blob>;
+
+class Row {
+ public:
+  explicit Row(std::vector<Value> values) : values_(std::move(values)) {}
+  size_t size() const { return values_.size(); }
+  bool IsNull(size_t i) const { return std::holds_alternative<std::monostate>(values_.at(i)); }
+  // Typed access; a type mismatch is a programming error and throws.
+  int64_t Int(size_t i) const { return std::get<int64_t>(values_.at(i)); }
+  double Double(size_t i) const;
+  const std::string& Text(size_t i) const { return std::get<std::string>(values_.at(i)); }
+  const Blob& Bytes(size_t i) const { return std::get<Blob>(values_.at(i)); }
+  const Value& at(size_t i) const { return values_.at(i); }
+
+ private:
+  std::vector<Value> values_;
+};
+
+// A transaction. Valid only inside the Transact callback that received it; not thread-safe.
+class Tx {
+ public:
+  virtual ~Tx() = default;
+  virtual Result<std::vector<Row>> Query(std::string_view sql, std::span<const Value> params) = 0;
+  // Returns the number of rows changed.
+  virtual Result<int64_t> Exec(std::string_view sql, std::span<const Value> params) = 0;
+  // Several statements without parameters (migrations).
+  virtual Result<void> ExecScript(std::string_view sql) = 0;
+
+  Result<std::vector<Row>> Query(std::string_view sql, std::initializer_list<Value> params = {}) {
+    return Query(sql, std::span<const Value>(params.begin(), params.size()));
+  }
+  Result<int64_t> Exec(std::string_view sql, std::initializer_list<Value> params = {}) {
+    return Exec(sql, std::span<const Value>(params.begin(), params.size()));
+  }
+  // The first row, or nullopt when there is none.
+  Result<std::optional<Row>> QueryOne(std::string_view sql, std::initializer_list<Value> params = {});
+};
+
+enum class TxMode {
+  kRead,          // read-only, a consistent snapshot
+  kWrite,         // read-write, READ COMMITTED on PostgreSQL; serialized on SQLite
+  kSerializable,  // read-write, SERIALIZABLE everywhere
+};
+
+struct Options {
+  int pool_size = 8;             // connections (PostgreSQL) or readers (SQLite)
+  int busy_timeout_ms = 5000;    // SQLite lock wait; PostgreSQL pool wait
+  bool sqlite_synchronous_full = true;  // fsync every commit (durable across power loss)
+  int max_retries = 5;           // of retryable failures inside Transact
+};
+
+class Database {
+ public:
+  virtual ~Database() = default;
+  // "sqlite" or "postgresql".
+  virtual std::string_view backend() const = 0;
+  // Runs `fn` in a transaction and commits if it returns ok; otherwise rolls
+  // back and returns its error, leaving nothing half-written. A retryable
+  // failure (from fn or commit) reruns fn, up to Options::max_retries times,
+  // so fn must have no side effects outside the transaction. Thread-safe.
+  virtual Result<void> Transact(TxMode mode, const std::function<Result<void>(Tx&)>& fn) = 0;
+  // A cheap round trip; Unavailable when the database cannot be reached.
+  virtual Result<void> Ping() = 0;
+};
+
+// Opens the database named by `url`. Errors name the URL with any password hidden.
+Result<std::unique_ptr<Database>> Open(const std::string& url, const Options& options = {});
+
+// Rewrites $1..$N placeholders to SQLite's ?1..?N, leaving string literals,
+// quoted identifiers and comments alone. Exposed for tests.
+std::string TranslatePlaceholders(std::string_view sql);
+
+}  // namespace smart::store

@@ -1,0 +1,270 @@
+// SQLite backend: one writer connection (SQLite allows one writer at a time;
+// serializing writers here avoids SQLITE_BUSY storms) and a pool of reader
+// connections that read WAL snapshots in parallel.
+#include <sqlite3.h>
+
+#include <condition_variable>
+#include <filesystem>
+#include <mutex>
+#include <unordered_map>
+
+#include "internal.hpp"
+
+namespace smart::store::detail {
+namespace {
+
+Error SqliteError(sqlite3* db, int rc, std::string_view context) {
+  std::string msg = std::string(context) + ": " + (db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+  switch (rc) {
+    case SQLITE_CONSTRAINT_UNIQUE:
+    case SQLITE_CONSTRAINT_PRIMARYKEY: return Error::Conflict("unique_violation", msg);
+    case SQLITE_CONSTRAINT_FOREIGNKEY: return Error::Conflict("foreign_key_violation", msg);
+    case SQLITE_CONSTRAINT_NOTNULL:
+    case SQLITE_CONSTRAINT_CHECK: return Error::Invalid("constraint_violation", msg);
+    default: break;
+  }
+  switch (rc & 0xFF) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED: return Error::Retryable("busy", msg);
+    case SQLITE_FULL:
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN:
+    case SQLITE_READONLY:
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB: return Error::Unavailable("database_unavailable", msg);
+    case SQLITE_CONSTRAINT: return Error::Conflict("constraint_violation", msg);
+    default: return Error::Internal("sql_error", msg);
+  }
+}
+
+class Connection {
+ public:
+  static constexpr size_t kMaxCachedStatements = 512;
+
+  ~Connection() {
+    for (auto& [sql, stmt] : cache_) sqlite3_finalize(stmt);
+    sqlite3_close_v2(db_);
+  }
+
+  static Result<std::unique_ptr<Connection>> Open(const std::string& path, const Options& opt, bool writer) {
+    auto c = std::unique_ptr<Connection>(new Connection());
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI;
+    int rc = sqlite3_open_v2(path.c_str(), &c->db_, flags, nullptr);
+    if (rc != SQLITE_OK) return SqliteError(c->db_, rc, "cannot open SQLite database '" + path + "'");
+    sqlite3_extended_result_codes(c->db_, 1);
+    sqlite3_busy_timeout(c->db_, opt.busy_timeout_ms);
+    std::string pragmas = "PRAGMA foreign_keys=ON;";
+    if (writer) {
+      pragmas += "PRAGMA journal_mode=WAL;";
+      pragmas += opt.sqlite_synchronous_full ? "PRAGMA synchronous=FULL;" : "PRAGMA synchronous=NORMAL;";
+    }
+    SMART_TRY(c->ExecScript(pragmas));
+    return c;
+  }
+
+  Result<void> ExecScript(std::string_view sql) {
+    std::string s(sql);
+    char* err = nullptr;
+    int rc = sqlite3_exec(db_, s.c_str(), nullptr, nullptr, &err);
+    if (err) sqlite3_free(err);
+    if (rc != SQLITE_OK) return SqliteError(db_, sqlite3_extended_errcode(db_), "script failed");
+    return Ok();
+  }
+
+  // Runs one statement; collects rows when `rows` is given.
+  Result<int64_t> Run(std::string_view sql, std::span<const Value> params, std::vector<Row>* rows) {
+    auto stmt = Prepare(sql);
+    if (!stmt) return stmt.take_error();
+    sqlite3_stmt* st = *stmt;
+    struct Reset {
+      sqlite3_stmt* s;
+      ~Reset() {
+        sqlite3_reset(s);
+        sqlite3_clear_bindings(s);
+      }
+    } reset{st};
+    if (static_cast<size_t>(sqlite3_bind_parameter_count(st)) != params.size()) {
+      return Error::Internal("sql_error", "statement expects " + std::to_string(sqlite3_bind_parameter_count(st)) +
+                                              " parameters, got " + std::to_string(params.size()));
+    }
+    for (size_t i = 0; i < params.size(); ++i) {
+      int idx = static_cast<int>(i + 1);
+      int rc = std::visit(
+          [&](const auto& v) -> int {
+            using T = std::decay_t<decltype(v)>;
+            if constexpr (std::is_same_v<T, std::monostate>) return sqlite3_bind_null(st, idx);
+            else if constexpr (std::is_same_v<T, int64_t>) return sqlite3_bind_int64(st, idx, v);
+            else if constexpr (std::is_same_v<T, double>) return sqlite3_bind_double(st, idx, v);
+            else if constexpr (std::is_same_v<T, std::string>)
+              return sqlite3_bind_text64(st, idx, v.data(), v.size(), SQLITE_STATIC, SQLITE_UTF8);
+            else return sqlite3_bind_blob64(st, idx, v.bytes.data(), v.bytes.size(), SQLITE_STATIC);
+          },
+          params[i]);
+      if (rc != SQLITE_OK) return SqliteError(db_, rc, "bind failed");
+    }
+    for (;;) {
+      int rc = sqlite3_step(st);
+      if (rc == SQLITE_DONE) break;
+      if (rc != SQLITE_ROW) return SqliteError(db_, sqlite3_extended_errcode(db_), "statement failed");
+      if (!rows) continue;
+      int n = sqlite3_column_count(st);
+      std::vector<Value> values;
+      values.reserve(static_cast<size_t>(n));
+      for (int c = 0; c < n; ++c) {
+        switch (sqlite3_column_type(st, c)) {
+          case SQLITE_INTEGER: values.emplace_back(static_cast<int64_t>(sqlite3_column_int64(st, c))); break;
+          case SQLITE_FLOAT: values.emplace_back(sqlite3_column_double(st, c)); break;
+          case SQLITE_TEXT:
+            values.emplace_back(std::string(reinterpret_cast<const char*>(sqlite3_column_text(st, c)),
+                                            static_cast<size_t>(sqlite3_column_bytes(st, c))));
+            break;
+          case SQLITE_BLOB: {
+            const char* p = static_cast<const char*>(sqlite3_column_blob(st, c));
+            values.emplace_back(Blob{std::string(p ? p : "", static_cast<size_t>(sqlite3_column_bytes(st, c)))});
+            break;
+          }
+          default: values.emplace_back(std::monostate{});
+        }
+      }
+      rows->emplace_back(std::move(values));
+    }
+    return static_cast<int64_t>(sqlite3_changes64(db_));
+  }
+
+ private:
+  Connection() = default;
+
+  Result<sqlite3_stmt*> Prepare(std::string_view sql) {
+    auto it = cache_.find(std::string(sql));
+    if (it != cache_.end()) return it->second;
+    std::string translated = TranslatePlaceholders(sql);
+    sqlite3_stmt* st = nullptr;
+    int rc = sqlite3_prepare_v3(db_, translated.c_str(), static_cast<int>(translated.size()), SQLITE_PREPARE_PERSISTENT,
+                                &st, nullptr);
+    if (rc != SQLITE_OK) return SqliteError(db_, rc, "prepare failed");
+    if (st == nullptr) return Error::Internal("sql_error", "empty statement");
+    if (cache_.size() >= kMaxCachedStatements) {
+      for (auto& [k, s] : cache_) sqlite3_finalize(s);
+      cache_.clear();
+    }
+    cache_.emplace(std::string(sql), st);
+    return st;
+  }
+
+  sqlite3* db_ = nullptr;
+  std::unordered_map<std::string, sqlite3_stmt*> cache_;
+};
+
+class SqliteTx final : public Tx {
+ public:
+  explicit SqliteTx(Connection& c) : c_(c) {}
+  Result<std::vector<Row>> Query(std::string_view sql, std::span<const Value> params) override {
+    std::vector<Row> rows;
+    auto r = c_.Run(sql, params, &rows);
+    if (!r) return r.take_error();
+    return rows;
+  }
+  Result<int64_t> Exec(std::string_view sql, std::span<const Value> params) override { return c_.Run(sql, params, nullptr); }
+  Result<void> ExecScript(std::string_view sql) override { return c_.ExecScript(sql); }
+  using Tx::Exec;
+  using Tx::Query;
+
+ private:
+  Connection& c_;
+};
+
+class SqliteDatabase final : public Database {
+ public:
+  SqliteDatabase(std::string path, Options opt, std::unique_ptr<Connection> writer)
+      : path_(std::move(path)), opt_(opt), writer_(std::move(writer)) {}
+
+  std::string_view backend() const override { return "sqlite"; }
+
+  Result<void> Transact(TxMode mode, const std::function<Result<void>(Tx&)>& fn) override {
+    return WithRetries(opt_.max_retries, [&]() -> Result<void> {
+      if (mode != TxMode::kRead || shared_memory_) {
+        std::lock_guard lock(writer_mu_);
+        return RunTx(*writer_, mode == TxMode::kRead ? "BEGIN" : "BEGIN IMMEDIATE", fn);
+      }
+      auto reader = AcquireReader();
+      if (!reader) return reader.take_error();
+      auto r = RunTx(**reader, "BEGIN", fn);
+      ReleaseReader(std::move(*reader));
+      return r;
+    });
+  }
+
+  Result<void> Ping() override {
+    return Transact(TxMode::kRead, [](Tx& tx) -> Result<void> { return tx.Query("SELECT 1").ok() ? Ok() : Error::Unavailable("database_unavailable", "ping failed"); });
+  }
+
+  void set_shared_memory(bool v) { shared_memory_ = v; }
+
+ private:
+  static Result<void> RunTx(Connection& c, const char* begin, const std::function<Result<void>(Tx&)>& fn) {
+    SMART_TRY(c.ExecScript(begin));
+    SqliteTx tx(c);
+    Result<void> r = Error::Internal("exception", "transaction body threw");
+    try {
+      r = fn(tx);
+    } catch (...) {
+      (void)c.ExecScript("ROLLBACK");
+      throw;
+    }
+    if (!r) {
+      (void)c.ExecScript("ROLLBACK");
+      return r;
+    }
+    auto commit = c.ExecScript("COMMIT");
+    if (!commit) (void)c.ExecScript("ROLLBACK");
+    return commit;
+  }
+
+  Result<std::unique_ptr<Connection>> AcquireReader() {
+    {
+      std::unique_lock lock(readers_mu_);
+      if (!readers_.empty()) {
+        auto c = std::move(readers_.back());
+        readers_.pop_back();
+        return c;
+      }
+    }
+    return Connection::Open(path_, opt_, false);
+  }
+
+  void ReleaseReader(std::unique_ptr<Connection> c) {
+    std::lock_guard lock(readers_mu_);
+    if (static_cast<int>(readers_.size()) < opt_.pool_size) readers_.push_back(std::move(c));
+  }
+
+  std::string path_;
+  Options opt_;
+  std::mutex writer_mu_;
+  std::unique_ptr<Connection> writer_;
+  std::mutex readers_mu_;
+  std::vector<std::unique_ptr<Connection>> readers_;
+  bool shared_memory_ = false;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Database>> OpenSqlite(const std::string& path, const Options& options) {
+  bool memory = path == ":memory:";
+  if (!memory) {
+    std::error_code ec;
+    auto parent = std::filesystem::path(path).parent_path();
+    if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+    if (ec) {
+      return Error::Unavailable("database_unavailable",
+                                "cannot create directory '" + parent.string() + "': " + ec.message());
+    }
+  }
+  auto writer = Connection::Open(path, options, true);
+  if (!writer) return writer.take_error();
+  auto db = std::make_unique<SqliteDatabase>(path, options, std::move(writer).value());
+  // Each :memory: connection is its own database: everything uses the writer.
+  db->set_shared_memory(memory);
+  return std::unique_ptr<Database>(std::move(db));
+}
+
+}  // namespace smart::store::detail

@@ -1,0 +1,83 @@
+#include <chrono>
+#include <thread>
+
+#include "internal.hpp"
+#include "smart/store/store.hpp"
+
+namespace smart::store {
+
+double Row::Double(size_t i) const {
+  const Value& v = values_.at(i);
+  if (const auto* n = std::get_if<int64_t>(&v)) return static_cast<double>(*n);
+  return std::get<double>(v);
+}
+
+Result<std::optional<Row>> Tx::QueryOne(std::string_view sql, std::initializer_list<Value> params) {
+  auto rows = Query(sql, params);
+  if (!rows) return rows.take_error();
+  if (rows->empty()) return std::optional<Row>();
+  return std::optional<Row>(std::move(rows->front()));
+}
+
+Result<std::unique_ptr<Database>> Open(const std::string& url, const Options& options) {
+  if (url.starts_with("sqlite:")) {
+    std::string path = url.substr(7);
+    if (path.starts_with("//")) path = path.substr(2);
+    if (path.empty()) return Error::Invalid("bad_database_url", "sqlite URL names no file: '" + url + "'");
+    return detail::OpenSqlite(path, options);
+  }
+  if (url.starts_with("postgresql://") || url.starts_with("postgres://")) {
+    return detail::OpenPostgres(url, options);
+  }
+  return Error::Invalid("bad_database_url", "database URL must start with sqlite: or postgresql://, got '" +
+                                                detail::RedactUrl(url) + "'");
+}
+
+std::string TranslatePlaceholders(std::string_view sql) {
+  std::string out;
+  out.reserve(sql.size());
+  for (size_t i = 0; i < sql.size(); ++i) {
+    char c = sql[i];
+    if (c == '\'' || c == '"') {
+      size_t end = sql.find(c, i + 1);
+      // A doubled quote inside a literal is an escaped quote: find() lands on it
+      // and the loop resumes inside the literal, which is handled the same way.
+      if (end == std::string_view::npos) end = sql.size() - 1;
+      out.append(sql.substr(i, end - i + 1));
+      i = end;
+    } else if (c == '-' && i + 1 < sql.size() && sql[i + 1] == '-') {
+      size_t end = sql.find('\n', i);
+      if (end == std::string_view::npos) end = sql.size() - 1;
+      out.append(sql.substr(i, end - i + 1));
+      i = end;
+    } else if (c == '$' && i + 1 < sql.size() && sql[i + 1] >= '1' && sql[i + 1] <= '9') {
+      out.push_back('?');
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+namespace detail {
+
+Result<void> WithRetries(int max_retries, const std::function<Result<void>()>& attempt) {
+  for (int i = 0;; ++i) {
+    auto r = attempt();
+    if (r.ok() || r.error().kind != ErrorKind::kRetryable || i >= max_retries) return r;
+    // Jittered exponential back-off: 1, 2, 4 ... ms.
+    std::this_thread::sleep_for(std::chrono::microseconds((1000 << i) + (std::rand() % 1000)));
+  }
+}
+
+std::string RedactUrl(const std::string& url) {
+  auto scheme = url.find("://");
+  if (scheme == std::string::npos) return url;
+  auto at = url.find('@', scheme + 3);
+  auto colon = url.find(':', scheme + 3);
+  if (at == std::string::npos || colon == std::string::npos || colon > at) return url;
+  return url.substr(0, colon + 1) + "***" + url.substr(at);
+}
+
+}  // namespace detail
+}  // namespace smart::store
