@@ -10,6 +10,7 @@
 
 #include "smart/store/migrations.hpp"
 #include "smart/store/store.hpp"
+#include "smart/testing/postgres.hpp"
 #include "smart/testing/process.hpp"
 
 namespace smart::store {
@@ -18,21 +19,15 @@ namespace {
 class StoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (const char* file = std::getenv("SMART_TEST_PG_URL_FILE")) {
-      std::ifstream in(file);
-      ASSERT_TRUE(std::getline(in, url_)) << "no PostgreSQL URL in " << file << " (did the postgres fixture run?)";
+    if (std::getenv("SMART_TEST_PG_URL_FILE")) {
+      url_ = testing::FreshPostgresDatabase();
+      ASSERT_FALSE(url_.empty());
     } else {
       url_ = "sqlite:" + dir_.path() + "/test.db";
     }
     auto db = Open(url_, {.pool_size = 4});
     ASSERT_TRUE(db.ok()) << db.error().message;
     db_ = std::move(db).value();
-    // Each test starts from empty tables (PostgreSQL's cluster is shared by the tests).
-    ASSERT_TRUE(db_->Transact(TxMode::kWrite, [](Tx& tx) {
-                     return tx.ExecScript(
-                         "DROP TABLE IF EXISTS items; DROP TABLE IF EXISTS parents; DROP TABLE IF EXISTS counters;"
-                         "DROP TABLE IF EXISTS schema_migrations; DROP TABLE IF EXISTS m1; DROP TABLE IF EXISTS m2;");
-                   }).ok());
     ASSERT_TRUE(db_->Transact(TxMode::kWrite, [](Tx& tx) {
                      return tx.ExecScript(
                          "CREATE TABLE parents (id BIGINT PRIMARY KEY);"

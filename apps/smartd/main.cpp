@@ -1,0 +1,208 @@
+// smartd: wiring only. Reads configuration, opens the database, applies
+// migrations, builds the router and the server, and waits for a signal.
+//
+// Exit codes: 0 success, 1 operation failed, 2 usage or configuration error.
+#include <signal.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <iostream>
+
+#include "config_schema.hpp"
+#include "smart/api/routes.hpp"
+#include "smart/core/config.hpp"
+#include "smart/core/log.hpp"
+#include "smart/http/middleware.hpp"
+#include "smart/http/server.hpp"
+#include "smart/metrics/metrics.hpp"
+#include "smart/store/migrations.hpp"
+#include "smart/store/store.hpp"
+
+extern char** environ;
+
+namespace smart::smartd {
+extern const char* const kVersion;
+extern const char* const kCommit;
+
+namespace {
+
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+
+struct Flags {
+  std::string config_file;
+  std::vector<std::string> sets;
+  std::optional<int64_t> port;
+  std::optional<std::string> host, data_dir, log_level;
+  bool print_config = false;
+};
+
+int ConfigError(const Error& e) {
+  std::cerr << "smartd: " << e.message << "\n";
+  return kExitUsage;
+}
+
+// Defaults < file < environment < flags.
+Result<config::Config> LoadConfig(const Flags& f) {
+  config::Config cfg(ConfigSchema());
+  if (!f.config_file.empty()) SMART_TRY(cfg.LoadFile(f.config_file));
+  SMART_TRY(cfg.LoadEnv(environ));
+  for (const auto& kv : f.sets) {
+    auto eq = kv.find('=');
+    if (eq == std::string::npos) return Error::Invalid("invalid_config", "--set expects KEY=VALUE, got '" + kv + "'");
+    SMART_TRY(cfg.Set(kv.substr(0, eq), kv.substr(eq + 1), "--set " + kv.substr(0, eq)));
+  }
+  if (f.port) SMART_TRY(cfg.Set("http.port", std::to_string(*f.port), "--port"));
+  if (f.host) SMART_TRY(cfg.Set("http.host", *f.host, "--host"));
+  if (f.data_dir) SMART_TRY(cfg.Set("server.data_dir", *f.data_dir, "--data-dir"));
+  if (f.log_level) SMART_TRY(cfg.Set("log.level", *f.log_level, "--log-level"));
+  if (cfg.String("database.url").empty()) {
+    SMART_TRY(cfg.Set("database.url", "sqlite:" + cfg.String("server.data_dir") + "/smart.db", "derived from server.data_dir"));
+  }
+  return cfg;
+}
+
+Result<std::unique_ptr<store::Database>> OpenDatabase(const config::Config& cfg) {
+  store::Options opt;
+  opt.pool_size = static_cast<int>(cfg.Int("database.pool_size"));
+  opt.busy_timeout_ms = static_cast<int>(cfg.Int("database.busy_timeout_ms"));
+  opt.sqlite_synchronous_full = cfg.String("database.sqlite_synchronous") == "full";
+  return store::Open(cfg.String("database.url"), opt);
+}
+
+http::ServerOptions ServerOptionsFrom(const config::Config& cfg) {
+  using std::chrono::seconds;
+  http::ServerOptions o;
+  o.host = cfg.String("http.host");
+  o.port = static_cast<uint16_t>(cfg.Int("http.port"));
+  o.threads = static_cast<int>(cfg.Int("http.threads"));
+  o.max_connections = static_cast<size_t>(cfg.Int("http.max_connections"));
+  o.max_header_bytes = static_cast<size_t>(cfg.Int("http.max_header_bytes"));
+  o.max_body_bytes = static_cast<size_t>(cfg.Int("http.max_body_bytes"));
+  o.header_timeout = seconds(cfg.Int("http.header_timeout_s"));
+  o.body_timeout = seconds(cfg.Int("http.body_timeout_s"));
+  o.idle_timeout = seconds(cfg.Int("http.idle_timeout_s"));
+  o.write_timeout = seconds(cfg.Int("http.write_timeout_s"));
+  o.shutdown_grace = seconds(cfg.Int("http.shutdown_grace_s"));
+  o.ws_max_message_bytes = static_cast<size_t>(cfg.Int("http.ws_max_message_bytes"));
+  o.ws_send_queue_limit = static_cast<size_t>(cfg.Int("http.ws_send_queue_limit"));
+  o.ws_idle_timeout = seconds(cfg.Int("http.ws_idle_timeout_s"));
+  return o;
+}
+
+int Migrate(const config::Config& cfg, log::Logger& logger) {
+  auto db = OpenDatabase(cfg);
+  if (!db) {
+    logger.Error("cannot open database", {{"error", db.error().message}});
+    return kExitFailure;
+  }
+  auto n = store::Migrate(**db, api::AllMigrations());
+  if (!n) {
+    logger.Error("migration failed", {{"error", n.error().message}});
+    return kExitFailure;
+  }
+  auto st = store::GetMigrationStatus(**db, api::AllMigrations());
+  logger.Info("migrations applied", {{"applied", *n}, {"version", st ? st->current : -1}});
+  return 0;
+}
+
+int Serve(const config::Config& cfg, log::Logger& logger) {
+  // Block the stop signals in every thread; this thread alone waits for them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  auto db = OpenDatabase(cfg);
+  if (!db) {
+    logger.Error("cannot open database", {{"error", db.error().message}});
+    return kExitFailure;
+  }
+  if (cfg.Bool("database.migrate_on_start")) {
+    auto n = store::Migrate(**db, api::AllMigrations());
+    if (!n) {
+      logger.Error("migration failed", {{"error", n.error().message}});
+      return kExitFailure;
+    }
+    if (*n > 0) logger.Info("migrations applied", {{"applied", *n}});
+  }
+
+  metrics::Registry registry;
+  metrics::AddProcessCollector(registry, kVersion, kCommit);
+  api::Deps deps{**db, registry, api::AllMigrations(), {kVersion, kCommit}};
+  http::Router router;
+  api::RegisterRoutes(router, deps);
+
+  std::vector<http::Middleware> middlewares;
+  middlewares.push_back(http::RequestId());
+  if (cfg.Bool("log.access")) middlewares.push_back(http::AccessLog(logger));
+  middlewares.push_back(http::Metrics(registry));
+  middlewares.push_back(http::SecurityHeaders());
+  middlewares.push_back(http::Cors(cfg.StringList("http.cors_origins")));
+
+  http::Server server(ServerOptionsFrom(cfg), std::move(router), std::move(middlewares), logger, registry);
+  if (auto started = server.Start(); !started) {
+    logger.Error("cannot start HTTP server", {{"error", started.error().message}});
+    return kExitFailure;
+  }
+  std::string host = cfg.String("http.host");
+  std::string url = "http://" + (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
+                    std::to_string(server.port());
+  logger.Info("listening", {{"url", url}, {"port", server.port()}, {"database", (*db)->backend()},
+                            {"version", kVersion}, {"commit", kCommit}});
+  std::fprintf(stderr, "smartd listening on %s\n", url.c_str());
+
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  logger.Info("shutting down", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"},
+                                {"grace_s", cfg.Int("http.shutdown_grace_s")}});
+  server.Shutdown();
+  db->reset();  // closes every database connection
+  logger.Info("stopped");
+  return 0;
+}
+
+}  // namespace
+
+int Main(int argc, char** argv) {
+  CLI::App app{"smartd: the Smart server. Without a subcommand it serves."};
+  app.set_version_flag("--version", std::string(kVersion) + " (" + kCommit + ")");
+  Flags f;
+  app.add_option("-c,--config", f.config_file, "TOML configuration file")->check(CLI::ExistingFile);
+  app.add_option("--set", f.sets, "Override a key: --set http.port=9000 (repeatable)");
+  app.add_option("-p,--port", f.port, "Port to listen on (http.port)");
+  app.add_option("--host", f.host, "Address to listen on (http.host)");
+  app.add_option("--data-dir", f.data_dir, "State directory (server.data_dir)");
+  app.add_option("--log-level", f.log_level, "debug, info, warn or error (log.level)");
+  app.add_flag("--print-config", f.print_config, "Print the effective configuration (secrets redacted) and exit");
+  auto* serve = app.add_subcommand("serve", "Serve the API (the default)");
+  auto* migrate = app.add_subcommand("migrate", "Apply pending database migrations and exit");
+  app.require_subcommand(0, 1);
+  // Global flags may follow the subcommand: `smartd migrate --data-dir x`.
+  serve->fallthrough();
+  migrate->fallthrough();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? 0 : kExitUsage;
+  }
+  (void)serve;
+
+  auto cfg = LoadConfig(f);
+  if (!cfg) return ConfigError(cfg.error());
+  if (f.print_config) {
+    std::cout << cfg->Print();
+    return 0;
+  }
+  log::Logger logger(*log::ParseLevel(cfg->String("log.level")));
+  if (migrate->parsed()) return Migrate(*cfg, logger);
+  return Serve(*cfg, logger);
+}
+
+}  // namespace smart::smartd
+
+int main(int argc, char** argv) { return smart::smartd::Main(argc, argv); }

@@ -1,0 +1,69 @@
+// The OpenAPI document must describe every route smartd registers, and be valid JSON.
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+
+#include "smart/api/routes.hpp"
+#include "smart/metrics/metrics.hpp"
+#include "smart/testing/process.hpp"
+
+namespace smart::api {
+namespace {
+
+std::string Lower(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+TEST(OpenApi, IsValidJsonAndVersion31) {
+  boost::system::error_code ec;
+  auto doc = boost::json::parse(OpenApiDocument(), ec);
+  ASSERT_FALSE(ec) << ec.message();
+  ASSERT_TRUE(doc.is_object());
+  EXPECT_EQ(doc.at("openapi").as_string(), "3.1.0");
+  EXPECT_TRUE(doc.at("paths").is_object());
+}
+
+TEST(OpenApi, DescribesEveryRegisteredRoute) {
+  testing::TempDir dir;
+  auto db = store::Open("sqlite:" + dir.path() + "/t.db");
+  ASSERT_TRUE(db.ok());
+  metrics::Registry registry;
+  Deps deps{**db, registry, AllMigrations(), {"test", "test"}};
+  http::Router router;
+  RegisterRoutes(router, deps);
+
+  auto doc = boost::json::parse(OpenApiDocument()).as_object();
+  const auto& paths = doc.at("paths").as_object();
+  auto routes = router.Routes();
+  ASSERT_FALSE(routes.empty());
+  for (const auto& r : routes) {
+    auto it = paths.find(r.pattern);
+    ASSERT_NE(it, paths.end()) << "route " << r.pattern << " is missing from docs/openapi.json";
+    std::string method = Lower(http::ToString(r.method));
+    EXPECT_TRUE(it->value().as_object().contains(method))
+        << http::ToString(r.method) << " " << r.pattern << " is missing from docs/openapi.json";
+  }
+  // And the reverse: the document promises nothing that is not served.
+  for (const auto& [path, item] : paths) {
+    for (const auto& [method, op] : item.as_object()) {
+      (void)op;
+      bool served = false;
+      for (const auto& r : routes) served = served || (r.pattern == path && Lower(http::ToString(r.method)) == method);
+      EXPECT_TRUE(served) << method << " " << path << " is documented but not registered";
+    }
+  }
+}
+
+TEST(Migrations, AreOrderedAndApplyOnSqlite) {
+  testing::TempDir dir;
+  auto db = store::Open("sqlite:" + dir.path() + "/t.db");
+  ASSERT_TRUE(db.ok());
+  auto n = store::Migrate(**db, AllMigrations());
+  ASSERT_TRUE(n.ok()) << n.error().message;
+  EXPECT_EQ(*n, static_cast<int>(AllMigrations().size()));
+}
+
+}  // namespace
+}  // namespace smart::api

@@ -1,0 +1,238 @@
+// The real smartd binary on port 0 with a temporary data directory, spoken to
+// over real sockets.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <thread>
+#include <regex>
+
+#include "smart/testing/http_client.hpp"
+#include "smart/testing/postgres.hpp"
+#include "smart/testing/process.hpp"
+
+namespace smart {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::Process;
+using testing::RawConnection;
+using testing::TempDir;
+
+class Smartd {
+ public:
+  explicit Smartd(std::vector<std::string> env = {}, std::vector<std::string> args = {}) {
+    std::vector<std::string> argv = {SMARTD_PATH, "--port", "0", "--data-dir", dir_.path() + "/data"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    env.push_back("SMART_HTTP_THREADS=2");
+    proc_ = std::make_unique<Process>(argv, env);
+    auto line = proc_->WaitForLine("\"msg\":\"listening\"");
+    if (!line) {
+      proc_->Drain();
+      ADD_FAILURE() << "smartd did not start:\n" << proc_->output();
+      return;
+    }
+    std::smatch m;
+    std::regex re("\"port\":([0-9]+)");
+    if (std::regex_search(*line, m, re)) port_ = static_cast<uint16_t>(std::stoi(m[1]));
+  }
+  uint16_t port() const { return port_; }
+  Process& proc() { return *proc_; }
+  const std::string& dir() const { return dir_.path(); }
+
+ private:
+  TempDir dir_;
+  std::unique_ptr<Process> proc_;
+  uint16_t port_ = 0;
+};
+
+TEST(Smartd, HealthReadyMetricsOpenApi) {
+  Smartd s;
+  ASSERT_NE(s.port(), 0);
+  auto r = testing::Request(s.port(), "GET", "/health");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, "{\"status\":\"ok\"}");
+
+  r = testing::Request(s.port(), "GET", "/ready");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_NE(r->body.find("\"database\":\"ok\""), std::string::npos);
+
+  r = testing::Request(s.port(), "GET", "/openapi.json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_NE(r->body.find("\"openapi\": \"3.1.0\""), std::string::npos);
+
+  r = testing::Request(s.port(), "GET", "/api/v1/version");
+  ASSERT_TRUE(r);
+  EXPECT_NE(r->body.find("\"version\":\"0.1.0\""), std::string::npos);
+
+  r = testing::Request(s.port(), "GET", "/metrics");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->Header("content-type"), "text/plain; version=0.0.4; charset=utf-8");
+  for (const char* needle :
+       {"http_requests_total{method=\"GET\",route=\"/health\",status=\"200\"} 1", "http_request_duration_seconds_bucket{",
+        "http_open_connections ", "process_cpu_seconds_total ", "process_resident_memory_bytes ", "process_open_fds ",
+        "process_start_time_seconds ", "smart_build_info{version=\"0.1.0\""}) {
+    EXPECT_NE(r->body.find(needle), std::string::npos) << needle;
+  }
+}
+
+TEST(Smartd, ErrorsAreProblemDocuments) {
+  Smartd s({"SMART_HTTP_MAX_BODY_BYTES=1024", "SMART_HTTP_MAX_HEADER_BYTES=2048"});
+  ASSERT_NE(s.port(), 0);
+  auto r = testing::Request(s.port(), "GET", "/api/v1/nothing-here");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 404);
+  EXPECT_EQ(r->Header("content-type"), "application/problem+json");
+  EXPECT_NE(r->body.find("\"code\":\"not_found\""), std::string::npos);
+  EXPECT_NE(r->body.find("\"request_id\":\"" + r->Header("x-request-id") + "\""), std::string::npos);
+
+  r = testing::Request(s.port(), "POST", "/health", "{}");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 405);
+  EXPECT_EQ(r->Header("allow"), "GET, HEAD, OPTIONS");
+
+  r = testing::Request(s.port(), "POST", "/health", std::string(2000, 'x'));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 413);
+  EXPECT_NE(r->body.find("body_too_large"), std::string::npos);
+
+  r = testing::Request(s.port(), "GET", "/health", {}, "X-Huge: " + std::string(4000, 'h') + "\r\n");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 431);
+
+  for (const std::string& bad : std::vector<std::string>{"NOT A REQUEST\r\n\r\n", "GET /health HTTP/1.1\r\nHost x\r\n\r\n",
+                          std::string("GET /\x01 HTTP/1.1\r\n\r\n")}) {
+    RawConnection c(s.port());
+    c.Send(bad);
+    auto res = c.ReadResponse();
+    ASSERT_TRUE(res) << bad;
+    EXPECT_EQ(res->status, 400) << bad;
+    EXPECT_EQ(res->Header("content-type"), "application/problem+json");
+    EXPECT_TRUE(c.WaitClosed(2s));
+  }
+  // The server is still healthy after all that.
+  r = testing::Request(s.port(), "GET", "/health");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+}
+
+TEST(Smartd, AccessLogIsOneJsonLinePerRequest) {
+  Smartd s;
+  ASSERT_NE(s.port(), 0);
+  auto r = testing::Request(s.port(), "GET", "/health", {}, "X-Request-Id: trace-me-42\r\n");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->Header("x-request-id"), "trace-me-42");
+  auto line = s.proc().WaitForLine("trace-me-42", 5s);
+  ASSERT_TRUE(line);
+  for (const char* field : {"\"msg\":\"request\"", "\"method\":\"GET\"", "\"route\":\"/health\"", "\"status\":200",
+                            "\"bytes\":15", "\"duration_ms\":", "\"client\":\"127.0.0.1\"", "\"ts\":\""}) {
+    EXPECT_NE(line->find(field), std::string::npos) << field << " in " << *line;
+  }
+}
+
+TEST(Smartd, SlowClientIsCutOff) {
+  Smartd s({"SMART_HTTP_HEADER_TIMEOUT_S=1"});
+  ASSERT_NE(s.port(), 0);
+  RawConnection c(s.port());
+  auto start = std::chrono::steady_clock::now();
+  c.Send("GET /health HTTP/1.1\r\nHost: x\r\n");
+  bool closed = false;
+  for (int i = 0; i < 25 && !closed; ++i) closed = !c.Send("X-Drip: 1\r\n") || c.WaitClosed(200ms);
+  EXPECT_TRUE(closed);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 4s);
+}
+
+TEST(Smartd, GracefulShutdownFinishesTheRequestInFlight) {
+  Smartd s;
+  ASSERT_NE(s.port(), 0);
+  RawConnection idle(s.port());
+  idle.Send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_TRUE(idle.ReadResponse());
+
+  // A request whose body is still arriving when SIGTERM comes.
+  RawConnection busy(s.port());
+  busy.Send("POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01234");
+  std::this_thread::sleep_for(200ms);
+  s.proc().Signal(SIGTERM);
+  ASSERT_TRUE(s.proc().WaitForLine("shutting down", 5s));
+  EXPECT_TRUE(idle.WaitClosed(2s)) << "idle connections close at once";
+  busy.Send("56789");
+  auto r = busy.ReadResponse();
+  ASSERT_TRUE(r) << "the in-flight request is answered";
+  EXPECT_EQ(r->status, 405);
+  EXPECT_EQ(r->Header("connection"), "close");
+  auto code = s.proc().Wait(15s);
+  ASSERT_TRUE(code);
+  EXPECT_EQ(*code, 0);
+  s.proc().Drain();
+  EXPECT_NE(s.proc().output().find("\"msg\":\"stopped\""), std::string::npos);
+}
+
+TEST(Smartd, NotReadyUntilMigrated) {
+  Smartd s({}, {"--set", "database.migrate_on_start=false"});
+  ASSERT_NE(s.port(), 0);
+  auto r = testing::Request(s.port(), "GET", "/ready");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 503);
+  EXPECT_NE(r->body.find("at version 0 of"), std::string::npos) << r->body;
+
+  auto [code, out] = testing::RunCommand({SMARTD_PATH, "migrate", "--data-dir", s.dir() + "/data"});
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("migrations applied"), std::string::npos);
+  r = testing::Request(s.port(), "GET", "/ready");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+}
+
+TEST(Smartd, BadConfigurationExitsWithCode2AndNamesTheKey) {
+  auto [code, out] = testing::RunCommand({SMARTD_PATH}, {"SMART_HTTP_PORT=eighty"});
+  EXPECT_EQ(code, 2);
+  EXPECT_NE(out.find("http.port"), std::string::npos) << out;
+  EXPECT_NE(out.find("SMART_HTTP_PORT"), std::string::npos) << out;
+
+  TempDir dir;
+  std::ofstream(dir.path() + "/bad.toml") << "[http]\nprot = 8080\n";
+  std::tie(code, out) = testing::RunCommand({SMARTD_PATH, "--config", dir.path() + "/bad.toml"});
+  EXPECT_EQ(code, 2);
+  EXPECT_NE(out.find("unknown key 'http.prot'"), std::string::npos) << out;
+
+  std::tie(code, out) = testing::RunCommand({SMARTD_PATH, "--no-such-flag"});
+  EXPECT_EQ(code, 2);
+
+  std::tie(code, out) = testing::RunCommand({SMARTD_PATH, "--print-config"},
+                                            {"SMART_DATABASE_URL=postgresql://smart:s3cret@db/smart"});
+  EXPECT_EQ(code, 0);
+  EXPECT_EQ(out.find("s3cret"), std::string::npos);
+  EXPECT_NE(out.find("postgresql://smart:***@db/smart"), std::string::npos) << out;
+}
+
+TEST(Smartd, PortInUseFailsClearly) {
+  Smartd first;
+  ASSERT_NE(first.port(), 0);
+  auto [code, out] = testing::RunCommand({SMARTD_PATH, "--port", std::to_string(first.port()), "--data-dir",
+                                          first.dir() + "/other"});
+  EXPECT_EQ(code, 1);
+  EXPECT_NE(out.find("cannot listen on 127.0.0.1:" + std::to_string(first.port())), std::string::npos) << out;
+}
+
+TEST(SmartdPostgres, ServesAndIsReadyOnPostgres) {
+  std::string url = testing::FreshPostgresDatabase();
+  ASSERT_FALSE(url.empty());
+  Smartd s({"SMART_DATABASE_URL=" + url});
+  ASSERT_NE(s.port(), 0);
+  ASSERT_TRUE(s.proc().output().find("\"database\":\"postgresql\"") != std::string::npos);
+  auto r = testing::Request(s.port(), "GET", "/ready");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  // A second instance against the same database starts too (migrations under the lock).
+  Smartd t({"SMART_DATABASE_URL=" + url});
+  ASSERT_NE(t.port(), 0);
+}
+
+}  // namespace
+}  // namespace smart
