@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# bench/http: wrk against smartd's small JSON route (GET /health) and, in the
+# same run on the same machine, against nginx serving the same JSON as a static
+# file. Prints requests/s, p50 and p99 of both and the ratio.
+# Target (2 cores): smartd >= 50k req/s and >= 0.8x nginx.
+# Env: DURATION (default 10s), CONNECTIONS (64), THREADS (2), SMARTD (binary path).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-2}
+SMARTD=${SMARTD:-build/release/apps/smartd/smartd}
+[ -x "$SMARTD" ] || { echo "bench/http: $SMARTD not built (run make bench)" >&2; exit 1; }
+command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "bench/http: needs wrk and nginx (scripts/install-deps)" >&2; exit 1; }
+
+work=$(mktemp -d /tmp/smart-bench-http.XXXXXX)
+chmod 755 "$work"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() {
+  local p
+  for _ in $(seq 1 100); do
+    p=$(( (RANDOM % 30000) + 20000 ))
+    if ! ss -ltnH "sport = :$p" 2>/dev/null | grep -q .; then echo "$p"; return; fi
+  done
+  echo "bench/http: no free port" >&2; exit 1
+}
+
+# Starts smartd with extra env; echoes its port.
+start_smartd() {
+  local log=$1; shift
+  env "$@" SMART_LOG_LEVEL=info "$SMARTD" --port 0 --data-dir "$work/data" >"$log" 2>/dev/null &
+  pids+=($!)
+  for _ in $(seq 1 100); do
+    if grep -q '"msg":"listening"' "$log" 2>/dev/null; then
+      grep -o '"port":[0-9]*' "$log" | head -1 | cut -d: -f2
+      return
+    fi
+    sleep 0.1
+  done
+  echo "bench/http: smartd did not start" >&2; cat "$log" >&2; exit 1
+}
+
+# Runs wrk; prints "req_per_s p50_ms p99_ms".
+measure() {
+  local url=$1 out
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d1s "$url" >/dev/null 2>&1 || true   # warm-up
+  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url")
+  local rps p50 p99
+  rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  if grep -q "Non-2xx" <<<"$out"; then echo "bench/http: non-2xx answers from $url" >&2; echo "$out" >&2; exit 1; fi
+  echo "$rps $(to_ms "$p50") $(to_ms "$p99")"
+}
+
+to_ms() {
+  awk -v v="$1" 'BEGIN {
+    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
+    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
+    else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
+    else print v }'
+}
+
+# nginx with the same body and content type, access log off, one worker per core.
+nginx_port=$(free_port)
+mkdir -p "$work/nginx/html" "$work/nginx/logs"
+printf '{"status":"ok"}' >"$work/nginx/html/health.json"
+chmod -R a+rX "$work/nginx"
+cat >"$work/nginx/nginx.conf" <<CONF
+worker_processes auto;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$nginx_port;
+    location = /health { default_type application/json; alias $work/nginx/html/health.json; }
+  }
+}
+CONF
+nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" &
+pids+=($!)
+sleep 0.5
+
+echo "bench/http: wrk -t$THREADS -c$CONNECTIONS -d$DURATION, GET /health, $(nproc) cores"
+read -r n_rps n_p50 n_p99 < <(measure "http://127.0.0.1:$nginx_port/health")
+
+port=$(start_smartd "$work/smartd-quiet.log" SMART_LOG_ACCESS=false)
+read -r s_rps s_p50 s_p99 < <(measure "http://127.0.0.1:$port/health")
+kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+
+port=$(start_smartd "$work/smartd-logged.log" SMART_LOG_ACCESS=true)
+read -r l_rps l_p50 l_p99 < <(measure "http://127.0.0.1:$port/health")
+
+printf '%-34s %12s %10s %10s\n' "server" "requests/s" "p50 ms" "p99 ms"
+printf '%-34s %12.0f %10s %10s\n' "nginx static file (peer)" "$n_rps" "$n_p50" "$n_p99"
+printf '%-34s %12.0f %10s %10s\n' "smartd GET /health" "$s_rps" "$s_p50" "$s_p99"
+printf '%-34s %12.0f %10s %10s\n' "smartd GET /health + access log" "$l_rps" "$l_p50" "$l_p99"
+awk -v s="$s_rps" -v n="$n_rps" -v l="$l_rps" 'BEGIN {
+  printf "ratio smartd/nginx: %.2f (target >= 0.80); with access log: %.2f\n", s / n, l / n
+  printf "target >= 50000 req/s: %s\n", (s >= 50000 ? "met" : "NOT met") }'
