@@ -58,7 +58,8 @@ Result<config::Config> LoadConfig(const Flags& f) {
   if (f.data_dir) SMART_TRY(cfg.Set("server.data_dir", *f.data_dir, "--data-dir"));
   if (f.log_level) SMART_TRY(cfg.Set("log.level", *f.log_level, "--log-level"));
   if (cfg.String("database.url").empty()) {
-    SMART_TRY(cfg.Set("database.url", "sqlite:" + cfg.String("server.data_dir") + "/smart.db", "derived from server.data_dir"));
+    SMART_TRY(cfg.Set("database.url", "sqlite:" + cfg.String("server.data_dir") + "/smart.db",
+                      "derived from server.data_dir"));
   }
   return cfg;
 }
@@ -149,16 +150,19 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
     return kExitFailure;
   }
   std::string host = cfg.String("http.host");
-  std::string url = "http://" + (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
-                    std::to_string(server.port());
-  logger.Info("listening", {{"url", url}, {"port", server.port()}, {"database", (*db)->backend()},
-                            {"version", kVersion}, {"commit", kCommit}});
+  std::string url =
+      "http://" + (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(server.port());
+  logger.Info("listening", {{"url", url},
+                            {"port", server.port()},
+                            {"database", (*db)->backend()},
+                            {"version", kVersion},
+                            {"commit", kCommit}});
   std::fprintf(stderr, "smartd listening on %s\n", url.c_str());
 
   int sig = 0;
   sigwait(&stop_signals, &sig);
-  logger.Info("shutting down", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"},
-                                {"grace_s", cfg.Int("http.shutdown_grace_s")}});
+  logger.Info("shutting down",
+              {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}, {"grace_s", cfg.Int("http.shutdown_grace_s")}});
   server.Shutdown();
   db->reset();  // closes every database connection
   logger.Info("stopped");

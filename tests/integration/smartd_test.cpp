@@ -5,8 +5,8 @@
 
 #include <cstdlib>
 #include <fstream>
-#include <thread>
 #include <regex>
+#include <thread>
 
 #include "smart/testing/http_client.hpp"
 #include "smart/testing/postgres.hpp"
@@ -73,10 +73,10 @@ TEST(Smartd, HealthReadyMetricsOpenApi) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200);
   EXPECT_EQ(r->Header("content-type"), "text/plain; version=0.0.4; charset=utf-8");
-  for (const char* needle :
-       {"http_requests_total{method=\"GET\",route=\"/health\",status=\"200\"} 1", "http_request_duration_seconds_bucket{",
-        "http_open_connections ", "process_cpu_seconds_total ", "process_resident_memory_bytes ", "process_open_fds ",
-        "process_start_time_seconds ", "smart_build_info{version=\"0.1.0\""}) {
+  for (const char* needle : {"http_requests_total{method=\"GET\",route=\"/health\",status=\"200\"} 1",
+                             "http_request_duration_seconds_bucket{", "http_open_connections ",
+                             "process_cpu_seconds_total ", "process_resident_memory_bytes ", "process_open_fds ",
+                             "process_start_time_seconds ", "smart_build_info{version=\"0.1.0\""}) {
     EXPECT_NE(r->body.find(needle), std::string::npos) << needle;
   }
 }
@@ -105,8 +105,9 @@ TEST(Smartd, ErrorsAreProblemDocuments) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 431);
 
-  for (const std::string& bad : std::vector<std::string>{"NOT A REQUEST\r\n\r\n", "GET /health HTTP/1.1\r\nHost x\r\n\r\n",
-                          std::string("GET /\x01 HTTP/1.1\r\n\r\n")}) {
+  for (const std::string& bad :
+       std::vector<std::string>{"NOT A REQUEST\r\n\r\n", "GET /health HTTP/1.1\r\nHost x\r\n\r\n",
+                                std::string("GET /\x01 HTTP/1.1\r\n\r\n")}) {
     RawConnection c(s.port());
     c.Send(bad);
     auto res = c.ReadResponse();
@@ -204,8 +205,8 @@ TEST(Smartd, BadConfigurationExitsWithCode2AndNamesTheKey) {
   std::tie(code, out) = testing::RunCommand({SMARTD_PATH, "--no-such-flag"});
   EXPECT_EQ(code, 2);
 
-  std::tie(code, out) = testing::RunCommand({SMARTD_PATH, "--print-config"},
-                                            {"SMART_DATABASE_URL=postgresql://smart:s3cret@db/smart"});
+  std::tie(code, out) =
+      testing::RunCommand({SMARTD_PATH, "--print-config"}, {"SMART_DATABASE_URL=postgresql://smart:s3cret@db/smart"});
   EXPECT_EQ(code, 0);
   EXPECT_EQ(out.find("s3cret"), std::string::npos);
   EXPECT_NE(out.find("postgresql://smart:***@db/smart"), std::string::npos) << out;
@@ -214,8 +215,8 @@ TEST(Smartd, BadConfigurationExitsWithCode2AndNamesTheKey) {
 TEST(Smartd, PortInUseFailsClearly) {
   Smartd first;
   ASSERT_NE(first.port(), 0);
-  auto [code, out] = testing::RunCommand({SMARTD_PATH, "--port", std::to_string(first.port()), "--data-dir",
-                                          first.dir() + "/other"});
+  auto [code, out] =
+      testing::RunCommand({SMARTD_PATH, "--port", std::to_string(first.port()), "--data-dir", first.dir() + "/other"});
   EXPECT_EQ(code, 1);
   EXPECT_NE(out.find("cannot listen on 127.0.0.1:" + std::to_string(first.port())), std::string::npos) << out;
 }

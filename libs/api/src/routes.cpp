@@ -1,6 +1,7 @@
+#include "smart/api/routes.hpp"
+
 #include <string>
 
-#include "smart/api/routes.hpp"
 #include "smart/core/json_text.hpp"
 #include "smart/metrics/metrics.hpp"
 

@@ -29,7 +29,8 @@ const char* TypeName(Type t) {
 }
 
 Error BadValue(const Key& key, std::string_view detail, const std::string& source) {
-  return Error::Invalid("invalid_config", "config key '" + key.name + "' (from " + source + "): " + std::string(detail));
+  return Error::Invalid("invalid_config",
+                        "config key '" + key.name + "' (from " + source + "): " + std::string(detail));
 }
 
 Result<Value> ParseText(const Key& key, std::string_view text, const std::string& source) {
@@ -40,7 +41,8 @@ Result<Value> ParseText(const Key& key, std::string_view text, const std::string
       int64_t v = 0;
       auto [p, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
       if (t.empty() || ec != std::errc() || p != t.data() + t.size()) {
-        return BadValue(key, "must be " + std::string(TypeName(key.type)) + ", got \"" + std::string(text) + "\"", source);
+        return BadValue(key, "must be " + std::string(TypeName(key.type)) + ", got \"" + std::string(text) + "\"",
+                        source);
       }
       return Value{v};
     }
@@ -48,7 +50,8 @@ Result<Value> ParseText(const Key& key, std::string_view text, const std::string
       auto t = Trim(text);
       if (t == "true" || t == "1" || t == "yes" || t == "on") return Value{true};
       if (t == "false" || t == "0" || t == "no" || t == "off") return Value{false};
-      return BadValue(key, "must be " + std::string(TypeName(key.type)) + ", got \"" + std::string(text) + "\"", source);
+      return BadValue(key, "must be " + std::string(TypeName(key.type)) + ", got \"" + std::string(text) + "\"",
+                      source);
     }
     case Type::kStringList: {
       std::vector<std::string> items;
@@ -133,8 +136,10 @@ Config::Config(std::vector<Key> schema) {
 Result<void> Config::Assign(Entry& e, Value v, const std::string& source) {
   if (auto* i = std::get_if<int64_t>(&v)) {
     if (*i < e.key.min || *i > e.key.max) {
-      return BadValue(e.key, "must be between " + std::to_string(e.key.min) + " and " + std::to_string(e.key.max) +
-                                 ", got " + std::to_string(*i), source);
+      return BadValue(e.key,
+                      "must be between " + std::to_string(e.key.min) + " and " + std::to_string(e.key.max) + ", got " +
+                          std::to_string(*i),
+                      source);
     }
   }
   if (auto* s = std::get_if<std::string>(&v); s && !e.key.choices.empty()) {

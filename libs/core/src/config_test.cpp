@@ -14,7 +14,10 @@ std::vector<Key> Schema() {
       {.name = "http.port", .type = Type::kInt, .default_value = "8080", .min = 0, .max = 65535},
       {.name = "http.host", .type = Type::kString, .default_value = "127.0.0.1"},
       {.name = "http.cors_origins", .type = Type::kStringList, .default_value = ""},
-      {.name = "log.level", .type = Type::kString, .default_value = "info", .choices = {"debug", "info", "warn", "error"}},
+      {.name = "log.level",
+       .type = Type::kString,
+       .default_value = "info",
+       .choices = {"debug", "info", "warn", "error"}},
       {.name = "log.access", .type = Type::kBool, .default_value = "true"},
       {.name = "database.url", .type = Type::kString, .default_value = "", .redact = Redact::kUrlPassword},
       {.name = "auth.secret", .type = Type::kString, .default_value = "", .redact = Redact::kAll},
@@ -48,7 +51,8 @@ TEST(Config, DefaultsApply) {
 
 TEST(Config, FileThenEnvThenFlag) {
   Config c(Schema());
-  TempFile f("[http]\nport = 9000\ncors_origins = [\"https://a.example\", \"https://b.example\"]\n[log]\nlevel = \"debug\"\n");
+  TempFile f(
+      "[http]\nport = 9000\ncors_origins = [\"https://a.example\", \"https://b.example\"]\n[log]\nlevel = \"debug\"\n");
   ASSERT_TRUE(c.LoadFile(f.path()).ok());
   EXPECT_EQ(c.Int("http.port"), 9000);
   EXPECT_EQ(c.StringList("http.cors_origins").size(), 2u);

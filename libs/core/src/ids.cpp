@@ -12,9 +12,9 @@ std::string NewUlid() {
     std::random_device rd;
     return (static_cast<uint64_t>(rd()) << 32) ^ rd();
   }()};
-  uint64_t ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                          std::chrono::system_clock::now().time_since_epoch())
-                                          .count());
+  uint64_t ms = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count());
   uint64_t hi = rng() & 0xFFFF;  // 16 random bits
   uint64_t lo = rng();           // 64 random bits
   std::string out(26, '0');

@@ -23,8 +23,8 @@ TEST(JsonText, Escapes) {
 
 TEST(JsonText, InvalidUtf8BecomesReplacement) {
   EXPECT_EQ(Quote("\xff"), "\"\\ufffd\"");
-  EXPECT_EQ(Quote("a\xc3"), "\"a\\ufffd\"");          // truncated sequence
-  EXPECT_EQ(Quote("\xc0\xaf"), "\"\\ufffd\\ufffd\"");  // overlong '/'
+  EXPECT_EQ(Quote("a\xc3"), "\"a\\ufffd\"");                      // truncated sequence
+  EXPECT_EQ(Quote("\xc0\xaf"), "\"\\ufffd\\ufffd\"");             // overlong '/'
   EXPECT_EQ(Quote("\xed\xa0\x80"), "\"\\ufffd\\ufffd\\ufffd\"");  // surrogate
 }
 

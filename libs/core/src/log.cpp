@@ -28,8 +28,8 @@ std::optional<Level> ParseLevel(std::string_view text) {
 }
 
 void Logger::Write(Level level, std::string_view msg, std::initializer_list<Field> fields) {
-  auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                 std::chrono::system_clock::now().time_since_epoch()).count();
+  auto now = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+                 .count();
   thread_local std::string line;
   line.clear();
   line.append("{\"ts\":\"").append(FormatTimestampMs(now)).append("\",\"level\":\"");

@@ -22,8 +22,8 @@ std::string_view ToString(Method m) {
 }
 
 Method ParseMethod(std::string_view text) {
-  for (auto m : {Method::kGet, Method::kHead, Method::kPost, Method::kPut, Method::kPatch, Method::kDelete,
-                 Method::kOptions}) {
+  for (auto m :
+       {Method::kGet, Method::kHead, Method::kPost, Method::kPut, Method::kPatch, Method::kDelete, Method::kOptions}) {
     if (ToString(m) == text) return m;
   }
   return Method::kOther;

@@ -8,7 +8,9 @@ namespace {
 TEST(Problem, HasEveryRfc9457Member) {
   Request req;
   req.request_id = "req-1";
-  Response res = MakeProblem(req, {.status = 422, .code = "validation_failed", .detail = "Bad \"name\".",
+  Response res = MakeProblem(req, {.status = 422,
+                                   .code = "validation_failed",
+                                   .detail = "Bad \"name\".",
                                    .errors = {{"name", "must not be empty"}}});
   EXPECT_EQ(res.status, 422);
   EXPECT_EQ(res.headers.Get("content-type"), "application/problem+json");

@@ -23,7 +23,9 @@ std::string_view MethodLabel(const Request& req) {
   return req.method == Method::kOther ? std::string_view("OTHER") : ToString(req.method);
 }
 
-std::string_view RouteLabel(const Request& req) { return req.route.empty() ? std::string_view("unmatched") : req.route; }
+std::string_view RouteLabel(const Request& req) {
+  return req.route.empty() ? std::string_view("unmatched") : req.route;
+}
 
 }  // namespace
 
@@ -59,8 +61,8 @@ Middleware AccessLog(log::Logger& logger) {
 Middleware Metrics(metrics::Registry& registry) {
   auto& requests = registry.AddCounter("http_requests_total", "HTTP requests by method, route and status.",
                                        {"method", "route", "status"});
-  auto& durations = registry.AddHistogram("http_request_duration_seconds", "HTTP request handling time.",
-                                          {"method", "route"});
+  auto& durations =
+      registry.AddHistogram("http_request_duration_seconds", "HTTP request handling time.", {"method", "route"});
   return [&requests, &durations](Request& req, const Handler& next) {
     auto start = std::chrono::steady_clock::now();
     Response res = next(req);
@@ -123,8 +125,10 @@ Middleware Recover(log::Logger& logger) {
     } catch (...) {
       logger.Error("unhandled exception", {{"request_id", req.request_id}, {"route", req.route}});
     }
-    return MakeProblem(req, {.status = 500, .code = "internal_error",
-                             .detail = "The server failed to handle this request; quote the request id when reporting it."});
+    return MakeProblem(req,
+                       {.status = 500,
+                        .code = "internal_error",
+                        .detail = "The server failed to handle this request; quote the request id when reporting it."});
   };
 }
 

@@ -90,8 +90,7 @@ TEST(RouterDeathTest, DuplicateRouteIsABug) {
   Router r;
   r.Add(Method::kGet, "/a", Named("1"));
   EXPECT_DEATH(r.Add(Method::kGet, "/a", Named("2")), "duplicate");
-  EXPECT_DEATH(r.Add(Method::kGet, "/b/{x}", Named("2")); r.Add(Method::kGet, "/b/{y}/z", Named("3")),
-               "conflicting");
+  EXPECT_DEATH(r.Add(Method::kGet, "/b/{x}", Named("2")); r.Add(Method::kGet, "/b/{y}/z", Named("3")), "conflicting");
 }
 
 }  // namespace

@@ -4,18 +4,17 @@
 // no locks. Cross-thread calls (Shutdown, WebSocket::Send) post to it.
 #include "smart/http/server.hpp"
 
-#include <boost/asio/redirect_error.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
-
 #include <condition_variable>
 #include <ctime>
 #include <deque>
@@ -174,7 +173,9 @@ class WsConnection final : public WebSocket, public Tracked, public std::enable_
   }
 
   void Close(uint16_t code, std::string reason) override {
-    asio::post(ex_, [self = shared_from_this(), code, r = std::move(reason)]() mutable { self->StartClose(code, std::move(r)); });
+    asio::post(ex_, [self = shared_from_this(), code, r = std::move(reason)]() mutable {
+      self->StartClose(code, std::move(r));
+    });
   }
 
   size_t queued() const override { return queued_.load(); }
@@ -244,7 +245,8 @@ class WsConnection final : public WebSocket, public Tracked, public std::enable_
       beast::get_lowest_layer(*ws_).close();
       return;
     }
-    ws_->async_close(websocket::close_reason(static_cast<websocket::close_code>(code), reason), [self = shared_from_this()](error_code) {});
+    ws_->async_close(websocket::close_reason(static_cast<websocket::close_code>(code), reason),
+                     [self = shared_from_this()](error_code) {});
   }
 
   Server::Impl& server_;
@@ -327,9 +329,10 @@ Response Server::Impl::Dispatch(Request& req) {
     logger.Error("unhandled exception", {{"request_id", req.request_id}, {"route", req.route}});
   }
   // The one place where an exception becomes a response; internals stay in the log.
-  return MakeProblem(req, {.status = 500,
-                           .code = "internal_error",
-                           .detail = "The server failed to handle this request; quote the request id when reporting it."});
+  return MakeProblem(req,
+                     {.status = 500,
+                      .code = "internal_error",
+                      .detail = "The server failed to handle this request; quote the request id when reporting it."});
 }
 
 Response Server::Impl::Handle(Request& req, DispatchContext& ctx) {
@@ -344,8 +347,7 @@ Response Server::Impl::Handle(Request& req, DispatchContext& ctx) {
   }
   if (m.handler) return (*m.handler)(req);
   if (!m.path_found) {
-    return MakeProblem(req, {.status = 404, .code = "not_found",
-                             .detail = "No resource at " + req.path + "."});
+    return MakeProblem(req, {.status = 404, .code = "not_found", .detail = "No resource at " + req.path + "."});
   }
   if (req.method == Method::kOptions) {
     Response res = Response::Empty(204);
@@ -353,12 +355,14 @@ Response Server::Impl::Handle(Request& req, DispatchContext& ctx) {
     return res;
   }
   if (m.ws && req.method == Method::kGet) {
-    Response res = MakeProblem(req, {.status = 426, .code = "websocket_upgrade_required",
+    Response res = MakeProblem(req, {.status = 426,
+                                     .code = "websocket_upgrade_required",
                                      .detail = req.path + " accepts WebSocket connections only."});
     res.headers.Add("Upgrade", "websocket");
     return res;
   }
-  Response res = MakeProblem(req, {.status = 405, .code = "method_not_allowed",
+  Response res = MakeProblem(req, {.status = 405,
+                                   .code = "method_not_allowed",
                                    .detail = req.method_text + " is not allowed on " + std::string(m.route) + "."});
   res.headers.Add("Allow", m.allow);
   return res;
@@ -391,7 +395,8 @@ asio::awaitable<void> Server::Impl::Accept() {
 
 asio::awaitable<void> Server::Impl::RejectBusy(tcp::socket socket) {
   beast::tcp_stream stream(std::move(socket));
-  Response res = MakeProblem(NewUlid(), {.status = 503, .code = "too_many_connections",
+  Response res = MakeProblem(NewUlid(), {.status = 503,
+                                         .code = "too_many_connections",
                                          .detail = "The server is at its connection limit; retry shortly."});
   res.headers.Add("Retry-After", "1");
   co_await Write(stream, std::move(res), false, false);
@@ -435,13 +440,14 @@ asio::awaitable<void> Server::Impl::Session(tcp::socket socket) {
       conn->idle = true;
       if (draining.load()) break;
       conn->stream.expires_after(first ? opt.header_timeout : opt.idle_timeout);
-      size_t n = co_await conn->stream.async_read_some(buffer.prepare(4096), asio::redirect_error(asio::use_awaitable, ec));
+      size_t n =
+          co_await conn->stream.async_read_some(buffer.prepare(4096), asio::redirect_error(asio::use_awaitable, ec));
       if (ec) break;
       buffer.commit(n);
     }
     conn->idle = false;
     first = false;
-  
+
     bhttp::request_parser<bhttp::string_body> parser;
     parser.header_limit(static_cast<uint32_t>(opt.max_header_bytes));
     parser.body_limit(opt.max_body_bytes);
@@ -513,20 +519,27 @@ asio::awaitable<void> Server::Impl::Session(tcp::socket socket) {
 
 std::optional<Response> Server::Impl::ReadFailure(const error_code& ec, std::string_view part) {
   if (ec == bhttp::error::header_limit) {
-    return MakeProblem(NewUlid(), {.status = 431, .code = "header_too_large",
-                                   .detail = "The request's header exceeds " + std::to_string(opt.max_header_bytes) + " bytes."});
+    return MakeProblem(NewUlid(),
+                       {.status = 431,
+                        .code = "header_too_large",
+                        .detail = "The request's header exceeds " + std::to_string(opt.max_header_bytes) + " bytes."});
   }
   if (ec == bhttp::error::body_limit) {
-    return MakeProblem(NewUlid(), {.status = 413, .code = "body_too_large",
-                                   .detail = "The request body exceeds " + std::to_string(opt.max_body_bytes) + " bytes."});
+    return MakeProblem(NewUlid(),
+                       {.status = 413,
+                        .code = "body_too_large",
+                        .detail = "The request body exceeds " + std::to_string(opt.max_body_bytes) + " bytes."});
   }
   if (ec == beast::error::timeout) {
-    return MakeProblem(NewUlid(), {.status = 408, .code = "request_timeout",
+    return MakeProblem(NewUlid(), {.status = 408,
+                                   .code = "request_timeout",
                                    .detail = "The request " + std::string(part) + " was not received in time."});
   }
   if (IsDisconnect(ec)) return std::nullopt;
-  return MakeProblem(NewUlid(), {.status = 400, .code = "malformed_request",
-                                 .detail = "The request " + std::string(part) + " is not valid HTTP/1.1: " + ec.message() + "."});
+  return MakeProblem(NewUlid(),
+                     {.status = 400,
+                      .code = "malformed_request",
+                      .detail = "The request " + std::string(part) + " is not valid HTTP/1.1: " + ec.message() + "."});
 }
 
 asio::awaitable<void> Server::Impl::RunWebSocket(std::shared_ptr<WsConnection> ws,
@@ -571,8 +584,8 @@ Result<void> Server::Start() {
   if (!ec) acceptor->bind(ep, ec);
   if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
   if (ec) {
-    return Error::Unavailable("listen_failed",
-                              "cannot listen on " + im.opt.host + ":" + std::to_string(im.opt.port) + ": " + ec.message());
+    return Error::Unavailable(
+        "listen_failed", "cannot listen on " + im.opt.host + ":" + std::to_string(im.opt.port) + ": " + ec.message());
   }
   im.bound_port = acceptor->local_endpoint().port();
   im.acceptor = std::move(acceptor);

@@ -4,12 +4,11 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/websocket.hpp>
-
-#include <atomic>
 #include <stdexcept>
 #include <thread>
 
@@ -45,28 +44,26 @@ class ServerTest : public ::testing::Test {
       }
       ws->Send("welcome");
       std::weak_ptr<WebSocket> weak = ws;
-      return WsAccept{.callbacks = {
-                          .on_message =
-                              [this, weak](std::string_view msg) {
-                                auto self = weak.lock();
-                                if (!self) return;
-                                if (msg == "flood") {
-                                  for (int i = 0; i < 100; ++i) {
-                                    auto r = self->Send("x");
-                                    flood_queued_ += r == WebSocket::SendResult::kQueued;
-                                    flood_full_ += r == WebSocket::SendResult::kQueueFull;
-                                  }
-                                  return;
-                                }
-                                self->Send("echo:" + std::string(msg));
-                              },
-                          .on_close = [this](uint16_t code) { last_close_code_ = code; }}};
+      return WsAccept{.callbacks = {.on_message =
+                                        [this, weak](std::string_view msg) {
+                                          auto self = weak.lock();
+                                          if (!self) return;
+                                          if (msg == "flood") {
+                                            for (int i = 0; i < 100; ++i) {
+                                              auto r = self->Send("x");
+                                              flood_queued_ += r == WebSocket::SendResult::kQueued;
+                                              flood_full_ += r == WebSocket::SendResult::kQueueFull;
+                                            }
+                                            return;
+                                          }
+                                          self->Send("echo:" + std::string(msg));
+                                        },
+                                    .on_close = [this](uint16_t code) { last_close_code_ = code; }}};
     });
-    server_ = std::make_unique<Server>(
-        opt, std::move(r),
-        std::vector<Middleware>{RequestId(), AccessLog(logger_), Metrics(registry_), SecurityHeaders(),
-                                Cors({"https://app.example"})},
-        logger_, registry_);
+    server_ = std::make_unique<Server>(opt, std::move(r),
+                                       std::vector<Middleware>{RequestId(), AccessLog(logger_), Metrics(registry_),
+                                                               SecurityHeaders(), Cors({"https://app.example"})},
+                                       logger_, registry_);
     ASSERT_TRUE(server_->Start().ok());
     port_ = server_->port();
   }

@@ -23,10 +23,14 @@ void AppendNumber(std::string& out, double v) {
 
 void AppendLabelValue(std::string& out, std::string_view v) {
   for (char c : v) {
-    if (c == '\\') out.append("\\\\");
-    else if (c == '"') out.append("\\\"");
-    else if (c == '\n') out.append("\\n");
-    else out.push_back(c);
+    if (c == '\\')
+      out.append("\\\\");
+    else if (c == '"')
+      out.append("\\\"");
+    else if (c == '\n')
+      out.append("\\n");
+    else
+      out.push_back(c);
   }
 }
 

@@ -37,7 +37,10 @@ TEST(Metrics, ConcurrentIncrementsAreExact) {
   Registry r;
   auto& c = r.AddCounter("n_total", "N.").WithLabels({});
   std::vector<std::thread> ts;
-  for (int t = 0; t < 4; ++t) ts.emplace_back([&] { for (int i = 0; i < 100000; ++i) c.Inc(); });
+  for (int t = 0; t < 4; ++t)
+    ts.emplace_back([&] {
+      for (int i = 0; i < 100000; ++i) c.Inc();
+    });
   for (auto& t : ts) t.join();
   EXPECT_EQ(c.Value(), 400000u);
 }

@@ -81,11 +81,13 @@ void AddProcessCollector(Registry& registry, std::string version, std::string co
     ProcStat s = ReadProcStat();
     rlimit lim{};
     getrlimit(RLIMIT_NOFILE, &lim);
-    Sample(out, "process_cpu_seconds_total", "Total user and system CPU time spent in seconds.", "counter", s.cpu_seconds);
+    Sample(out, "process_cpu_seconds_total", "Total user and system CPU time spent in seconds.", "counter",
+           s.cpu_seconds);
     Sample(out, "process_resident_memory_bytes", "Resident memory size in bytes.", "gauge", s.resident_bytes);
     Sample(out, "process_virtual_memory_bytes", "Virtual memory size in bytes.", "gauge", s.virtual_bytes);
     Sample(out, "process_open_fds", "Number of open file descriptors.", "gauge", CountOpenFds());
-    Sample(out, "process_max_fds", "Maximum number of open file descriptors.", "gauge", static_cast<double>(lim.rlim_cur));
+    Sample(out, "process_max_fds", "Maximum number of open file descriptors.", "gauge",
+           static_cast<double>(lim.rlim_cur));
     Sample(out, "process_start_time_seconds", "Start time of the process since unix epoch in seconds.", "gauge",
            s.start_time_seconds);
     out.append("# HELP smart_build_info Version and commit of this build.\n# TYPE smart_build_info gauge\n");

@@ -66,7 +66,8 @@ Result<int> Migrate(Database& db, std::span<const Migration> migrations) {
     int latest = migrations.empty() ? 0 : migrations.back().version;
     for (const Row& row : *rows) {
       int version = static_cast<int>(row.Int(0));
-      auto it = std::find_if(migrations.begin(), migrations.end(), [&](const Migration& m) { return m.version == version; });
+      auto it =
+          std::find_if(migrations.begin(), migrations.end(), [&](const Migration& m) { return m.version == version; });
       if (it == migrations.end()) {
         return Error::Conflict("schema_too_new", "the database has migration " + std::to_string(version) + " (" +
                                                      row.Text(1) + ") which this build does not know (latest " +
@@ -85,8 +86,9 @@ Result<int> Migrate(Database& db, std::span<const Migration> migrations) {
         return Error{script.error().kind, script.error().code,
                      "migration " + std::to_string(m.version) + " (" + m.name + ") failed: " + script.error().message};
       }
-      SMART_TRY(tx.Exec("INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES ($1, $2, $3, $4)",
-                        {Value{int64_t{m.version}}, Value{m.name}, Value{Checksum(ScriptFor(db, m))}, Value{NowIso()}}));
+      SMART_TRY(
+          tx.Exec("INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES ($1, $2, $3, $4)",
+                  {Value{int64_t{m.version}}, Value{m.name}, Value{Checksum(ScriptFor(db, m))}, Value{NowIso()}}));
       ++applied;
     }
     return Ok();
@@ -101,7 +103,9 @@ Result<MigrationStatus> GetMigrationStatus(Database& db, std::span<const Migrati
   auto r = db.Transact(TxMode::kRead, [&](Tx& tx) -> Result<void> {
     // Absent table means nothing applied; ask the catalogue rather than fail a query.
     auto exists = db.backend() == "postgresql"
-                      ? tx.Query("SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'schema_migrations'")
+                      ? tx.Query(
+                            "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND "
+                            "table_name = 'schema_migrations'")
                       : tx.Query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'");
     if (!exists) return exists.take_error();
     if (exists->empty()) return Ok();

@@ -159,7 +159,9 @@ class PgTx final : public Tx {
     if (!r) return r.take_error();
     return rows;
   }
-  Result<int64_t> Exec(std::string_view sql, std::span<const Value> params) override { return c_.Run(sql, params, nullptr); }
+  Result<int64_t> Exec(std::string_view sql, std::span<const Value> params) override {
+    return c_.Run(sql, params, nullptr);
+  }
   Result<void> ExecScript(std::string_view sql) override { return c_.Command(std::string(sql).c_str()); }
   using Tx::Exec;
   using Tx::Query;
@@ -201,7 +203,8 @@ class PgDatabase final : public Database {
       return Error::Unavailable("database_unavailable", "cannot connect to " + RedactUrl(url_) + ": " + msg);
     }
     // NOTICE messages ("relation already exists, skipping") would go to stderr.
-    PQsetNoticeProcessor(c, [](void*, const char*) {}, nullptr);
+    PQsetNoticeProcessor(
+        c, [](void*, const char*) {}, nullptr);
     return std::make_unique<Connection>(c);
   }
 

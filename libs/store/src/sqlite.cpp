@@ -92,12 +92,16 @@ class Connection {
       int rc = std::visit(
           [&](const auto& v) -> int {
             using T = std::decay_t<decltype(v)>;
-            if constexpr (std::is_same_v<T, std::monostate>) return sqlite3_bind_null(st, idx);
-            else if constexpr (std::is_same_v<T, int64_t>) return sqlite3_bind_int64(st, idx, v);
-            else if constexpr (std::is_same_v<T, double>) return sqlite3_bind_double(st, idx, v);
+            if constexpr (std::is_same_v<T, std::monostate>)
+              return sqlite3_bind_null(st, idx);
+            else if constexpr (std::is_same_v<T, int64_t>)
+              return sqlite3_bind_int64(st, idx, v);
+            else if constexpr (std::is_same_v<T, double>)
+              return sqlite3_bind_double(st, idx, v);
             else if constexpr (std::is_same_v<T, std::string>)
               return sqlite3_bind_text64(st, idx, v.data(), v.size(), SQLITE_STATIC, SQLITE_UTF8);
-            else return sqlite3_bind_blob64(st, idx, v.bytes.data(), v.bytes.size(), SQLITE_STATIC);
+            else
+              return sqlite3_bind_blob64(st, idx, v.bytes.data(), v.bytes.size(), SQLITE_STATIC);
           },
           params[i]);
       if (rc != SQLITE_OK) return SqliteError(db_, rc, "bind failed");
@@ -164,7 +168,9 @@ class SqliteTx final : public Tx {
     if (!r) return r.take_error();
     return rows;
   }
-  Result<int64_t> Exec(std::string_view sql, std::span<const Value> params) override { return c_.Run(sql, params, nullptr); }
+  Result<int64_t> Exec(std::string_view sql, std::span<const Value> params) override {
+    return c_.Run(sql, params, nullptr);
+  }
   Result<void> ExecScript(std::string_view sql) override { return c_.ExecScript(sql); }
   using Tx::Exec;
   using Tx::Query;
@@ -195,7 +201,9 @@ class SqliteDatabase final : public Database {
   }
 
   Result<void> Ping() override {
-    return Transact(TxMode::kRead, [](Tx& tx) -> Result<void> { return tx.Query("SELECT 1").ok() ? Ok() : Error::Unavailable("database_unavailable", "ping failed"); });
+    return Transact(TxMode::kRead, [](Tx& tx) -> Result<void> {
+      return tx.Query("SELECT 1").ok() ? Ok() : Error::Unavailable("database_unavailable", "ping failed");
+    });
   }
 
   void set_shared_memory(bool v) { shared_memory_ = v; }

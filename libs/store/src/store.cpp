@@ -1,8 +1,9 @@
+#include "smart/store/store.hpp"
+
 #include <chrono>
 #include <thread>
 
 #include "internal.hpp"
-#include "smart/store/store.hpp"
 
 namespace smart::store {
 
@@ -29,8 +30,8 @@ Result<std::unique_ptr<Database>> Open(const std::string& url, const Options& op
   if (url.starts_with("postgresql://") || url.starts_with("postgres://")) {
     return detail::OpenPostgres(url, options);
   }
-  return Error::Invalid("bad_database_url", "database URL must start with sqlite: or postgresql://, got '" +
-                                                detail::RedactUrl(url) + "'");
+  return Error::Invalid("bad_database_url",
+                        "database URL must start with sqlite: or postgresql://, got '" + detail::RedactUrl(url) + "'");
 }
 
 std::string TranslatePlaceholders(std::string_view sql) {

@@ -1,6 +1,8 @@
 // The store suite. Run as `store_test` it uses SQLite in a temp dir; run as
 // `store_pgtest` (SMART_TEST_PG_URL_FILE set by the ctest fixture) it uses the
 // throwaway PostgreSQL cluster. Both must behave the same.
+#include "smart/store/store.hpp"
+
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -9,7 +11,6 @@
 #include <thread>
 
 #include "smart/store/migrations.hpp"
-#include "smart/store/store.hpp"
 #include "smart/testing/postgres.hpp"
 #include "smart/testing/process.hpp"
 
@@ -28,13 +29,15 @@ class StoreTest : public ::testing::Test {
     auto db = Open(url_, {.pool_size = 4});
     ASSERT_TRUE(db.ok()) << db.error().message;
     db_ = std::move(db).value();
-    ASSERT_TRUE(db_->Transact(TxMode::kWrite, [](Tx& tx) {
-                     return tx.ExecScript(
-                         "CREATE TABLE parents (id BIGINT PRIMARY KEY);"
-                         "CREATE TABLE items (id TEXT PRIMARY KEY, n BIGINT NOT NULL, x DOUBLE PRECISION,"
-                         " note TEXT, parent BIGINT REFERENCES parents(id), CHECK (n >= 0));"
-                         "CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL);");
-                   }).ok());
+    ASSERT_TRUE(db_->Transact(TxMode::kWrite,
+                              [](Tx& tx) {
+                                return tx.ExecScript(
+                                    "CREATE TABLE parents (id BIGINT PRIMARY KEY);"
+                                    "CREATE TABLE items (id TEXT PRIMARY KEY, n BIGINT NOT NULL, x DOUBLE PRECISION,"
+                                    " note TEXT, parent BIGINT REFERENCES parents(id), CHECK (n >= 0));"
+                                    "CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL);");
+                              })
+                    .ok());
   }
 
   bool postgres() const { return db_->backend() == "postgresql"; }
@@ -54,47 +57,58 @@ TEST_F(StoreTest, RoundTripsEveryType) {
   });
   ASSERT_TRUE(r.ok()) << r.error().message;
   std::optional<Row> row;
-  ASSERT_TRUE(db_->Transact(TxMode::kRead, [&](Tx& tx) -> Result<void> {
-                   auto one = tx.QueryOne("SELECT id, n, x, note FROM items WHERE id = $1", {Value{"a"}});
-                   if (!one) return one.take_error();
-                   row = std::move(*one);
-                   return Ok();
-                 }).ok());
+  ASSERT_TRUE(db_->Transact(TxMode::kRead,
+                            [&](Tx& tx) -> Result<void> {
+                              auto one = tx.QueryOne("SELECT id, n, x, note FROM items WHERE id = $1", {Value{"a"}});
+                              if (!one) return one.take_error();
+                              row = std::move(*one);
+                              return Ok();
+                            })
+                  .ok());
   ASSERT_TRUE(row);
   EXPECT_EQ(row->Text(0), "a");
   EXPECT_EQ(row->Int(1), 9007199254740993) << "64-bit integers survive exactly";
   EXPECT_DOUBLE_EQ(row->Double(2), 2.5);
   EXPECT_EQ(row->Text(3), "héllo 'quoted' $1");
 
-  ASSERT_TRUE(db_->Transact(TxMode::kRead, [&](Tx& tx) -> Result<void> {
-                   auto one = tx.QueryOne("SELECT x, note FROM items WHERE id = $1", {Value{"b"}});
-                   if (!one) return one.take_error();
-                   EXPECT_TRUE((*one)->IsNull(0));
-                   EXPECT_TRUE((*one)->IsNull(1));
-                   auto none = tx.QueryOne("SELECT id FROM items WHERE id = $1", {Value{"zzz"}});
-                   EXPECT_TRUE(none.ok() && !none->has_value());
-                   return Ok();
-                 }).ok());
+  ASSERT_TRUE(db_->Transact(TxMode::kRead,
+                            [&](Tx& tx) -> Result<void> {
+                              auto one = tx.QueryOne("SELECT x, note FROM items WHERE id = $1", {Value{"b"}});
+                              if (!one) return one.take_error();
+                              EXPECT_TRUE((*one)->IsNull(0));
+                              EXPECT_TRUE((*one)->IsNull(1));
+                              auto none = tx.QueryOne("SELECT id FROM items WHERE id = $1", {Value{"zzz"}});
+                              EXPECT_TRUE(none.ok() && !none->has_value());
+                              return Ok();
+                            })
+                  .ok());
 }
 
 TEST_F(StoreTest, BlobsRoundTrip) {
   std::string bytes("\x00\x01\xff\x7f binary", 11);
-  ASSERT_TRUE(db_->Transact(TxMode::kWrite, [&](Tx& tx) -> Result<void> {
-                   SMART_TRY(tx.ExecScript(postgres() ? "CREATE TEMP TABLE blobs (b BYTEA)" : "CREATE TEMP TABLE blobs (b BLOB)"));
-                   SMART_TRY(tx.Exec("INSERT INTO blobs (b) VALUES ($1)", {Value{Blob{bytes}}}));
-                   auto row = tx.QueryOne("SELECT b FROM blobs");
-                   if (!row) return row.take_error();
-                   EXPECT_EQ((*row)->Bytes(0).bytes, bytes);
-                   return Ok();
-                 }).ok());
+  ASSERT_TRUE(db_->Transact(TxMode::kWrite,
+                            [&](Tx& tx) -> Result<void> {
+                              SMART_TRY(tx.ExecScript(postgres() ? "CREATE TEMP TABLE blobs (b BYTEA)"
+                                                                 : "CREATE TEMP TABLE blobs (b BLOB)"));
+                              SMART_TRY(tx.Exec("INSERT INTO blobs (b) VALUES ($1)", {Value{Blob{bytes}}}));
+                              auto row = tx.QueryOne("SELECT b FROM blobs");
+                              if (!row) return row.take_error();
+                              EXPECT_EQ((*row)->Bytes(0).bytes, bytes);
+                              return Ok();
+                            })
+                  .ok());
 }
 
 TEST_F(StoreTest, TypedErrors) {
-  ASSERT_TRUE(db_->Transact(TxMode::kWrite, [](Tx& tx) -> Result<void> {
-                   return tx.Exec("INSERT INTO items (id, n) VALUES ($1, $2)", {Value{"dup"}, Value{int64_t{1}}}).ok()
-                              ? Ok()
-                              : Error::Internal("x", "insert failed");
-                 }).ok());
+  ASSERT_TRUE(
+      db_->Transact(
+             TxMode::kWrite,
+             [](Tx& tx) -> Result<void> {
+               return tx.Exec("INSERT INTO items (id, n) VALUES ($1, $2)", {Value{"dup"}, Value{int64_t{1}}}).ok()
+                          ? Ok()
+                          : Error::Internal("x", "insert failed");
+             })
+          .ok());
   auto dup = db_->Transact(TxMode::kWrite, [](Tx& tx) -> Result<void> {
     SMART_TRY(tx.Exec("INSERT INTO items (id, n) VALUES ($1, $2)", {Value{"dup"}, Value{int64_t{2}}}));
     return Ok();
@@ -140,26 +154,32 @@ TEST_F(StoreTest, FailedTransactionLeavesNothing) {
   });
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().code, "stop");
-  EXPECT_THROW((void)db_->Transact(TxMode::kWrite, [](Tx& tx) -> Result<void> {
-                 (void)tx.Exec("INSERT INTO items (id, n) VALUES ($1, $2)", {Value{"thrown"}, Value{int64_t{1}}});
-                 throw std::runtime_error("bug");
-               }),
+  EXPECT_THROW((void)db_->Transact(
+                   TxMode::kWrite,
+                   [](Tx& tx) -> Result<void> {
+                     (void)tx.Exec("INSERT INTO items (id, n) VALUES ($1, $2)", {Value{"thrown"}, Value{int64_t{1}}});
+                     throw std::runtime_error("bug");
+                   }),
                std::runtime_error);
   int64_t count = -1;
-  ASSERT_TRUE(db_->Transact(TxMode::kRead, [&](Tx& tx) -> Result<void> {
-                   auto row = tx.QueryOne("SELECT COUNT(*) FROM items");
-                   if (!row) return row.take_error();
-                   count = (*row)->Int(0);
-                   return Ok();
-                 }).ok());
+  ASSERT_TRUE(db_->Transact(TxMode::kRead,
+                            [&](Tx& tx) -> Result<void> {
+                              auto row = tx.QueryOne("SELECT COUNT(*) FROM items");
+                              if (!row) return row.take_error();
+                              count = (*row)->Int(0);
+                              return Ok();
+                            })
+                  .ok());
   EXPECT_EQ(count, 0);
 }
 
 TEST_F(StoreTest, ConcurrentWritersLoseNoUpdate) {
-  ASSERT_TRUE(db_->Transact(TxMode::kWrite, [](Tx& tx) -> Result<void> {
-                   SMART_TRY(tx.Exec("INSERT INTO counters (name, value) VALUES ('c', 0)"));
-                   return Ok();
-                 }).ok());
+  ASSERT_TRUE(db_->Transact(TxMode::kWrite,
+                            [](Tx& tx) -> Result<void> {
+                              SMART_TRY(tx.Exec("INSERT INTO counters (name, value) VALUES ('c', 0)"));
+                              return Ok();
+                            })
+                  .ok());
   constexpr int kThreads = 4, kEach = 50;
   std::atomic<int> failures{0};
   std::vector<std::thread> threads;
@@ -180,19 +200,23 @@ TEST_F(StoreTest, ConcurrentWritersLoseNoUpdate) {
   }
   for (auto& t : threads) t.join();
   EXPECT_EQ(failures, 0);
-  ASSERT_TRUE(db_->Transact(TxMode::kRead, [&](Tx& tx) -> Result<void> {
-                   auto row = tx.QueryOne("SELECT value FROM counters WHERE name = 'c'");
-                   if (!row) return row.take_error();
-                   EXPECT_EQ((*row)->Int(0), kThreads * kEach);
-                   return Ok();
-                 }).ok());
+  ASSERT_TRUE(db_->Transact(TxMode::kRead,
+                            [&](Tx& tx) -> Result<void> {
+                              auto row = tx.QueryOne("SELECT value FROM counters WHERE name = 'c'");
+                              if (!row) return row.take_error();
+                              EXPECT_EQ((*row)->Int(0), kThreads * kEach);
+                              return Ok();
+                            })
+                  .ok());
 }
 
 TEST_F(StoreTest, ReadersSeeCommittedData) {
-  ASSERT_TRUE(db_->Transact(TxMode::kWrite, [](Tx& tx) -> Result<void> {
-                   SMART_TRY(tx.Exec("INSERT INTO items (id, n) VALUES ('r', 7)"));
-                   return Ok();
-                 }).ok());
+  ASSERT_TRUE(db_->Transact(TxMode::kWrite,
+                            [](Tx& tx) -> Result<void> {
+                              SMART_TRY(tx.Exec("INSERT INTO items (id, n) VALUES ('r', 7)"));
+                              return Ok();
+                            })
+                  .ok());
   std::vector<std::thread> readers;
   std::atomic<int> seen{0};
   for (int i = 0; i < 4; ++i) {
@@ -212,7 +236,8 @@ TEST_F(StoreTest, ReadersSeeCommittedData) {
 TEST_F(StoreTest, MigrationsApplyOnceAndDetectChanges) {
   std::vector<Migration> v1 = {
       {1, "create_m1", "CREATE TABLE m1 (id BIGINT PRIMARY KEY)", ""},
-      {2, "create_m2", "CREATE TABLE m2 (id BIGINT PRIMARY KEY, b BLOB)", "CREATE TABLE m2 (id BIGINT PRIMARY KEY, b BYTEA)"},
+      {2, "create_m2", "CREATE TABLE m2 (id BIGINT PRIMARY KEY, b BLOB)",
+       "CREATE TABLE m2 (id BIGINT PRIMARY KEY, b BYTEA)"},
   };
   auto st = GetMigrationStatus(*db_, v1);
   ASSERT_TRUE(st.ok()) << st.error().message;
@@ -262,8 +287,10 @@ TEST_F(StoreTest, ConcurrentMigratorsApplyEachOnce) {
         return;
       }
       auto n = Migrate(**other, ms);
-      if (n) applied += *n;
-      else ++failed;
+      if (n)
+        applied += *n;
+      else
+        ++failed;
     });
   }
   for (auto& t : threads) t.join();
@@ -285,7 +312,8 @@ TEST(StoreOpen, BadUrlsAreClearErrors) {
 }
 
 TEST(StorePlaceholders, TranslatesOutsideLiterals) {
-  EXPECT_EQ(TranslatePlaceholders("SELECT $1, '$2', \"$3\", $10 -- $4\n, $5"), "SELECT ?1, '$2', \"$3\", ?10 -- $4\n, ?5");
+  EXPECT_EQ(TranslatePlaceholders("SELECT $1, '$2', \"$3\", $10 -- $4\n, $5"),
+            "SELECT ?1, '$2', \"$3\", ?10 -- $4\n, ?5");
   EXPECT_EQ(TranslatePlaceholders("SELECT 'it''s $1', $2"), "SELECT 'it''s $1', ?2");
 }
 

@@ -107,8 +107,10 @@ std::optional<int> Process::Wait(std::chrono::milliseconds timeout) {
     if (::poll(&p, 1, 10) > 0) {
       char buf[8192];
       ssize_t n = ::read(out_fd_, buf, sizeof buf);
-      if (n > 0) out_.append(buf, static_cast<size_t>(n));
-      else std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      if (n > 0)
+        out_.append(buf, static_cast<size_t>(n));
+      else
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
   }
 }

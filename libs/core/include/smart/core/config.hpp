@@ -20,7 +20,7 @@ enum class Type { kString, kInt, kBool, kStringList };
 enum class Redact { kNone, kAll, kUrlPassword };
 
 struct Key {
-  std::string name;           // "section.key", lower snake_case
+  std::string name;  // "section.key", lower snake_case
   Type type = Type::kString;
   std::string default_value;  // textual form, parsed like an environment value
   std::string help;

@@ -23,7 +23,12 @@ struct Field {
   std::string_view key;
   Type type;
   std::string_view s;
-  union { int64_t i; uint64_t u; double d; bool b; };
+  union {
+    int64_t i;
+    uint64_t u;
+    double d;
+    bool b;
+  };
 
   Field(std::string_view k, std::string_view v) : key(k), type(Type::kString), s(v), i(0) {}
   Field(std::string_view k, const char* v) : Field(k, std::string_view(v)) {}
@@ -32,7 +37,13 @@ struct Field {
   Field(std::string_view k, double v) : key(k), type(Type::kDouble), d(v) {}
   template <class T, std::enable_if_t<std::is_integral_v<T> && !std::is_same_v<T, bool>, int> = 0>
   Field(std::string_view k, T v) : key(k) {
-    if constexpr (std::is_signed_v<T>) { type = Type::kInt; i = v; } else { type = Type::kUint; u = v; }
+    if constexpr (std::is_signed_v<T>) {
+      type = Type::kInt;
+      i = v;
+    } else {
+      type = Type::kUint;
+      u = v;
+    }
   }
 };
 
@@ -45,10 +56,18 @@ class Logger {
   void set_level(Level level) { min_ = level; }
 
   void Write(Level level, std::string_view msg, std::initializer_list<Field> fields = {});
-  void Debug(std::string_view msg, std::initializer_list<Field> f = {}) { if (Enabled(Level::kDebug)) Write(Level::kDebug, msg, f); }
-  void Info(std::string_view msg, std::initializer_list<Field> f = {}) { if (Enabled(Level::kInfo)) Write(Level::kInfo, msg, f); }
-  void Warn(std::string_view msg, std::initializer_list<Field> f = {}) { if (Enabled(Level::kWarn)) Write(Level::kWarn, msg, f); }
-  void Error(std::string_view msg, std::initializer_list<Field> f = {}) { if (Enabled(Level::kError)) Write(Level::kError, msg, f); }
+  void Debug(std::string_view msg, std::initializer_list<Field> f = {}) {
+    if (Enabled(Level::kDebug)) Write(Level::kDebug, msg, f);
+  }
+  void Info(std::string_view msg, std::initializer_list<Field> f = {}) {
+    if (Enabled(Level::kInfo)) Write(Level::kInfo, msg, f);
+  }
+  void Warn(std::string_view msg, std::initializer_list<Field> f = {}) {
+    if (Enabled(Level::kWarn)) Write(Level::kWarn, msg, f);
+  }
+  void Error(std::string_view msg, std::initializer_list<Field> f = {}) {
+    if (Enabled(Level::kError)) Write(Level::kError, msg, f);
+  }
 
  private:
   Level min_;

@@ -36,11 +36,11 @@ class Router {
   void AddWebSocket(std::string_view pattern, WsHandler handler);
 
   struct Match {
-    const Handler* handler = nullptr;   // null: see path_found
-    const WsHandler* ws = nullptr;      // set when the path has a WebSocket route
-    bool path_found = false;            // the path exists for some method (then 405, not 404)
-    std::string_view route;             // the pattern matched
-    std::string allow;                  // "GET, HEAD, OPTIONS"
+    const Handler* handler = nullptr;  // null: see path_found
+    const WsHandler* ws = nullptr;     // set when the path has a WebSocket route
+    bool path_found = false;           // the path exists for some method (then 405, not 404)
+    std::string_view route;            // the pattern matched
+    std::string allow;                 // "GET, HEAD, OPTIONS"
     std::vector<std::pair<std::string, std::string>> params;
   };
   // HEAD falls back to the GET handler. A percent-escape that does not decode makes no match.

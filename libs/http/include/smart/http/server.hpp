@@ -41,8 +41,8 @@ struct ServerOptions {
   std::chrono::seconds write_timeout{30};
   std::chrono::seconds shutdown_grace{10};  // in-flight work allowed to finish on Shutdown
   size_t ws_max_message_bytes = 1024 * 1024;
-  size_t ws_send_queue_limit = 1024;        // messages queued per connection
-  std::chrono::seconds ws_idle_timeout{30}; // pings at half of it; no traffic for all of it closes
+  size_t ws_send_queue_limit = 1024;         // messages queued per connection
+  std::chrono::seconds ws_idle_timeout{30};  // pings at half of it; no traffic for all of it closes
 };
 
 class Server {

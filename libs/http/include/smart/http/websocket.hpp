@@ -15,7 +15,7 @@ namespace smart::http {
 // Close codes of RFC 6455 §7.4.1 that Smart uses.
 namespace close_code {
 inline constexpr uint16_t kNormal = 1000;
-inline constexpr uint16_t kGoingAway = 1001;        // server shutting down
+inline constexpr uint16_t kGoingAway = 1001;  // server shutting down
 inline constexpr uint16_t kProtocolError = 1002;
 inline constexpr uint16_t kPolicyViolation = 1008;  // e.g. a slow consumer
 inline constexpr uint16_t kTooBig = 1009;
