@@ -607,16 +607,17 @@ void Server::Shutdown() {
     error_code ignored;
     if (im.acceptor) im.acceptor->close(ignored);
   });
+  // Collect under the lock, notify outside it: the last reference to a
+  // connection may be one of these, and its destructor takes the lock.
+  std::vector<std::shared_ptr<Tracked>> live;
   {
     std::lock_guard tl(im.tracked_mu);
     for (auto& [ptr, weak] : im.tracked) {
-      (void)ptr;
-      if (auto conn = weak.lock()) {
-        // Each connection hears of it on its own thread.
-        asio::post(conn->executor(), [conn] { conn->OnShutdown(); });
-      }
+      if (auto conn = weak.lock()) live.push_back(std::move(conn));
     }
   }
+  for (auto& conn : live) asio::post(conn->executor(), [conn] { conn->OnShutdown(); });
+  live.clear();
   std::unique_lock tl(im.tracked_mu);
   im.tracked_cv.wait_for(tl, im.opt.shutdown_grace, [&] { return im.tracked.empty(); });
   tl.unlock();

@@ -1,6 +1,8 @@
 #include "smart/store/store.hpp"
 
+#include <algorithm>
 #include <chrono>
+#include <random>
 #include <thread>
 
 #include "internal.hpp"
@@ -66,8 +68,9 @@ Result<void> WithRetries(int max_retries, const std::function<Result<void>()>& a
   for (int i = 0;; ++i) {
     auto r = attempt();
     if (r.ok() || r.error().kind != ErrorKind::kRetryable || i >= max_retries) return r;
-    // Jittered exponential back-off: 1, 2, 4 ... ms.
-    std::this_thread::sleep_for(std::chrono::microseconds((1000 << i) + (std::rand() % 1000)));
+    // Jittered exponential back-off: 1, 2, 4 ... ms, at most 64 ms.
+    thread_local std::minstd_rand jitter{std::random_device{}()};
+    std::this_thread::sleep_for(std::chrono::microseconds((1000 << std::min(i, 6)) + jitter() % 1000));
   }
 }
 

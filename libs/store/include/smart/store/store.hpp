@@ -77,7 +77,7 @@ struct Options {
   int pool_size = 8;                    // connections (PostgreSQL) or readers (SQLite)
   int busy_timeout_ms = 5000;           // SQLite lock wait; PostgreSQL pool wait
   bool sqlite_synchronous_full = true;  // fsync every commit (durable across power loss)
-  int max_retries = 5;                  // of retryable failures inside Transact
+  int max_retries = 10;                 // of retryable failures inside Transact
 };
 
 class Database {
