@@ -3,6 +3,7 @@
 #include "smart/http/server.hpp"
 
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <boost/asio/connect.hpp>
@@ -388,6 +389,34 @@ TEST_F(ServerTest, WebSocketTooBigMessageCloses1009) {
   EXPECT_TRUE(ec) << "the server ends the connection";
   for (int i = 0; i < 200 && last_close_code_ == 0; ++i) std::this_thread::sleep_for(10ms);
   EXPECT_EQ(last_close_code_, 1009);
+}
+
+TEST_F(ServerTest, WebSocketPingsAndClosesASilentPeer) {
+  ServerOptions opt;
+  opt.ws_idle_timeout = 2s;
+  StartServer(opt);
+  // A raw peer that completes the handshake and then never answers anything.
+  RawConnection c(port_);
+  c.Send(
+      "GET /ws/echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+  auto r = c.ReadResponse(true);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 101);
+  EXPECT_EQ(r->Header("sec-websocket-accept"), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+  auto start = std::chrono::steady_clock::now();
+  std::string frames;
+  char buf[512];
+  for (;;) {
+    ssize_t n = ::recv(c.fd(), buf, sizeof buf, 0);
+    if (n <= 0) break;
+    frames.append(buf, static_cast<size_t>(n));
+  }
+  // "welcome" (0x81), at least one ping (0x89), then the server gave up on us.
+  EXPECT_NE(frames.find('\x89'), std::string::npos) << "the server pings a quiet peer";
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 6s);
+  for (int i = 0; i < 200 && last_close_code_ == 0; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_NE(last_close_code_, 0);
 }
 
 TEST_F(ServerTest, ShutdownClosesWebSocketsWithGoingAway) {
