@@ -26,6 +26,8 @@ TEST(JsonText, InvalidUtf8BecomesReplacement) {
   EXPECT_EQ(Quote("a\xc3"), "\"a\\ufffd\"");                      // truncated sequence
   EXPECT_EQ(Quote("\xc0\xaf"), "\"\\ufffd\\ufffd\"");             // overlong '/'
   EXPECT_EQ(Quote("\xed\xa0\x80"), "\"\\ufffd\\ufffd\\ufffd\"");  // surrogate
+  EXPECT_TRUE(IsValidUtf8("héllo ✓ 😀"));
+  EXPECT_FALSE(IsValidUtf8("\xff"));
 }
 
 TEST(JsonText, Timestamps) {

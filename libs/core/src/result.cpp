@@ -10,6 +10,8 @@ const char* ToString(ErrorKind kind) {
     case ErrorKind::kRetryable: return "retryable";
     case ErrorKind::kUnavailable: return "unavailable";
     case ErrorKind::kInternal: return "internal";
+    case ErrorKind::kUnauthenticated: return "unauthenticated";
+    case ErrorKind::kPermissionDenied: return "permission_denied";
   }
   return "internal";
 }

@@ -16,8 +16,10 @@ enum class ErrorKind {
   kNotFound,     // 404
   kConflict,     // unique violation, state conflict (409)
   kRetryable,    // serialization failure, busy database: retrying may succeed
-  kUnavailable,  // a dependency is down (503)
-  kInternal,     // a broken invariant (500)
+  kUnavailable,      // a dependency is down (503)
+  kInternal,         // a broken invariant (500)
+  kUnauthenticated,  // no valid credentials (401)
+  kPermissionDenied, // valid credentials, not allowed (403)
 };
 
 struct Error {
@@ -42,6 +44,12 @@ struct Error {
   }
   static Error Internal(std::string code, std::string message) {
     return {ErrorKind::kInternal, std::move(code), std::move(message)};
+  }
+  static Error Unauthenticated(std::string code, std::string message) {
+    return {ErrorKind::kUnauthenticated, std::move(code), std::move(message)};
+  }
+  static Error PermissionDenied(std::string code, std::string message) {
+    return {ErrorKind::kPermissionDenied, std::move(code), std::move(message)};
   }
 };
 
