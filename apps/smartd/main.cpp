@@ -7,11 +7,15 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 
 #include "config_schema.hpp"
 #include "smart/api/routes.hpp"
+#include "smart/auth/service.hpp"
 #include "smart/core/config.hpp"
+#include "smart/core/crypto.hpp"
 #include "smart/core/log.hpp"
 #include "smart/http/middleware.hpp"
 #include "smart/http/server.hpp"
@@ -92,6 +96,57 @@ http::ServerOptions ServerOptionsFrom(const config::Config& cfg) {
   return o;
 }
 
+// The signing secret: configured, or generated once and kept in the data
+// directory (mode 0600) so that tokens survive restarts of a single instance.
+Result<std::string> JwtSecret(const config::Config& cfg, log::Logger& logger) {
+  std::string secret = cfg.String("auth.jwt_secret");
+  if (!secret.empty()) {
+    if (secret.size() < 32) return Error::Invalid("invalid_config", "config key 'auth.jwt_secret': at least 32 bytes");
+    return secret;
+  }
+  std::filesystem::path path = std::filesystem::path(cfg.String("server.data_dir")) / "jwt_secret";
+  if (std::ifstream in(path); in && std::getline(in, secret) && secret.size() >= 32) return secret;
+  std::error_code ec;
+  std::filesystem::create_directories(path.parent_path(), ec);
+  secret = crypto::RandomToken(48);
+  {
+    std::ofstream out(path, std::ios::trunc);
+    out << secret << "\n";
+    if (!out) return Error::Unavailable("secret_unwritable", "cannot write " + path.string());
+  }
+  std::filesystem::permissions(path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write,
+                               std::filesystem::perm_options::replace, ec);
+  logger.Warn("generated a JWT signing secret; set auth.jwt_secret when running more than one instance",
+              {{"path", path.string()}});
+  return secret;
+}
+
+Result<auth::AuthConfig> AuthConfigFrom(const config::Config& cfg, log::Logger& logger) {
+  auth::AuthConfig a;
+  auto secret = JwtSecret(cfg, logger);
+  if (!secret) return secret.take_error();
+  a.active_kid = cfg.String("auth.jwt_kid");
+  a.keys.push_back({a.active_kid, *secret});
+  for (const auto& entry : cfg.StringList("auth.jwt_previous_keys")) {
+    auto colon = entry.find(':');
+    if (colon == std::string::npos || colon == 0 || entry.size() - colon - 1 < 32) {
+      return Error::Invalid(
+          "invalid_config",
+          "config key 'auth.jwt_previous_keys': each entry is \"kid:secret\" with a secret of 32+ bytes");
+    }
+    a.keys.push_back({entry.substr(0, colon), entry.substr(colon + 1)});
+  }
+  a.issuer = cfg.String("auth.issuer");
+  a.audience = cfg.String("auth.audience");
+  a.access_ttl_s = cfg.Int("auth.access_ttl_s");
+  a.refresh_ttl_s = cfg.Int("auth.refresh_ttl_s");
+  a.min_password_length = static_cast<size_t>(cfg.Int("auth.min_password_length"));
+  a.password.t_cost = static_cast<uint32_t>(cfg.Int("auth.argon2_t_cost"));
+  a.password.m_cost_kib = static_cast<uint32_t>(cfg.Int("auth.argon2_m_cost_kib"));
+  a.password.parallelism = static_cast<uint32_t>(cfg.Int("auth.argon2_parallelism"));
+  return a;
+}
+
 int Migrate(const config::Config& cfg, log::Logger& logger) {
   auto db = OpenDatabase(cfg);
   if (!db) {
@@ -131,9 +186,17 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
     if (*n > 0) logger.Info("migrations applied", {{"applied", *n}});
   }
 
+  auto auth_config = AuthConfigFrom(cfg, logger);
+  if (!auth_config) {
+    logger.Error("invalid auth configuration", {{"error", auth_config.error().message}});
+    return kExitUsage;
+  }
+  SystemClock clock;
+  auth::AuthService auth(**db, std::move(auth_config).value(), clock);
+
   metrics::Registry registry;
   metrics::AddProcessCollector(registry, kVersion, kCommit);
-  api::Deps deps{**db, registry, api::AllMigrations(), {kVersion, kCommit}};
+  api::Deps deps{**db, registry, auth, api::AllMigrations(), {kVersion, kCommit}};
   http::Router router;
   api::RegisterRoutes(router, deps);
 

@@ -221,6 +221,144 @@ TEST(Smartd, PortInUseFailsClearly) {
   EXPECT_NE(out.find("cannot listen on 127.0.0.1:" + std::to_string(first.port())), std::string::npos) << out;
 }
 
+// Fast Argon2 parameters: the tests exercise the flow, not the hash's cost.
+const std::vector<std::string> kFastAuth = {"SMART_AUTH_ARGON2_M_COST_KIB=1024", "SMART_AUTH_ARGON2_T_COST=1"};
+
+std::optional<testing::HttpResponse> PostJson(uint16_t port, const std::string& target, const std::string& body,
+                                              const std::string& extra = {}) {
+  return testing::Request(port, "POST", target, body, "Content-Type: application/json\r\n" + extra);
+}
+
+std::string JsonField(const std::string& body, const std::string& key) {
+  std::smatch m;
+  std::regex re("\"" + key + "\":\"([^\"]*)\"");
+  return std::regex_search(body, m, re) ? std::string(m[1]) : std::string();
+}
+
+TEST(Smartd, AccountLifecycle) {
+  Smartd s(kFastAuth);
+  ASSERT_NE(s.port(), 0);
+  auto r = PostJson(s.port(), "/api/v1/auth/register",
+                    R"({"email":" Ann@Example.com ","password":"correct horse battery","name":"Ann 😀"})");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 201) << r->body;
+  EXPECT_EQ(JsonField(r->body, "email"), "ann@example.com");
+  EXPECT_EQ(r->body.find("password"), std::string::npos) << "no hash or password is ever returned";
+
+  r = PostJson(s.port(), "/api/v1/auth/register",
+               R"({"email":"ann@example.com","password":"another one!!","name":"X"})");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 409);
+  EXPECT_NE(r->body.find("\"code\":\"email_taken\""), std::string::npos);
+
+  r = PostJson(s.port(), "/api/v1/auth/login", R"({"email":"ann@example.com","password":"wrong password"})");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 401);
+  EXPECT_NE(r->body.find("invalid_credentials"), std::string::npos);
+  auto unknown = PostJson(s.port(), "/api/v1/auth/login", R"({"email":"who@example.com","password":"wrong password"})");
+  ASSERT_TRUE(unknown);
+  EXPECT_EQ(unknown->status, 401);
+  EXPECT_EQ(JsonField(unknown->body, "detail"), JsonField(r->body, "detail")) << "no user enumeration";
+
+  r = PostJson(s.port(), "/api/v1/auth/login", R"({"email":"ann@example.com","password":"correct horse battery"})");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  std::string access = JsonField(r->body, "access_token"), refresh = JsonField(r->body, "refresh_token");
+  EXPECT_NE(r->body.find("\"token_type\":\"Bearer\""), std::string::npos);
+  EXPECT_NE(r->body.find("\"expires_in\":900"), std::string::npos);
+
+  r = testing::Request(s.port(), "GET", "/api/v1/user/profile", {}, "Authorization: Bearer " + access + "\r\n");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(JsonField(r->body, "name"), "Ann 😀");
+
+  r = testing::Request(s.port(), "PATCH", "/api/v1/user/profile", R"({"name":"Ann B."})",
+                       "Content-Type: application/json\r\nAuthorization: Bearer " + access + "\r\n");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(JsonField(r->body, "name"), "Ann B.");
+
+  r = PostJson(s.port(), "/api/v1/auth/refresh", R"({"refresh_token":")" + refresh + R"("})");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  std::string refresh2 = JsonField(r->body, "refresh_token");
+  r = PostJson(s.port(), "/api/v1/auth/refresh", R"({"refresh_token":")" + refresh + R"("})");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 401);
+  EXPECT_NE(r->body.find("refresh_token_reused"), std::string::npos);
+  r = PostJson(s.port(), "/api/v1/auth/refresh", R"({"refresh_token":")" + refresh2 + R"("})");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 401) << "reuse revoked the whole family";
+
+  r = PostJson(s.port(), "/api/v1/auth/login", R"({"email":"ann@example.com","password":"correct horse battery"})");
+  std::string refresh3 = JsonField(r->body, "refresh_token");
+  r = PostJson(s.port(), "/api/v1/auth/logout", R"({"refresh_token":")" + refresh3 + R"("})");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 204);
+  r = PostJson(s.port(), "/api/v1/auth/refresh", R"({"refresh_token":")" + refresh3 + R"("})");
+  EXPECT_EQ(r->status, 401);
+}
+
+TEST(Smartd, BadTokensAre401WithAChallenge) {
+  Smartd s(kFastAuth);
+  ASSERT_NE(s.port(), 0);
+  auto r = testing::Request(s.port(), "GET", "/api/v1/user/profile");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 401);
+  EXPECT_EQ(r->Header("www-authenticate"), "Bearer realm=\"smart\"");
+  EXPECT_EQ(r->Header("content-type"), "application/problem+json");
+  for (const std::string& auth : std::vector<std::string>{
+           "Basic dXNlcjpwYXNz", "Bearer ", "Bearer not.a.jwt",
+           // alg "none" with an admin claim and no signature
+           "Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJ1c3JfMSIsInJvbGUiOiJhZG1pbiJ9.", "Bearer ' OR 1=1 --"}) {
+    r = testing::Request(s.port(), "GET", "/api/v1/user/profile", {}, "Authorization: " + auth + "\r\n");
+    ASSERT_TRUE(r) << auth;
+    EXPECT_EQ(r->status, 401) << auth;
+    EXPECT_FALSE(r->Header("www-authenticate").empty()) << auth;
+  }
+}
+
+TEST(Smartd, InvalidJsonBodiesAreClearProblems) {
+  Smartd s(kFastAuth);
+  ASSERT_NE(s.port(), 0);
+  struct Case {
+    std::string body, content_type;
+    int status;
+    std::string code;
+  };
+  std::vector<Case> cases = {
+      {R"({"email":"a@b.com",)", "application/json", 400, "invalid_json"},
+      {"", "application/json", 400, "invalid_json"},
+      {"[1,2,3]", "application/json", 400, "invalid_json"},
+      {"\"just a string\"", "application/json", 400, "invalid_json"},
+      {std::string(100, '[') + std::string(100, ']'), "application/json", 400, "invalid_json"},
+      {R"({"email":"a@b.com","password":"x","name":"y"})", "text/plain", 415, "unsupported_media_type"},
+      {R"({"email":"a@b.com","password":"long enough pw","name":"y","admin":true})", "application/json", 400,
+       "unknown_field"},
+      {R"({"email":"a@b.com","password":1234567890123,"name":"y"})", "application/json", 422, "validation_failed"},
+      {R"({"email":"a@b.com"})", "application/json", 422, "validation_failed"},
+      {R"({"email":"a@b.com","password":"long enough pw","name":"bad \u0000 nul"})", "application/json", 422,
+       "invalid_name"},
+      {R"({"email":"a@b.com","password":"short","name":"y"})", "application/json", 422, "weak_password"},
+      {"{\"email\":\"a@b.com\",\"password\":\"long enough pw\",\"name\":\"\xff\xfe\"}", "application/json", 400,
+       "invalid_json"},
+  };
+  for (const auto& c : cases) {
+    auto r =
+        testing::Request(s.port(), "POST", "/api/v1/auth/register", c.body, "Content-Type: " + c.content_type + "\r\n");
+    ASSERT_TRUE(r) << c.body;
+    EXPECT_EQ(r->status, c.status) << c.body << " -> " << r->body;
+    EXPECT_NE(r->body.find("\"code\":\"" + c.code + "\""), std::string::npos) << c.body << " -> " << r->body;
+    EXPECT_EQ(r->Header("content-type"), "application/problem+json");
+  }
+  auto r = PostJson(s.port(), "/api/v1/auth/register",
+                    R"({"email":"a@b.com","password":"long enough pw","name":"y","x":1})");
+  EXPECT_NE(r->body.find("\"errors\":[{\"field\":\"x\",\"message\":\"unknown field\"}]"), std::string::npos) << r->body;
+  // Nothing half-written: none of those created an account.
+  r = PostJson(s.port(), "/api/v1/auth/login", R"({"email":"a@b.com","password":"long enough pw"})");
+  EXPECT_EQ(r->status, 401);
+}
+
 TEST(SmartdPostgres, ServesAndIsReadyOnPostgres) {
   std::string url = testing::FreshPostgresDatabase();
   ASSERT_FALSE(url.empty());

@@ -4,6 +4,7 @@
 #include <boost/json.hpp>
 
 #include "smart/api/routes.hpp"
+#include "smart/auth/service.hpp"
 #include "smart/metrics/metrics.hpp"
 #include "smart/testing/process.hpp"
 
@@ -30,7 +31,9 @@ TEST(OpenApi, DescribesEveryRegisteredRoute) {
   auto db = store::Open("sqlite:" + dir.path() + "/t.db");
   ASSERT_TRUE(db.ok());
   metrics::Registry registry;
-  Deps deps{**db, registry, AllMigrations(), {"test", "test"}};
+  SystemClock clock;
+  auth::AuthService auth(**db, {.keys = {{"k", std::string(32, 'k')}}, .active_kid = "k"}, clock);
+  Deps deps{**db, registry, auth, AllMigrations(), {"test", "test"}};
   http::Router router;
   RegisterRoutes(router, deps);
 

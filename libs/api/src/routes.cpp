@@ -1,7 +1,6 @@
-#include "smart/api/routes.hpp"
-
 #include <string>
 
+#include "routes_internal.hpp"
 #include "smart/core/json_text.hpp"
 #include "smart/metrics/metrics.hpp"
 
@@ -12,8 +11,8 @@ extern const std::string_view kOpenApi;
 namespace smart::api {
 namespace {
 
-const std::vector<store::Migration>& Migrations() {
-  static const std::vector<store::Migration> all = {
+std::vector<store::Migration> Collect() {
+  std::vector<store::Migration> all = {
       {1, "create_instance",
        "CREATE TABLE instance (id TEXT PRIMARY KEY, created_at TEXT NOT NULL);"
        "INSERT INTO instance (id, created_at) VALUES ('default', strftime('%Y-%m-%dT%H:%M:%SZ', 'now'));",
@@ -21,6 +20,12 @@ const std::vector<store::Migration>& Migrations() {
        "INSERT INTO instance (id, created_at) VALUES ('default', to_char(now() AT TIME ZONE 'UTC', "
        "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'));"},
   };
+  for (auto& m : auth::AuthService::Migrations()) all.push_back(std::move(m));
+  return all;
+}
+
+const std::vector<store::Migration>& Migrations() {
+  static const std::vector<store::Migration> all = Collect();
   return all;
 }
 
@@ -64,6 +69,7 @@ void RegisterRoutes(http::Router& router, const Deps& deps) {
   });
   router.Add(http::Method::kGet, "/openapi.json",
              [](http::Request&) { return http::Response::Json(200, std::string(OpenApiDocument())); });
+  RegisterAuthRoutes(router, deps);
   router.Add(http::Method::kGet, "/api/v1/version", [&deps](http::Request&) {
     std::string body = "{\"version\":";
     AppendJsonString(body, deps.build.version);

@@ -21,7 +21,7 @@ const std::string* Str(const json::object& o, std::string_view key, std::string&
 
 std::string SignJwt(const JwtClaims& c, const JwtKey& key) {
   json::object header{{"alg", "HS256"}, {"typ", "JWT"}, {"kid", key.kid}};
-  json::object payload{{"iss", c.iss}, {"aud", c.aud}, {"sub", c.sub}, {"jti", c.jti},
+  json::object payload{{"iss", c.iss},   {"aud", c.aud}, {"sub", c.sub}, {"jti", c.jti},
                        {"role", c.role}, {"iat", c.iat}, {"exp", c.exp}};
   std::string signing_input =
       crypto::Base64UrlEncode(json::serialize(header)) + "." + crypto::Base64UrlEncode(json::serialize(payload));

@@ -36,7 +36,8 @@ TEST(Jwt, SignAndVerify) {
 }
 
 TEST(Jwt, RefusesAlgNoneAndOtherAlgorithms) {
-  std::string input = crypto::Base64UrlEncode("{\"alg\":\"none\",\"kid\":\"k2\"}") + "." + crypto::Base64UrlEncode(kPayload);
+  std::string input =
+      crypto::Base64UrlEncode("{\"alg\":\"none\",\"kid\":\"k2\"}") + "." + crypto::Base64UrlEncode(kPayload);
   EXPECT_EQ(Verify(input + ".").error().code, "unsupported_algorithm");
   // HS256-signed with a "public key" while claiming RS256: algorithm confusion.
   EXPECT_EQ(Verify(Forge("{\"alg\":\"RS256\",\"kid\":\"k2\"}", kPayload, kNew.secret)).error().code,
@@ -81,7 +82,8 @@ TEST(Jwt, ExpiryIssuerAudience) {
 }
 
 TEST(Jwt, MalformedTokens) {
-  for (const std::string& bad : std::vector<std::string>{"", "abc", "a.b", "a.b.c.d", "!!!.???.###", std::string(10000, 'a')}) {
+  for (const std::string& bad :
+       std::vector<std::string>{"", "abc", "a.b", "a.b.c.d", "!!!.???.###", std::string(10000, 'a')}) {
     auto r = Verify(bad);
     ASSERT_FALSE(r.ok()) << bad;
     EXPECT_EQ(r.error().code, "malformed_token") << bad;

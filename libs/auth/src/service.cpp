@@ -61,7 +61,8 @@ std::optional<std::string> AuthService::NormalizeEmail(std::string_view email) {
   auto at = email.find('@');
   if (at == 0 || at == std::string_view::npos || email.find('@', at + 1) != std::string_view::npos) return std::nullopt;
   auto domain = email.substr(at + 1);
-  if (domain.size() < 3 || domain.find('.') == std::string_view::npos || domain.front() == '.' || domain.back() == '.') {
+  if (domain.size() < 3 || domain.find('.') == std::string_view::npos || domain.front() == '.' ||
+      domain.back() == '.') {
     return std::nullopt;
   }
   std::string out;
@@ -86,7 +87,8 @@ Result<User> AuthService::Register(std::string_view email, std::string_view pass
   if (name.empty() || Utf8Length(name) > kMaxNameChars || !ValidText(name)) {
     return Error::Invalid("invalid_name", "name: 1 to 100 characters of text");
   }
-  if (role != "user" && role != "node" && role != "admin") return Error::Invalid("invalid_role", "role: user, node or admin");
+  if (role != "user" && role != "node" && role != "admin")
+    return Error::Invalid("invalid_role", "role: user, node or admin");
   User user{MakeId("usr"), *normalized, std::string(name), std::string(role), "active", FormatTimestamp(clock_.NowS())};
   std::string hash = HashPassword(password, config_.password);
   auto r = db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
@@ -129,8 +131,10 @@ Result<Tokens> AuthService::Login(std::string_view email, std::string_view passw
   if (normalized && password.size() <= kMaxPasswordBytes) {
     auto found = db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
       auto u = ReadUser(tx, "email", *normalized, &hash);
-      if (u) user = std::move(u).value();
-      else if (u.error().kind != ErrorKind::kNotFound) return u.take_error();
+      if (u)
+        user = std::move(u).value();
+      else if (u.error().kind != ErrorKind::kNotFound)
+        return u.take_error();
       return Ok();
     });
     if (!found) return found.take_error();
@@ -168,9 +172,9 @@ Result<Tokens> AuthService::Refresh(std::string_view refresh_token, std::string_
   std::string reused_family, reused_user;
   auto r = db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
     reused_family.clear();
-    auto row = tx.QueryOne(
-        "SELECT family_id, user_id, expires_at, used_at, revoked FROM refresh_tokens WHERE token_hash = $1",
-        {Value{hash}});
+    auto row =
+        tx.QueryOne("SELECT family_id, user_id, expires_at, used_at, revoked FROM refresh_tokens WHERE token_hash = $1",
+                    {Value{hash}});
     if (!row) return row.take_error();
     if (!*row) return InvalidRefresh();
     const auto& t = **row;
@@ -279,21 +283,22 @@ Result<void> AuthService::Audit(std::string_view actor, std::string_view action,
 }
 
 std::vector<store::Migration> AuthService::Migrations() {
-  return {{100, "create_auth",
-           "CREATE TABLE users ("
-           " id TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE, name TEXT NOT NULL, password_hash TEXT NOT NULL,"
-           " role TEXT NOT NULL CHECK (role IN ('user', 'node', 'admin')),"
-           " status TEXT NOT NULL CHECK (status IN ('active', 'disabled')),"
-           " created_at TEXT NOT NULL, updated_at TEXT NOT NULL);"
-           "CREATE TABLE refresh_tokens ("
-           " token_hash TEXT PRIMARY KEY, family_id TEXT NOT NULL, user_id TEXT NOT NULL REFERENCES users(id),"
-           " expires_at BIGINT NOT NULL, used_at BIGINT, revoked INTEGER NOT NULL DEFAULT 0, created_at BIGINT NOT NULL);"
-           "CREATE INDEX refresh_tokens_family ON refresh_tokens (family_id);"
-           "CREATE TABLE audit_log ("
-           " id TEXT PRIMARY KEY, ts TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL,"
-           " client TEXT NOT NULL, detail TEXT NOT NULL);"
-           "CREATE INDEX audit_log_action ON audit_log (action);",
-           ""}};
+  return {
+      {100, "create_auth",
+       "CREATE TABLE users ("
+       " id TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE, name TEXT NOT NULL, password_hash TEXT NOT NULL,"
+       " role TEXT NOT NULL CHECK (role IN ('user', 'node', 'admin')),"
+       " status TEXT NOT NULL CHECK (status IN ('active', 'disabled')),"
+       " created_at TEXT NOT NULL, updated_at TEXT NOT NULL);"
+       "CREATE TABLE refresh_tokens ("
+       " token_hash TEXT PRIMARY KEY, family_id TEXT NOT NULL, user_id TEXT NOT NULL REFERENCES users(id),"
+       " expires_at BIGINT NOT NULL, used_at BIGINT, revoked INTEGER NOT NULL DEFAULT 0, created_at BIGINT NOT NULL);"
+       "CREATE INDEX refresh_tokens_family ON refresh_tokens (family_id);"
+       "CREATE TABLE audit_log ("
+       " id TEXT PRIMARY KEY, ts TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL,"
+       " client TEXT NOT NULL, detail TEXT NOT NULL);"
+       "CREATE INDEX audit_log_action ON audit_log (action);",
+       ""}};
 }
 
 }  // namespace smart::auth

@@ -17,8 +17,8 @@ using namespace std::chrono_literals;
 class AuthService : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string url = std::getenv("SMART_TEST_PG_URL_FILE") ? testing::FreshPostgresDatabase()
-                                                             : "sqlite:" + dir_.path() + "/auth.db";
+    std::string url =
+        std::getenv("SMART_TEST_PG_URL_FILE") ? testing::FreshPostgresDatabase() : "sqlite:" + dir_.path() + "/auth.db";
     ASSERT_FALSE(url.empty());
     auto db = store::Open(url);
     ASSERT_TRUE(db.ok()) << db.error().message;
@@ -43,10 +43,13 @@ class AuthService : public ::testing::Test {
   }
 
   void Disable(const std::string& id) {
-    ASSERT_TRUE(db_->Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
-                     SMART_TRY(tx.Exec("UPDATE users SET status = 'disabled' WHERE id = $1", {store::Value{id}}));
-                     return Ok();
-                   }).ok());
+    ASSERT_TRUE(db_->Transact(store::TxMode::kWrite,
+                              [&](store::Tx& tx) -> Result<void> {
+                                SMART_TRY(
+                                    tx.Exec("UPDATE users SET status = 'disabled' WHERE id = $1", {store::Value{id}}));
+                                return Ok();
+                              })
+                    .ok());
   }
 
   testing::TempDir dir_;
@@ -96,7 +99,8 @@ TEST_F(AuthService, RegisterValidatesEveryField) {
   auto u = svc_->Register("bobby@tables.example", "long enough pw", name);
   ASSERT_TRUE(u.ok()) << u.error().message;
   EXPECT_EQ(svc_->GetUser(u->id)->name, name);
-  EXPECT_TRUE(svc_->Register("x" + std::string(3, 'y') + "@tables.example", "long enough pw", std::string(100, 'n')).ok());
+  EXPECT_TRUE(
+      svc_->Register("x" + std::string(3, 'y') + "@tables.example", "long enough pw", std::string(100, 'n')).ok());
 }
 
 TEST_F(AuthService, LoginDoesNotRevealWhichPartIsWrong) {

@@ -245,7 +245,9 @@ std::string Config::Print() const {
       section = sec;
     }
     os << name.substr(dot + 1) << " = ";
-    if (e.key.redact == Redact::kAll && !std::get<std::string>(e.value).empty()) {
+    if (e.key.redact == Redact::kAll && std::holds_alternative<std::vector<std::string>>(e.value)) {
+      os << (std::get<std::vector<std::string>>(e.value).empty() ? "[]" : "[\"***\"]");
+    } else if (e.key.redact == Redact::kAll && !std::get<std::string>(e.value).empty()) {
       os << "\"***\"";
     } else if (const auto* s = std::get_if<std::string>(&e.value)) {
       PrintTomlString(os, e.key.redact == Redact::kUrlPassword ? RedactUrlPassword(*s) : *s);

@@ -11,6 +11,9 @@
 namespace smart::metrics {
 class Registry;
 }
+namespace smart::auth {
+class AuthService;
+}
 
 namespace smart::api {
 
@@ -23,6 +26,7 @@ struct BuildInfo {
 struct Deps {
   store::Database& db;
   metrics::Registry& registry;
+  auth::AuthService& auth;
   std::span<const store::Migration> migrations;
   BuildInfo build;
 };
@@ -34,7 +38,7 @@ void RegisterRoutes(http::Router& router, const Deps& deps);
 std::string_view OpenApiDocument();
 
 // The platform's schema migrations, in version order. Each library owns a
-// range of versions (store 1-99, auth 100-199, ledger 200-299, tasks 300-399).
+// range of versions (api 1-99, auth 100-199, ledger 200-299, tasks 300-399).
 std::span<const store::Migration> AllMigrations();
 
 }  // namespace smart::api

@@ -16,7 +16,7 @@ std::string Sha256(std::string_view data);  // 32 raw bytes
 std::string Sha256Hex(std::string_view data);
 std::string HmacSha256(std::string_view key, std::string_view data);  // 32 raw bytes
 
-std::string Base64UrlEncode(std::string_view data);  // no padding
+std::string Base64UrlEncode(std::string_view data);                 // no padding
 std::optional<std::string> Base64UrlDecode(std::string_view text);  // rejects padding and bad characters
 std::string HexEncode(std::string_view data);
 

@@ -12,14 +12,14 @@ namespace smart {
 
 // The broad class of a failure; decides the HTTP status and whether a retry helps.
 enum class ErrorKind {
-  kInvalid,      // the caller's input is wrong (400/422)
-  kNotFound,     // 404
-  kConflict,     // unique violation, state conflict (409)
-  kRetryable,    // serialization failure, busy database: retrying may succeed
-  kUnavailable,      // a dependency is down (503)
-  kInternal,         // a broken invariant (500)
-  kUnauthenticated,  // no valid credentials (401)
-  kPermissionDenied, // valid credentials, not allowed (403)
+  kInvalid,           // the caller's input is wrong (400/422)
+  kNotFound,          // 404
+  kConflict,          // unique violation, state conflict (409)
+  kRetryable,         // serialization failure, busy database: retrying may succeed
+  kUnavailable,       // a dependency is down (503)
+  kInternal,          // a broken invariant (500)
+  kUnauthenticated,   // no valid credentials (401)
+  kPermissionDenied,  // valid credentials, not allowed (403)
 };
 
 struct Error {

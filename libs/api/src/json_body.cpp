@@ -1,0 +1,91 @@
+#include "json_body.hpp"
+
+#include <boost/json/parse.hpp>
+
+namespace smart::api {
+namespace json = boost::json;
+
+std::variant<json::object, http::Response> ParseJsonObject(const http::Request& req,
+                                                           std::initializer_list<std::string_view> allowed) {
+  auto type = req.headers.Get("Content-Type").value_or("");
+  auto semi = type.find(';');
+  auto media = type.substr(0, semi);
+  while (!media.empty() && media.back() == ' ') media.remove_suffix(1);
+  if (!http::IEquals(media, "application/json")) {
+    return http::MakeProblem(req, {.status = 415, .code = "unsupported_media_type",
+                                   .detail = "Send the body as application/json."});
+  }
+  json::parse_options opt;
+  opt.max_depth = 32;
+  boost::system::error_code ec;
+  json::value v = json::parse(req.body, ec, {}, opt);
+  if (ec) {
+    return http::MakeProblem(req, {.status = 400, .code = "invalid_json",
+                                   .detail = "The body is not valid JSON: " + ec.message() + "."});
+  }
+  if (!v.is_object()) {
+    return http::MakeProblem(req, {.status = 400, .code = "invalid_json", .detail = "The body must be a JSON object."});
+  }
+  std::vector<http::FieldError> unknown;
+  for (const auto& [key, value] : v.as_object()) {
+    (void)value;
+    bool known = false;
+    for (auto a : allowed) known = known || a == key;
+    if (!known) unknown.push_back({std::string(key), "unknown field"});
+  }
+  if (!unknown.empty()) {
+    return http::MakeProblem(req, {.status = 400, .code = "unknown_field",
+                                   .detail = "The body has fields this endpoint does not take.",
+                                   .errors = std::move(unknown)});
+  }
+  return std::move(v.as_object());
+}
+
+std::optional<std::string> FieldReader::String(std::string_view key, bool required) {
+  auto it = o_.find(key);
+  if (it == o_.end() || it->value().is_null()) {
+    if (required) errors_.push_back({std::string(key), "is required"});
+    return std::nullopt;
+  }
+  if (!it->value().is_string()) {
+    errors_.push_back({std::string(key), "must be a string"});
+    return std::nullopt;
+  }
+  return std::string(it->value().as_string());
+}
+
+http::Response FieldReader::Problem(const http::Request& req) const {
+  return http::MakeProblem(req, {.status = 422, .code = "validation_failed",
+                                 .detail = "Some fields are missing or have the wrong type.", .errors = errors_});
+}
+
+http::Response ErrorResponse(const http::Request& req, const Error& e) {
+  int status = 500;
+  switch (e.kind) {
+    case ErrorKind::kInvalid: status = 422; break;
+    case ErrorKind::kNotFound: status = 404; break;
+    case ErrorKind::kConflict: status = 409; break;
+    case ErrorKind::kRetryable:
+    case ErrorKind::kUnavailable: status = 503; break;
+    case ErrorKind::kInternal: status = 500; break;
+    case ErrorKind::kUnauthenticated: status = 401; break;
+    case ErrorKind::kPermissionDenied: status = 403; break;
+  }
+  http::Problem p{.status = status, .code = e.code, .detail = e.message};
+  if (status >= 500) {
+    // Internals stay in the logs; the client gets the code and the request id.
+    p.detail = status == 503 ? "A dependency is unavailable; retry shortly." : "The server failed to handle this request.";
+  }
+  if (e.kind == ErrorKind::kInvalid || e.kind == ErrorKind::kConflict) {
+    auto colon = e.message.find(": ");
+    if (colon != std::string::npos && colon < 40 && e.message.find(' ') > colon) {
+      p.errors.push_back({e.message.substr(0, colon), e.message.substr(colon + 2)});
+    }
+  }
+  http::Response res = http::MakeProblem(req, p);
+  if (status == 401) res.headers.Add("WWW-Authenticate", "Bearer realm=\"smart\", error=\"invalid_token\"");
+  if (status == 503) res.headers.Add("Retry-After", "1");
+  return res;
+}
+
+}  // namespace smart::api

@@ -1,0 +1,40 @@
+// Strict JSON request bodies: the content type must be JSON, the body a JSON
+// object, unknown fields are refused (so typos never pass silently) and field
+// types are checked. Failures become problem documents.
+#pragma once
+
+#include <boost/json/object.hpp>
+#include <initializer_list>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "smart/core/result.hpp"
+#include "smart/http/message.hpp"
+
+namespace smart::api {
+
+// The body as an object, or the problem response to send instead (415, 400).
+std::variant<boost::json::object, http::Response> ParseJsonObject(const http::Request& req,
+                                                                  std::initializer_list<std::string_view> allowed);
+
+// Reads typed fields, collecting every problem before answering once (422).
+class FieldReader {
+ public:
+  explicit FieldReader(const boost::json::object& o) : o_(o) {}
+  // nullopt when absent (an error if required) or of another type.
+  std::optional<std::string> String(std::string_view key, bool required);
+  bool ok() const { return errors_.empty(); }
+  http::Response Problem(const http::Request& req) const;
+
+ private:
+  const boost::json::object& o_;
+  std::vector<http::FieldError> errors_;
+};
+
+// An Error from the domain as a problem response. Validation errors whose
+// message reads "field: text" list that field in `errors`.
+http::Response ErrorResponse(const http::Request& req, const Error& e);
+
+}  // namespace smart::api
