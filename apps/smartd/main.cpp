@@ -163,6 +163,43 @@ int Migrate(const config::Config& cfg, log::Logger& logger) {
   return 0;
 }
 
+// `smartd admin create`: the first admin. The password comes from stdin
+// (--password-stdin) or is generated and printed once.
+int AdminCreate(const config::Config& cfg, log::Logger& logger, const std::string& email, const std::string& name,
+                bool password_stdin) {
+  auto db = OpenDatabase(cfg);
+  if (!db) {
+    std::cerr << "smartd: " << db.error().message << "\n";
+    return kExitFailure;
+  }
+  if (auto n = store::Migrate(**db, api::AllMigrations()); !n) {
+    std::cerr << "smartd: " << n.error().message << "\n";
+    return kExitFailure;
+  }
+  auto auth_config = AuthConfigFrom(cfg, logger);
+  if (!auth_config) return ConfigError(auth_config.error());
+  std::string password;
+  bool generated = false;
+  if (password_stdin) {
+    std::getline(std::cin, password);
+    if (!password.empty() && password.back() == '\r') password.pop_back();
+  } else {
+    password = crypto::RandomToken(18);
+    generated = true;
+  }
+  SystemClock clock;
+  auth::AuthService auth(**db, std::move(auth_config).value(), clock);
+  auto user = auth.Register(email, password, name, "admin");
+  if (!user) {
+    std::cerr << "smartd: cannot create the admin: " << user.error().message << "\n";
+    return kExitFailure;
+  }
+  (void)auth.Audit("cli", "admin_created", user->id, "local");
+  std::cout << "created admin " << user->email << " (" << user->id << ")\n";
+  if (generated) std::cout << "password: " << password << "\n(shown once; store it now)\n";
+  return 0;
+}
+
 int Serve(const config::Config& cfg, log::Logger& logger) {
   // Block the stop signals in every thread; this thread alone waits for them.
   sigset_t stop_signals;
@@ -247,6 +284,16 @@ int Main(int argc, char** argv) {
   app.add_flag("--print-config", f.print_config, "Print the effective configuration (secrets redacted) and exit");
   auto* serve = app.add_subcommand("serve", "Serve the API (the default)");
   auto* migrate = app.add_subcommand("migrate", "Apply pending database migrations and exit");
+  auto* admin = app.add_subcommand("admin", "Administration");
+  admin->require_subcommand(1);
+  auto* admin_create = admin->add_subcommand("create", "Create an admin account");
+  std::string admin_email, admin_name = "Administrator";
+  bool password_stdin = false;
+  admin_create->add_option("--email", admin_email, "Email of the new admin")->required();
+  admin_create->add_option("--name", admin_name, "Display name");
+  admin_create->add_flag("--password-stdin", password_stdin, "Read the password from the first line of stdin");
+  admin->fallthrough();
+  admin_create->fallthrough();
   app.require_subcommand(0, 1);
   // Global flags may follow the subcommand: `smartd migrate --data-dir x`.
   serve->fallthrough();
@@ -267,6 +314,7 @@ int Main(int argc, char** argv) {
   }
   log::Logger logger(*log::ParseLevel(cfg->String("log.level")));
   if (migrate->parsed()) return Migrate(*cfg, logger);
+  if (admin_create->parsed()) return AdminCreate(*cfg, logger, admin_email, admin_name, password_stdin);
   return Serve(*cfg, logger);
 }
 

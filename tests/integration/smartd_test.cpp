@@ -359,6 +359,148 @@ TEST(Smartd, InvalidJsonBodiesAreClearProblems) {
   EXPECT_EQ(r->status, 401);
 }
 
+struct Session {
+  std::string access, refresh;
+};
+
+Session Login(uint16_t port, const std::string& email, const std::string& password);
+
+Session RegisterAndLogin(uint16_t port, const std::string& email) {
+  auto r = PostJson(port, "/api/v1/auth/register",
+                    R"({"email":")" + email + R"(","password":"correct horse battery","name":"T"})");
+  EXPECT_TRUE(r && r->status == 201) << (r ? r->body : "no answer");
+  return Login(port, email, "correct horse battery");
+}
+
+Session Login(uint16_t port, const std::string& email, const std::string& password) {
+  auto r = PostJson(port, "/api/v1/auth/login", R"({"email":")" + email + R"(","password":")" + password + R"("})");
+  EXPECT_TRUE(r && r->status == 200) << (r ? r->body : "no answer");
+  return r ? Session{JsonField(r->body, "access_token"), JsonField(r->body, "refresh_token")} : Session{};
+}
+
+std::optional<testing::HttpResponse> As(uint16_t port, const std::string& method, const std::string& target,
+                                        const std::string& credential, const std::string& body = {}) {
+  std::string headers = "Authorization: Bearer " + credential + "\r\n";
+  if (!body.empty()) headers += "Content-Type: application/json\r\n";
+  return testing::Request(port, method, target, body, headers);
+}
+
+TEST(Smartd, ApiKeysAndScopes) {
+  Smartd s(kFastAuth);
+  ASSERT_NE(s.port(), 0);
+  Session ivy = RegisterAndLogin(s.port(), "ivy@example.com");
+
+  auto r = As(s.port(), "POST", "/api/v1/user/api-keys", ivy.access, R"({"name":"ci","scopes":["tasks:read"]})");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 201) << r->body;
+  std::string key = JsonField(r->body, "key"), key_id = JsonField(r->body, "id");
+  EXPECT_EQ(key.substr(0, 3), "sk_");
+  EXPECT_EQ(key.substr(0, 11), JsonField(r->body, "prefix")) << "the prefix identifies the key";
+
+  r = testing::Request(s.port(), "GET", "/api/v1/user/profile", {}, "X-API-Key: " + key + "\r\n");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  r = As(s.port(), "GET", "/api/v1/user/profile", key);
+  EXPECT_EQ(r->status, 200) << "Bearer works for keys too";
+
+  r = As(s.port(), "POST", "/api/v1/user/api-keys", key, R"({"name":"x","scopes":["tasks:read"]})");
+  EXPECT_EQ(r->status, 403);
+  EXPECT_NE(r->body.find("session_required"), std::string::npos) << "a key cannot mint keys";
+  r = As(s.port(), "POST", "/api/v1/user/api-keys", ivy.access, R"({"name":"x","scopes":["admin"]})");
+  EXPECT_EQ(r->status, 403);
+  EXPECT_NE(r->body.find("scope_not_allowed"), std::string::npos);
+  r = As(s.port(), "POST", "/api/v1/user/api-keys", ivy.access, R"({"name":"x","scopes":["root"]})");
+  EXPECT_EQ(r->status, 422);
+  r = As(s.port(), "POST", "/api/v1/user/api-keys", ivy.access, R"({"name":"x","scopes":[]})");
+  EXPECT_EQ(r->status, 422);
+  r = As(s.port(), "POST", "/api/v1/user/api-keys", ivy.access,
+         R"({"name":"x","scopes":["nodes"],"expires_at":"2001-01-01T00:00:00Z"})");
+  EXPECT_EQ(r->status, 422);
+  r = As(s.port(), "POST", "/api/v1/user/api-keys", ivy.access,
+         R"({"name":"x","scopes":["nodes"],"expires_at":"soon"})");
+  EXPECT_EQ(r->status, 422);
+
+  r = As(s.port(), "GET", "/api/v1/user/api-keys", ivy.access);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_NE(r->body.find(key_id), std::string::npos);
+  EXPECT_EQ(r->body.find(key), std::string::npos) << "the secret is never listed";
+
+  // A user key has no admin scope: 403, with the scope named.
+  r = As(s.port(), "GET", "/api/v1/admin/users", key);
+  EXPECT_EQ(r->status, 403);
+  EXPECT_NE(r->Header("www-authenticate").find("insufficient_scope"), std::string::npos);
+
+  r = As(s.port(), "DELETE", "/api/v1/user/api-keys/" + key_id, ivy.access);
+  EXPECT_EQ(r->status, 204);
+  r = As(s.port(), "GET", "/api/v1/user/profile", key);
+  EXPECT_EQ(r->status, 401) << "a revoked key stops at once";
+  r = As(s.port(), "DELETE", "/api/v1/user/api-keys/" + key_id, ivy.access);
+  EXPECT_EQ(r->status, 404);
+  r = As(s.port(), "GET", "/api/v1/user/profile", "sk_forged_" + std::string(43, 'A'));
+  EXPECT_EQ(r->status, 401);
+}
+
+TEST(Smartd, AdminManagesUsersAndReadsTheAudit) {
+  Smartd s(kFastAuth);
+  ASSERT_NE(s.port(), 0);
+  std::string cmd = "echo 'admin password 1' | SMART_AUTH_ARGON2_M_COST_KIB=1024 SMART_AUTH_ARGON2_T_COST=1 " +
+                    std::string(SMARTD_PATH) + " admin create --email root@example.com --password-stdin --data-dir " +
+                    s.dir() + "/data";
+  auto [code, out] = testing::RunCommand({"/bin/sh", "-c", cmd});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("created admin root@example.com"), std::string::npos);
+  Session root = Login(s.port(), "root@example.com", "admin password 1");
+  Session jo = RegisterAndLogin(s.port(), "jo@example.com");
+  auto r = As(s.port(), "POST", "/api/v1/user/api-keys", jo.access, R"({"name":"k","scopes":["tasks:read"]})");
+  std::string jo_key = JsonField(r->body, "key");
+
+  r = As(s.port(), "GET", "/api/v1/admin/users", jo.access);
+  EXPECT_EQ(r->status, 403) << "users are not admins";
+  r = As(s.port(), "GET", "/api/v1/admin/users?limit=1", root.access);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  std::string cursor = JsonField(r->body, "next_cursor");
+  ASSERT_FALSE(cursor.empty());
+  r = As(s.port(), "GET", "/api/v1/admin/users?limit=1&cursor=" + cursor, root.access);
+  ASSERT_EQ(r->status, 200);
+  std::string jo_id = JsonField(r->body, "id");
+  EXPECT_EQ(JsonField(r->body, "email"), "jo@example.com");
+  r = As(s.port(), "GET", "/api/v1/admin/users?limit=0", root.access);
+  EXPECT_EQ(r->status, 422);
+  r = As(s.port(), "GET", "/api/v1/admin/users?limit=abc", root.access);
+  EXPECT_EQ(r->status, 422);
+
+  r = As(s.port(), "PATCH", "/api/v1/admin/users/" + jo_id, root.access, R"({"status":"disabled"})");
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(As(s.port(), "GET", "/api/v1/user/profile", jo.access)->status, 401) << "tokens stop at once";
+  EXPECT_EQ(As(s.port(), "GET", "/api/v1/user/profile", jo_key)->status, 401) << "keys stop at once";
+  r = PostJson(s.port(), "/api/v1/auth/refresh", R"({"refresh_token":")" + jo.refresh + R"("})");
+  EXPECT_EQ(r->status, 401) << "sessions end with the account";
+  r = As(s.port(), "PATCH", "/api/v1/admin/users/" + jo_id, root.access, R"({"status":"active","role":"admin"})");
+  ASSERT_EQ(r->status, 200);
+  EXPECT_EQ(JsonField(r->body, "role"), "admin");
+  r = As(s.port(), "PATCH", "/api/v1/admin/users/" + jo_id, root.access, R"({"role":"emperor"})");
+  EXPECT_EQ(r->status, 422);
+  r = As(s.port(), "PATCH", "/api/v1/admin/users/usr_nobody", root.access, R"({"status":"disabled"})");
+  EXPECT_EQ(r->status, 404);
+
+  std::string root_id = JsonField(As(s.port(), "GET", "/api/v1/user/profile", root.access)->body, "id");
+  r = As(s.port(), "PATCH", "/api/v1/admin/users/" + root_id, root.access, R"({"status":"disabled"})");
+  EXPECT_EQ(r->status, 409) << "an admin cannot lock themselves out";
+
+  PostJson(s.port(), "/api/v1/auth/login", R"({"email":"root@example.com","password":"not it at all"})");
+  r = As(s.port(), "GET", "/api/v1/admin/audit?limit=100", root.access);
+  ASSERT_EQ(r->status, 200) << r->body;
+  for (const char* action : {"admin_created", "login_succeeded", "login_failed", "api_key_created",
+                             "admin_user_updated", "admin_user_role_changed", "user_registered"}) {
+    EXPECT_NE(r->body.find(std::string("\"action\":\"") + action + "\""), std::string::npos) << action;
+  }
+  r = As(s.port(), "GET", "/api/v1/admin/audit?action=login_failed", root.access);
+  EXPECT_EQ(r->body.find("login_succeeded"), std::string::npos);
+  EXPECT_NE(r->body.find("login_failed"), std::string::npos);
+}
+
 TEST(SmartdPostgres, ServesAndIsReadyOnPostgres) {
   std::string url = testing::FreshPostgresDatabase();
   ASSERT_FALSE(url.empty());

@@ -3,6 +3,7 @@
 
 #include "json_body.hpp"
 #include "routes_internal.hpp"
+#include "smart/core/json_text.hpp"
 
 namespace smart::api {
 namespace json = boost::json;
@@ -24,8 +25,11 @@ http::Response TokensJson(const auth::Tokens& t) {
 }  // namespace
 
 Result<auth::Principal> Authenticate(const Deps& deps, const http::Request& req) {
+  if (auto key = req.headers.Get("X-API-Key")) return deps.auth.Authenticate(*key);
   auto header = req.headers.Get("Authorization");
-  if (!header) return Error::Unauthenticated("unauthenticated", "send Authorization: Bearer <access token>");
+  if (!header) {
+    return Error::Unauthenticated("unauthenticated", "send Authorization: Bearer <access token or API key>");
+  }
   std::string_view value = *header;
   if (value.size() < 7 || !http::IEquals(value.substr(0, 7), "Bearer ")) {
     return Error::Unauthenticated("unauthenticated", "the Authorization header must use the Bearer scheme");
@@ -39,7 +43,78 @@ http::Response Unauthorized(const http::Request& req, const Error& e) {
   return res;
 }
 
+std::variant<auth::Principal, http::Response> Require(const Deps& deps, const http::Request& req,
+                                                      std::string_view scope, bool session_only) {
+  auto who = Authenticate(deps, req);
+  if (!who) return Unauthorized(req, who.error());
+  if (session_only && !who->api_key_id.empty()) {
+    return http::MakeProblem(req, {.status = 403,
+                                   .code = "session_required",
+                                   .detail = "Sign in with a session token for this; API keys cannot do it."});
+  }
+  if (!scope.empty() && !who->Has(scope)) {
+    http::Response res = http::MakeProblem(
+        req,
+        {.status = 403, .code = "insufficient_scope", .detail = "This needs the scope '" + std::string(scope) + "'."});
+    res.headers.Add("WWW-Authenticate",
+                    "Bearer realm=\"smart\", error=\"insufficient_scope\", scope=\"" + std::string(scope) + "\"");
+    return res;
+  }
+  return std::move(who).value();
+}
+
+json::object KeyJson(const auth::ApiKey& k) {
+  json::array scopes;
+  for (const auto& s : k.scopes) scopes.emplace_back(s);
+  json::object o{{"id", k.id},
+                 {"name", k.name},
+                 {"prefix", k.prefix},
+                 {"scopes", std::move(scopes)},
+                 {"created_at", k.created_at}};
+  o["expires_at"] = k.expires_at ? json::value(FormatTimestamp(*k.expires_at)) : json::value(nullptr);
+  o["revoked_at"] = k.revoked_at ? json::value(*k.revoked_at) : json::value(nullptr);
+  return o;
+}
+
 void RegisterAuthRoutes(http::Router& router, const Deps& deps) {
+  router.Add(http::Method::kPost, "/api/v1/user/api-keys", [&deps](http::Request& req) {
+    auto who = Require(deps, req, "", true);
+    if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
+    auto body = ParseJsonObject(req, {"name", "scopes", "expires_at"});
+    if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
+    FieldReader f(std::get<json::object>(body));
+    auto name = f.String("name", true);
+    auto scopes = f.StringList("scopes", true);
+    auto expires = f.Timestamp("expires_at", false);
+    if (!f.ok()) return f.Problem(req);
+    auto created = deps.auth.CreateApiKey(std::get<auth::Principal>(who), *name, *scopes, expires);
+    if (!created) return ErrorResponse(req, created.error());
+    json::object o = KeyJson(created->key);
+    o["key"] = created->secret;
+    http::Response res = http::Response::Json(201, json::serialize(o));
+    res.headers.Add("Location", "/api/v1/user/api-keys/" + created->key.id);
+    return res;
+  });
+
+  router.Add(http::Method::kGet, "/api/v1/user/api-keys", [&deps](http::Request& req) {
+    auto who = Require(deps, req, "");
+    if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
+    auto keys = deps.auth.ListApiKeys(std::get<auth::Principal>(who).user_id);
+    if (!keys) return ErrorResponse(req, keys.error());
+    json::array items;
+    for (const auto& k : *keys) items.push_back(KeyJson(k));
+    return http::Response::Json(200,
+                                json::serialize(json::object{{"items", std::move(items)}, {"next_cursor", nullptr}}));
+  });
+
+  router.Add(http::Method::kDelete, "/api/v1/user/api-keys/{id}", [&deps](http::Request& req) {
+    auto who = Require(deps, req, "");
+    if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
+    auto r = deps.auth.RevokeApiKey(std::get<auth::Principal>(who).user_id, req.Param("id"));
+    if (!r) return ErrorResponse(req, r.error());
+    return http::Response::Empty(204);
+  });
+
   router.Add(http::Method::kPost, "/api/v1/auth/register", [&deps](http::Request& req) {
     auto body = ParseJsonObject(req, {"email", "password", "name"});
     if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
@@ -87,22 +162,23 @@ void RegisterAuthRoutes(http::Router& router, const Deps& deps) {
   });
 
   router.Add(http::Method::kGet, "/api/v1/user/profile", [&deps](http::Request& req) {
-    auto who = Authenticate(deps, req);
-    if (!who) return Unauthorized(req, who.error());
-    auto user = deps.auth.GetUser(who->user_id);
+    auto who = Require(deps, req, "");
+    if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
+    auto user = deps.auth.GetUser(std::get<auth::Principal>(who).user_id);
     if (!user) return ErrorResponse(req, user.error());
     return http::Response::Json(200, json::serialize(UserJson(*user)));
   });
 
   router.Add(http::Method::kPatch, "/api/v1/user/profile", [&deps](http::Request& req) {
-    auto who = Authenticate(deps, req);
-    if (!who) return Unauthorized(req, who.error());
+    auto who = Require(deps, req, "", true);
+    if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
     auto body = ParseJsonObject(req, {"name"});
     if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
     FieldReader f(std::get<json::object>(body));
     auto name = f.String("name", false);
     if (!f.ok()) return f.Problem(req);
-    auto user = deps.auth.UpdateProfile(who->user_id, name ? std::optional<std::string_view>(*name) : std::nullopt);
+    auto user = deps.auth.UpdateProfile(std::get<auth::Principal>(who).user_id,
+                                        name ? std::optional<std::string_view>(*name) : std::nullopt);
     if (!user) return ErrorResponse(req, user.error());
     return http::Response::Json(200, json::serialize(UserJson(*user)));
   });

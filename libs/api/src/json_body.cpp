@@ -1,6 +1,9 @@
 #include "json_body.hpp"
 
 #include <boost/json/parse.hpp>
+#include <charconv>
+
+#include "smart/core/json_text.hpp"
 
 namespace smart::api {
 namespace json = boost::json;
@@ -12,16 +15,16 @@ std::variant<json::object, http::Response> ParseJsonObject(const http::Request& 
   auto media = type.substr(0, semi);
   while (!media.empty() && media.back() == ' ') media.remove_suffix(1);
   if (!http::IEquals(media, "application/json")) {
-    return http::MakeProblem(req, {.status = 415, .code = "unsupported_media_type",
-                                   .detail = "Send the body as application/json."});
+    return http::MakeProblem(
+        req, {.status = 415, .code = "unsupported_media_type", .detail = "Send the body as application/json."});
   }
   json::parse_options opt;
   opt.max_depth = 32;
   boost::system::error_code ec;
   json::value v = json::parse(req.body, ec, {}, opt);
   if (ec) {
-    return http::MakeProblem(req, {.status = 400, .code = "invalid_json",
-                                   .detail = "The body is not valid JSON: " + ec.message() + "."});
+    return http::MakeProblem(
+        req, {.status = 400, .code = "invalid_json", .detail = "The body is not valid JSON: " + ec.message() + "."});
   }
   if (!v.is_object()) {
     return http::MakeProblem(req, {.status = 400, .code = "invalid_json", .detail = "The body must be a JSON object."});
@@ -34,7 +37,8 @@ std::variant<json::object, http::Response> ParseJsonObject(const http::Request& 
     if (!known) unknown.push_back({std::string(key), "unknown field"});
   }
   if (!unknown.empty()) {
-    return http::MakeProblem(req, {.status = 400, .code = "unknown_field",
+    return http::MakeProblem(req, {.status = 400,
+                                   .code = "unknown_field",
                                    .detail = "The body has fields this endpoint does not take.",
                                    .errors = std::move(unknown)});
   }
@@ -54,9 +58,65 @@ std::optional<std::string> FieldReader::String(std::string_view key, bool requir
   return std::string(it->value().as_string());
 }
 
+std::optional<std::vector<std::string>> FieldReader::StringList(std::string_view key, bool required) {
+  auto it = o_.find(key);
+  if (it == o_.end() || it->value().is_null()) {
+    if (required) errors_.push_back({std::string(key), "is required"});
+    return std::nullopt;
+  }
+  if (!it->value().is_array()) {
+    errors_.push_back({std::string(key), "must be an array of strings"});
+    return std::nullopt;
+  }
+  std::vector<std::string> out;
+  for (const auto& v : it->value().as_array()) {
+    if (!v.is_string()) {
+      errors_.push_back({std::string(key), "must be an array of strings"});
+      return std::nullopt;
+    }
+    out.emplace_back(v.as_string());
+  }
+  return out;
+}
+
+std::optional<int64_t> FieldReader::Timestamp(std::string_view key, bool required) {
+  auto text = String(key, required);
+  if (!text) return std::nullopt;
+  auto t = ParseTimestamp(*text);
+  if (!t) errors_.push_back({std::string(key), "must be an RFC 3339 time such as 2026-11-22T10:30:00Z"});
+  return t;
+}
+
+std::variant<PageQuery, http::Response> ParsePageQuery(const http::Request& req) {
+  PageQuery q;
+  if (auto limit = req.Query("limit")) {
+    int v = 0;
+    auto [p, ec] = std::from_chars(limit->data(), limit->data() + limit->size(), v);
+    if (ec != std::errc() || p != limit->data() + limit->size() || v < 1 || v > 500) {
+      return http::MakeProblem(req, {.status = 422,
+                                     .code = "validation_failed",
+                                     .detail = "Bad query parameter.",
+                                     .errors = {{"limit", "must be an integer from 1 to 500"}}});
+    }
+    q.limit = v;
+  }
+  if (auto cursor = req.Query("cursor")) {
+    if (cursor->size() > 128) {
+      return http::MakeProblem(req, {.status = 422,
+                                     .code = "validation_failed",
+                                     .detail = "Bad query parameter.",
+                                     .errors = {{"cursor", "is not a cursor from this API"}}});
+    }
+    q.cursor = *cursor;
+  }
+  return q;
+}
+
 http::Response FieldReader::Problem(const http::Request& req) const {
-  return http::MakeProblem(req, {.status = 422, .code = "validation_failed",
-                                 .detail = "Some fields are missing or have the wrong type.", .errors = errors_});
+  return http::MakeProblem(req, {.status = 422,
+                                 .code = "validation_failed",
+                                 .detail = "Some fields are missing or have the wrong type.",
+                                 .errors = errors_});
 }
 
 http::Response ErrorResponse(const http::Request& req, const Error& e) {
@@ -74,7 +134,8 @@ http::Response ErrorResponse(const http::Request& req, const Error& e) {
   http::Problem p{.status = status, .code = e.code, .detail = e.message};
   if (status >= 500) {
     // Internals stay in the logs; the client gets the code and the request id.
-    p.detail = status == 503 ? "A dependency is unavailable; retry shortly." : "The server failed to handle this request.";
+    p.detail =
+        status == 503 ? "A dependency is unavailable; retry shortly." : "The server failed to handle this request.";
   }
   if (e.kind == ErrorKind::kInvalid || e.kind == ErrorKind::kConflict) {
     auto colon = e.message.find(": ");

@@ -25,6 +25,9 @@ class FieldReader {
   explicit FieldReader(const boost::json::object& o) : o_(o) {}
   // nullopt when absent (an error if required) or of another type.
   std::optional<std::string> String(std::string_view key, bool required);
+  std::optional<std::vector<std::string>> StringList(std::string_view key, bool required);
+  // An RFC 3339 time, as seconds since the epoch.
+  std::optional<int64_t> Timestamp(std::string_view key, bool required);
   bool ok() const { return errors_.empty(); }
   http::Response Problem(const http::Request& req) const;
 
@@ -32,6 +35,13 @@ class FieldReader {
   const boost::json::object& o_;
   std::vector<http::FieldError> errors_;
 };
+
+// `?limit=` (default 50, 1..500) and `?cursor=`; nullopt limit means a bad value (answer 422).
+struct PageQuery {
+  int limit = 50;
+  std::string cursor;
+};
+std::variant<PageQuery, http::Response> ParsePageQuery(const http::Request& req);
 
 // An Error from the domain as a problem response. Validation errors whose
 // message reads "field: text" list that field in `errors`.

@@ -70,6 +70,7 @@ void RegisterRoutes(http::Router& router, const Deps& deps) {
   router.Add(http::Method::kGet, "/openapi.json",
              [](http::Request&) { return http::Response::Json(200, std::string(OpenApiDocument())); });
   RegisterAuthRoutes(router, deps);
+  RegisterAdminRoutes(router, deps);
   router.Add(http::Method::kGet, "/api/v1/version", [&deps](http::Request&) {
     std::string body = "{\"version\":";
     AppendJsonString(body, deps.build.version);

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <variant>
+
 #include "smart/api/routes.hpp"
 #include "smart/auth/service.hpp"
 
@@ -7,8 +9,14 @@ namespace smart::api {
 
 void RegisterAuthRoutes(http::Router& router, const Deps& deps);
 
-// The caller behind `Authorization: Bearer <token>`.
+void RegisterAdminRoutes(http::Router& router, const Deps& deps);
+
+// The caller behind `Authorization: Bearer <token or key>` or `X-API-Key: <key>`.
 Result<auth::Principal> Authenticate(const Deps& deps, const http::Request& req);
+// The caller, if it holds `scope` (403 insufficient_scope otherwise); with
+// `session_only`, API keys are refused (a key cannot mint or manage keys).
+std::variant<auth::Principal, http::Response> Require(const Deps& deps, const http::Request& req,
+                                                      std::string_view scope, bool session_only = false);
 // A 401 problem with the WWW-Authenticate challenge.
 http::Response Unauthorized(const http::Request& req, const Error& e);
 

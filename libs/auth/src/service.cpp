@@ -221,8 +221,9 @@ Result<void> AuthService::Logout(std::string_view refresh_token) {
   return Ok();
 }
 
-Result<Principal> AuthService::Authenticate(std::string_view access_token) {
-  auto claims = VerifyJwt(access_token, config_.keys, config_.issuer, config_.audience, clock_.NowS());
+Result<Principal> AuthService::Authenticate(std::string_view credential) {
+  if (credential.starts_with("sk_")) return AuthenticateApiKey(credential);
+  auto claims = VerifyJwt(credential, config_.keys, config_.issuer, config_.audience, clock_.NowS());
   if (!claims) return claims.take_error();
   // A disabled account stops working at once, whatever tokens it holds.
   std::string status, role;
@@ -238,7 +239,7 @@ Result<Principal> AuthService::Authenticate(std::string_view access_token) {
   if (!r) return r.take_error();
   if (status != "active") return Error::Unauthenticated("account_disabled", "the account is disabled or gone");
   // The role comes from the database, so a demotion applies to tokens already issued.
-  return Principal{claims->sub, role};
+  return Principal{claims->sub, role, RoleScopes(role), ""};
 }
 
 Result<User> AuthService::GetUser(std::string_view id) {
@@ -298,7 +299,266 @@ std::vector<store::Migration> AuthService::Migrations() {
        " id TEXT PRIMARY KEY, ts TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL,"
        " client TEXT NOT NULL, detail TEXT NOT NULL);"
        "CREATE INDEX audit_log_action ON audit_log (action);",
+       ""},
+      {101, "create_api_keys",
+       "CREATE TABLE api_keys ("
+       " id TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id), name TEXT NOT NULL,"
+       " prefix TEXT NOT NULL, key_hash TEXT NOT NULL UNIQUE, scopes TEXT NOT NULL, created_at TEXT NOT NULL,"
+       " expires_at BIGINT, revoked_at TEXT);"
+       "CREATE INDEX api_keys_user ON api_keys (user_id);",
        ""}};
+}
+
+}  // namespace smart::auth
+
+namespace smart::auth {
+namespace {
+
+using store::Value;
+
+std::string JoinScopes(const std::vector<std::string>& scopes) {
+  std::string out;
+  for (const auto& s : scopes) out += (out.empty() ? "" : " ") + s;
+  return out;
+}
+
+std::vector<std::string> SplitScopes(std::string_view text) {
+  std::vector<std::string> out;
+  while (!text.empty()) {
+    auto sp = text.find(' ');
+    if (sp != 0) out.emplace_back(text.substr(0, sp));
+    if (sp == std::string_view::npos) break;
+    text.remove_prefix(sp + 1);
+  }
+  return out;
+}
+
+bool Contains(const std::vector<std::string>& v, std::string_view s) {
+  return std::find(v.begin(), v.end(), s) != v.end();
+}
+
+}  // namespace
+
+const std::vector<std::string>& AllScopes() {
+  static const std::vector<std::string> all = {std::string(scope::kTasksRead),   std::string(scope::kTasksWrite),
+                                               std::string(scope::kNodes),       std::string(scope::kLedgerRead),
+                                               std::string(scope::kLedgerWrite), std::string(scope::kAdmin)};
+  return all;
+}
+
+std::vector<std::string> RoleScopes(std::string_view role) {
+  if (role == "admin") return AllScopes();
+  if (role == "user") {
+    return {std::string(scope::kTasksRead), std::string(scope::kTasksWrite), std::string(scope::kNodes),
+            std::string(scope::kLedgerRead), std::string(scope::kLedgerWrite)};
+  }
+  if (role == "node") return {std::string(scope::kNodes), std::string(scope::kTasksRead)};
+  return {};
+}
+
+bool Principal::Has(std::string_view s) const { return Contains(scopes, s); }
+
+Result<CreatedApiKey> AuthService::CreateApiKey(const Principal& owner, std::string_view name,
+                                                std::vector<std::string> scopes, std::optional<int64_t> expires_at) {
+  if (name.empty() || name.size() > 100 || !IsValidUtf8(name) ||
+      std::any_of(name.begin(), name.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20; })) {
+    return Error::Invalid("invalid_name", "name: 1 to 100 characters of text");
+  }
+  if (scopes.empty()) return Error::Invalid("invalid_scopes", "scopes: at least one scope");
+  auto allowed = RoleScopes(owner.role);
+  std::sort(scopes.begin(), scopes.end());
+  scopes.erase(std::unique(scopes.begin(), scopes.end()), scopes.end());
+  for (const auto& s : scopes) {
+    if (!Contains(AllScopes(), s)) return Error::Invalid("invalid_scopes", "scopes: unknown scope '" + s + "'");
+    if (!Contains(allowed, s)) {
+      return Error::PermissionDenied("scope_not_allowed", "your role cannot grant the scope '" + s + "'");
+    }
+  }
+  int64_t now = clock_.NowS();
+  if (expires_at && *expires_at <= now) return Error::Invalid("invalid_expiry", "expires_at: must be in the future");
+  CreatedApiKey out;
+  std::string prefix = crypto::RandomToken(6);  // 8 characters
+  out.secret = "sk_" + prefix + "_" + crypto::RandomToken(32);
+  out.key = {MakeId("key"), std::string(name), "sk_" + prefix, scopes, FormatTimestamp(now), expires_at, std::nullopt};
+  auto r = db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
+    SMART_TRY(
+        tx.Exec("INSERT INTO api_keys (id, user_id, name, prefix, key_hash, scopes, created_at, expires_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                {Value{out.key.id}, Value{owner.user_id}, Value{out.key.name}, Value{out.key.prefix},
+                 Value{crypto::Sha256Hex(out.secret)}, Value{JoinScopes(scopes)}, Value{out.key.created_at},
+                 expires_at ? Value{*expires_at} : Value{}}));
+    return Ok();
+  });
+  if (!r) return r.take_error();
+  (void)Audit(owner.user_id, "api_key_created", out.key.id, "",
+              "{\"scopes\":\"" + JoinScopes(scopes) + "\",\"prefix\":\"" + out.key.prefix + "\"}");
+  return out;
+}
+
+Result<std::vector<ApiKey>> AuthService::ListApiKeys(std::string_view user_id) {
+  std::vector<ApiKey> keys;
+  auto r = db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
+    auto rows = tx.Query(
+        "SELECT id, name, prefix, scopes, created_at, expires_at, revoked_at FROM api_keys WHERE user_id = $1"
+        " ORDER BY id",
+        {Value{std::string(user_id)}});
+    if (!rows) return rows.take_error();
+    for (const auto& row : *rows) {
+      keys.push_back({row.Text(0), row.Text(1), row.Text(2), SplitScopes(row.Text(3)), row.Text(4),
+                      row.IsNull(5) ? std::nullopt : std::optional<int64_t>(row.Int(5)),
+                      row.IsNull(6) ? std::nullopt : std::optional<std::string>(row.Text(6))});
+    }
+    return Ok();
+  });
+  if (!r) return r.take_error();
+  return keys;
+}
+
+Result<void> AuthService::RevokeApiKey(std::string_view user_id, std::string_view key_id) {
+  auto r = db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
+    auto n = tx.Exec("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL",
+                     {Value{FormatTimestamp(clock_.NowS())}, Value{std::string(key_id)}, Value{std::string(user_id)}});
+    if (!n) return n.take_error();
+    if (*n == 0) return Error::NotFound("api_key_not_found", "no such active API key");
+    return Ok();
+  });
+  if (!r) return r;
+  (void)Audit(user_id, "api_key_revoked", key_id, "");
+  return Ok();
+}
+
+Result<Principal> AuthService::AuthenticateApiKey(std::string_view key) {
+  if (key.size() > 128) return Error::Unauthenticated("invalid_api_key", "the API key is not valid");
+  Principal p;
+  std::string status, scopes;
+  std::optional<int64_t> expires;
+  bool revoked = false, found = false;
+  auto r = db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
+    auto row = tx.QueryOne(
+        "SELECT k.id, k.user_id, k.scopes, k.expires_at, k.revoked_at, u.status, u.role"
+        " FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.key_hash = $1",
+        {Value{crypto::Sha256Hex(key)}});
+    if (!row) return row.take_error();
+    if (!*row) return Ok();
+    const auto& k = **row;
+    found = true;
+    p.api_key_id = k.Text(0);
+    p.user_id = k.Text(1);
+    scopes = k.Text(2);
+    if (!k.IsNull(3)) expires = k.Int(3);
+    revoked = !k.IsNull(4);
+    status = k.Text(5);
+    p.role = k.Text(6);
+    return Ok();
+  });
+  if (!r) return r.take_error();
+  if (!found || revoked) return Error::Unauthenticated("invalid_api_key", "the API key is not valid or was revoked");
+  if (expires && *expires <= clock_.NowS()) return Error::Unauthenticated("api_key_expired", "the API key has expired");
+  if (status != "active") return Error::Unauthenticated("account_disabled", "the account is disabled");
+  // A key never holds more than its owner's role allows now (a demotion applies at once).
+  auto allowed = RoleScopes(p.role);
+  for (auto& s : SplitScopes(scopes)) {
+    if (Contains(allowed, s)) p.scopes.push_back(std::move(s));
+  }
+  return p;
+}
+
+}  // namespace smart::auth
+
+namespace smart::auth {
+namespace {
+
+User UserFromRow(const store::Row& r) { return User{r.Text(0), r.Text(1), r.Text(2), r.Text(3), r.Text(4), r.Text(5)}; }
+
+}  // namespace
+
+Result<Page<User>> AuthService::ListUsers(int limit, std::string_view cursor) {
+  Page<User> page;
+  auto r = db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
+    page.items.clear();
+    auto rows =
+        tx.Query("SELECT id, email, name, role, status, created_at FROM users WHERE id > $1 ORDER BY id LIMIT $2",
+                 {store::Value{std::string(cursor)}, store::Value{int64_t{limit} + 1}});
+    if (!rows) return rows.take_error();
+    for (const auto& row : *rows) page.items.push_back(UserFromRow(row));
+    return Ok();
+  });
+  if (!r) return r.take_error();
+  if (static_cast<int>(page.items.size()) > limit) {
+    page.items.pop_back();
+    page.next_cursor = page.items.back().id;
+  }
+  return page;
+}
+
+Result<User> AuthService::AdminUpdateUser(const Principal& admin, std::string_view id,
+                                          std::optional<std::string_view> status, std::optional<std::string_view> role,
+                                          std::string_view client) {
+  if (status && *status != "active" && *status != "disabled") {
+    return Error::Invalid("invalid_status", "status: active or disabled");
+  }
+  if (role && *role != "user" && *role != "node" && *role != "admin") {
+    return Error::Invalid("invalid_role", "role: user, node or admin");
+  }
+  if (id == admin.user_id && (status || role)) {
+    return Error::Conflict("cannot_change_self", "an admin cannot disable or demote their own account");
+  }
+  User before;
+  auto r = db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
+    auto u = ReadUser(tx, "id", id, nullptr);
+    if (!u) return u.take_error();
+    before = *u;
+    std::string now = FormatTimestamp(clock_.NowS());
+    if (status) {
+      SMART_TRY(tx.Exec("UPDATE users SET status = $1, updated_at = $2 WHERE id = $3",
+                        {store::Value{std::string(*status)}, store::Value{now}, store::Value{std::string(id)}}));
+      if (*status == "disabled") {
+        // Sessions end with the account; access tokens are refused by Authenticate.
+        SMART_TRY(tx.Exec("UPDATE refresh_tokens SET revoked = 1 WHERE user_id = $1", {store::Value{std::string(id)}}));
+      }
+    }
+    if (role) {
+      SMART_TRY(tx.Exec("UPDATE users SET role = $1, updated_at = $2 WHERE id = $3",
+                        {store::Value{std::string(*role)}, store::Value{now}, store::Value{std::string(id)}}));
+    }
+    return Ok();
+  });
+  if (!r) return r.take_error();
+  std::string detail = "{\"before\":{\"status\":\"" + before.status + "\",\"role\":\"" + before.role + "\"}";
+  if (status) detail += ",\"status\":\"" + std::string(*status) + "\"";
+  if (role) detail += ",\"role\":\"" + std::string(*role) + "\"";
+  detail += "}";
+  (void)Audit(admin.user_id, role ? "admin_user_role_changed" : "admin_user_updated", id, client, detail);
+  return GetUser(id);
+}
+
+Result<Page<AuditEntry>> AuthService::ListAudit(int limit, std::string_view cursor,
+                                                std::optional<std::string_view> action) {
+  Page<AuditEntry> page;
+  std::string before = cursor.empty() ? std::string("~") : std::string(cursor);  // '~' sorts after every id
+  auto r = db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
+    page.items.clear();
+    auto rows = action
+                    ? tx.Query(
+                          "SELECT id, ts, actor, action, target, client, detail FROM audit_log"
+                          " WHERE id < $1 AND action = $2 ORDER BY id DESC LIMIT $3",
+                          {store::Value{before}, store::Value{std::string(*action)}, store::Value{int64_t{limit} + 1}})
+                    : tx.Query(
+                          "SELECT id, ts, actor, action, target, client, detail FROM audit_log"
+                          " WHERE id < $1 ORDER BY id DESC LIMIT $2",
+                          {store::Value{before}, store::Value{int64_t{limit} + 1}});
+    if (!rows) return rows.take_error();
+    for (const auto& row : *rows) {
+      page.items.push_back({row.Text(0), row.Text(1), row.Text(2), row.Text(3), row.Text(4), row.Text(5), row.Text(6)});
+    }
+    return Ok();
+  });
+  if (!r) return r.take_error();
+  if (static_cast<int>(page.items.size()) > limit) {
+    page.items.pop_back();
+    page.next_cursor = page.items.back().id;
+  }
+  return page;
 }
 
 }  // namespace smart::auth

@@ -30,6 +30,16 @@ TEST(JsonText, InvalidUtf8BecomesReplacement) {
   EXPECT_FALSE(IsValidUtf8("\xff"));
 }
 
+TEST(JsonText, ParseTimestamp) {
+  EXPECT_EQ(ParseTimestamp("2026-11-22T10:30:00Z"), 1795343400);
+  EXPECT_EQ(ParseTimestamp("2026-11-22T10:30:00.123Z"), 1795343400);
+  EXPECT_EQ(ParseTimestamp("2026-11-22T11:30:00+01:00"), 1795343400);
+  for (const char* bad : {"", "2026-11-22", "2026-11-22 10:30:00Z", "2026-13-01T00:00:00Z", "2026-02-30T00:00:00Z",
+                          "2026-11-22T10:30:00", "2026-11-22T10:30:00Zjunk", "yesterday"}) {
+    EXPECT_FALSE(ParseTimestamp(bad)) << bad;
+  }
+}
+
 TEST(JsonText, Timestamps) {
   EXPECT_EQ(FormatTimestamp(0), "1970-01-01T00:00:00Z");
   EXPECT_EQ(FormatTimestampMs(1795343400123), "2026-11-22T10:30:00.123Z");

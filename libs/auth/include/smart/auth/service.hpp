@@ -4,6 +4,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "smart/auth/jwt.hpp"
@@ -39,9 +40,51 @@ struct Tokens {
   int64_t expires_in = 0;  // seconds, of the access token
 };
 
+// Scopes name what a credential may do; routes require one.
+namespace scope {
+inline constexpr std::string_view kTasksRead = "tasks:read";
+inline constexpr std::string_view kTasksWrite = "tasks:write";
+inline constexpr std::string_view kNodes = "nodes";
+inline constexpr std::string_view kLedgerRead = "ledger:read";
+inline constexpr std::string_view kLedgerWrite = "ledger:write";
+inline constexpr std::string_view kAdmin = "admin";
+}  // namespace scope
+
+// Every scope there is, and those a role may hold (a session holds all of its role's).
+const std::vector<std::string>& AllScopes();
+std::vector<std::string> RoleScopes(std::string_view role);
+
 struct Principal {
   std::string user_id;
   std::string role;
+  std::vector<std::string> scopes;
+  std::string api_key_id;  // empty for a session (JWT)
+  bool Has(std::string_view s) const;
+};
+
+struct ApiKey {
+  std::string id;  // key_<ULID>
+  std::string name;
+  std::string prefix;  // shown in lists: "sk_AbCdEfGh"
+  std::vector<std::string> scopes;
+  std::string created_at;
+  std::optional<int64_t> expires_at;  // seconds since the epoch
+  std::optional<std::string> revoked_at;
+};
+
+struct CreatedApiKey {
+  ApiKey key;
+  std::string secret;  // the whole key; shown once, stored only as a hash
+};
+
+struct AuditEntry {
+  std::string id, ts, actor, action, target, client, detail;  // detail is a JSON object
+};
+
+template <class T>
+struct Page {
+  std::vector<T> items;
+  std::optional<std::string> next_cursor;
 };
 
 class AuthService {
@@ -59,11 +102,25 @@ class AuthService {
   // whole family (every session descended from the same login) and is audited.
   Result<Tokens> Refresh(std::string_view refresh_token, std::string_view client);
   Result<void> Logout(std::string_view refresh_token);
-  // Verifies an access token and that its user is still active.
-  Result<Principal> Authenticate(std::string_view access_token);
+  // Verifies an access token, or an API key ("sk_..."), and that its user is still active.
+  Result<Principal> Authenticate(std::string_view credential);
+
+  // Scopes must be a non-empty subset of the owner's role scopes; expiry in the future.
+  Result<CreatedApiKey> CreateApiKey(const Principal& owner, std::string_view name, std::vector<std::string> scopes,
+                                     std::optional<int64_t> expires_at);
+  Result<std::vector<ApiKey>> ListApiKeys(std::string_view user_id);
+  Result<void> RevokeApiKey(std::string_view user_id, std::string_view key_id);
 
   Result<User> GetUser(std::string_view id);
   Result<User> UpdateProfile(std::string_view id, std::optional<std::string_view> name);
+
+  // Admin. `limit` 1..500; cursors are opaque strings from a previous page.
+  Result<Page<User>> ListUsers(int limit, std::string_view cursor);
+  // Changes status (active|disabled) and/or role; refuses an admin's change of itself.
+  Result<User> AdminUpdateUser(const Principal& admin, std::string_view id, std::optional<std::string_view> status,
+                               std::optional<std::string_view> role, std::string_view client);
+  // Newest first, optionally one action only.
+  Result<Page<AuditEntry>> ListAudit(int limit, std::string_view cursor, std::optional<std::string_view> action);
 
   Result<void> Audit(std::string_view actor, std::string_view action, std::string_view target, std::string_view client,
                      std::string_view detail_json = "{}");
@@ -74,6 +131,7 @@ class AuthService {
 
  private:
   Result<Tokens> Issue(store::Tx& tx, const User& user, const std::string& family);
+  Result<Principal> AuthenticateApiKey(std::string_view key);
 
   store::Database& db_;
   AuthConfig config_;

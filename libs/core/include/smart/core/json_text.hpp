@@ -1,6 +1,8 @@
 // Small helpers to write JSON text by hand on hot paths (logs, metrics labels).
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -17,5 +19,8 @@ bool IsValidUtf8(std::string_view s);
 std::string FormatTimestampMs(int64_t unix_ms);
 // RFC 3339 UTC with seconds, e.g. 2026-11-22T10:30:00Z.
 std::string FormatTimestamp(int64_t unix_s);
+// Parses "YYYY-MM-DDTHH:MM:SSZ" (optionally with .fraction, or a +HH:MM offset)
+// to seconds since the epoch; nullopt for anything else.
+std::optional<int64_t> ParseTimestamp(std::string_view text);
 
 }  // namespace smart
