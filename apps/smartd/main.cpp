@@ -147,6 +147,21 @@ Result<auth::AuthConfig> AuthConfigFrom(const config::Config& cfg, log::Logger& 
   return a;
 }
 
+api::RateLimits RateLimitsFrom(const config::Config& cfg) {
+  auto limit = [&](const std::string& name) {
+    return kv::Limit{cfg.Int("rate_limit." + name + "_per_min"), cfg.Int("rate_limit." + name + "_burst")};
+  };
+  api::RateLimits r;
+  r.enabled = cfg.Bool("rate_limit.enabled");
+  r.per_address = limit("address");
+  r.auth = limit("auth");
+  r.login_failures = limit("login_failures");
+  r.free = {limit("free"), cfg.Int("rate_limit.free_per_day")};
+  r.standard = {limit("default"), cfg.Int("rate_limit.default_per_day")};
+  r.pro = {limit("pro"), cfg.Int("rate_limit.pro_per_day")};
+  return r;
+}
+
 int Migrate(const config::Config& cfg, log::Logger& logger) {
   auto db = OpenDatabase(cfg);
   if (!db) {
@@ -233,7 +248,8 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
 
   metrics::Registry registry;
   metrics::AddProcessCollector(registry, kVersion, kCommit);
-  api::Deps deps{**db, registry, auth, api::AllMigrations(), {kVersion, kCommit}};
+  auto limiter = kv::NewMemoryRateLimiter(static_cast<size_t>(cfg.Int("rate_limit.max_keys")));
+  api::Deps deps{**db, registry, auth, *limiter, clock, RateLimitsFrom(cfg), api::AllMigrations(), {kVersion, kCommit}};
   http::Router router;
   api::RegisterRoutes(router, deps);
 
@@ -243,6 +259,7 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
   middlewares.push_back(http::Metrics(registry));
   middlewares.push_back(http::SecurityHeaders());
   middlewares.push_back(http::Cors(cfg.StringList("http.cors_origins")));
+  middlewares.push_back(api::Limits(deps));
 
   http::Server server(ServerOptionsFrom(cfg), std::move(router), std::move(middlewares), logger, registry);
   if (auto started = server.Start(); !started) {

@@ -222,7 +222,12 @@ TEST(Smartd, PortInUseFailsClearly) {
 }
 
 // Fast Argon2 parameters: the tests exercise the flow, not the hash's cost.
-const std::vector<std::string> kFastAuth = {"SMART_AUTH_ARGON2_M_COST_KIB=1024", "SMART_AUTH_ARGON2_T_COST=1"};
+// Generous limits: these tests exercise the flows, and all their requests come from 127.0.0.1.
+const std::vector<std::string> kFastAuth = {
+    "SMART_AUTH_ARGON2_M_COST_KIB=1024",          "SMART_AUTH_ARGON2_T_COST=1",
+    "SMART_RATE_LIMIT_AUTH_BURST=10000",          "SMART_RATE_LIMIT_ADDRESS_BURST=10000",
+    "SMART_RATE_LIMIT_DEFAULT_BURST=10000",       "SMART_RATE_LIMIT_FREE_BURST=10000",
+    "SMART_RATE_LIMIT_LOGIN_FAILURES_BURST=10000"};
 
 std::optional<testing::HttpResponse> PostJson(uint16_t port, const std::string& target, const std::string& body,
                                               const std::string& extra = {}) {
@@ -499,6 +504,71 @@ TEST(Smartd, AdminManagesUsersAndReadsTheAudit) {
   r = As(s.port(), "GET", "/api/v1/admin/audit?action=login_failed", root.access);
   EXPECT_EQ(r->body.find("login_succeeded"), std::string::npos);
   EXPECT_NE(r->body.find("login_failed"), std::string::npos);
+}
+
+TEST(Smartd, RateLimitsByAddressAndAccount) {
+  Smartd s({"SMART_AUTH_ARGON2_M_COST_KIB=1024", "SMART_AUTH_ARGON2_T_COST=1", "SMART_RATE_LIMIT_AUTH_BURST=100",
+            "SMART_RATE_LIMIT_DEFAULT_PER_MIN=60", "SMART_RATE_LIMIT_DEFAULT_BURST=5"});
+  ASSERT_NE(s.port(), 0);
+  Session kim = RegisterAndLogin(s.port(), "kim@example.com");
+  // Every API answer carries the headers; the burst of the default tier is 5.
+  for (int i = 0; i < 5; ++i) {
+    auto r = As(s.port(), "GET", "/api/v1/user/profile", kim.access);
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << i << r->body;
+    EXPECT_EQ(r->Header("ratelimit-limit"), "5");
+    EXPECT_EQ(r->Header("ratelimit-remaining"), std::to_string(4 - i));
+    EXPECT_FALSE(r->Header("ratelimit-reset").empty());
+  }
+  auto r = As(s.port(), "GET", "/api/v1/user/profile", kim.access);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 429);
+  EXPECT_EQ(r->Header("retry-after"), "1");
+  EXPECT_EQ(r->Header("ratelimit-remaining"), "0");
+  EXPECT_EQ(r->Header("content-type"), "application/problem+json");
+  EXPECT_NE(r->body.find("\"code\":\"rate_limited\""), std::string::npos);
+  // Another account is not affected; operational endpoints are never limited.
+  Session lee = RegisterAndLogin(s.port(), "lee@example.com");
+  r = As(s.port(), "GET", "/api/v1/user/profile", lee.access);
+  EXPECT_EQ(r->status, 200) << r->body;
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(testing::Request(s.port(), "GET", "/health")->status, 200);
+
+  // One request per second refills: after the wait one more passes.
+  std::this_thread::sleep_for(1100ms);
+  EXPECT_EQ(As(s.port(), "GET", "/api/v1/user/profile", kim.access)->status, 200);
+}
+
+TEST(Smartd, DailyQuota) {
+  std::vector<std::string> env = kFastAuth;
+  env.push_back("SMART_RATE_LIMIT_DEFAULT_PER_DAY=3");
+  Smartd s(env);
+  ASSERT_NE(s.port(), 0);
+  Session mo = RegisterAndLogin(s.port(), "mo@example.com");
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(As(s.port(), "GET", "/api/v1/user/profile", mo.access)->status, 200);
+  auto r = As(s.port(), "GET", "/api/v1/user/profile", mo.access);
+  EXPECT_EQ(r->status, 429);
+  EXPECT_NE(r->body.find("daily_quota_exceeded"), std::string::npos) << r->body;
+  int retry = std::atoi(r->Header("retry-after").c_str());
+  EXPECT_GT(retry, 0);
+  EXPECT_LE(retry, 86400);
+}
+
+TEST(Smartd, FailedLoginsBackOffPerAccount) {
+  Smartd s({"SMART_AUTH_ARGON2_M_COST_KIB=1024", "SMART_AUTH_ARGON2_T_COST=1", "SMART_RATE_LIMIT_AUTH_BURST=100",
+            "SMART_RATE_LIMIT_LOGIN_FAILURES_BURST=3"});
+  ASSERT_NE(s.port(), 0);
+  RegisterAndLogin(s.port(), "max@example.com");
+  for (int i = 0; i < 3; ++i) {
+    auto r = PostJson(s.port(), "/api/v1/auth/login",
+                      R"({"email":"max@example.com","password":"guess number )" + std::to_string(i) + R"("})");
+    EXPECT_EQ(r->status, 401);
+  }
+  // Now even the right password waits, and so does an unknown account from this address.
+  auto r =
+      PostJson(s.port(), "/api/v1/auth/login", R"({"email":"max@example.com","password":"correct horse battery"})");
+  EXPECT_EQ(r->status, 429);
+  EXPECT_NE(r->body.find("too_many_failed_logins"), std::string::npos);
+  EXPECT_FALSE(r->Header("retry-after").empty());
 }
 
 TEST(SmartdPostgres, ServesAndIsReadyOnPostgres) {

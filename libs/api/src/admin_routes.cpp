@@ -16,10 +16,7 @@ void RegisterAdminRoutes(http::Router& router, const Deps& deps) {
     auto page = deps.auth.ListUsers(std::get<PageQuery>(q).limit, std::get<PageQuery>(q).cursor);
     if (!page) return ErrorResponse(req, page.error());
     json::array items;
-    for (const auto& u : page->items) {
-      items.push_back(json::object{{"id", u.id}, {"email", u.email}, {"name", u.name}, {"role", u.role},
-                                   {"status", u.status}, {"created_at", u.created_at}});
-    }
+    for (const auto& u : page->items) items.push_back(UserJson(u));
     json::object o{{"items", std::move(items)}};
     o["next_cursor"] = page->next_cursor ? json::value(*page->next_cursor) : json::value(nullptr);
     return http::Response::Json(200, json::serialize(o));
@@ -28,22 +25,18 @@ void RegisterAdminRoutes(http::Router& router, const Deps& deps) {
   router.Add(http::Method::kPatch, "/api/v1/admin/users/{id}", [&deps](http::Request& req) {
     auto who = Require(deps, req, auth::scope::kAdmin);
     if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
-    auto body = ParseJsonObject(req, {"status", "role"});
+    auto body = ParseJsonObject(req, {"status", "role", "tier"});
     if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
     FieldReader f(std::get<json::object>(body));
-    auto status = f.String("status", false), role = f.String("role", false);
+    auto status = f.String("status", false), role = f.String("role", false), tier = f.String("tier", false);
     if (!f.ok()) return f.Problem(req);
-    auto user = deps.auth.AdminUpdateUser(std::get<auth::Principal>(who), req.Param("id"),
-                                          status ? std::optional<std::string_view>(*status) : std::nullopt,
-                                          role ? std::optional<std::string_view>(*role) : std::nullopt,
-                                          req.remote_address);
+    auto user =
+        deps.auth.AdminUpdateUser(std::get<auth::Principal>(who), req.Param("id"),
+                                  status ? std::optional<std::string_view>(*status) : std::nullopt,
+                                  role ? std::optional<std::string_view>(*role) : std::nullopt,
+                                  tier ? std::optional<std::string_view>(*tier) : std::nullopt, req.remote_address);
     if (!user) return ErrorResponse(req, user.error());
-    return http::Response::Json(200, json::serialize(json::object{{"id", user->id},
-                                                                  {"email", user->email},
-                                                                  {"name", user->name},
-                                                                  {"role", user->role},
-                                                                  {"status", user->status},
-                                                                  {"created_at", user->created_at}}));
+    return http::Response::Json(200, json::serialize(UserJson(*user)));
   });
 
   router.Add(http::Method::kGet, "/api/v1/admin/audit", [&deps](http::Request& req) {

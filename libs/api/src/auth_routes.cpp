@@ -7,12 +7,14 @@
 
 namespace smart::api {
 namespace json = boost::json;
-namespace {
+namespace {}  // namespace
 
 json::object UserJson(const auth::User& u) {
-  return {{"id", u.id},     {"email", u.email},   {"name", u.name},
-          {"role", u.role}, {"status", u.status}, {"created_at", u.created_at}};
+  return {{"id", u.id},     {"email", u.email},          {"name", u.name}, {"role", u.role}, {"status", u.status},
+          {"tier", u.tier}, {"created_at", u.created_at}};
 }
+
+namespace {
 
 http::Response TokensJson(const auth::Tokens& t) {
   json::object o{{"access_token", t.access_token},
@@ -45,7 +47,9 @@ http::Response Unauthorized(const http::Request& req, const Error& e) {
 
 std::variant<auth::Principal, http::Response> Require(const Deps& deps, const http::Request& req,
                                                       std::string_view scope, bool session_only) {
-  auto who = Authenticate(deps, req);
+  // The Limits middleware may have authenticated the caller already.
+  const auto* cached = std::any_cast<Result<auth::Principal>>(&req.context);
+  Result<auth::Principal> who = cached ? *cached : Authenticate(deps, req);
   if (!who) return Unauthorized(req, who.error());
   if (session_only && !who->api_key_id.empty()) {
     return http::MakeProblem(req, {.status = 403,
@@ -134,8 +138,14 @@ void RegisterAuthRoutes(http::Router& router, const Deps& deps) {
     FieldReader f(std::get<json::object>(body));
     auto email = f.String("email", true), password = f.String("password", true);
     if (!f.ok()) return f.Problem(req);
+    std::string account = auth::AuthService::NormalizeEmail(*email).value_or(email->substr(0, 254));
+    kv::Decision backoff;
+    if (LoginBlocked(deps, req, account, &backoff)) return LoginBackoff(req, backoff);
     auto tokens = deps.auth.Login(*email, *password, req.remote_address);
-    if (!tokens) return Unauthorized(req, tokens.error());
+    if (!tokens) {
+      if (tokens.error().code == "invalid_credentials") CountLoginFailure(deps, req, account);
+      return Unauthorized(req, tokens.error());
+    }
     return TokensJson(*tokens);
   });
 

@@ -33,7 +33,8 @@ TEST(OpenApi, DescribesEveryRegisteredRoute) {
   metrics::Registry registry;
   SystemClock clock;
   auth::AuthService auth(**db, {.keys = {{"k", std::string(32, 'k')}}, .active_kid = "k"}, clock);
-  Deps deps{**db, registry, auth, AllMigrations(), {"test", "test"}};
+  auto limiter = kv::NewMemoryRateLimiter();
+  Deps deps{**db, registry, auth, *limiter, clock, {}, AllMigrations(), {"test", "test"}};
   http::Router router;
   RegisterRoutes(router, deps);
 

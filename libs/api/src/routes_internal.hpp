@@ -1,5 +1,6 @@
 #pragma once
 
+#include <boost/json/object.hpp>
 #include <variant>
 
 #include "smart/api/routes.hpp"
@@ -10,6 +11,14 @@ namespace smart::api {
 void RegisterAuthRoutes(http::Router& router, const Deps& deps);
 
 void RegisterAdminRoutes(http::Router& router, const Deps& deps);
+
+boost::json::object UserJson(const auth::User& u);
+
+bool HasCredentials(const http::Request& req);
+// Login back-off: refused while the account or the address has failed too often.
+bool LoginBlocked(const Deps& deps, const http::Request& req, std::string_view email, kv::Decision* out);
+void CountLoginFailure(const Deps& deps, const http::Request& req, std::string_view email);
+http::Response LoginBackoff(const http::Request& req, const kv::Decision& d);
 
 // The caller behind `Authorization: Bearer <token or key>` or `X-API-Key: <key>`.
 Result<auth::Principal> Authenticate(const Deps& deps, const http::Request& req);

@@ -27,14 +27,14 @@ size_t Utf8Length(std::string_view s) {
 }
 
 Result<User> ReadUser(store::Tx& tx, std::string_view column, std::string_view value, std::string* password_hash) {
-  std::string sql = "SELECT id, email, name, role, status, created_at, password_hash FROM users WHERE " +
+  std::string sql = "SELECT id, email, name, role, status, created_at, password_hash, tier FROM users WHERE " +
                     std::string(column) + " = $1";
   auto row = tx.QueryOne(sql, {Value{std::string(value)}});
   if (!row) return row.take_error();
   if (!*row) return Error::NotFound("user_not_found", "no such user");
   const auto& r = **row;
   if (password_hash) *password_hash = r.Text(6);
-  return User{r.Text(0), r.Text(1), r.Text(2), r.Text(3), r.Text(4), r.Text(5)};
+  return User{r.Text(0), r.Text(1), r.Text(2), r.Text(3), r.Text(4), r.Text(5), r.Text(7)};
 }
 
 Error InvalidCredentials() { return Error::Unauthenticated("invalid_credentials", "the email or password is wrong"); }
@@ -226,20 +226,21 @@ Result<Principal> AuthService::Authenticate(std::string_view credential) {
   auto claims = VerifyJwt(credential, config_.keys, config_.issuer, config_.audience, clock_.NowS());
   if (!claims) return claims.take_error();
   // A disabled account stops working at once, whatever tokens it holds.
-  std::string status, role;
+  std::string status, role, tier;
   auto r = db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
-    auto row = tx.QueryOne("SELECT status, role FROM users WHERE id = $1", {Value{claims->sub}});
+    auto row = tx.QueryOne("SELECT status, role, tier FROM users WHERE id = $1", {Value{claims->sub}});
     if (!row) return row.take_error();
     if (*row) {
       status = (*row)->Text(0);
       role = (*row)->Text(1);
+      tier = (*row)->Text(2);
     }
     return Ok();
   });
   if (!r) return r.take_error();
   if (status != "active") return Error::Unauthenticated("account_disabled", "the account is disabled or gone");
   // The role comes from the database, so a demotion applies to tokens already issued.
-  return Principal{claims->sub, role, RoleScopes(role), ""};
+  return Principal{claims->sub, role, RoleScopes(role), "", tier};
 }
 
 Result<User> AuthService::GetUser(std::string_view id) {
@@ -306,6 +307,9 @@ std::vector<store::Migration> AuthService::Migrations() {
        " prefix TEXT NOT NULL, key_hash TEXT NOT NULL UNIQUE, scopes TEXT NOT NULL, created_at TEXT NOT NULL,"
        " expires_at BIGINT, revoked_at TEXT);"
        "CREATE INDEX api_keys_user ON api_keys (user_id);",
+       ""},
+      {102, "add_user_tier",
+       "ALTER TABLE users ADD COLUMN tier TEXT NOT NULL DEFAULT 'default' CHECK (tier IN ('free', 'default', 'pro'));",
        ""}};
 }
 
@@ -435,7 +439,7 @@ Result<Principal> AuthService::AuthenticateApiKey(std::string_view key) {
   bool revoked = false, found = false;
   auto r = db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
     auto row = tx.QueryOne(
-        "SELECT k.id, k.user_id, k.scopes, k.expires_at, k.revoked_at, u.status, u.role"
+        "SELECT k.id, k.user_id, k.scopes, k.expires_at, k.revoked_at, u.status, u.role, u.tier"
         " FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.key_hash = $1",
         {Value{crypto::Sha256Hex(key)}});
     if (!row) return row.take_error();
@@ -449,6 +453,7 @@ Result<Principal> AuthService::AuthenticateApiKey(std::string_view key) {
     revoked = !k.IsNull(4);
     status = k.Text(5);
     p.role = k.Text(6);
+    p.tier = k.Text(7);
     return Ok();
   });
   if (!r) return r.take_error();
@@ -468,7 +473,9 @@ Result<Principal> AuthService::AuthenticateApiKey(std::string_view key) {
 namespace smart::auth {
 namespace {
 
-User UserFromRow(const store::Row& r) { return User{r.Text(0), r.Text(1), r.Text(2), r.Text(3), r.Text(4), r.Text(5)}; }
+User UserFromRow(const store::Row& r) {
+  return User{r.Text(0), r.Text(1), r.Text(2), r.Text(3), r.Text(4), r.Text(5), r.Text(6)};
+}
 
 }  // namespace
 
@@ -493,7 +500,10 @@ Result<Page<User>> AuthService::ListUsers(int limit, std::string_view cursor) {
 
 Result<User> AuthService::AdminUpdateUser(const Principal& admin, std::string_view id,
                                           std::optional<std::string_view> status, std::optional<std::string_view> role,
-                                          std::string_view client) {
+                                          std::optional<std::string_view> tier, std::string_view client) {
+  if (tier && *tier != "free" && *tier != "default" && *tier != "pro") {
+    return Error::Invalid("invalid_tier", "tier: free, default or pro");
+  }
   if (status && *status != "active" && *status != "disabled") {
     return Error::Invalid("invalid_status", "status: active or disabled");
   }
@@ -521,12 +531,17 @@ Result<User> AuthService::AdminUpdateUser(const Principal& admin, std::string_vi
       SMART_TRY(tx.Exec("UPDATE users SET role = $1, updated_at = $2 WHERE id = $3",
                         {store::Value{std::string(*role)}, store::Value{now}, store::Value{std::string(id)}}));
     }
+    if (tier) {
+      SMART_TRY(tx.Exec("UPDATE users SET tier = $1, updated_at = $2 WHERE id = $3",
+                        {store::Value{std::string(*tier)}, store::Value{now}, store::Value{std::string(id)}}));
+    }
     return Ok();
   });
   if (!r) return r.take_error();
   std::string detail = "{\"before\":{\"status\":\"" + before.status + "\",\"role\":\"" + before.role + "\"}";
   if (status) detail += ",\"status\":\"" + std::string(*status) + "\"";
   if (role) detail += ",\"role\":\"" + std::string(*role) + "\"";
+  if (tier) detail += ",\"tier\":\"" + std::string(*tier) + "\"";
   detail += "}";
   (void)Audit(admin.user_id, role ? "admin_user_role_changed" : "admin_user_updated", id, client, detail);
   return GetUser(id);

@@ -5,7 +5,9 @@
 #include <string>
 #include <string_view>
 
-#include "smart/http/router.hpp"
+#include "smart/core/clock.hpp"
+#include "smart/http/server.hpp"
+#include "smart/kv/rate_limiter.hpp"
 #include "smart/store/migrations.hpp"
 
 namespace smart::metrics {
@@ -17,6 +19,24 @@ class AuthService;
 
 namespace smart::api {
 
+struct TierLimits {
+  kv::Limit rate;
+  int64_t per_day = 0;
+};
+
+struct RateLimits {
+  bool enabled = true;
+  kv::Limit per_address{600, 100};  // every /api/v1 request, per client address
+  kv::Limit auth{20, 10};           // /api/v1/auth/*, per client address
+  kv::Limit login_failures{1, 5};   // failed logins, per account and per address
+  TierLimits free{{30, 5}, 5000};
+  TierLimits standard{{60, 10}, 20000};
+  TierLimits pro{{120, 20}, 100000};
+  const TierLimits& ForTier(std::string_view tier) const {
+    return tier == "free" ? free : tier == "pro" ? pro : standard;
+  }
+};
+
 struct BuildInfo {
   std::string version;
   std::string commit;
@@ -27,12 +47,21 @@ struct Deps {
   store::Database& db;
   metrics::Registry& registry;
   auth::AuthService& auth;
+  kv::RateLimiter& limiter;
+  const Clock& clock;
+  RateLimits limits;
   std::span<const store::Migration> migrations;
   BuildInfo build;
 };
 
 // Registers every public route of smartd.
 void RegisterRoutes(http::Router& router, const Deps& deps);
+
+// Rate limits for /api/v1: per client address, then per user and per API key
+// by tier, plus a daily quota; RateLimit-* headers on every answer, 429 with
+// Retry-After when refused. Authenticates the caller once and leaves the result
+// in Request::context for the handlers. Place it after the standard middlewares.
+http::Middleware Limits(const Deps& deps);
 
 // The OpenAPI 3.1 document (docs/openapi.json, embedded at build time).
 std::string_view OpenApiDocument();

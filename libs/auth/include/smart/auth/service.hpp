@@ -32,6 +32,7 @@ struct User {
   std::string role;    // user | node | admin
   std::string status;  // active | disabled
   std::string created_at;
+  std::string tier = "default";  // free | default | pro
 };
 
 struct Tokens {
@@ -59,6 +60,7 @@ struct Principal {
   std::string role;
   std::vector<std::string> scopes;
   std::string api_key_id;  // empty for a session (JWT)
+  std::string tier;        // rate-limit tier: free | default | pro
   bool Has(std::string_view s) const;
 };
 
@@ -118,7 +120,8 @@ class AuthService {
   Result<Page<User>> ListUsers(int limit, std::string_view cursor);
   // Changes status (active|disabled) and/or role; refuses an admin's change of itself.
   Result<User> AdminUpdateUser(const Principal& admin, std::string_view id, std::optional<std::string_view> status,
-                               std::optional<std::string_view> role, std::string_view client);
+                               std::optional<std::string_view> role, std::optional<std::string_view> tier,
+                               std::string_view client);
   // Newest first, optionally one action only.
   Result<Page<AuditEntry>> ListAudit(int limit, std::string_view cursor, std::optional<std::string_view> action);
 

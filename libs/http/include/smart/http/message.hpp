@@ -3,6 +3,7 @@
 // compile. The server converts to and from the wire.
 #pragma once
 
+#include <any>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -48,6 +49,8 @@ struct Request {
   std::vector<std::pair<std::string, std::string>> params;  // path parameters, percent-decoded
   std::string allow;  // methods the path accepts, for Allow and CORS ("GET, HEAD, OPTIONS")
   std::string request_id;
+  // Set by middlewares for the handlers after them (e.g. the authenticated caller).
+  std::any context;
 
   // A path parameter by name; empty when absent.
   std::string_view Param(std::string_view name) const;

@@ -1,0 +1,43 @@
+// Rate limiting with GCRA (the generic cell rate algorithm): per key, a
+// sustained rate and a burst, with O(1) state per key (its "theoretical
+// arrival time"). Behind an interface so that a Redis implementation can share
+// limits across instances later.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string_view>
+
+namespace smart::kv {
+
+struct Limit {
+  int64_t per_minute = 60;  // sustained rate
+  int64_t burst = 10;       // requests allowed at once
+};
+
+struct Decision {
+  bool allowed = false;
+  int64_t limit = 0;          // the burst: RateLimit-Limit
+  int64_t remaining = 0;      // RateLimit-Remaining
+  int64_t reset_s = 0;        // seconds until the full burst is available again: RateLimit-Reset
+  int64_t retry_after_s = 0;  // when refused: Retry-After
+};
+
+class RateLimiter {
+ public:
+  virtual ~RateLimiter() = default;
+  // Counts one request for `key` at `now_ms` if the limit allows it. Thread-safe.
+  virtual Decision Check(std::string_view key, const Limit& limit, int64_t now_ms) = 0;
+  // What Check would decide, without counting anything.
+  virtual Decision Peek(std::string_view key, const Limit& limit, int64_t now_ms) = 0;
+  // Counts against a fixed quota per UTC day; false once the day's quota is used.
+  virtual bool CheckDaily(std::string_view key, int64_t quota, int64_t now_ms) = 0;
+  virtual size_t size() const = 0;  // keys held
+};
+
+// In-process limiter: 64 shards, keys stored as 64-bit hashes (about 40 bytes
+// per key), idle keys (whose state equals "no state") evicted when a shard
+// passes its share of `max_keys`; past that, the stalest keys go first.
+std::unique_ptr<RateLimiter> NewMemoryRateLimiter(size_t max_keys = 2'000'000);
+
+}  // namespace smart::kv
