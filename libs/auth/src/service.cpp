@@ -484,7 +484,7 @@ Result<Page<User>> AuthService::ListUsers(int limit, std::string_view cursor) {
   auto r = db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
     page.items.clear();
     auto rows =
-        tx.Query("SELECT id, email, name, role, status, created_at FROM users WHERE id > $1 ORDER BY id LIMIT $2",
+        tx.Query("SELECT id, email, name, role, status, created_at, tier FROM users WHERE id > $1 ORDER BY id LIMIT $2",
                  {store::Value{std::string(cursor)}, store::Value{int64_t{limit} + 1}});
     if (!rows) return rows.take_error();
     for (const auto& row : *rows) page.items.push_back(UserFromRow(row));
