@@ -3,70 +3,12 @@
 # same run on the same machine, against nginx serving the same JSON as a static
 # file. Prints requests/s, p50 and p99 of both and the ratio.
 # Target (2 cores): smartd >= 50k req/s and >= 0.8x nginx.
-# Env: DURATION (default 10s), CONNECTIONS (64), THREADS (2), SMARTD (binary path).
+# Env: DURATION (default 10s), CONNECTIONS (64), THREADS (2), SMARTD (binary path); see bench/lib.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-DURATION=${DURATION:-10s}
-CONNECTIONS=${CONNECTIONS:-64}
-THREADS=${THREADS:-2}
-SMARTD=${SMARTD:-build/release/apps/smartd/smartd}
-[ -x "$SMARTD" ] || { echo "bench/http: $SMARTD not built (run make bench)" >&2; exit 1; }
-command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "bench/http: needs wrk and nginx (scripts/install-deps)" >&2; exit 1; }
-
-work=$(mktemp -d /tmp/smart-bench-http.XXXXXX)
-chmod 755 "$work"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() {
-  local p
-  for _ in $(seq 1 100); do
-    p=$(( (RANDOM % 30000) + 20000 ))
-    if ! ss -ltnH "sport = :$p" 2>/dev/null | grep -q .; then echo "$p"; return; fi
-  done
-  echo "bench/http: no free port" >&2; exit 1
-}
-
-# Starts smartd with extra env; echoes its port.
-start_smartd() {
-  local log=$1; shift
-  env "$@" SMART_LOG_LEVEL=info "$SMARTD" --port 0 --data-dir "$work/data" >"$log" 2>/dev/null &
-  pids+=($!)
-  for _ in $(seq 1 100); do
-    if grep -q '"msg":"listening"' "$log" 2>/dev/null; then
-      grep -o '"port":[0-9]*' "$log" | head -1 | cut -d: -f2
-      return
-    fi
-    sleep 0.1
-  done
-  echo "bench/http: smartd did not start" >&2; cat "$log" >&2; exit 1
-}
-
-# Runs wrk; prints "req_per_s p50_ms p99_ms".
-measure() {
-  local url=$1 out
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d1s "$url" >/dev/null 2>&1 || true   # warm-up
-  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url")
-  local rps p50 p99
-  rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
-  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
-  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-  if grep -q "Non-2xx" <<<"$out"; then echo "bench/http: non-2xx answers from $url" >&2; echo "$out" >&2; exit 1; fi
-  echo "$rps $(to_ms "$p50") $(to_ms "$p99")"
-}
-
-to_ms() {
-  awk -v v="$1" 'BEGIN {
-    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
-    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
-    else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
-    else print v }'
-}
+source bench/lib.sh
+command -v nginx >/dev/null || { echo "bench/http: needs nginx (scripts/install-deps)" >&2; exit 1; }
+bench_init
 
 # nginx with the same body and content type, access log off, one worker per core.
 nginx_port=$(free_port)

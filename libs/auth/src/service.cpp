@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 
 #include "smart/core/crypto.hpp"
 #include "smart/core/ids.hpp"
@@ -221,8 +222,36 @@ Result<void> AuthService::Logout(std::string_view refresh_token) {
   return Ok();
 }
 
+std::optional<Principal> AuthService::CacheGet(std::string_view credential) {
+  auto& shard = cache_[std::hash<std::string_view>{}(credential) % kCacheShards];
+  std::lock_guard lock(shard.mu);
+  auto it = shard.entries.find(std::string(credential));
+  if (it == shard.entries.end()) return std::nullopt;
+  if (it->second.epoch != cache_epoch_.load() || it->second.expires_ms <= clock_.NowMs()) {
+    shard.entries.erase(it);
+    return std::nullopt;
+  }
+  return it->second.principal;
+}
+
+void AuthService::CachePut(std::string_view credential, const Principal& p, int64_t expires_ms, uint64_t epoch) {
+  auto& shard = cache_[std::hash<std::string_view>{}(credential) % kCacheShards];
+  std::lock_guard lock(shard.mu);
+  if (shard.entries.size() >= kCacheEntriesPerShard) shard.entries.clear();
+  shard.entries[std::string(credential)] = {p, std::min(expires_ms, clock_.NowMs() + kCacheTtlMs), epoch};
+}
+
 Result<Principal> AuthService::Authenticate(std::string_view credential) {
-  if (credential.starts_with("sk_")) return AuthenticateApiKey(credential);
+  if (credential.size() > 8192) return Error::Unauthenticated("malformed_token", "the credential is too long");
+  if (auto hit = CacheGet(credential)) return *hit;
+  // Read the epoch before the database: a change racing with this lookup
+  // bumps it after, so the entry stored below is already stale and unused.
+  uint64_t epoch = cache_epoch_.load();
+  if (credential.starts_with("sk_")) {
+    auto p = AuthenticateApiKey(credential);
+    if (p) CachePut(credential, *p, p->expires_ms, epoch);
+    return p;
+  }
   auto claims = VerifyJwt(credential, config_.keys, config_.issuer, config_.audience, clock_.NowS());
   if (!claims) return claims.take_error();
   // A disabled account stops working at once, whatever tokens it holds.
@@ -240,7 +269,9 @@ Result<Principal> AuthService::Authenticate(std::string_view credential) {
   if (!r) return r.take_error();
   if (status != "active") return Error::Unauthenticated("account_disabled", "the account is disabled or gone");
   // The role comes from the database, so a demotion applies to tokens already issued.
-  return Principal{claims->sub, role, RoleScopes(role), "", tier};
+  Principal p{claims->sub, role, RoleScopes(role), "", tier, claims->exp * 1000};
+  CachePut(credential, p, p.expires_ms, epoch);
+  return p;
 }
 
 Result<User> AuthService::GetUser(std::string_view id) {
@@ -426,6 +457,7 @@ Result<void> AuthService::RevokeApiKey(std::string_view user_id, std::string_vie
     if (*n == 0) return Error::NotFound("api_key_not_found", "no such active API key");
     return Ok();
   });
+  InvalidateCache();
   if (!r) return r;
   (void)Audit(user_id, "api_key_revoked", key_id, "");
   return Ok();
@@ -459,6 +491,7 @@ Result<Principal> AuthService::AuthenticateApiKey(std::string_view key) {
   if (!r) return r.take_error();
   if (!found || revoked) return Error::Unauthenticated("invalid_api_key", "the API key is not valid or was revoked");
   if (expires && *expires <= clock_.NowS()) return Error::Unauthenticated("api_key_expired", "the API key has expired");
+  p.expires_ms = expires ? *expires * 1000 : std::numeric_limits<int64_t>::max();
   if (status != "active") return Error::Unauthenticated("account_disabled", "the account is disabled");
   // A key never holds more than its owner's role allows now (a demotion applies at once).
   auto allowed = RoleScopes(p.role);
@@ -537,6 +570,7 @@ Result<User> AuthService::AdminUpdateUser(const Principal& admin, std::string_vi
     }
     return Ok();
   });
+  InvalidateCache();
   if (!r) return r.take_error();
   std::string detail = "{\"before\":{\"status\":\"" + before.status + "\",\"role\":\"" + before.role + "\"}";
   if (status) detail += ",\"status\":\"" + std::string(*status) + "\"";

@@ -42,16 +42,6 @@ class AuthService : public ::testing::Test {
     return n;
   }
 
-  void Disable(const std::string& id) {
-    ASSERT_TRUE(db_->Transact(store::TxMode::kWrite,
-                              [&](store::Tx& tx) -> Result<void> {
-                                SMART_TRY(
-                                    tx.Exec("UPDATE users SET status = 'disabled' WHERE id = $1", {store::Value{id}}));
-                                return Ok();
-                              })
-                    .ok());
-  }
-
   testing::TempDir dir_;
   FakeClock clock_;
   std::unique_ptr<store::Database> db_;
@@ -178,13 +168,29 @@ TEST_F(AuthService, DisabledUsersStopAtOnce) {
   ASSERT_TRUE(u.ok());
   auto t = svc_->Login("gus@example.com", "correct horse battery", "");
   ASSERT_TRUE(t.ok());
-  ASSERT_TRUE(svc_->Authenticate(t->access_token).ok());
-  Disable(u->id);
+  ASSERT_TRUE(svc_->Authenticate(t->access_token).ok());  // now cached
+  auto admin = svc_->Register("root@example.com", "correct horse battery", "Root", "admin");
+  ASSERT_TRUE(admin.ok());
+  Principal root{admin->id, "admin", RoleScopes("admin"), "", "default", 0};
+  ASSERT_TRUE(svc_->AdminUpdateUser(root, u->id, "disabled", std::nullopt, std::nullopt, "").ok());
   auto p = svc_->Authenticate(t->access_token);
   ASSERT_FALSE(p.ok());
   EXPECT_EQ(p.error().code, "account_disabled");
   EXPECT_FALSE(svc_->Refresh(t->refresh_token, "").ok());
   EXPECT_EQ(svc_->Login("gus@example.com", "correct horse battery", "").error().code, "invalid_credentials");
+}
+
+TEST_F(AuthService, CachedCredentialsStillExpire) {
+  ASSERT_TRUE(svc_->Register("ida@example.com", "correct horse battery", "Ida").ok());
+  auto t = svc_->Login("ida@example.com", "correct horse battery", "");
+  ASSERT_TRUE(t.ok());
+  ASSERT_TRUE(svc_->Authenticate(t->access_token).ok());
+  clock_.Advance(5s);
+  ASSERT_TRUE(svc_->Authenticate(t->access_token).ok());
+  clock_.Advance(16min);
+  auto p = svc_->Authenticate(t->access_token);
+  ASSERT_FALSE(p.ok()) << "the cache never outlives the token";
+  EXPECT_EQ(p.error().code, "expired_token");
 }
 
 TEST_F(AuthService, ProfileUpdate) {

@@ -2,9 +2,13 @@
 // audit log. Thread-safe; all state is in the database.
 #pragma once
 
+#include <array>
+#include <atomic>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "smart/auth/jwt.hpp"
@@ -61,6 +65,7 @@ struct Principal {
   std::vector<std::string> scopes;
   std::string api_key_id;  // empty for a session (JWT)
   std::string tier;        // rate-limit tier: free | default | pro
+  int64_t expires_ms = 0;  // when the credential stops being valid
   bool Has(std::string_view s) const;
 };
 
@@ -135,6 +140,27 @@ class AuthService {
  private:
   Result<Tokens> Issue(store::Tx& tx, const User& user, const std::string& family);
   Result<Principal> AuthenticateApiKey(std::string_view key);
+
+  // Verified credentials, kept briefly so that a request costs no signature
+  // check and no database read. Any change to who may do what (disable, role,
+  // tier, key revocation) bumps the epoch and so empties it at once.
+  struct CachedPrincipal {
+    Principal principal;
+    int64_t expires_ms;
+    uint64_t epoch;
+  };
+  struct CacheShard {
+    std::mutex mu;
+    std::unordered_map<std::string, CachedPrincipal> entries;
+  };
+  static constexpr size_t kCacheShards = 16;
+  static constexpr size_t kCacheEntriesPerShard = 4096;
+  static constexpr int64_t kCacheTtlMs = 10'000;
+  std::optional<Principal> CacheGet(std::string_view credential);
+  void CachePut(std::string_view credential, const Principal& p, int64_t expires_ms, uint64_t epoch);
+  void InvalidateCache() { cache_epoch_.fetch_add(1); }
+  std::array<CacheShard, kCacheShards> cache_;
+  std::atomic<uint64_t> cache_epoch_{0};
 
   store::Database& db_;
   AuthConfig config_;
