@@ -6,14 +6,17 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <thread>
 
 #include "config_schema.hpp"
 #include "smart/api/routes.hpp"
 #include "smart/auth/service.hpp"
+#include "smart/auth/usage.hpp"
 #include "smart/core/config.hpp"
 #include "smart/core/crypto.hpp"
 #include "smart/core/log.hpp"
@@ -249,7 +252,9 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
   metrics::Registry registry;
   metrics::AddProcessCollector(registry, kVersion, kCommit);
   auto limiter = kv::NewMemoryRateLimiter(static_cast<size_t>(cfg.Int("rate_limit.max_keys")));
-  api::Deps deps{**db, registry, auth, *limiter, clock, RateLimitsFrom(cfg), api::AllMigrations(), {kVersion, kCommit}};
+  auth::UsageRecorder usage(**db, clock);
+  api::Deps deps{
+      **db, registry, auth, usage, *limiter, clock, RateLimitsFrom(cfg), api::AllMigrations(), {kVersion, kCommit}};
   http::Router router;
   api::RegisterRoutes(router, deps);
 
@@ -276,12 +281,23 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
                             {"commit", kCommit}});
   std::fprintf(stderr, "smartd listening on %s\n", url.c_str());
 
+  // Usage counts reach the database every few seconds (and at shutdown).
+  std::atomic<bool> stopping{false};
+  std::thread flusher([&] {
+    while (!stopping.load()) {
+      for (int i = 0; i < 50 && !stopping.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      if (auto r = usage.Flush(); !r) logger.Warn("usage flush failed", {{"error", r.error().message}});
+    }
+  });
+
   int sig = 0;
   sigwait(&stop_signals, &sig);
   logger.Info("shutting down",
               {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}, {"grace_s", cfg.Int("http.shutdown_grace_s")}});
   server.Shutdown();
-  db->reset();  // closes every database connection
+  stopping = true;
+  flusher.join();  // its last pass flushes what the final requests counted
+  db->reset();     // closes every database connection
   logger.Info("stopped");
   return 0;
 }

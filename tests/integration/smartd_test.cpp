@@ -22,8 +22,10 @@ using testing::TempDir;
 
 class Smartd {
  public:
-  explicit Smartd(std::vector<std::string> env = {}, std::vector<std::string> args = {}) {
-    std::vector<std::string> argv = {SMARTD_PATH, "--port", "0", "--data-dir", dir_.path() + "/data"};
+  // `data_dir` keeps state across instances (restarts); by default each instance has its own.
+  explicit Smartd(std::vector<std::string> env = {}, std::vector<std::string> args = {}, std::string data_dir = "") {
+    if (data_dir.empty()) data_dir = dir_.path() + "/data";
+    std::vector<std::string> argv = {SMARTD_PATH, "--port", "0", "--data-dir", data_dir};
     argv.insert(argv.end(), args.begin(), args.end());
     env.push_back("SMART_HTTP_THREADS=2");
     proc_ = std::make_unique<Process>(argv, env);
@@ -436,6 +438,12 @@ TEST(Smartd, ApiKeysAndScopes) {
   EXPECT_EQ(r->status, 403);
   EXPECT_NE(r->Header("www-authenticate").find("insufficient_scope"), std::string::npos);
 
+  r = As(s.port(), "GET", "/api/v1/user/usage", ivy.access);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_NE(r->body.find("\"key_id\":\"" + key_id + "\""), std::string::npos) << r->body;
+  EXPECT_NE(r->body.find("\"key_id\":null"), std::string::npos) << "session requests are counted too";
+  EXPECT_NE(r->body.find("\"requests\":"), std::string::npos);
+
   r = As(s.port(), "DELETE", "/api/v1/user/api-keys/" + key_id, ivy.access);
   EXPECT_EQ(r->status, 204);
   r = As(s.port(), "GET", "/api/v1/user/profile", key);
@@ -569,6 +577,45 @@ TEST(Smartd, FailedLoginsBackOffPerAccount) {
   EXPECT_EQ(r->status, 429);
   EXPECT_NE(r->body.find("too_many_failed_logins"), std::string::npos);
   EXPECT_FALSE(r->Header("retry-after").empty());
+}
+
+TEST(Smartd, SigningKeyRotation) {
+  TempDir dir;
+  std::string data = dir.path() + "/data";
+  std::string old_secret(40, 'o'), new_secret(40, 'n');
+  auto env = [&](std::vector<std::string> extra) {
+    std::vector<std::string> e = kFastAuth;
+    e.insert(e.end(), extra.begin(), extra.end());
+    return e;
+  };
+  std::string token;
+  {
+    Smartd s(env({"SMART_AUTH_JWT_SECRET=" + old_secret, "SMART_AUTH_JWT_KID=2026a"}), {}, data);
+    ASSERT_NE(s.port(), 0);
+    token = RegisterAndLogin(s.port(), "rot@example.com").access;
+    EXPECT_EQ(As(s.port(), "GET", "/api/v1/user/profile", token)->status, 200);
+  }
+  {
+    // Rotated: a new signing key, the old one still accepted.
+    Smartd s(env({"SMART_AUTH_JWT_SECRET=" + new_secret, "SMART_AUTH_JWT_KID=2026b",
+                  "SMART_AUTH_JWT_PREVIOUS_KEYS=2026a:" + old_secret}),
+             {}, data);
+    ASSERT_NE(s.port(), 0);
+    EXPECT_EQ(As(s.port(), "GET", "/api/v1/user/profile", token)->status, 200);
+    std::string fresh = Login(s.port(), "rot@example.com", "correct horse battery").access;
+    EXPECT_EQ(As(s.port(), "GET", "/api/v1/user/profile", fresh)->status, 200);
+  }
+  {
+    // The old key retired: its tokens are refused.
+    Smartd s(env({"SMART_AUTH_JWT_SECRET=" + new_secret, "SMART_AUTH_JWT_KID=2026b"}), {}, data);
+    ASSERT_NE(s.port(), 0);
+    auto r = As(s.port(), "GET", "/api/v1/user/profile", token);
+    EXPECT_EQ(r->status, 401);
+    EXPECT_NE(r->body.find("unknown_key"), std::string::npos) << r->body;
+  }
+  auto [code, out] = testing::RunCommand({SMARTD_PATH, "--data-dir", data}, {"SMART_AUTH_JWT_SECRET=too-short"});
+  EXPECT_EQ(code, 2);
+  EXPECT_NE(out.find("auth.jwt_secret"), std::string::npos) << out;
 }
 
 TEST(SmartdPostgres, ServesAndIsReadyOnPostgres) {

@@ -3,6 +3,7 @@
 
 #include "json_body.hpp"
 #include "routes_internal.hpp"
+#include "smart/auth/usage.hpp"
 #include "smart/core/json_text.hpp"
 
 namespace smart::api {
@@ -169,6 +170,27 @@ void RegisterAuthRoutes(http::Router& router, const Deps& deps) {
     auto r = deps.auth.Logout(*token);
     if (!r) return Unauthorized(req, r.error());
     return http::Response::Empty(204);
+  });
+
+  router.Add(http::Method::kGet, "/api/v1/user/usage", [&deps](http::Request& req) {
+    auto who = Require(deps, req, "");
+    if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
+    (void)deps.usage.Flush();  // include what this instance counted so far
+    auto rows = deps.usage.ForUser(std::get<auth::Principal>(who).user_id, 30);
+    if (!rows) return ErrorResponse(req, rows.error());
+    // Group by day: {day, requests, by_key: [{key_id, requests}]}.
+    json::array days;
+    for (const auto& row : *rows) {
+      if (days.empty() || days.back().as_object().at("day").as_string() != row.day) {
+        days.push_back(json::object{{"day", row.day}, {"requests", 0}, {"by_key", json::array{}}});
+      }
+      auto& day = days.back().as_object();
+      day["requests"] = day["requests"].as_int64() + row.requests;
+      json::object entry{{"requests", row.requests}};
+      entry["key_id"] = row.key_id.empty() ? json::value(nullptr) : json::value(row.key_id);
+      day["by_key"].as_array().push_back(std::move(entry));
+    }
+    return http::Response::Json(200, json::serialize(json::object{{"days", std::move(days)}}));
   });
 
   router.Add(http::Method::kGet, "/api/v1/user/profile", [&deps](http::Request& req) {

@@ -1,5 +1,6 @@
 #include "json_body.hpp"
 #include "routes_internal.hpp"
+#include "smart/auth/usage.hpp"
 
 namespace smart::api {
 namespace {
@@ -57,6 +58,9 @@ http::Middleware Limits(const Deps& deps) {
         return TooMany(req, day, "daily_quota_exceeded",
                        "This account has used its daily quota of " + std::to_string(tier.per_day) + " requests.");
       }
+    }
+    if (const auto* who = std::any_cast<Result<auth::Principal>>(&req.context); who && who->ok()) {
+      deps.usage.Count(who->value().user_id, who->value().api_key_id);
     }
     http::Response res = next(req);
     SetHeaders(res, shown);

@@ -5,6 +5,7 @@
 
 #include "smart/api/routes.hpp"
 #include "smart/auth/service.hpp"
+#include "smart/auth/usage.hpp"
 #include "smart/metrics/metrics.hpp"
 #include "smart/testing/process.hpp"
 
@@ -34,7 +35,8 @@ TEST(OpenApi, DescribesEveryRegisteredRoute) {
   SystemClock clock;
   auth::AuthService auth(**db, {.keys = {{"k", std::string(32, 'k')}}, .active_kid = "k"}, clock);
   auto limiter = kv::NewMemoryRateLimiter();
-  Deps deps{**db, registry, auth, *limiter, clock, {}, AllMigrations(), {"test", "test"}};
+  auth::UsageRecorder usage(**db, clock);
+  Deps deps{**db, registry, auth, usage, *limiter, clock, {}, AllMigrations(), {"test", "test"}};
   http::Router router;
   RegisterRoutes(router, deps);
 

@@ -1,6 +1,7 @@
 #include <string>
 
 #include "routes_internal.hpp"
+#include "smart/auth/usage.hpp"
 #include "smart/core/json_text.hpp"
 #include "smart/metrics/metrics.hpp"
 
@@ -21,6 +22,7 @@ std::vector<store::Migration> Collect() {
        "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'));"},
   };
   for (auto& m : auth::AuthService::Migrations()) all.push_back(std::move(m));
+  for (auto& m : auth::UsageRecorder::Migrations()) all.push_back(std::move(m));
   return all;
 }
 

@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 
+#include "smart/auth/usage.hpp"
 #include "smart/testing/postgres.hpp"
 #include "smart/testing/process.hpp"
 
@@ -201,6 +202,43 @@ TEST_F(AuthService, ProfileUpdate) {
   EXPECT_EQ(updated->name, "Hal 9000");
   EXPECT_EQ(svc_->UpdateProfile(u->id, "").error().code, "invalid_name");
   EXPECT_EQ(svc_->UpdateProfile("usr_missing", "X").error().code, "user_not_found");
+}
+
+}  // namespace
+}  // namespace smart::auth
+
+namespace smart::auth {
+namespace {
+
+TEST_F(AuthService, UsageIsCountedPerDayAndKeyAndFlushedOnce) {
+  std::vector<store::Migration> ms = UsageRecorder::Migrations();
+  std::vector<store::Migration> all = auth::AuthService::Migrations();
+  all.insert(all.end(), ms.begin(), ms.end());
+  ASSERT_TRUE(store::Migrate(*db_, all).ok());
+  UsageRecorder usage(*db_, clock_);
+  usage.Count("usr_a", "");
+  usage.Count("usr_a", "");
+  usage.Count("usr_a", "key_1");
+  usage.Count("usr_b", "");
+  ASSERT_TRUE(usage.Flush().ok());
+  ASSERT_TRUE(usage.Flush().ok()) << "an empty flush is fine and adds nothing";
+  usage.Count("usr_a", "");
+  ASSERT_TRUE(usage.Flush().ok());
+  clock_.Advance(std::chrono::hours(24));
+  usage.Count("usr_a", "key_1");
+  ASSERT_TRUE(usage.Flush().ok());
+
+  auto rows = usage.ForUser("usr_a", 30);
+  ASSERT_TRUE(rows.ok()) << rows.error().message;
+  ASSERT_EQ(rows->size(), 3u);
+  EXPECT_EQ((*rows)[0].day, "2026-11-23");
+  EXPECT_EQ((*rows)[0].key_id, "key_1");
+  EXPECT_EQ((*rows)[0].requests, 1);
+  EXPECT_EQ((*rows)[1].day, "2026-11-22");
+  EXPECT_EQ((*rows)[1].key_id, "");
+  EXPECT_EQ((*rows)[1].requests, 3);
+  EXPECT_EQ((*rows)[2].requests, 1);
+  EXPECT_EQ(usage.ForUser("usr_b", 30)->size(), 1u);
 }
 
 }  // namespace

@@ -15,7 +15,8 @@ class Registry;
 }
 namespace smart::auth {
 class AuthService;
-}
+class UsageRecorder;
+}  // namespace smart::auth
 
 namespace smart::api {
 
@@ -47,6 +48,7 @@ struct Deps {
   store::Database& db;
   metrics::Registry& registry;
   auth::AuthService& auth;
+  auth::UsageRecorder& usage;
   kv::RateLimiter& limiter;
   const Clock& clock;
   RateLimits limits;
