@@ -618,6 +618,56 @@ TEST(Smartd, SigningKeyRotation) {
   EXPECT_NE(out.find("auth.jwt_secret"), std::string::npos) << out;
 }
 
+// Every route that takes credentials, against every kind of caller.
+TEST(Smartd, ScopeAndRoleMatrix) {
+  Smartd s(kFastAuth);
+  ASSERT_NE(s.port(), 0);
+  std::string cmd = "echo 'admin password 1' | SMART_AUTH_ARGON2_M_COST_KIB=1024 SMART_AUTH_ARGON2_T_COST=1 " +
+                    std::string(SMARTD_PATH) + " admin create --email boss@example.com --password-stdin --data-dir " +
+                    s.dir() + "/data";
+  ASSERT_EQ(testing::RunCommand({"/bin/sh", "-c", cmd}).first, 0);
+  std::string admin = Login(s.port(), "boss@example.com", "admin password 1").access;
+  std::string user = RegisterAndLogin(s.port(), "user@example.com").access;
+  std::string node_id = JsonField(
+      As(s.port(), "GET", "/api/v1/user/profile", RegisterAndLogin(s.port(), "node@example.com").access)->body, "id");
+  ASSERT_EQ(As(s.port(), "PATCH", "/api/v1/admin/users/" + node_id, admin, R"({"role":"node"})")->status, 200);
+  std::string node = Login(s.port(), "node@example.com", "correct horse battery").access;
+  std::string user_key = JsonField(
+      As(s.port(), "POST", "/api/v1/user/api-keys", user, R"({"name":"ro","scopes":["ledger:read"]})")->body, "key");
+  std::string admin_key = JsonField(
+      As(s.port(), "POST", "/api/v1/user/api-keys", admin, R"({"name":"adm","scopes":["admin"]})")->body, "key");
+  ASSERT_FALSE(user_key.empty());
+  ASSERT_FALSE(admin_key.empty());
+
+  struct Route {
+    std::string method, target, body;
+  };
+  std::vector<Route> routes = {
+      {"GET", "/api/v1/user/profile", ""},  {"PATCH", "/api/v1/user/profile", R"({"name":"N"})"},
+      {"GET", "/api/v1/user/api-keys", ""}, {"POST", "/api/v1/user/api-keys", R"({"name":"k","scopes":["nodes"]})"},
+      {"GET", "/api/v1/user/usage", ""},    {"GET", "/api/v1/admin/users", ""},
+      {"GET", "/api/v1/admin/audit", ""},   {"PATCH", "/api/v1/admin/users/" + node_id, R"({"tier":"pro"})"},
+  };
+  // Expected status per caller, in the order of `routes`.
+  std::vector<std::pair<std::string, std::vector<int>>> callers = {
+      {"", {401, 401, 401, 401, 401, 401, 401, 401}},       {user, {200, 200, 200, 201, 200, 403, 403, 403}},
+      {node, {200, 200, 200, 201, 200, 403, 403, 403}},     {admin, {200, 200, 200, 201, 200, 200, 200, 200}},
+      {user_key, {200, 403, 200, 403, 200, 403, 403, 403}}, {admin_key, {200, 403, 200, 403, 200, 200, 200, 200}},
+  };
+  const char* names[] = {"none", "user session", "node session", "admin session", "user key", "admin key"};
+  for (size_t c = 0; c < callers.size(); ++c) {
+    for (size_t i = 0; i < routes.size(); ++i) {
+      const auto& rt = routes[i];
+      std::string headers = callers[c].first.empty() ? "" : "Authorization: Bearer " + callers[c].first + "\r\n";
+      if (!rt.body.empty()) headers += "Content-Type: application/json\r\n";
+      auto r = testing::Request(s.port(), rt.method, rt.target, rt.body, headers);
+      ASSERT_TRUE(r);
+      EXPECT_EQ(r->status, callers[c].second[i])
+          << names[c] << ": " << rt.method << " " << rt.target << " -> " << r->body;
+    }
+  }
+}
+
 TEST(SmartdPostgres, ServesAndIsReadyOnPostgres) {
   std::string url = testing::FreshPostgresDatabase();
   ASSERT_FALSE(url.empty());
@@ -627,9 +677,21 @@ TEST(SmartdPostgres, ServesAndIsReadyOnPostgres) {
   auto r = testing::Request(s.port(), "GET", "/ready");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200) << r->body;
-  // A second instance against the same database starts too (migrations under the lock).
-  Smartd t({"SMART_DATABASE_URL=" + url});
-  ASSERT_NE(t.port(), 0);
+  // A second instance against the same database starts too (migrations under the lock),
+  // and with a shared secret a session from one works on the other.
+  std::vector<std::string> env = kFastAuth;
+  env.push_back("SMART_DATABASE_URL=" + url);
+  env.push_back("SMART_AUTH_JWT_SECRET=" + std::string(40, 's'));
+  Smartd a(env), b(env);
+  ASSERT_NE(a.port(), 0);
+  ASSERT_NE(b.port(), 0);
+  Session pg = RegisterAndLogin(a.port(), "pg@example.com");
+  r = As(b.port(), "GET", "/api/v1/user/profile", pg.access);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(JsonField(r->body, "email"), "pg@example.com");
+  r = PostJson(b.port(), "/api/v1/auth/refresh", R"({"refresh_token":")" + pg.refresh + R"("})");
+  EXPECT_EQ(r->status, 200) << r->body;
 }
 
 }  // namespace
