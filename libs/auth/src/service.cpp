@@ -506,6 +506,16 @@ Result<Principal> AuthService::AuthenticateApiKey(std::string_view key) {
 namespace smart::auth {
 namespace {
 
+// Queries fetch limit + 1 rows: the extra one says whether a next page exists.
+template <class T>
+Page<T> FinishPage(Page<T> page, int limit) {
+  if (static_cast<int>(page.items.size()) > limit) {
+    page.items.pop_back();
+    page.next_cursor = page.items.back().id;
+  }
+  return page;
+}
+
 User UserFromRow(const store::Row& r) {
   return User{r.Text(0), r.Text(1), r.Text(2), r.Text(3), r.Text(4), r.Text(5), r.Text(6)};
 }
@@ -524,11 +534,7 @@ Result<Page<User>> AuthService::ListUsers(int limit, std::string_view cursor) {
     return Ok();
   });
   if (!r) return r.take_error();
-  if (static_cast<int>(page.items.size()) > limit) {
-    page.items.pop_back();
-    page.next_cursor = page.items.back().id;
-  }
-  return page;
+  return FinishPage(std::move(page), limit);
 }
 
 Result<User> AuthService::AdminUpdateUser(const Principal& admin, std::string_view id,
@@ -603,11 +609,7 @@ Result<Page<AuditEntry>> AuthService::ListAudit(int limit, std::string_view curs
     return Ok();
   });
   if (!r) return r.take_error();
-  if (static_cast<int>(page.items.size()) > limit) {
-    page.items.pop_back();
-    page.next_cursor = page.items.back().id;
-  }
-  return page;
+  return FinishPage(std::move(page), limit);
 }
 
 }  // namespace smart::auth

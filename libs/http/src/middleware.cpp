@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <exception>
 
 #include "smart/core/ids.hpp"
 #include "smart/core/log.hpp"
@@ -113,22 +112,6 @@ Middleware Cors(std::vector<std::string> allowed_origins) {
       if (!any) res.headers.Set("Vary", "Origin");
     }
     return res;
-  };
-}
-
-Middleware Recover(log::Logger& logger) {
-  return [&logger](Request& req, const Handler& next) {
-    try {
-      return next(req);
-    } catch (const std::exception& e) {
-      logger.Error("unhandled exception", {{"request_id", req.request_id}, {"route", req.route}, {"what", e.what()}});
-    } catch (...) {
-      logger.Error("unhandled exception", {{"request_id", req.request_id}, {"route", req.route}});
-    }
-    return MakeProblem(req,
-                       {.status = 500,
-                        .code = "internal_error",
-                        .detail = "The server failed to handle this request; quote the request id when reporting it."});
   };
 }
 

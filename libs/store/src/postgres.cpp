@@ -225,22 +225,8 @@ class PgDatabase final : public Database {
     const char* begin = mode == TxMode::kRead           ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
                         : mode == TxMode::kSerializable ? "BEGIN ISOLATION LEVEL SERIALIZABLE"
                                                         : "BEGIN";
-    SMART_TRY(c.Command(begin));
     PgTx tx(c);
-    Result<void> r = Error::Internal("exception", "transaction body threw");
-    try {
-      r = fn(tx);
-    } catch (...) {
-      (void)c.Command("ROLLBACK");
-      throw;
-    }
-    if (!r) {
-      (void)c.Command("ROLLBACK");
-      return r;
-    }
-    auto commit = c.Command("COMMIT");
-    if (!commit) (void)c.Command("ROLLBACK");
-    return commit;
+    return RunTransaction([&c](const char* sql) { return c.Command(sql); }, begin, tx, fn);
   }
 
   Result<std::unique_ptr<Connection>> Acquire() {

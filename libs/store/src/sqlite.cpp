@@ -210,22 +210,8 @@ class SqliteDatabase final : public Database {
 
  private:
   static Result<void> RunTx(Connection& c, const char* begin, const std::function<Result<void>(Tx&)>& fn) {
-    SMART_TRY(c.ExecScript(begin));
     SqliteTx tx(c);
-    Result<void> r = Error::Internal("exception", "transaction body threw");
-    try {
-      r = fn(tx);
-    } catch (...) {
-      (void)c.ExecScript("ROLLBACK");
-      throw;
-    }
-    if (!r) {
-      (void)c.ExecScript("ROLLBACK");
-      return r;
-    }
-    auto commit = c.ExecScript("COMMIT");
-    if (!commit) (void)c.ExecScript("ROLLBACK");
-    return commit;
+    return RunTransaction([&c](const char* sql) { return c.ExecScript(sql); }, begin, tx, fn);
   }
 
   Result<std::unique_ptr<Connection>> AcquireReader() {

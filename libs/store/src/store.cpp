@@ -64,6 +64,25 @@ std::string TranslatePlaceholders(std::string_view sql) {
 
 namespace detail {
 
+Result<void> RunTransaction(const std::function<Result<void>(const char* sql)>& sql, const char* begin, Tx& tx,
+                            const std::function<Result<void>(Tx&)>& fn) {
+  SMART_TRY(sql(begin));
+  Result<void> r;
+  try {
+    r = fn(tx);
+  } catch (...) {
+    (void)sql("ROLLBACK");
+    throw;
+  }
+  if (!r) {
+    (void)sql("ROLLBACK");
+    return r;
+  }
+  auto commit = sql("COMMIT");
+  if (!commit) (void)sql("ROLLBACK");
+  return commit;
+}
+
 Result<void> WithRetries(int max_retries, const std::function<Result<void>()>& attempt) {
   for (int i = 0;; ++i) {
     auto r = attempt();

@@ -1,5 +1,6 @@
 // The standard middlewares. Each is a value to pass to Server in this order:
-// RequestId, AccessLog, Metrics, SecurityHeaders, Cors, Recover.
+// RequestId, AccessLog, Metrics, SecurityHeaders, Cors. (Exceptions from
+// handlers become a 500 inside the server's dispatch, after all of them.)
 #pragma once
 
 #include <string>
@@ -19,7 +20,5 @@ Middleware Metrics(metrics::Registry& registry);
 Middleware SecurityHeaders();
 // CORS for the listed origins ("*" allows any); answers preflight requests itself.
 Middleware Cors(std::vector<std::string> allowed_origins);
-// The one place where an exception becomes a 500 problem; logs it with the request id.
-Middleware Recover(log::Logger& logger);
 
 }  // namespace smart::http
