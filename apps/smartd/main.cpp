@@ -85,6 +85,7 @@ http::ServerOptions ServerOptionsFrom(const config::Config& cfg) {
   o.host = cfg.String("http.host");
   o.port = static_cast<uint16_t>(cfg.Int("http.port"));
   o.threads = static_cast<int>(cfg.Int("http.threads"));
+  o.worker_threads = static_cast<int>(cfg.Int("http.worker_threads"));
   o.max_connections = static_cast<size_t>(cfg.Int("http.max_connections"));
   o.max_header_bytes = static_cast<size_t>(cfg.Int("http.max_header_bytes"));
   o.max_body_bytes = static_cast<size_t>(cfg.Int("http.max_body_bytes"));

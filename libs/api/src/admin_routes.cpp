@@ -22,22 +22,25 @@ void RegisterAdminRoutes(http::Router& router, const Deps& deps) {
     return http::Response::Json(200, json::serialize(o));
   });
 
-  router.Add(http::Method::kPatch, "/api/v1/admin/users/{id}", [&deps](http::Request& req) {
-    auto who = Require(deps, req, auth::scope::kAdmin);
-    if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
-    auto body = ParseJsonObject(req, {"status", "role", "tier"});
-    if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
-    FieldReader f(std::get<json::object>(body));
-    auto status = f.String("status", false), role = f.String("role", false), tier = f.String("tier", false);
-    if (!f.ok()) return f.Problem(req);
-    auto user =
-        deps.auth.AdminUpdateUser(std::get<auth::Principal>(who), req.Param("id"),
-                                  status ? std::optional<std::string_view>(*status) : std::nullopt,
-                                  role ? std::optional<std::string_view>(*role) : std::nullopt,
-                                  tier ? std::optional<std::string_view>(*tier) : std::nullopt, req.remote_address);
-    if (!user) return ErrorResponse(req, user.error());
-    return http::Response::Json(200, json::serialize(UserJson(*user)));
-  });
+  router.Add(
+      http::Method::kPatch, "/api/v1/admin/users/{id}",
+      [&deps](http::Request& req) {
+        auto who = Require(deps, req, auth::scope::kAdmin);
+        if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
+        auto body = ParseJsonObject(req, {"status", "role", "tier"});
+        if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
+        FieldReader f(std::get<json::object>(body));
+        auto status = f.String("status", false), role = f.String("role", false), tier = f.String("tier", false);
+        if (!f.ok()) return f.Problem(req);
+        auto user =
+            deps.auth.AdminUpdateUser(std::get<auth::Principal>(who), req.Param("id"),
+                                      status ? std::optional<std::string_view>(*status) : std::nullopt,
+                                      role ? std::optional<std::string_view>(*role) : std::nullopt,
+                                      tier ? std::optional<std::string_view>(*tier) : std::nullopt, req.remote_address);
+        if (!user) return ErrorResponse(req, user.error());
+        return http::Response::Json(200, json::serialize(UserJson(*user)));
+      },
+      kBlocking);
 
   router.Add(http::Method::kGet, "/api/v1/admin/audit", [&deps](http::Request& req) {
     auto who = Require(deps, req, auth::scope::kAdmin);

@@ -82,24 +82,27 @@ json::object KeyJson(const auth::ApiKey& k) {
 }
 
 void RegisterAuthRoutes(http::Router& router, const Deps& deps) {
-  router.Add(http::Method::kPost, "/api/v1/user/api-keys", [&deps](http::Request& req) {
-    auto who = Require(deps, req, "", true);
-    if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
-    auto body = ParseJsonObject(req, {"name", "scopes", "expires_at"});
-    if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
-    FieldReader f(std::get<json::object>(body));
-    auto name = f.String("name", true);
-    auto scopes = f.StringList("scopes", true);
-    auto expires = f.Timestamp("expires_at", false);
-    if (!f.ok()) return f.Problem(req);
-    auto created = deps.auth.CreateApiKey(std::get<auth::Principal>(who), *name, *scopes, expires);
-    if (!created) return ErrorResponse(req, created.error());
-    json::object o = KeyJson(created->key);
-    o["key"] = created->secret;
-    http::Response res = http::Response::Json(201, json::serialize(o));
-    res.headers.Add("Location", "/api/v1/user/api-keys/" + created->key.id);
-    return res;
-  });
+  router.Add(
+      http::Method::kPost, "/api/v1/user/api-keys",
+      [&deps](http::Request& req) {
+        auto who = Require(deps, req, "", true);
+        if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
+        auto body = ParseJsonObject(req, {"name", "scopes", "expires_at"});
+        if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
+        FieldReader f(std::get<json::object>(body));
+        auto name = f.String("name", true);
+        auto scopes = f.StringList("scopes", true);
+        auto expires = f.Timestamp("expires_at", false);
+        if (!f.ok()) return f.Problem(req);
+        auto created = deps.auth.CreateApiKey(std::get<auth::Principal>(who), *name, *scopes, expires);
+        if (!created) return ErrorResponse(req, created.error());
+        json::object o = KeyJson(created->key);
+        o["key"] = created->secret;
+        http::Response res = http::Response::Json(201, json::serialize(o));
+        res.headers.Add("Location", "/api/v1/user/api-keys/" + created->key.id);
+        return res;
+      },
+      kBlocking);
 
   router.Add(http::Method::kGet, "/api/v1/user/api-keys", [&deps](http::Request& req) {
     auto who = Require(deps, req, "");
@@ -112,86 +115,104 @@ void RegisterAuthRoutes(http::Router& router, const Deps& deps) {
                                 json::serialize(json::object{{"items", std::move(items)}, {"next_cursor", nullptr}}));
   });
 
-  router.Add(http::Method::kDelete, "/api/v1/user/api-keys/{id}", [&deps](http::Request& req) {
-    auto who = Require(deps, req, "");
-    if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
-    auto r = deps.auth.RevokeApiKey(std::get<auth::Principal>(who).user_id, req.Param("id"));
-    if (!r) return ErrorResponse(req, r.error());
-    return http::Response::Empty(204);
-  });
+  router.Add(
+      http::Method::kDelete, "/api/v1/user/api-keys/{id}",
+      [&deps](http::Request& req) {
+        auto who = Require(deps, req, "");
+        if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
+        auto r = deps.auth.RevokeApiKey(std::get<auth::Principal>(who).user_id, req.Param("id"));
+        if (!r) return ErrorResponse(req, r.error());
+        return http::Response::Empty(204);
+      },
+      kBlocking);
 
-  router.Add(http::Method::kPost, "/api/v1/auth/register", [&deps](http::Request& req) {
-    auto body = ParseJsonObject(req, {"email", "password", "name"});
-    if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
-    FieldReader f(std::get<json::object>(body));
-    auto email = f.String("email", true), password = f.String("password", true), name = f.String("name", true);
-    if (!f.ok()) return f.Problem(req);
-    auto user = deps.auth.Register(*email, *password, *name);
-    if (!user) return ErrorResponse(req, user.error());
-    http::Response res = http::Response::Json(201, json::serialize(UserJson(*user)));
-    res.headers.Add("Location", "/api/v1/user/profile");
-    return res;
-  });
+  router.Add(
+      http::Method::kPost, "/api/v1/auth/register",
+      [&deps](http::Request& req) {
+        auto body = ParseJsonObject(req, {"email", "password", "name"});
+        if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
+        FieldReader f(std::get<json::object>(body));
+        auto email = f.String("email", true), password = f.String("password", true), name = f.String("name", true);
+        if (!f.ok()) return f.Problem(req);
+        auto user = deps.auth.Register(*email, *password, *name);
+        if (!user) return ErrorResponse(req, user.error());
+        http::Response res = http::Response::Json(201, json::serialize(UserJson(*user)));
+        res.headers.Add("Location", "/api/v1/user/profile");
+        return res;
+      },
+      kBlocking);
 
-  router.Add(http::Method::kPost, "/api/v1/auth/login", [&deps](http::Request& req) {
-    auto body = ParseJsonObject(req, {"email", "password"});
-    if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
-    FieldReader f(std::get<json::object>(body));
-    auto email = f.String("email", true), password = f.String("password", true);
-    if (!f.ok()) return f.Problem(req);
-    std::string account = auth::AuthService::NormalizeEmail(*email).value_or(email->substr(0, 254));
-    kv::Decision backoff;
-    if (LoginBlocked(deps, req, account, &backoff)) return LoginBackoff(req, backoff);
-    auto tokens = deps.auth.Login(*email, *password, req.remote_address);
-    if (!tokens) {
-      if (tokens.error().code == "invalid_credentials") CountLoginFailure(deps, req, account);
-      return Unauthorized(req, tokens.error());
-    }
-    return TokensJson(*tokens);
-  });
+  router.Add(
+      http::Method::kPost, "/api/v1/auth/login",
+      [&deps](http::Request& req) {
+        auto body = ParseJsonObject(req, {"email", "password"});
+        if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
+        FieldReader f(std::get<json::object>(body));
+        auto email = f.String("email", true), password = f.String("password", true);
+        if (!f.ok()) return f.Problem(req);
+        std::string account = auth::AuthService::NormalizeEmail(*email).value_or(email->substr(0, 254));
+        kv::Decision backoff;
+        if (LoginBlocked(deps, req, account, &backoff)) return LoginBackoff(req, backoff);
+        auto tokens = deps.auth.Login(*email, *password, req.remote_address);
+        if (!tokens) {
+          if (tokens.error().code == "invalid_credentials") CountLoginFailure(deps, req, account);
+          return Unauthorized(req, tokens.error());
+        }
+        return TokensJson(*tokens);
+      },
+      kBlocking);
 
-  router.Add(http::Method::kPost, "/api/v1/auth/refresh", [&deps](http::Request& req) {
-    auto body = ParseJsonObject(req, {"refresh_token"});
-    if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
-    FieldReader f(std::get<json::object>(body));
-    auto token = f.String("refresh_token", true);
-    if (!f.ok()) return f.Problem(req);
-    auto tokens = deps.auth.Refresh(*token, req.remote_address);
-    if (!tokens) return Unauthorized(req, tokens.error());
-    return TokensJson(*tokens);
-  });
+  router.Add(
+      http::Method::kPost, "/api/v1/auth/refresh",
+      [&deps](http::Request& req) {
+        auto body = ParseJsonObject(req, {"refresh_token"});
+        if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
+        FieldReader f(std::get<json::object>(body));
+        auto token = f.String("refresh_token", true);
+        if (!f.ok()) return f.Problem(req);
+        auto tokens = deps.auth.Refresh(*token, req.remote_address);
+        if (!tokens) return Unauthorized(req, tokens.error());
+        return TokensJson(*tokens);
+      },
+      kBlocking);
 
-  router.Add(http::Method::kPost, "/api/v1/auth/logout", [&deps](http::Request& req) {
-    auto body = ParseJsonObject(req, {"refresh_token"});
-    if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
-    FieldReader f(std::get<json::object>(body));
-    auto token = f.String("refresh_token", true);
-    if (!f.ok()) return f.Problem(req);
-    auto r = deps.auth.Logout(*token);
-    if (!r) return Unauthorized(req, r.error());
-    return http::Response::Empty(204);
-  });
+  router.Add(
+      http::Method::kPost, "/api/v1/auth/logout",
+      [&deps](http::Request& req) {
+        auto body = ParseJsonObject(req, {"refresh_token"});
+        if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
+        FieldReader f(std::get<json::object>(body));
+        auto token = f.String("refresh_token", true);
+        if (!f.ok()) return f.Problem(req);
+        auto r = deps.auth.Logout(*token);
+        if (!r) return Unauthorized(req, r.error());
+        return http::Response::Empty(204);
+      },
+      kBlocking);
 
-  router.Add(http::Method::kGet, "/api/v1/user/usage", [&deps](http::Request& req) {
-    auto who = Require(deps, req, "");
-    if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
-    (void)deps.usage.Flush();  // include what this instance counted so far
-    auto rows = deps.usage.ForUser(std::get<auth::Principal>(who).user_id, 30);
-    if (!rows) return ErrorResponse(req, rows.error());
-    // Group by day: {day, requests, by_key: [{key_id, requests}]}.
-    json::array days;
-    for (const auto& row : *rows) {
-      if (days.empty() || days.back().as_object().at("day").as_string() != row.day) {
-        days.push_back(json::object{{"day", row.day}, {"requests", 0}, {"by_key", json::array{}}});
-      }
-      auto& day = days.back().as_object();
-      day["requests"] = day["requests"].as_int64() + row.requests;
-      json::object entry{{"requests", row.requests}};
-      entry["key_id"] = row.key_id.empty() ? json::value(nullptr) : json::value(row.key_id);
-      day["by_key"].as_array().push_back(std::move(entry));
-    }
-    return http::Response::Json(200, json::serialize(json::object{{"days", std::move(days)}}));
-  });
+  router.Add(
+      http::Method::kGet, "/api/v1/user/usage",
+      [&deps](http::Request& req) {
+        auto who = Require(deps, req, "");
+        if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
+        (void)deps.usage.Flush();  // include what this instance counted so far
+        auto rows = deps.usage.ForUser(std::get<auth::Principal>(who).user_id, 30);
+        if (!rows) return ErrorResponse(req, rows.error());
+        // Group by day: {day, requests, by_key: [{key_id, requests}]}.
+        json::array days;
+        for (const auto& row : *rows) {
+          if (days.empty() || days.back().as_object().at("day").as_string() != row.day) {
+            days.push_back(json::object{{"day", row.day}, {"requests", 0}, {"by_key", json::array{}}});
+          }
+          auto& day = days.back().as_object();
+          day["requests"] = day["requests"].as_int64() + row.requests;
+          json::object entry{{"requests", row.requests}};
+          entry["key_id"] = row.key_id.empty() ? json::value(nullptr) : json::value(row.key_id);
+          day["by_key"].as_array().push_back(std::move(entry));
+        }
+        return http::Response::Json(200, json::serialize(json::object{{"days", std::move(days)}}));
+      },
+      kBlocking);
 
   router.Add(http::Method::kGet, "/api/v1/user/profile", [&deps](http::Request& req) {
     auto who = Require(deps, req, "");
@@ -201,19 +222,22 @@ void RegisterAuthRoutes(http::Router& router, const Deps& deps) {
     return http::Response::Json(200, json::serialize(UserJson(*user)));
   });
 
-  router.Add(http::Method::kPatch, "/api/v1/user/profile", [&deps](http::Request& req) {
-    auto who = Require(deps, req, "", true);
-    if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
-    auto body = ParseJsonObject(req, {"name"});
-    if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
-    FieldReader f(std::get<json::object>(body));
-    auto name = f.String("name", false);
-    if (!f.ok()) return f.Problem(req);
-    auto user = deps.auth.UpdateProfile(std::get<auth::Principal>(who).user_id,
-                                        name ? std::optional<std::string_view>(*name) : std::nullopt);
-    if (!user) return ErrorResponse(req, user.error());
-    return http::Response::Json(200, json::serialize(UserJson(*user)));
-  });
+  router.Add(
+      http::Method::kPatch, "/api/v1/user/profile",
+      [&deps](http::Request& req) {
+        auto who = Require(deps, req, "", true);
+        if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
+        auto body = ParseJsonObject(req, {"name"});
+        if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
+        FieldReader f(std::get<json::object>(body));
+        auto name = f.String("name", false);
+        if (!f.ok()) return f.Problem(req);
+        auto user = deps.auth.UpdateProfile(std::get<auth::Principal>(who).user_id,
+                                            name ? std::optional<std::string_view>(*name) : std::nullopt);
+        if (!user) return ErrorResponse(req, user.error());
+        return http::Response::Json(200, json::serialize(UserJson(*user)));
+      },
+      kBlocking);
 }
 
 }  // namespace smart::api

@@ -8,6 +8,9 @@
 
 namespace smart::api {
 
+// Password hashing and durable writes run on the server's worker pool.
+inline constexpr http::RouteOptions kBlocking{.blocking = true};
+
 void RegisterAuthRoutes(http::Router& router, const Deps& deps);
 
 void RegisterAdminRoutes(http::Router& router, const Deps& deps);

@@ -11,6 +11,7 @@ struct Router::Node {
   std::string param_name;
   std::string pattern;
   std::map<Method, Handler> handlers;
+  std::map<Method, bool> blocking;
   std::unique_ptr<WsHandler> ws;
 };
 
@@ -68,10 +69,11 @@ Router::Node* Router::Insert(std::string_view pattern) {
   return node;
 }
 
-void Router::Add(Method method, std::string_view pattern, Handler handler) {
+void Router::Add(Method method, std::string_view pattern, Handler handler, RouteOptions options) {
   Node* node = Insert(pattern);
   if (method == Method::kOther || node->handlers.count(method)) Bug("duplicate or invalid route", pattern);
   node->handlers.emplace(method, std::move(handler));
+  node->blocking[method] = options.blocking;
   routes_.push_back({method, std::string(pattern), false});
 }
 
@@ -111,7 +113,10 @@ Router::Match Router::Find(Method method, std::string_view path) const {
   if (node->ws) m.ws = node->ws.get();
   auto it = node->handlers.find(method);
   if (it == node->handlers.end() && method == Method::kHead) it = node->handlers.find(Method::kGet);
-  if (it != node->handlers.end()) m.handler = &it->second;
+  if (it != node->handlers.end()) {
+    m.handler = &it->second;
+    m.blocking = node->blocking.at(it->first);
+  }
   return m;
 }
 

@@ -6,11 +6,13 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -137,6 +139,7 @@ struct Server::Impl {
   std::vector<std::unique_ptr<asio::io_context>> contexts;
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
   std::unique_ptr<tcp::acceptor> acceptor;
+  std::unique_ptr<asio::thread_pool> workers;
   uint16_t bound_port = 0;
   std::vector<std::thread> threads;
 };
@@ -487,6 +490,11 @@ asio::awaitable<void> Server::Impl::Session(tcp::socket socket) {
     req.allow = match.allow;
 
     DispatchContext dctx{&match, upgrade && match.ws != nullptr, conn->stream.get_executor(), nullptr};
+    bool offload = match.blocking && !dctx.upgrade;
+    if (offload) {
+      // Hop to the worker pool; the connection is not touched until we hop back.
+      co_await asio::dispatch(asio::bind_executor(workers->get_executor(), asio::use_awaitable));
+    }
     t_dispatch = &dctx;
     Response res;
     bool threw = false;
@@ -498,6 +506,7 @@ asio::awaitable<void> Server::Impl::Session(tcp::socket socket) {
       threw = true;
     }
     t_dispatch = nullptr;
+    if (offload) co_await asio::dispatch(asio::bind_executor(conn->stream.get_executor(), asio::use_awaitable));
     if (threw) break;
 
     if (res.status == 101 && dctx.ws) {
@@ -588,6 +597,7 @@ Result<void> Server::Start() {
         "listen_failed", "cannot listen on " + im.opt.host + ":" + std::to_string(im.opt.port) + ": " + ec.message());
   }
   im.bound_port = acceptor->local_endpoint().port();
+  im.workers = std::make_unique<asio::thread_pool>(static_cast<size_t>(std::max(1, im.opt.worker_threads)));
   im.acceptor = std::move(acceptor);
   asio::co_spawn(*im.contexts[0], im.Accept(), asio::detached);
   for (auto& ctx : im.contexts) {
@@ -625,6 +635,7 @@ void Server::Shutdown() {
   for (auto& ctx : im.contexts) ctx->stop();
   for (auto& t : im.threads) t.join();
   im.threads.clear();
+  if (im.workers) im.workers->join();  // a handler still running finishes; nothing new starts
 }
 
 }  // namespace smart::http

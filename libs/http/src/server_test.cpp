@@ -26,9 +26,9 @@ using testing::RawConnection;
 
 class ServerTest : public ::testing::Test {
  protected:
-  void StartServer(ServerOptions opt = {}) {
+  void StartServer(ServerOptions opt = {}, int threads = 2) {
     opt.port = 0;
-    opt.threads = 2;
+    opt.threads = threads;
     Router r;
     r.Add(Method::kGet, "/hello", [](Request&) { return Response::Json(200, "{\"hello\":\"world\"}"); });
     r.Add(Method::kPost, "/echo", [](Request& req) { return Response::Text(200, req.body); });
@@ -39,6 +39,12 @@ class ServerTest : public ::testing::Test {
       std::this_thread::sleep_for(1500ms);
       return Response::Text(200, "done");
     });
+    r.Add(Method::kGet, "/blocking",
+          [](Request&) {
+            std::this_thread::sleep_for(800ms);
+            return Response::Text(200, "slept");
+          },
+          {.blocking = true});
     r.AddWebSocket("/ws/echo", [this](Request& req, std::shared_ptr<WebSocket> ws) {
       if (req.Query("token") == "bad") {
         return WsAccept{.reject = MakeProblem(req, {.status = 401, .code = "unauthorized", .detail = "no"})};
@@ -95,6 +101,26 @@ TEST_F(ServerTest, KeepAliveServesManyRequestsOnOneConnection) {
     EXPECT_EQ(r->Header("x-content-type-options"), "nosniff");
     EXPECT_EQ(r->Header("x-request-id").size(), 26u);
   }
+}
+
+TEST_F(ServerTest, BlockingHandlersDoNotStallTheIoThread) {
+  StartServer({}, 1);  // one I/O thread: an inline sleep would stall every connection
+  RawConnection slow(port_);
+  slow.Send("GET /blocking HTTP/1.1\r\nHost: x\r\n\r\n");
+  std::this_thread::sleep_for(100ms);
+  auto start = std::chrono::steady_clock::now();
+  auto r = testing::Request(port_, "GET", "/hello");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 400ms) << "served while the blocking handler sleeps";
+  auto s = slow.ReadResponse();
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->body, "slept");
+  // The connection still works after hopping back from the pool.
+  slow.Send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  auto again = slow.ReadResponse();
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->status, 200);
 }
 
 TEST_F(ServerTest, PathParametersAndPostBodies) {

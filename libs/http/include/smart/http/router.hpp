@@ -24,6 +24,13 @@ struct RouteInfo {
   bool websocket = false;
 };
 
+// How a handler runs. `blocking` handlers (password hashing, durable writes)
+// run on the server's worker pool so that they never stall an I/O thread; the
+// others run inline on the connection's I/O thread.
+struct RouteOptions {
+  bool blocking = false;
+};
+
 class Router {
  public:
   Router();
@@ -32,11 +39,12 @@ class Router {
   Router& operator=(Router&&) noexcept;
 
   // Aborts on a duplicate (method, pattern) or a malformed pattern: both are bugs.
-  void Add(Method method, std::string_view pattern, Handler handler);
+  void Add(Method method, std::string_view pattern, Handler handler, RouteOptions options = {});
   void AddWebSocket(std::string_view pattern, WsHandler handler);
 
   struct Match {
     const Handler* handler = nullptr;  // null: see path_found
+    bool blocking = false;             // run the request on the worker pool
     const WsHandler* ws = nullptr;     // set when the path has a WebSocket route
     bool path_found = false;           // the path exists for some method (then 405, not 404)
     std::string_view route;            // the pattern matched

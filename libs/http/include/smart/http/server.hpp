@@ -3,7 +3,9 @@
 //
 // Threads: `threads` I/O threads, each running its own event loop; a connection
 // lives on one thread for its whole life. Handlers run on that I/O thread and
-// must not block for long (database calls are fine; sleeping is not).
+// must not block for long (a database read is fine), unless their route is
+// marked `blocking`: then the request's middlewares and handler run on a pool
+// of `worker_threads`, and the connection's thread serves others meanwhile.
 #pragma once
 
 #include <chrono>
@@ -30,8 +32,9 @@ using Middleware = std::function<Response(Request& req, const Handler& next)>;
 
 struct ServerOptions {
   std::string host = "127.0.0.1";
-  uint16_t port = 8080;  // 0: any free port, see Server::port()
-  int threads = 0;       // 0: one per core
+  uint16_t port = 8080;    // 0: any free port, see Server::port()
+  int threads = 0;         // 0: one per core
+  int worker_threads = 4;  // the pool that runs blocking handlers
   size_t max_connections = 10000;
   size_t max_header_bytes = 16 * 1024;
   size_t max_body_bytes = 1024 * 1024;
