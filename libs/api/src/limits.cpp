@@ -18,6 +18,13 @@ http::Response TooMany(const http::Request& req, const kv::Decision& d, std::str
   return res;
 }
 
+// "prefix" + id in a per-thread buffer: limiter keys cost no allocation.
+std::string_view Key(std::string_view prefix, std::string_view id) {
+  thread_local std::string buf;
+  buf.assign(prefix).append(id);
+  return buf;
+}
+
 // The tighter of two decisions is the one to report.
 const kv::Decision& Tighter(const kv::Decision& a, const kv::Decision& b) { return b.remaining < a.remaining ? b : a; }
 
@@ -36,22 +43,22 @@ http::Middleware Limits(const Deps& deps) {
 
     bool auth_route = req.route.starts_with("/api/v1/auth/");
     // Each class of limit keeps its own state: one key shared by two rates would mix them.
-    kv::Decision shown = auth_route ? deps.limiter.Check("ipa:" + req.remote_address, deps.limits.auth, now)
-                                    : deps.limiter.Check("ip:" + req.remote_address, deps.limits.per_address, now);
+    kv::Decision shown = auth_route ? deps.limiter.Check(Key("ipa:", req.remote_address), deps.limits.auth, now)
+                                    : deps.limiter.Check(Key("ip:", req.remote_address), deps.limits.per_address, now);
     if (!shown.allowed) return TooMany(req, shown, "rate_limited", "Too many requests from this address; slow down.");
 
     if (const auto* who = std::any_cast<Result<auth::Principal>>(&req.context); who && who->ok()) {
       const auto& p = who->value();
       const TierLimits& tier = deps.limits.ForTier(p.tier);
-      kv::Decision user = deps.limiter.Check("u:" + p.user_id, tier.rate, now);
+      kv::Decision user = deps.limiter.Check(Key("u:", p.user_id), tier.rate, now);
       if (!user.allowed) return TooMany(req, user, "rate_limited", "Too many requests for this account; slow down.");
       shown = Tighter(shown, user);
       if (!p.api_key_id.empty()) {
-        kv::Decision key = deps.limiter.Check("k:" + p.api_key_id, tier.rate, now);
+        kv::Decision key = deps.limiter.Check(Key("k:", p.api_key_id), tier.rate, now);
         if (!key.allowed) return TooMany(req, key, "rate_limited", "Too many requests with this API key; slow down.");
         shown = Tighter(shown, key);
       }
-      if (!deps.limiter.CheckDaily("d:" + p.user_id, tier.per_day, now)) {
+      if (!deps.limiter.CheckDaily(Key("d:", p.user_id), tier.per_day, now)) {
         kv::Decision day = shown;
         day.remaining = 0;
         day.retry_after_s = 86400 - (now / 1000) % 86400;  // until midnight UTC

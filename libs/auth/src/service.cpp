@@ -225,7 +225,7 @@ Result<void> AuthService::Logout(std::string_view refresh_token) {
 std::optional<Principal> AuthService::CacheGet(std::string_view credential) {
   auto& shard = cache_[std::hash<std::string_view>{}(credential) % kCacheShards];
   std::lock_guard lock(shard.mu);
-  auto it = shard.entries.find(std::string(credential));
+  auto it = shard.entries.find(credential);
   if (it == shard.entries.end()) return std::nullopt;
   if (it->second.epoch != cache_epoch_.load() || it->second.expires_ms <= clock_.NowMs()) {
     shard.entries.erase(it);

@@ -149,9 +149,13 @@ class AuthService {
     int64_t expires_ms;
     uint64_t epoch;
   };
+  struct StringHash {
+    using is_transparent = void;  // look up by string_view without building a string
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
   struct CacheShard {
     std::mutex mu;
-    std::unordered_map<std::string, CachedPrincipal> entries;
+    std::unordered_map<std::string, CachedPrincipal, StringHash, std::equal_to<>> entries;
   };
   static constexpr size_t kCacheShards = 16;
   static constexpr size_t kCacheEntriesPerShard = 4096;
