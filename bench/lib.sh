@@ -14,7 +14,13 @@ bench_init() {
 }
 
 bench_cleanup() {
+  # Servers started inside $(...) record their pids in a file (a subshell cannot extend the array).
+  [ -f "$work/pids" ] && while read -r p; do pids+=("$p"); done <"$work/pids"
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  # Not all are children of this shell: wait for each to exit (graceful shutdown) before removing their files.
+  for p in "${pids[@]}"; do
+    for _ in $(seq 1 150); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  done
   wait 2>/dev/null || true
   rm -rf "$work"
 }
@@ -28,11 +34,11 @@ free_port() {
   echo "bench: no free port" >&2; exit 1
 }
 
-# start_smartd LOG [VAR=VALUE...]: starts smartd on a free port; echoes the port.
+# start_smartd LOG [VAR=VALUE...]: starts smartd (its own data directory) on a free port; echoes the port.
 start_smartd() {
   local log=$1; shift
-  env "$@" SMART_LOG_LEVEL=info "$SMARTD" --port 0 --data-dir "$work/data" >"$log" 2>/dev/null &
-  pids+=($!)
+  env "$@" SMART_LOG_LEVEL=info "$SMARTD" --port 0 --data-dir "$log.data" >"$log" 2>/dev/null &
+  echo $! >>"$work/pids"
   for _ in $(seq 1 100); do
     if grep -q '"msg":"listening"' "$log" 2>/dev/null; then
       grep -o '"port":[0-9]*' "$log" | head -1 | cut -d: -f2
@@ -61,4 +67,24 @@ measure() {
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
   echo "$rps $(to_ms "$p50") $(to_ms "$p99")"
+}
+
+ROUNDS=${ROUNDS:-3}
+
+# median_of "a b c": the median of whitespace-separated numbers.
+median_of() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+
+# measure_rounds NAME URL [wrk args...]: appends one measurement to the arrays
+# rps_NAME, p50_NAME, p99_NAME. Call it in interleaved rounds so that a noisy
+# moment of the machine hits every configuration alike, then report_median.
+measure_round() {
+  local name=$1 rps p50 p99; shift
+  read -r rps p50 p99 < <(measure "$@")
+  eval "rps_$name+=\" $rps\"; p50_$name+=\" $p50\"; p99_$name+=\" $p99\""
+}
+
+# median NAME: prints "req_per_s p50_ms p99_ms", each the median over the rounds.
+median() {
+  local name=$1
+  eval "echo \"\$(median_of \"\$rps_$name\") \$(median_of \"\$p50_$name\") \$(median_of \"\$p99_$name\")\""
 }

@@ -25,10 +25,15 @@ key=$(curl -sf "${json[@]}" -H "Authorization: Bearer $jwt" -d '{"name":"bench",
   "$base/api/v1/user/api-keys" | sed 's/.*"key":"\([^"]*\)".*/\1/')
 [ -n "$jwt" ] && [ -n "$key" ] || { echo "bench/auth: could not get credentials" >&2; exit 1; }
 
-echo "bench/auth: wrk -t$THREADS -c$CONNECTIONS -d$DURATION, GET /api/v1/version, $(nproc) cores"
-read -r a_rps a_p50 a_p99 < <(measure "$base/api/v1/version")
-read -r j_rps j_p50 j_p99 < <(measure "$base/api/v1/version" -H "Authorization: Bearer $jwt")
-read -r k_rps k_p50 k_p99 < <(measure "$base/api/v1/version" -H "X-API-Key: $key")
+echo "bench/auth: wrk -t$THREADS -c$CONNECTIONS -d$DURATION, GET /api/v1/version, $(nproc) cores, median of $ROUNDS interleaved rounds"
+for _ in $(seq 1 "$ROUNDS"); do
+  measure_round none "$base/api/v1/version"
+  measure_round jwt "$base/api/v1/version" -H "Authorization: Bearer $jwt"
+  measure_round key "$base/api/v1/version" -H "X-API-Key: $key"
+done
+read -r a_rps a_p50 a_p99 < <(median none)
+read -r j_rps j_p50 j_p99 < <(median jwt)
+read -r k_rps k_p50 k_p99 < <(median key)
 
 printf '%-36s %12s %10s %10s %12s %12s\n' "credentials" "requests/s" "p50 ms" "p99 ms" "throughput" "p99 added"
 printf '%-36s %12.0f %10s %10s %12s %12s\n' "none" "$a_rps" "$a_p50" "$a_p99" "-" "-"

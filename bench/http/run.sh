@@ -34,15 +34,17 @@ nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" &
 pids+=($!)
 sleep 0.5
 
-echo "bench/http: wrk -t$THREADS -c$CONNECTIONS -d$DURATION, GET /health, $(nproc) cores"
-read -r n_rps n_p50 n_p99 < <(measure "http://127.0.0.1:$nginx_port/health")
-
-port=$(start_smartd "$work/smartd-quiet.log" SMART_LOG_ACCESS=false)
-read -r s_rps s_p50 s_p99 < <(measure "http://127.0.0.1:$port/health")
-kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
-
-port=$(start_smartd "$work/smartd-logged.log" SMART_LOG_ACCESS=true)
-read -r l_rps l_p50 l_p99 < <(measure "http://127.0.0.1:$port/health")
+echo "bench/http: wrk -t$THREADS -c$CONNECTIONS -d$DURATION, GET /health, $(nproc) cores, median of $ROUNDS interleaved rounds"
+quiet=$(start_smartd "$work/smartd-quiet.log" SMART_LOG_ACCESS=false)
+logged=$(start_smartd "$work/smartd-logged.log" SMART_LOG_ACCESS=true)
+for _ in $(seq 1 "$ROUNDS"); do
+  measure_round nginx "http://127.0.0.1:$nginx_port/health"
+  measure_round quiet "http://127.0.0.1:$quiet/health"
+  measure_round logged "http://127.0.0.1:$logged/health"
+done
+read -r n_rps n_p50 n_p99 < <(median nginx)
+read -r s_rps s_p50 s_p99 < <(median quiet)
+read -r l_rps l_p50 l_p99 < <(median logged)
 
 printf '%-34s %12s %10s %10s\n' "server" "requests/s" "p50 ms" "p99 ms"
 printf '%-34s %12.0f %10s %10s\n' "nginx static file (peer)" "$n_rps" "$n_p50" "$n_p99"
