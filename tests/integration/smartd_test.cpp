@@ -358,6 +358,31 @@ TEST(Smartd, InvalidJsonBodiesAreClearProblems) {
     EXPECT_NE(r->body.find("\"code\":\"" + c.code + "\""), std::string::npos) << c.body << " -> " << r->body;
     EXPECT_EQ(r->Header("content-type"), "application/problem+json");
   }
+  // Huge and odd text in every field: refused or stored exactly, never a 500.
+  std::string huge(900 * 1024, 'x');
+  struct Odd {
+    std::string body;
+    int status;
+  };
+  std::vector<Odd> odd = {
+      {R"({"email":")" + huge + R"(@x.com","password":"long enough pw","name":"y"})", 422},
+      {R"({"email":"huge@x.com","password":")" + huge + R"(","name":"y"})", 422},
+      {R"({"email":"huge@x.com","password":"long enough pw","name":")" + huge + R"("})", 422},
+      {R"({"email":"a'; DROP TABLE users;--@x.com","password":"long enough pw","name":"y"})", 422},
+      {R"({"email":"rtl@x.com","password":"long enough pw","name":"\u202eevil\u200b\ud83d\ude00 \u0645\u0631"})", 201},
+      {R"({"email":"lone@x.com","password":"long enough pw","name":"\ud800"})", 400},  // a lone surrogate is not JSON
+      {R"({"email":"üñí@exämple.com","password":"pässwörd ✓ long","name":"Zoë"})", 201},
+  };
+  for (const auto& o : odd) {
+    auto res = PostJson(s.port(), "/api/v1/auth/register", o.body);
+    ASSERT_TRUE(res) << o.body.substr(0, 80);
+    EXPECT_EQ(res->status, o.status) << o.body.substr(0, 80) << " -> " << res->body.substr(0, 300);
+  }
+  auto login = PostJson(s.port(), "/api/v1/auth/login", R"({"email":"ÜÑÍ@exämple.com","password":"pässwörd ✓ long"})");
+  EXPECT_EQ(login->status, 401) << "lower-casing is ASCII-only: a different address";
+  login = PostJson(s.port(), "/api/v1/auth/login", R"({"email":"üñí@exämple.com","password":"pässwörd ✓ long"})");
+  EXPECT_EQ(login->status, 200) << login->body;
+
   auto r = PostJson(s.port(), "/api/v1/auth/register",
                     R"({"email":"a@b.com","password":"long enough pw","name":"y","x":1})");
   EXPECT_NE(r->body.find("\"errors\":[{\"field\":\"x\",\"message\":\"unknown field\"}]"), std::string::npos) << r->body;
