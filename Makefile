@@ -2,11 +2,12 @@
 #   make run    install dependencies, build Release, start smartd on 127.0.0.1:8080 (SQLite under ./data)
 #   make test   install dependencies, build Debug with ASan+UBSan, run every test (PostgreSQL included)
 #   make bench  build Release and run the benchmarks with their peers
+#   make fuzz   build the fuzz targets with clang + libFuzzer and run each for FUZZ_SECONDS
 SHELL := /bin/bash
 JOBS ?= $(shell nproc)
 ARGS ?=
 
-.PHONY: deps release debug run test bench format clean
+.PHONY: deps release debug run test bench fuzz format clean
 
 deps:
 	@scripts/install-deps
@@ -27,6 +28,17 @@ test: debug
 
 bench: release
 	bench/run
+
+# libFuzzer with clang: each target runs FUZZ_SECONDS on a copy of its corpus.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@CC=clang CXX=clang++ cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSMART_FUZZ=ON \
+	  -DSMART_BUILD_TESTS=OFF -DSMART_BUILD_BENCH=OFF >/dev/null
+	@cmake --build build/fuzz -j $(JOBS) --target jwt_fuzz text_fuzz router_fuzz config_fuzz
+	@for t in jwt text router config; do \
+	  mkdir -p build/fuzz/corpus/$$t && cp -n fuzz/corpus/$$t/* build/fuzz/corpus/$$t/ ; \
+	  build/fuzz/fuzz/$${t}_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build/fuzz/corpus/$$t || exit 1; \
+	done
 
 format:
 	@git ls-files '*.cpp' '*.hpp' | xargs clang-format -i
