@@ -3,11 +3,12 @@
 #   make test   install dependencies, build Debug with ASan+UBSan, run every test (PostgreSQL included)
 #   make bench  build Release and run the benchmarks with their peers
 #   make fuzz   build the fuzz targets with clang + libFuzzer and run each for FUZZ_SECONDS
+#   make tsan   the concurrent parts and the integration tests under ThreadSanitizer
 SHELL := /bin/bash
 JOBS ?= $(shell nproc)
 ARGS ?=
 
-.PHONY: deps release debug run test bench fuzz format clean
+.PHONY: deps release debug run test bench fuzz tsan format clean
 
 deps:
 	@scripts/install-deps
@@ -39,6 +40,13 @@ fuzz: deps
 	  mkdir -p build/fuzz/corpus/$$t && cp -n fuzz/corpus/$$t/* build/fuzz/corpus/$$t/ ; \
 	  build/fuzz/fuzz/$${t}_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build/fuzz/corpus/$$t || exit 1; \
 	done
+
+# ThreadSanitizer over the concurrent parts and the integration tests.
+tsan: deps
+	@cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS="-fsanitize=thread -O1" \
+	  -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread -DSMART_BUILD_BENCH=OFF >/dev/null
+	@cmake --build build/tsan -j $(JOBS)
+	cd build/tsan && ctest --output-on-failure -j $(JOBS) -R 'kv_test|metrics_test|store|auth|http_server_test|smartd'
 
 format:
 	@git ls-files '*.cpp' '*.hpp' | xargs clang-format -i
