@@ -14,10 +14,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::fclose(f);
   }
   using smart::config::Type;
-  smart::config::Config cfg({{.name = "http.port", .type = Type::kInt, .default_value = "8080", .min = 0, .max = 65535},
-                             {.name = "http.cors_origins", .type = Type::kStringList, .default_value = ""},
-                             {.name = "log.level", .type = Type::kString, .default_value = "info", .choices = {"info", "debug"}},
-                             {.name = "log.access", .type = Type::kBool, .default_value = "true"}});
+  smart::config::Config cfg(
+      {{.name = "http.port", .type = Type::kInt, .default_value = "8080", .min = 0, .max = 65535},
+       {.name = "http.cors_origins", .type = Type::kStringList, .default_value = ""},
+       {.name = "log.level", .type = Type::kString, .default_value = "info", .choices = {"info", "debug"}},
+       {.name = "log.access", .type = Type::kBool, .default_value = "true"}});
   (void)cfg.LoadFile(path);
   (void)cfg.Print();
   std::remove(path.c_str());

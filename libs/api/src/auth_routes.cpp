@@ -17,6 +17,16 @@ json::object UserJson(const auth::User& u) {
 
 namespace {
 
+// The body {"refresh_token": "..."} of refresh and logout.
+std::variant<std::string, http::Response> RefreshTokenFrom(const http::Request& req) {
+  auto body = ParseJsonObject(req, {"refresh_token"});
+  if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
+  FieldReader f(std::get<json::object>(body));
+  auto token = f.String("refresh_token", true);
+  if (!f.ok()) return f.Problem(req);
+  return std::move(*token);
+}
+
 http::Response TokensJson(const auth::Tokens& t) {
   json::object o{{"access_token", t.access_token},
                  {"refresh_token", t.refresh_token},
@@ -165,12 +175,9 @@ void RegisterAuthRoutes(http::Router& router, const Deps& deps) {
   router.Add(
       http::Method::kPost, "/api/v1/auth/refresh",
       [&deps](http::Request& req) {
-        auto body = ParseJsonObject(req, {"refresh_token"});
-        if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
-        FieldReader f(std::get<json::object>(body));
-        auto token = f.String("refresh_token", true);
-        if (!f.ok()) return f.Problem(req);
-        auto tokens = deps.auth.Refresh(*token, req.remote_address);
+        auto token = RefreshTokenFrom(req);
+        if (auto* res = std::get_if<http::Response>(&token)) return std::move(*res);
+        auto tokens = deps.auth.Refresh(std::get<std::string>(token), req.remote_address);
         if (!tokens) return Unauthorized(req, tokens.error());
         return TokensJson(*tokens);
       },
@@ -179,12 +186,9 @@ void RegisterAuthRoutes(http::Router& router, const Deps& deps) {
   router.Add(
       http::Method::kPost, "/api/v1/auth/logout",
       [&deps](http::Request& req) {
-        auto body = ParseJsonObject(req, {"refresh_token"});
-        if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
-        FieldReader f(std::get<json::object>(body));
-        auto token = f.String("refresh_token", true);
-        if (!f.ok()) return f.Problem(req);
-        auto r = deps.auth.Logout(*token);
+        auto token = RefreshTokenFrom(req);
+        if (auto* res = std::get_if<http::Response>(&token)) return std::move(*res);
+        auto r = deps.auth.Logout(std::get<std::string>(token));
         if (!r) return Unauthorized(req, r.error());
         return http::Response::Empty(204);
       },

@@ -53,6 +53,8 @@ class Connection {
   ~Connection() { PQfinish(conn_); }
   bool healthy() const { return PQstatus(conn_) == CONNECTION_OK; }
 
+  Result<void> ExecScript(std::string_view sql) { return Command(std::string(sql).c_str()); }
+
   Result<void> Command(const char* sql) {
     ResultPtr res{PQexec(conn_, sql)};
     auto st = PQresultStatus(res.r);
@@ -150,25 +152,7 @@ class Connection {
   std::unordered_map<std::string, std::string> statements_;
 };
 
-class PgTx final : public Tx {
- public:
-  explicit PgTx(Connection& c) : c_(c) {}
-  Result<std::vector<Row>> Query(std::string_view sql, std::span<const Value> params) override {
-    std::vector<Row> rows;
-    auto r = c_.Run(sql, params, &rows);
-    if (!r) return r.take_error();
-    return rows;
-  }
-  Result<int64_t> Exec(std::string_view sql, std::span<const Value> params) override {
-    return c_.Run(sql, params, nullptr);
-  }
-  Result<void> ExecScript(std::string_view sql) override { return c_.Command(std::string(sql).c_str()); }
-  using Tx::Exec;
-  using Tx::Query;
-
- private:
-  Connection& c_;
-};
+using PgTx = ConnectionTx<Connection>;
 
 class PgDatabase final : public Database {
  public:

@@ -159,25 +159,7 @@ class Connection {
   std::unordered_map<std::string, sqlite3_stmt*> cache_;
 };
 
-class SqliteTx final : public Tx {
- public:
-  explicit SqliteTx(Connection& c) : c_(c) {}
-  Result<std::vector<Row>> Query(std::string_view sql, std::span<const Value> params) override {
-    std::vector<Row> rows;
-    auto r = c_.Run(sql, params, &rows);
-    if (!r) return r.take_error();
-    return rows;
-  }
-  Result<int64_t> Exec(std::string_view sql, std::span<const Value> params) override {
-    return c_.Run(sql, params, nullptr);
-  }
-  Result<void> ExecScript(std::string_view sql) override { return c_.ExecScript(sql); }
-  using Tx::Exec;
-  using Tx::Query;
-
- private:
-  Connection& c_;
-};
+using SqliteTx = ConnectionTx<Connection>;
 
 class SqliteDatabase final : public Database {
  public:
