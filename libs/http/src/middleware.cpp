@@ -77,7 +77,10 @@ Middleware Metrics(metrics::Registry& registry) {
     thread_local std::unordered_map<std::string, Children> cache;
     thread_local std::string key;
     std::string_view method = MethodLabel(req), route = RouteLabel(req);
-    key.assign(method).push_back(' ');
+    // The family's address keeps two middlewares (two registries) on one thread apart.
+    const void* family = &requests;
+    key.assign(reinterpret_cast<const char*>(&family), sizeof family);
+    key.append(method).push_back(' ');
     key.append(route).push_back(' ');
     key.append(std::to_string(res.status));
     auto it = cache.find(key);
@@ -117,7 +120,7 @@ Middleware Cors(std::vector<std::string> allowed_origins) {
     if (preflight && !req.route.empty()) {
       res = Response::Empty(204);
       if (allowed) {
-        res.headers.Add("Access-Control-Allow-Methods", req.allow);
+        res.headers.Add("Access-Control-Allow-Methods", std::string(req.allow));
         res.headers.Add("Access-Control-Allow-Headers",
                         "Authorization, Content-Type, Idempotency-Key, X-API-Key, X-Request-Id");
         res.headers.Add("Access-Control-Max-Age", "600");

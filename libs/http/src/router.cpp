@@ -10,6 +10,7 @@ struct Router::Node {
   std::unique_ptr<Node> param;
   std::string param_name;
   std::string pattern;
+  std::string allow;  // derived from handlers and ws; rebuilt on every Add
   std::map<Method, Handler> handlers;
   std::map<Method, bool> blocking;
   std::unique_ptr<WsHandler> ws;
@@ -69,11 +70,24 @@ Router::Node* Router::Insert(std::string_view pattern) {
   return node;
 }
 
+void Router::RebuildAllow(Node& node) {
+  std::string allow;
+  auto add = [&](std::string_view m) { allow.append(allow.empty() ? "" : ", ").append(m); };
+  for (const auto& [meth, h] : node.handlers) {
+    add(ToString(meth));
+    if (meth == Method::kGet && !node.handlers.count(Method::kHead)) add("HEAD");
+  }
+  if (node.ws && !node.handlers.count(Method::kGet)) add("GET");
+  if (!node.handlers.count(Method::kOptions)) add("OPTIONS");
+  node.allow = std::move(allow);
+}
+
 void Router::Add(Method method, std::string_view pattern, Handler handler, RouteOptions options) {
   Node* node = Insert(pattern);
   if (method == Method::kOther || node->handlers.count(method)) Bug("duplicate or invalid route", pattern);
   node->handlers.emplace(method, std::move(handler));
   node->blocking[method] = options.blocking;
+  RebuildAllow(*node);
   routes_.push_back({method, std::string(pattern), false});
 }
 
@@ -81,6 +95,7 @@ void Router::AddWebSocket(std::string_view pattern, WsHandler handler) {
   Node* node = Insert(pattern);
   if (node->ws) Bug("duplicate WebSocket route", pattern);
   node->ws = std::make_unique<WsHandler>(std::move(handler));
+  RebuildAllow(*node);
   routes_.push_back({Method::kGet, std::string(pattern), true});
 }
 
@@ -102,14 +117,7 @@ Router::Match Router::Find(Method method, std::string_view path) const {
   if (node->handlers.empty() && !node->ws) return m;
   m.path_found = true;
   m.route = node->pattern;
-  for (const auto& [meth, h] : node->handlers) {
-    if (!m.allow.empty()) m.allow += ", ";
-    m.allow += ToString(meth);
-    if (meth == Method::kGet && !node->handlers.count(Method::kHead)) m.allow += ", HEAD";
-  }
-  if (node->ws && !node->handlers.count(Method::kGet)) m.allow += m.allow.empty() ? "GET" : ", GET";
-  if (!node->handlers.count(Method::kOptions)) m.allow += ", OPTIONS";
-  if (m.allow.starts_with(", ")) m.allow.erase(0, 2);
+  m.allow = node->allow;
   if (node->ws) m.ws = node->ws.get();
   auto it = node->handlers.find(method);
   if (it == node->handlers.end() && method == Method::kHead) it = node->handlers.find(Method::kGet);

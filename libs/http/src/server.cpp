@@ -354,7 +354,7 @@ Response Server::Impl::Handle(Request& req, DispatchContext& ctx) {
   }
   if (req.method == Method::kOptions) {
     Response res = Response::Empty(204);
-    res.headers.Add("Allow", m.allow);
+    res.headers.Add("Allow", std::string(m.allow));
     return res;
   }
   if (m.ws && req.method == Method::kGet) {
@@ -367,7 +367,7 @@ Response Server::Impl::Handle(Request& req, DispatchContext& ctx) {
   Response res = MakeProblem(req, {.status = 405,
                                    .code = "method_not_allowed",
                                    .detail = req.method_text + " is not allowed on " + std::string(m.route) + "."});
-  res.headers.Add("Allow", m.allow);
+  res.headers.Add("Allow", std::string(m.allow));
   return res;
 }
 
@@ -485,7 +485,7 @@ asio::awaitable<void> Server::Impl::Session(tcp::socket socket) {
     Request req = ToRequest(parser.release(), remote);
     bool head = req.method == Method::kHead;
     Router::Match match = router.Find(req.method, req.path);
-    req.route = std::string(match.route);
+    req.route = match.route;
     req.params = std::move(match.params);
     req.allow = match.allow;
 

@@ -44,10 +44,11 @@ struct Request {
   std::string remote_address;
   bool keep_alive = true;
 
-  // Filled by the server before the middleware chain runs.
-  std::string route;  // the matched pattern ("/api/v1/tasks/{id}"), or "" when none matched
+  // Filled by the server before the middleware chain runs. `route` and `allow`
+  // point into the server's router, which outlives every request.
+  std::string_view route;  // the matched pattern ("/api/v1/tasks/{id}"), or "" when none matched
   std::vector<std::pair<std::string, std::string>> params;  // path parameters, percent-decoded
-  std::string allow;  // methods the path accepts, for Allow and CORS ("GET, HEAD, OPTIONS")
+  std::string_view allow;  // methods the path accepts, for Allow and CORS ("GET, HEAD, OPTIONS")
   std::string request_id;
   // Set by middlewares for the handlers after them (e.g. the authenticated caller).
   std::any context;

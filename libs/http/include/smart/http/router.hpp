@@ -59,6 +59,7 @@ class Router {
  private:
   struct Node;
   Node* Insert(std::string_view pattern);
+  static void RebuildAllow(Node& node);
   std::unique_ptr<Node> root_;
   std::vector<RouteInfo> routes_;
 };
