@@ -104,10 +104,9 @@ Result<User> AuthService::Register(std::string_view email, std::string_view pass
       }
       return ins.take_error();
     }
-    return Ok();
+    return AuditIn(tx, user.id, "user_registered", user.id, "");
   });
   if (!r) return r.take_error();
-  (void)Audit(user.id, "user_registered", user.id, "");
   return user;
 }
 
@@ -158,10 +157,9 @@ Result<Tokens> AuthService::Login(std::string_view email, std::string_view passw
     auto t = Issue(tx, *user, MakeId("fam"));
     if (!t) return t.take_error();
     tokens = std::move(t).value();
-    return Ok();
+    return AuditIn(tx, user->id, "login_succeeded", user->id, client);
   });
   if (!r) return r.take_error();
-  (void)Audit(user->id, "login_succeeded", user->id, client);
   return tokens;
 }
 
@@ -170,9 +168,9 @@ Result<Tokens> AuthService::Refresh(std::string_view refresh_token, std::string_
   std::string hash = crypto::Sha256Hex(refresh_token);
   int64_t now = clock_.NowS();
   Tokens tokens;
-  std::string reused_family, reused_user;
+  bool reused = false;
   auto r = db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
-    reused_family.clear();
+    reused = false;
     auto row =
         tx.QueryOne("SELECT family_id, user_id, expires_at, used_at, revoked FROM refresh_tokens WHERE token_hash = $1",
                     {Value{hash}});
@@ -183,9 +181,8 @@ Result<Tokens> AuthService::Refresh(std::string_view refresh_token, std::string_
     if (!t.IsNull(3) || t.Int(4) != 0) {
       // Reuse: someone holds a copy. End every session of this family.
       SMART_TRY(tx.Exec("UPDATE refresh_tokens SET revoked = 1 WHERE family_id = $1", {Value{family}}));
-      reused_family = family;
-      reused_user = user_id;
-      return Ok();
+      reused = true;
+      return AuditIn(tx, user_id, "refresh_token_reused", user_id, client, "{\"family\":\"" + family + "\"}");
     }
     if (t.Int(2) <= now) return Error::Unauthenticated("refresh_token_expired", "the refresh token has expired");
     auto user = ReadUser(tx, "id", user_id, nullptr);
@@ -198,8 +195,7 @@ Result<Tokens> AuthService::Refresh(std::string_view refresh_token, std::string_
     return Ok();
   });
   if (!r) return r.take_error();
-  if (!reused_family.empty()) {
-    (void)Audit(reused_user, "refresh_token_reused", reused_user, client, "{\"family\":\"" + reused_family + "\"}");
+  if (reused) {
     return Error::Unauthenticated("refresh_token_reused",
                                   "this refresh token was already used; every session of its login was revoked");
   }
@@ -208,18 +204,14 @@ Result<Tokens> AuthService::Refresh(std::string_view refresh_token, std::string_
 
 Result<void> AuthService::Logout(std::string_view refresh_token) {
   std::string hash = crypto::Sha256Hex(refresh_token);
-  std::string user_id;
-  auto r = db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
+  return db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
     auto row = tx.QueryOne("SELECT family_id, user_id FROM refresh_tokens WHERE token_hash = $1", {Value{hash}});
     if (!row) return row.take_error();
     if (!*row) return InvalidRefresh();
-    user_id = (*row)->Text(1);
+    std::string user_id = (*row)->Text(1);
     SMART_TRY(tx.Exec("UPDATE refresh_tokens SET revoked = 1 WHERE family_id = $1", {Value{(*row)->Text(0)}}));
-    return Ok();
+    return AuditIn(tx, user_id, "logout", user_id, "");
   });
-  if (!r) return r;
-  (void)Audit(user_id, "logout", user_id, "");
-  return Ok();
 }
 
 std::optional<Principal> AuthService::CacheGet(std::string_view credential) {
@@ -305,14 +297,18 @@ Result<User> AuthService::UpdateProfile(std::string_view id, std::optional<std::
 
 Result<void> AuthService::Audit(std::string_view actor, std::string_view action, std::string_view target,
                                 std::string_view client, std::string_view detail_json) {
-  return db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
-    SMART_TRY(tx.Exec(
-        "INSERT INTO audit_log (id, ts, actor, action, target, client, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        {Value{MakeId("aud")}, Value{FormatTimestampMs(clock_.NowMs())}, Value{std::string(actor)},
-         Value{std::string(action)}, Value{std::string(target)}, Value{std::string(client)},
-         Value{std::string(detail_json)}}));
-    return Ok();
-  });
+  return db_.Transact(store::TxMode::kWrite,
+                      [&](store::Tx& tx) { return AuditIn(tx, actor, action, target, client, detail_json); });
+}
+
+Result<void> AuthService::AuditIn(store::Tx& tx, std::string_view actor, std::string_view action,
+                                  std::string_view target, std::string_view client, std::string_view detail_json) {
+  SMART_TRY(tx.Exec(
+      "INSERT INTO audit_log (id, ts, actor, action, target, client, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+      {Value{MakeId("aud")}, Value{FormatTimestampMs(clock_.NowMs())}, Value{std::string(actor)},
+       Value{std::string(action)}, Value{std::string(target)}, Value{std::string(client)},
+       Value{std::string(detail_json)}}));
+  return Ok();
 }
 
 std::vector<store::Migration> AuthService::Migrations() {
@@ -422,11 +418,10 @@ Result<CreatedApiKey> AuthService::CreateApiKey(const Principal& owner, std::str
                 {Value{out.key.id}, Value{owner.user_id}, Value{out.key.name}, Value{out.key.prefix},
                  Value{crypto::Sha256Hex(out.secret)}, Value{JoinScopes(scopes)}, Value{out.key.created_at},
                  expires_at ? Value{*expires_at} : Value{}}));
-    return Ok();
+    return AuditIn(tx, owner.user_id, "api_key_created", out.key.id, "",
+                   "{\"scopes\":\"" + JoinScopes(scopes) + "\",\"prefix\":\"" + out.key.prefix + "\"}");
   });
   if (!r) return r.take_error();
-  (void)Audit(owner.user_id, "api_key_created", out.key.id, "",
-              "{\"scopes\":\"" + JoinScopes(scopes) + "\",\"prefix\":\"" + out.key.prefix + "\"}");
   return out;
 }
 
@@ -455,12 +450,10 @@ Result<void> AuthService::RevokeApiKey(std::string_view user_id, std::string_vie
                      {Value{FormatTimestamp(clock_.NowS())}, Value{std::string(key_id)}, Value{std::string(user_id)}});
     if (!n) return n.take_error();
     if (*n == 0) return Error::NotFound("api_key_not_found", "no such active API key");
-    return Ok();
+    return AuditIn(tx, user_id, "api_key_revoked", key_id, "");
   });
   InvalidateCache();
-  if (!r) return r;
-  (void)Audit(user_id, "api_key_revoked", key_id, "");
-  return Ok();
+  return r;
 }
 
 Result<Principal> AuthService::AuthenticateApiKey(std::string_view key) {
@@ -574,16 +567,17 @@ Result<User> AuthService::AdminUpdateUser(const Principal& admin, std::string_vi
       SMART_TRY(tx.Exec("UPDATE users SET tier = $1, updated_at = $2 WHERE id = $3",
                         {store::Value{std::string(*tier)}, store::Value{now}, store::Value{std::string(id)}}));
     }
-    return Ok();
+    // Values were checked against fixed lists above, so they need no escaping.
+    std::string detail = "{\"before\":{\"status\":\"" + before.status + "\",\"role\":\"" + before.role +
+                         "\",\"tier\":\"" + before.tier + "\"}";
+    if (status) detail += ",\"status\":\"" + std::string(*status) + "\"";
+    if (role) detail += ",\"role\":\"" + std::string(*role) + "\"";
+    if (tier) detail += ",\"tier\":\"" + std::string(*tier) + "\"";
+    detail += "}";
+    return AuditIn(tx, admin.user_id, role ? "admin_user_role_changed" : "admin_user_updated", id, client, detail);
   });
   InvalidateCache();
   if (!r) return r.take_error();
-  std::string detail = "{\"before\":{\"status\":\"" + before.status + "\",\"role\":\"" + before.role + "\"}";
-  if (status) detail += ",\"status\":\"" + std::string(*status) + "\"";
-  if (role) detail += ",\"role\":\"" + std::string(*role) + "\"";
-  if (tier) detail += ",\"tier\":\"" + std::string(*tier) + "\"";
-  detail += "}";
-  (void)Audit(admin.user_id, role ? "admin_user_role_changed" : "admin_user_updated", id, client, detail);
   return GetUser(id);
 }
 

@@ -181,6 +181,24 @@ TEST_F(AuthService, DisabledUsersStopAtOnce) {
   EXPECT_EQ(svc_->Login("gus@example.com", "correct horse battery", "").error().code, "invalid_credentials");
 }
 
+TEST_F(AuthService, ChangesAndTheirAuditRecordsCommitTogether) {
+  auto u = svc_->Register("jan@example.com", "correct horse battery", "Jan");
+  ASSERT_TRUE(u.ok());
+  EXPECT_EQ(CountAudit("user_registered"), 1);
+  EXPECT_FALSE(svc_->Register("jan@example.com", "correct horse battery", "Jan").ok());
+  EXPECT_EQ(CountAudit("user_registered"), 1) << "a refused change leaves no record";
+  Principal jan{u->id, "user", RoleScopes("user"), "", "default", 0};
+  auto key = svc_->CreateApiKey(jan, "k", {"tasks:read"}, std::nullopt);
+  ASSERT_TRUE(key.ok());
+  EXPECT_EQ(CountAudit("api_key_created"), 1);
+  EXPECT_EQ(svc_->RevokeApiKey(u->id, "key_missing").error().code, "api_key_not_found");
+  EXPECT_EQ(CountAudit("api_key_revoked"), 0);
+  ASSERT_TRUE(svc_->RevokeApiKey(u->id, key->key.id).ok());
+  EXPECT_EQ(CountAudit("api_key_revoked"), 1);
+  EXPECT_EQ(svc_->RevokeApiKey(u->id, key->key.id).error().code, "api_key_not_found");
+  EXPECT_EQ(CountAudit("api_key_revoked"), 1);
+}
+
 TEST_F(AuthService, CachedCredentialsStillExpire) {
   ASSERT_TRUE(svc_->Register("ida@example.com", "correct horse battery", "Ida").ok());
   auto t = svc_->Login("ida@example.com", "correct horse battery", "");

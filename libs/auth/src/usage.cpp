@@ -5,9 +5,11 @@
 namespace smart::auth {
 
 void UsageRecorder::Count(const std::string& user_id, const std::string& key_id) {
-  std::string day = FormatTimestamp(clock_.NowS()).substr(0, 10);
+  int64_t day = clock_.NowS() / 86400;
   std::lock_guard lock(mu_);
-  ++pending_[{std::move(day), user_id, key_id}];
+  auto it = pending_.find(std::tuple<int64_t, std::string_view, std::string_view>(day, user_id, key_id));
+  if (it == pending_.end()) it = pending_.emplace(std::make_tuple(day, user_id, key_id), 0).first;
+  ++it->second;
 }
 
 Result<void> UsageRecorder::Flush() {
@@ -20,7 +22,8 @@ Result<void> UsageRecorder::Flush() {
   if (batch.empty()) return Ok();
   auto r = db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
     for (const auto& [k, n] : batch) {
-      const auto& [day, user, key] = k;
+      const auto& [day_number, user, key] = k;
+      std::string day = FormatTimestamp(day_number * 86400).substr(0, 10);
       SMART_TRY(tx.Exec(
           "INSERT INTO usage_daily (day, user_id, key_id, requests) VALUES ($1, $2, $3, $4)"
           " ON CONFLICT (day, user_id, key_id) DO UPDATE SET requests = usage_daily.requests + excluded.requests",

@@ -140,6 +140,9 @@ class AuthService {
  private:
   Result<Tokens> Issue(store::Tx& tx, const User& user, const std::string& family);
   Result<Principal> AuthenticateApiKey(std::string_view key);
+  // Writes an audit record inside `tx`, so that a change and its record commit together.
+  Result<void> AuditIn(store::Tx& tx, std::string_view actor, std::string_view action, std::string_view target,
+                       std::string_view client, std::string_view detail_json = "{}");
 
   // Verified credentials, kept briefly so that a request costs no signature
   // check and no database read. Any change to who may do what (disable, role,

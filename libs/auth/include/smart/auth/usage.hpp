@@ -38,7 +38,9 @@ class UsageRecorder {
   store::Database& db_;
   const Clock& clock_;
   std::mutex mu_;
-  std::map<std::tuple<std::string, std::string, std::string>, int64_t> pending_;  // (day, user, key) -> count
+  // (day number since the epoch, user, key) -> count; looked up by views, so a
+  // request that repeats a known key allocates nothing.
+  std::map<std::tuple<int64_t, std::string, std::string>, int64_t, std::less<>> pending_;
   std::mutex flush_mu_;
 };
 
