@@ -2,6 +2,7 @@
 
 #include <boost/json/parse.hpp>
 #include <charconv>
+#include <stdexcept>
 
 #include "smart/core/json_text.hpp"
 
@@ -127,16 +128,15 @@ http::Response ErrorResponse(const http::Request& req, const Error& e) {
     case ErrorKind::kConflict: status = 409; break;
     case ErrorKind::kRetryable:
     case ErrorKind::kUnavailable: status = 503; break;
-    case ErrorKind::kInternal: status = 500; break;
+    case ErrorKind::kInternal:
+      // A broken invariant is a bug: the server's dispatch logs it with the
+      // request id and answers the one opaque 500, as for any exception.
+      throw std::runtime_error(e.code + ": " + e.message);
     case ErrorKind::kUnauthenticated: status = 401; break;
     case ErrorKind::kPermissionDenied: status = 403; break;
   }
   http::Problem p{.status = status, .code = e.code, .detail = e.message};
-  if (status >= 500) {
-    // Internals stay in the logs; the client gets the code and the request id.
-    p.detail =
-        status == 503 ? "A dependency is unavailable; retry shortly." : "The server failed to handle this request.";
-  }
+  if (status == 503) p.detail = "A dependency is unavailable; retry shortly.";  // internals stay out of answers
   if (e.kind == ErrorKind::kInvalid || e.kind == ErrorKind::kConflict) {
     auto colon = e.message.find(": ");
     if (colon != std::string::npos && colon < 40 && e.message.find(' ') > colon) {

@@ -44,7 +44,8 @@ struct PageQuery {
 std::variant<PageQuery, http::Response> ParsePageQuery(const http::Request& req);
 
 // An Error from the domain as a problem response. Validation errors whose
-// message reads "field: text" list that field in `errors`.
+// message reads "field: text" list that field in `errors`. kInternal errors are
+// bugs: they are thrown, so that the server logs them and answers 500 in one place.
 http::Response ErrorResponse(const http::Request& req, const Error& e);
 
 }  // namespace smart::api

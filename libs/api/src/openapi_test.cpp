@@ -73,3 +73,31 @@ TEST(Migrations, AreOrderedAndApplyOnSqlite) {
 
 }  // namespace
 }  // namespace smart::api
+
+#include "json_body.hpp"
+
+namespace smart::api {
+namespace {
+
+TEST(ErrorResponse, MapsKindsToStatusesWithoutLeakingInternals) {
+  http::Request req;
+  req.request_id = "r1";
+  auto r = ErrorResponse(req, Error::Invalid("invalid_email", "email: not a valid email address"));
+  EXPECT_EQ(r.status, 422);
+  EXPECT_NE(r.body.find("{\"field\":\"email\",\"message\":\"not a valid email address\"}"), std::string::npos)
+      << r.body;
+  r = ErrorResponse(req, Error::Unauthenticated("expired_token", "the token has expired"));
+  EXPECT_EQ(r.status, 401);
+  EXPECT_TRUE(r.headers.Get("WWW-Authenticate"));
+  r = ErrorResponse(req, Error::Unavailable("database_unavailable", "cannot connect to postgresql://db: refused"));
+  EXPECT_EQ(r.status, 503);
+  EXPECT_EQ(r.headers.Get("Retry-After"), "1");
+  EXPECT_EQ(r.body.find("postgresql://"), std::string::npos) << "internals stay out of answers";
+  EXPECT_EQ(ErrorResponse(req, Error::Conflict("email_taken", "email: taken")).status, 409);
+  EXPECT_EQ(ErrorResponse(req, Error::PermissionDenied("scope_not_allowed", "no")).status, 403);
+  EXPECT_THROW(ErrorResponse(req, Error::Internal("sql_error", "syntax error near SELEC")), std::runtime_error)
+      << "bugs go to the server's one 500 path, which logs them";
+}
+
+}  // namespace
+}  // namespace smart::api
