@@ -1,0 +1,440 @@
+#include "apply.hpp"
+
+#include <boost/json/parse.hpp>
+
+#include "smart/core/crypto.hpp"
+#include "smart/core/ids.hpp"
+#include "smart/core/json_text.hpp"
+
+namespace smart::ledger {
+namespace {
+
+using store::Value;
+
+constexpr size_t kMaxKey = 256;
+constexpr size_t kMaxMetadata = 4096;
+constexpr int64_t kMaxTimeoutS = 10LL * 365 * 86400;
+
+void AppendField(std::string& out, std::string_view field) {
+  out += std::to_string(field.size());
+  out += ':';
+  out += field;
+  out += ';';
+}
+
+std::string AccountKey(const AccountRef& r) {
+  std::string k;
+  AppendField(k, r.owner);
+  AppendField(k, r.kind);
+  AppendField(k, r.asset);
+  return k;
+}
+
+// Identifies what a request asks for, so that a replayed key can be told
+// apart from a reused one.
+std::string Fingerprint(const TransferRequest& r) {
+  std::string s;
+  AppendField(s, ToString(r.type));
+  for (const auto* ref : {&r.debit, &r.credit}) {
+    AppendField(s, ref->owner);
+    AppendField(s, ref->kind);
+    AppendField(s, ref->asset);
+  }
+  AppendField(s, FormatAmount(r.amount));
+  AppendField(s, r.pending_id);
+  AppendField(s, std::to_string(r.timeout_s));
+  AppendField(s, r.code);
+  AppendField(s, r.metadata);
+  return crypto::Sha256Hex(s);
+}
+
+bool ValidOwner(std::string_view s) {
+  if (s.empty() || s.size() > 64) return false;
+  for (char c : s) {
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-')) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool ValidCode(std::string_view s) {
+  if (s.empty() || s.size() > 32) return false;
+  for (char c : s) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_')) return false;
+  }
+  return true;
+}
+
+bool ValidKey(std::string_view s) {
+  if (s.empty() || s.size() > kMaxKey || !IsValidUtf8(s)) return false;
+  for (unsigned char c : s) {
+    if (c < 0x20 || c == 0x7f) return false;
+  }
+  return true;
+}
+
+Result<void> CheckMetadata(std::string_view m) {
+  if (m.size() > kMaxMetadata) return Error::Invalid("invalid_metadata", "metadata: at most 4096 bytes");
+  boost::system::error_code ec;
+  auto v = boost::json::parse(m, ec);
+  if (ec || !v.is_object()) return Error::Invalid("invalid_metadata", "metadata: must be a JSON object");
+  return Ok();
+}
+
+Result<void> CheckRef(const LedgerConfig& config, const AccountRef& r, std::string_view side) {
+  std::string f(side);
+  if (!ValidOwner(r.owner)) {
+    return Error::Invalid("invalid_account", f + ".owner: 1 to 64 of [A-Za-z0-9_-]");
+  }
+  if (!IsKind(r.kind)) return Error::Invalid("invalid_account", f + ".kind: not an account kind");
+  bool known = false;
+  for (const auto& a : config.assets) known = known || a.code == r.asset;
+  if (!known) return Error::Invalid("unknown_asset", f + ".asset: '" + r.asset + "' is not a configured asset");
+  return Ok();
+}
+
+Error Overflow() {
+  return Error::Conflict("amount_overflow", "amount: an account's total would exceed 2^128 - 1 base units");
+}
+
+}  // namespace
+
+Result<void> Applier::Begin() {
+  // Taking the head row first serializes ledger writers (a row lock on
+  // PostgreSQL; SQLite has one writer anyway), which keeps the chain linear.
+  auto row = tx_.QueryOne("UPDATE ledger_head SET seq = seq WHERE id = 1 RETURNING seq, hash");
+  if (!row) return row.take_error();
+  if (!*row) return Error::Internal("ledger_head_missing", "the ledger head row is missing");
+  seq_ = (*row)->Int(0);
+  hash_ = (*row)->Text(1);
+  began_ = true;
+  return Ok();
+}
+
+Result<std::vector<Transfer>> Applier::ApplyBatch(std::span<const TransferRequest> batch, bool internal) {
+  if (!began_) SMART_TRY(Begin());
+  ++batch_no_;
+  account_undo_.clear();
+  pending_undo_.clear();
+  const size_t rows_before = rows_.size();
+  const int64_t seq_before = seq_;
+  const std::string hash_before = hash_;
+  std::vector<Transfer> out;
+  out.reserve(batch.size());
+  for (size_t i = 0; i < batch.size(); ++i) {
+    auto t = ApplyOne(batch[i], internal);
+    if (!t) {
+      Undo(rows_before, seq_before, hash_before);
+      Error e = t.take_error();
+      if (batch.size() > 1) e.message = "transfers[" + std::to_string(i) + "]." + e.message;
+      return e;
+    }
+    out.push_back(std::move(t).value());
+  }
+  return out;
+}
+
+void Applier::Undo(size_t rows_before, int64_t seq_before, const std::string& hash_before) {
+  for (auto it = account_undo_.rbegin(); it != account_undo_.rend(); ++it) *it->first = std::move(it->second);
+  for (auto it = pending_undo_.rbegin(); it != pending_undo_.rend(); ++it) {
+    if (it->second) {
+      pendings_[it->first] = std::move(*it->second);
+    } else {
+      pendings_.erase(it->first);
+    }
+  }
+  for (size_t i = rows_before; i < rows_.size(); ++i) keys_.erase(rows_[i].transfer.key);
+  rows_.resize(rows_before);
+  seq_ = seq_before;
+  hash_ = hash_before;
+}
+
+void Applier::Touch(AccountState* a) {
+  if (a->saved_in != batch_no_) {
+    a->saved_in = batch_no_;
+    account_undo_.emplace_back(a, *a);
+  }
+  a->dirty = true;
+}
+
+void Applier::TouchPending(const std::string& id, PendingState* p) {
+  if (p == nullptr) {
+    pending_undo_.emplace_back(id, std::nullopt);  // created in this batch
+    return;
+  }
+  if (p->saved_in != batch_no_) {
+    p->saved_in = batch_no_;
+    pending_undo_.emplace_back(id, *p);
+  }
+  p->dirty = true;
+}
+
+Result<Applier::AccountState*> Applier::LoadAccount(const AccountRef& ref) {
+  std::string k = AccountKey(ref);
+  if (auto it = accounts_.find(k); it != accounts_.end()) return &it->second;
+  auto row = tx_.QueryOne(
+      "SELECT id, debits_posted, credits_posted, debits_pending, credits_pending, created_ms FROM ledger_accounts "
+      "WHERE owner = $1 AND kind = $2 AND asset = $3",
+      {Value{ref.owner}, Value{ref.kind}, Value{ref.asset}});
+  if (!row) return row.take_error();
+  AccountState s;
+  s.account.ref = ref;
+  if (*row) {
+    const auto& r = **row;
+    s.account.id = r.Text(0);
+    Amount* fields[] = {&s.account.debits_posted, &s.account.credits_posted, &s.account.debits_pending,
+                        &s.account.credits_pending};
+    for (size_t i = 0; i < 4; ++i) {
+      auto v = AmountColumn(r, i + 1);
+      if (!v) return v.take_error();
+      *fields[i] = *v;
+    }
+    s.account.created_ms = r.Int(5);
+    s.persisted = true;
+  } else {
+    s.account.id = MakeId("acc");
+    s.account.created_ms = clock_.NowMs();
+  }
+  return &accounts_.emplace(std::move(k), std::move(s)).first->second;
+}
+
+Result<Applier::PendingState*> Applier::LoadPending(const std::string& id) {
+  if (auto it = pendings_.find(id); it != pendings_.end()) return &it->second;
+  std::string sql = "SELECT ";
+  sql += kTransferColumns;
+  sql += kTransferJoins;
+  sql += " WHERE t.id = $1";
+  auto row = tx_.QueryOne(sql, {Value{id}});
+  if (!row) return row.take_error();
+  if (!*row) return Error::NotFound("pending_not_found", "pending_id: no transfer " + id);
+  auto t = TransferFromRow(**row);
+  if (!t) return t.take_error();
+  if (t->type != TransferType::kPending) {
+    return Error::NotFound("pending_not_found", "pending_id: " + id + " is not a pending transfer");
+  }
+  PendingState s;
+  s.transfer = std::move(t).value();
+  s.persisted = true;
+  return &pendings_.emplace(id, std::move(s)).first->second;
+}
+
+Result<std::optional<Transfer>> Applier::FindByKey(const std::string& key, std::string* fingerprint) {
+  if (auto it = keys_.find(key); it != keys_.end()) {
+    *fingerprint = rows_[it->second].fingerprint;
+    Transfer t = rows_[it->second].transfer;
+    if (t.type == TransferType::kPending) t.state = pendings_[t.id].transfer.state;
+    return std::optional<Transfer>(std::move(t));
+  }
+  std::string sql = "SELECT ";
+  sql += kTransferColumns;
+  sql += kTransferJoins;
+  sql += " WHERE t.idem_key = $1";
+  auto row = tx_.QueryOne(sql, {Value{key}});
+  if (!row) return row.take_error();
+  if (!*row) return std::optional<Transfer>();
+  *fingerprint = (*row)->Text(19);
+  auto t = TransferFromRow(**row);
+  if (!t) return t.take_error();
+  if (auto it = pendings_.find(t->id); it != pendings_.end()) t->state = it->second.transfer.state;
+  return std::optional<Transfer>(std::move(t).value());
+}
+
+Result<Transfer> Applier::ApplyOne(const TransferRequest& req, bool internal) {
+  if (!ValidKey(req.key)) {
+    return Error::Invalid("invalid_key", "key: 1 to 256 bytes of UTF-8 without control characters");
+  }
+  if (!ValidCode(req.code)) return Error::Invalid("invalid_code", "code: 1 to 32 of [a-z0-9_]");
+  SMART_TRY(CheckMetadata(req.metadata));
+  if (req.type == TransferType::kExpire && !internal) {
+    return Error::Invalid("invalid_type", "type: expiry is written by the ledger only");
+  }
+
+  std::string fingerprint = Fingerprint(req);
+  std::string existing_fp;
+  auto existing = FindByKey(req.key, &existing_fp);
+  if (!existing) return existing.take_error();
+  if (*existing) {
+    if (existing_fp != fingerprint) {
+      return Error::Conflict("idempotency_key_reused",
+                             "key: already used by transfer " + (*existing)->id + " for a different request");
+    }
+    Transfer t = std::move(**existing);
+    t.replayed = true;
+    return t;
+  }
+
+  Transfer t;
+  t.key = req.key;
+  t.type = req.type;
+  t.code = req.code;
+  t.metadata = req.metadata;
+  t.ts_ms = clock_.NowMs();
+  t.id = MakeId("tr");
+
+  if (req.type == TransferType::kSingle || req.type == TransferType::kPending) {
+    SMART_TRY(CheckRef(config_, req.debit, "debit"));
+    SMART_TRY(CheckRef(config_, req.credit, "credit"));
+    if (req.debit.asset != req.credit.asset) {
+      return Error::Invalid("asset_mismatch", "credit.asset: both accounts must hold the same asset");
+    }
+    if (req.debit == req.credit) return Error::Invalid("same_account", "credit: cannot be the debit account");
+    if (req.amount == 0) return Error::Invalid("invalid_amount", "amount: must be greater than zero");
+    if (!req.pending_id.empty()) return Error::Invalid("invalid_pending_id", "pending_id: only for post and void");
+    if (req.type == TransferType::kSingle && req.timeout_s != 0) {
+      return Error::Invalid("invalid_timeout", "timeout_s: only for pending transfers");
+    }
+    if (req.timeout_s < 0 || req.timeout_s > kMaxTimeoutS) {
+      return Error::Invalid("invalid_timeout", "timeout_s: 0 (never) to 315360000");
+    }
+    auto debit = LoadAccount(req.debit);
+    if (!debit) return debit.take_error();
+    auto credit = LoadAccount(req.credit);
+    if (!credit) return credit.take_error();
+    Account& d = (*debit)->account;
+    Account& c = (*credit)->account;
+    if (!KindMayGoNegative(d.ref.kind) && d.Spendable() < req.amount) {
+      return Error::Conflict("insufficient_funds", "amount: the debit account can spend " +
+                                                       FormatAmount(d.Spendable()) + " " + d.ref.asset + ", not " +
+                                                       FormatAmount(req.amount));
+    }
+    bool pending = req.type == TransferType::kPending;
+    auto nd = CheckedAdd(pending ? d.debits_pending : d.debits_posted, req.amount);
+    auto nc = CheckedAdd(pending ? c.credits_pending : c.credits_posted, req.amount);
+    // The balance itself must stay representable too.
+    if (!nd || !nc || !CheckedAdd(d.debits_posted, d.debits_pending + req.amount) ||
+        !CheckedAdd(c.credits_posted, c.credits_pending + req.amount)) {
+      return Overflow();
+    }
+    Touch(*debit);
+    Touch(*credit);
+    (pending ? d.debits_pending : d.debits_posted) = *nd;
+    (pending ? c.credits_pending : c.credits_posted) = *nc;
+    t.debit = d.ref;
+    t.credit = c.ref;
+    t.debit_id = d.id;
+    t.credit_id = c.id;
+    t.asset = d.ref.asset;
+    t.amount = req.amount;
+    t.state = pending ? "pending" : "posted";
+    if (pending && req.timeout_s > 0) t.expires_ms = t.ts_ms + req.timeout_s * 1000;
+    if (pending) {
+      TouchPending(t.id, nullptr);
+      PendingState ps;
+      ps.transfer = t;
+      ps.saved_in = batch_no_;
+      pendings_.emplace(t.id, std::move(ps));
+    }
+  } else {
+    if (req.pending_id.empty()) return Error::Invalid("invalid_pending_id", "pending_id: required to post or void");
+    if (!req.debit.owner.empty() || !req.credit.owner.empty()) {
+      return Error::Invalid("invalid_account", "debit: post and void use the pending transfer's accounts");
+    }
+    if (req.timeout_s != 0) return Error::Invalid("invalid_timeout", "timeout_s: only for pending transfers");
+    if (req.type != TransferType::kPost && req.amount != 0) {
+      return Error::Invalid("invalid_amount", "amount: only a post takes an amount");
+    }
+    auto p = LoadPending(req.pending_id);
+    if (!p) return p.take_error();
+    Transfer& pt = (*p)->transfer;
+    if (pt.state != "pending") {
+      return Error::Conflict("pending_already_resolved", "pending_id: " + pt.id + " is already " + pt.state);
+    }
+    bool expired = pt.expires_ms > 0 && t.ts_ms >= pt.expires_ms;
+    if (req.type == TransferType::kPost && expired) {
+      return Error::Conflict("pending_expired", "pending_id: " + pt.id + " expired");
+    }
+    if (req.type == TransferType::kExpire && !expired) {
+      return Error::Conflict("pending_not_expired", "pending_id: " + pt.id + " has not expired");
+    }
+    Amount posted = req.type == TransferType::kPost ? (req.amount == 0 ? pt.amount : req.amount) : 0;
+    if (posted > pt.amount) {
+      return Error::Invalid("invalid_amount", "amount: " + FormatAmount(posted) + " exceeds the pending " +
+                                                  FormatAmount(pt.amount));
+    }
+    auto debit = LoadAccount(pt.debit);
+    if (!debit) return debit.take_error();
+    auto credit = LoadAccount(pt.credit);
+    if (!credit) return credit.take_error();
+    Account& d = (*debit)->account;
+    Account& c = (*credit)->account;
+    if (d.debits_pending < pt.amount || c.credits_pending < pt.amount) {
+      return Error::Internal("ledger_inconsistent", "pending totals below a pending transfer " + pt.id);
+    }
+    auto nd = CheckedAdd(d.debits_posted, posted);
+    auto nc = CheckedAdd(c.credits_posted, posted);
+    if (!nd || !nc) return Overflow();
+    Touch(*debit);
+    Touch(*credit);
+    TouchPending(pt.id, *p);
+    d.debits_pending -= pt.amount;
+    c.credits_pending -= pt.amount;
+    d.debits_posted = *nd;
+    c.credits_posted = *nc;
+    const char* state = req.type == TransferType::kPost   ? "posted"
+                        : req.type == TransferType::kVoid ? "voided"
+                                                          : "expired";
+    pt.state = state;
+    t.debit = pt.debit;
+    t.credit = pt.credit;
+    t.debit_id = d.id;
+    t.credit_id = c.id;
+    t.asset = pt.asset;
+    t.amount = req.type == TransferType::kPost ? posted : pt.amount;
+    t.pending_id = pt.id;
+    t.state = state;
+  }
+
+  t.seq = seq_ + 1;
+  t.hash = ChainHash(hash_, t);
+  seq_ = t.seq;
+  hash_ = t.hash;
+  keys_.emplace(t.key, rows_.size());
+  rows_.push_back({t, std::move(fingerprint)});
+  return t;
+}
+
+Result<void> Applier::Flush() {
+  if (rows_.empty()) return Ok();
+  for (auto& [k, s] : accounts_) {
+    if (!s.dirty) continue;
+    const Account& a = s.account;
+    if (s.persisted) {
+      SMART_TRY(tx_.Exec(
+          "UPDATE ledger_accounts SET debits_posted = $2, credits_posted = $3, debits_pending = $4, "
+          "credits_pending = $5 WHERE id = $1",
+          {Value{a.id}, Value{FormatAmount(a.debits_posted)}, Value{FormatAmount(a.credits_posted)},
+           Value{FormatAmount(a.debits_pending)}, Value{FormatAmount(a.credits_pending)}}));
+    } else {
+      SMART_TRY(tx_.Exec(
+          "INSERT INTO ledger_accounts (id, owner, kind, asset, debits_posted, credits_posted, debits_pending, "
+          "credits_pending, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+          {Value{a.id}, Value{a.ref.owner}, Value{a.ref.kind}, Value{a.ref.asset}, Value{FormatAmount(a.debits_posted)},
+           Value{FormatAmount(a.credits_posted)}, Value{FormatAmount(a.debits_pending)},
+           Value{FormatAmount(a.credits_pending)}, Value{a.created_ms}}));
+    }
+  }
+  for (const auto& row : rows_) {
+    const Transfer& t = row.transfer;
+    std::string state = t.state;
+    if (t.type == TransferType::kPending) state = pendings_[t.id].transfer.state;
+    SMART_TRY(tx_.Exec(
+        "INSERT INTO ledger_transfers (seq, id, idem_key, fingerprint, type, debit_id, credit_id, asset, amount, "
+        "pending_id, expires_ms, state, code, metadata, ts_ms, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
+        "$10, $11, $12, $13, $14, $15, $16)",
+        {Value{t.seq}, Value{t.id}, Value{t.key}, Value{row.fingerprint}, Value{std::string(ToString(t.type))},
+         Value{t.debit_id}, Value{t.credit_id}, Value{t.asset}, Value{FormatAmount(t.amount)},
+         t.pending_id.empty() ? Value{} : Value{t.pending_id}, Value{t.expires_ms}, Value{state}, Value{t.code},
+         Value{t.metadata}, Value{t.ts_ms}, Value{t.hash}}));
+  }
+  for (const auto& [id, p] : pendings_) {
+    if (p.persisted && p.dirty) {
+      SMART_TRY(tx_.Exec("UPDATE ledger_transfers SET state = $2 WHERE id = $1",
+                         {Value{id}, Value{p.transfer.state}}));
+    }
+  }
+  SMART_TRY(tx_.Exec("UPDATE ledger_head SET seq = $1, hash = $2 WHERE id = 1", {Value{seq_}, Value{hash_}}));
+  return Ok();
+}
+
+}  // namespace smart::ledger

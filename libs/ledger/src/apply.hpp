@@ -1,0 +1,73 @@
+// Applies batches of transfer requests inside one database transaction.
+// Accounts and pending transfers are read once per transaction and kept in
+// memory; each batch either applies whole or leaves no trace (an undo log);
+// Flush() writes everything that changed. The chain head is locked first, so
+// ledger writers are serialized on every backend.
+#pragma once
+
+#include <optional>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "internal.hpp"
+
+namespace smart::ledger {
+
+class Applier {
+ public:
+  Applier(store::Tx& tx, const LedgerConfig& config, const Clock& clock) : tx_(tx), config_(config), clock_(clock) {}
+
+  Result<void> Begin();
+  // Transfers in request order, or the first failure (and nothing applied).
+  // `internal` admits kExpire, which only the ledger writes.
+  Result<std::vector<Transfer>> ApplyBatch(std::span<const TransferRequest> batch, bool internal = false);
+  Result<void> Flush();
+
+ private:
+  struct AccountState {
+    Account account;
+    bool persisted = false;
+    bool dirty = false;
+    uint64_t saved_in = 0;  // the batch whose undo log holds this state
+  };
+  struct PendingState {
+    Transfer transfer;
+    bool persisted = false;
+    bool dirty = false;
+    uint64_t saved_in = 0;
+  };
+
+  Result<Transfer> ApplyOne(const TransferRequest& req, bool internal);
+  Result<AccountState*> LoadAccount(const AccountRef& ref);
+  Result<PendingState*> LoadPending(const std::string& id);
+  Result<std::optional<Transfer>> FindByKey(const std::string& key, std::string* fingerprint);
+  void Touch(AccountState* a);
+  void TouchPending(const std::string& id, PendingState* p);
+  void Undo(size_t rows_before, int64_t seq_before, const std::string& hash_before);
+
+  store::Tx& tx_;
+  const LedgerConfig& config_;
+  const Clock& clock_;
+  int64_t seq_ = 0;
+  std::string hash_;
+  bool began_ = false;
+  uint64_t batch_no_ = 0;
+
+  std::unordered_map<std::string, AccountState> accounts_;  // by owner/kind/asset
+  std::unordered_map<std::string, PendingState> pendings_;  // by transfer id
+  struct NewRow {
+    Transfer transfer;
+    std::string fingerprint;
+  };
+  std::vector<NewRow> rows_;
+  std::unordered_map<std::string, size_t> keys_;  // idempotency key -> index in rows_
+
+  // The current batch's undo log: states before its first change.
+  std::vector<std::pair<AccountState*, AccountState>> account_undo_;
+  std::vector<std::pair<std::string, std::optional<PendingState>>> pending_undo_;
+};
+
+}  // namespace smart::ledger

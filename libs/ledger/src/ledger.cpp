@@ -1,0 +1,456 @@
+#include "smart/ledger/ledger.hpp"
+
+#include <algorithm>
+#include <set>
+
+#include "apply.hpp"
+#include "smart/core/crypto.hpp"
+
+namespace smart::ledger {
+namespace {
+
+using store::Value;
+
+constexpr std::string_view kKinds[] = {kind::kAvailable, kind::kEscrow,   kind::kStake,    kind::kRewards,
+                                       kind::kFees,      kind::kTreasury, kind::kExternal, kind::kIssuer};
+
+void AppendField(std::string& out, std::string_view field) {
+  out += std::to_string(field.size());
+  out += ':';
+  out += field;
+  out += ';';
+}
+
+Result<int64_t> ParseCursor(std::string_view cursor) {
+  if (cursor.empty()) return int64_t{0};
+  auto v = ParseAmount(cursor);
+  if (!v || *v > static_cast<Amount>(INT64_MAX)) return Error::Invalid("invalid_cursor", "cursor: not a cursor");
+  return static_cast<int64_t>(*v);
+}
+
+Result<Account> AccountFromRow(const store::Row& r) {
+  Account a;
+  a.id = r.Text(0);
+  a.ref = {r.Text(1), r.Text(2), r.Text(3)};
+  Amount* fields[] = {&a.debits_posted, &a.credits_posted, &a.debits_pending, &a.credits_pending};
+  for (size_t i = 0; i < 4; ++i) {
+    auto v = AmountColumn(r, i + 4);
+    if (!v) return v.take_error();
+    *fields[i] = *v;
+  }
+  a.created_ms = r.Int(8);
+  return a;
+}
+
+constexpr std::string_view kAccountColumns =
+    "id, owner, kind, asset, debits_posted, credits_posted, debits_pending, credits_pending, created_ms";
+
+}  // namespace
+
+bool IsKind(std::string_view k) { return std::find(std::begin(kKinds), std::end(kKinds), k) != std::end(kKinds); }
+
+bool KindMayGoNegative(std::string_view k) { return k == kind::kIssuer || k == kind::kExternal; }
+
+Amount Account::Spendable() const {
+  Amount out = debits_posted + debits_pending;  // bounded by the ledger's overflow checks
+  return credits_posted > out ? credits_posted - out : 0;
+}
+
+std::string_view ToString(TransferType t) {
+  switch (t) {
+    case TransferType::kSingle: return "single";
+    case TransferType::kPending: return "pending";
+    case TransferType::kPost: return "post";
+    case TransferType::kVoid: return "void";
+    case TransferType::kExpire: return "expire";
+  }
+  return "single";
+}
+
+std::optional<TransferType> ParseTransferType(std::string_view s) {
+  for (auto t : {TransferType::kSingle, TransferType::kPending, TransferType::kPost, TransferType::kVoid,
+                 TransferType::kExpire}) {
+    if (ToString(t) == s) return t;
+  }
+  return std::nullopt;
+}
+
+Result<std::vector<Asset>> ParseAssets(const std::vector<std::string>& specs) {
+  std::vector<Asset> out;
+  std::set<std::string> seen;
+  for (const auto& spec : specs) {
+    auto colon = spec.find(':');
+    std::string code = spec.substr(0, colon);
+    bool code_ok = code.size() >= 2 && code.size() <= 12 &&
+                   std::all_of(code.begin(), code.end(), [](char c) { return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); });
+    int decimals = -1;
+    if (colon != std::string::npos) {
+      std::string d = spec.substr(colon + 1);
+      if (!d.empty() && d.size() <= 2 && std::all_of(d.begin(), d.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+        decimals = std::stoi(d);
+      }
+    }
+    if (!code_ok || decimals < 0 || decimals > 36) {
+      return Error::Invalid("invalid_asset", "'" + spec + "' is not CODE:DECIMALS (2-12 of A-Z0-9, 0-36 decimals)");
+    }
+    if (!seen.insert(code).second) return Error::Invalid("invalid_asset", "asset " + code + " is listed twice");
+    out.push_back({code, decimals});
+  }
+  return out;
+}
+
+Result<Amount> AmountColumn(const store::Row& row, size_t i) {
+  auto v = ParseAmount(row.Text(i));
+  if (!v) return Error::Internal("ledger_corrupt", "a stored amount is not an amount: '" + row.Text(i) + "'");
+  return *v;
+}
+
+Result<Transfer> TransferFromRow(const store::Row& r) {
+  Transfer t;
+  t.seq = r.Int(0);
+  t.id = r.Text(1);
+  t.key = r.Text(2);
+  auto type = ParseTransferType(r.Text(3));
+  if (!type) return Error::Internal("ledger_corrupt", "transfer " + t.id + " has an unknown type");
+  t.type = *type;
+  t.debit_id = r.Text(4);
+  t.credit_id = r.Text(5);
+  t.asset = r.Text(6);
+  auto amount = AmountColumn(r, 7);
+  if (!amount) return amount.take_error();
+  t.amount = *amount;
+  if (!r.IsNull(8)) t.pending_id = r.Text(8);
+  t.expires_ms = r.Int(9);
+  t.state = r.Text(10);
+  t.code = r.Text(11);
+  t.metadata = r.Text(12);
+  t.ts_ms = r.Int(13);
+  t.hash = r.Text(14);
+  t.debit = {r.Text(15), r.Text(16), t.asset};
+  t.credit = {r.Text(17), r.Text(18), t.asset};
+  return t;
+}
+
+std::string ChainHash(std::string_view prev_hash, const Transfer& t) {
+  std::string s(prev_hash);
+  AppendField(s, std::to_string(t.seq));
+  AppendField(s, t.id);
+  AppendField(s, t.key);
+  AppendField(s, ToString(t.type));
+  AppendField(s, t.debit_id);
+  AppendField(s, t.credit_id);
+  AppendField(s, t.asset);
+  AppendField(s, FormatAmount(t.amount));
+  AppendField(s, t.pending_id);
+  AppendField(s, std::to_string(t.expires_ms));
+  AppendField(s, t.code);
+  AppendField(s, t.metadata);
+  AppendField(s, std::to_string(t.ts_ms));
+  return crypto::Sha256Hex(s);
+}
+
+Ledger::Ledger(store::Database& db, LedgerConfig config, const Clock& clock)
+    : db_(db), config_(std::move(config)), clock_(clock), committer_([this] { RunCommitter(); }) {}
+
+Ledger::~Ledger() {
+  {
+    std::lock_guard lk(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  committer_.join();
+}
+
+const Asset* Ledger::FindAsset(std::string_view code) const {
+  for (const auto& a : config_.assets) {
+    if (a.code == code) return &a;
+  }
+  return nullptr;
+}
+
+Result<std::vector<Transfer>> Ledger::Execute(std::vector<TransferRequest> batch) {
+  if (batch.empty()) return Error::Invalid("invalid_batch", "transfers: at least one");
+  if (batch.size() > config_.max_batch) {
+    return Error::Invalid("batch_too_large", "transfers: at most " + std::to_string(config_.max_batch));
+  }
+  std::future<Result<std::vector<Transfer>>> done;
+  {
+    std::lock_guard lk(mu_);
+    if (stopping_) return Error::Unavailable("ledger_stopped", "the ledger is shutting down");
+    queue_.push_back(Job{std::move(batch), {}});
+    done = queue_.back().done.get_future();
+  }
+  cv_.notify_one();
+  return done.get();
+}
+
+Result<std::vector<Transfer>> Ledger::ExecuteIn(store::Tx& tx, std::span<const TransferRequest> batch) {
+  if (batch.empty()) return Error::Invalid("invalid_batch", "transfers: at least one");
+  if (batch.size() > config_.max_batch) {
+    return Error::Invalid("batch_too_large", "transfers: at most " + std::to_string(config_.max_batch));
+  }
+  Applier applier(tx, config_, clock_);
+  auto out = applier.ApplyBatch(batch);
+  if (!out) return out;
+  SMART_TRY(applier.Flush());
+  return out;
+}
+
+void Ledger::RunCommitter() {
+  using Steady = std::chrono::steady_clock;
+  auto next_sweep = Steady::now() + std::chrono::milliseconds(config_.sweep_interval_ms);
+  std::unique_lock lk(mu_);
+  while (true) {
+    if (queue_.empty() && !stopping_) {
+      if (config_.sweep_interval_ms > 0) {
+        cv_.wait_until(lk, next_sweep);
+      } else {
+        cv_.wait(lk);
+      }
+    }
+    if (queue_.empty() && stopping_) return;
+    std::vector<Job> jobs;
+    size_t transfers = 0;
+    while (!queue_.empty() && (jobs.empty() || transfers + queue_.front().batch.size() <= config_.max_group)) {
+      transfers += queue_.front().batch.size();
+      jobs.push_back(std::move(queue_.front()));
+      queue_.pop_front();
+    }
+    lk.unlock();
+    if (!jobs.empty()) CommitGroup(jobs);
+    if (config_.sweep_interval_ms > 0 && Steady::now() >= next_sweep) {
+      auto swept = ExpirePending();
+      if (!swept && config_.on_sweep_error) config_.on_sweep_error(swept.error());
+      next_sweep = Steady::now() + std::chrono::milliseconds(config_.sweep_interval_ms);
+    }
+    lk.lock();
+  }
+}
+
+void Ledger::CommitGroup(std::vector<Job>& jobs) {
+  std::vector<Result<std::vector<Transfer>>> results;
+  auto committed = db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
+    results.clear();
+    Applier applier(tx, config_, clock_);
+    for (auto& job : jobs) {
+      auto r = applier.ApplyBatch(job.batch);
+      if (!r) {
+        // A domain refusal fails only its own batch; anything else (the
+        // database) fails the whole group, which Transact may retry.
+        auto k = r.error().kind;
+        if (k != ErrorKind::kInvalid && k != ErrorKind::kConflict && k != ErrorKind::kNotFound) return r.take_error();
+      }
+      results.push_back(std::move(r));
+    }
+    return applier.Flush();
+  });
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    if (!committed) {
+      jobs[i].done.set_value(committed.error());
+    } else {
+      jobs[i].done.set_value(std::move(results[i]));
+    }
+  }
+}
+
+Result<int> Ledger::ExpirePending(int limit) {
+  int n = 0;
+  SMART_TRY(db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
+    n = 0;
+    auto rows = tx.Query(
+        "SELECT id FROM ledger_transfers WHERE state = 'pending' AND expires_ms > 0 AND expires_ms <= $1 "
+        "ORDER BY expires_ms LIMIT $2",
+        {Value{clock_.NowMs()}, Value{int64_t{limit}}});
+    if (!rows) return rows.take_error();
+    if (rows->empty()) return Ok();
+    Applier applier(tx, config_, clock_);
+    for (const auto& row : *rows) {
+      TransferRequest req;
+      req.type = TransferType::kExpire;
+      req.pending_id = row.Text(0);
+      req.key = "expire/" + req.pending_id;
+      req.code = "expired";
+      auto r = applier.ApplyBatch(std::span(&req, 1), /*internal=*/true);
+      if (!r) return r.take_error();
+      ++n;
+    }
+    return applier.Flush();
+  }));
+  return n;
+}
+
+Result<Account> Ledger::GetAccount(const AccountRef& ref) {
+  Account out;
+  out.ref = ref;
+  SMART_TRY(db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
+    std::string sql = "SELECT ";
+    sql += kAccountColumns;
+    sql += " FROM ledger_accounts WHERE owner = $1 AND kind = $2 AND asset = $3";
+    auto row = tx.QueryOne(sql, {Value{ref.owner}, Value{ref.kind}, Value{ref.asset}});
+    if (!row) return row.take_error();
+    if (!*row) return Ok();
+    auto a = AccountFromRow(**row);
+    if (!a) return a.take_error();
+    out = std::move(a).value();
+    return Ok();
+  }));
+  return out;
+}
+
+Result<std::vector<Account>> Ledger::AccountsOf(std::string_view owner) {
+  std::vector<Account> out;
+  SMART_TRY(db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
+    out.clear();
+    std::string sql = "SELECT ";
+    sql += kAccountColumns;
+    sql += " FROM ledger_accounts WHERE owner = $1 ORDER BY asset, kind";
+    auto rows = tx.Query(sql, {Value{std::string(owner)}});
+    if (!rows) return rows.take_error();
+    for (const auto& r : *rows) {
+      auto a = AccountFromRow(r);
+      if (!a) return a.take_error();
+      out.push_back(std::move(a).value());
+    }
+    return Ok();
+  }));
+  return out;
+}
+
+Result<Page<Account>> Ledger::ListAccounts(const AccountFilter& filter, int limit, std::string_view cursor) {
+  Page<Account> page;
+  SMART_TRY(db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
+    page = {};
+    std::string sql = "SELECT ";
+    sql += kAccountColumns;
+    sql += " FROM ledger_accounts WHERE id > $1";
+    std::vector<Value> params{Value{std::string(cursor)}};
+    auto add = [&](const char* column, const std::optional<std::string>& v) {
+      if (!v) return;
+      params.emplace_back(*v);
+      sql += std::string(" AND ") + column + " = $" + std::to_string(params.size());
+    };
+    add("owner", filter.owner);
+    add("kind", filter.kind);
+    add("asset", filter.asset);
+    params.emplace_back(int64_t{limit} + 1);
+    sql += " ORDER BY id LIMIT $" + std::to_string(params.size());
+    auto rows = tx.Query(sql, params);
+    if (!rows) return rows.take_error();
+    for (const auto& r : *rows) {
+      auto a = AccountFromRow(r);
+      if (!a) return a.take_error();
+      page.items.push_back(std::move(a).value());
+    }
+    if (page.items.size() > static_cast<size_t>(limit)) {
+      page.items.pop_back();
+      page.next_cursor = page.items.back().id;
+    }
+    return Ok();
+  }));
+  return page;
+}
+
+Result<Transfer> Ledger::GetTransfer(std::string_view id) {
+  std::optional<Transfer> out;
+  SMART_TRY(db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
+    std::string sql = "SELECT ";
+    sql += kTransferColumns;
+    sql += kTransferJoins;
+    sql += " WHERE t.id = $1";
+    auto row = tx.QueryOne(sql, {Value{std::string(id)}});
+    if (!row) return row.take_error();
+    if (!*row) return Ok();
+    auto t = TransferFromRow(**row);
+    if (!t) return t.take_error();
+    out = std::move(t).value();
+    return Ok();
+  }));
+  if (!out) return Error::NotFound("transfer_not_found", "no transfer " + std::string(id));
+  return std::move(*out);
+}
+
+Result<Page<Transfer>> Ledger::History(std::string_view owner, const HistoryFilter& filter, int limit,
+                                       std::string_view cursor) {
+  auto before = ParseCursor(cursor);
+  if (!before) return before.take_error();
+  Page<Transfer> page;
+  SMART_TRY(db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
+    page = {};
+    std::string accounts_sql = "SELECT id FROM ledger_accounts WHERE owner = $1";
+    std::vector<Value> params{Value{std::string(owner)}};
+    if (filter.asset) {
+      params.emplace_back(*filter.asset);
+      accounts_sql += " AND asset = $" + std::to_string(params.size());
+    }
+    if (filter.kind) {
+      params.emplace_back(*filter.kind);
+      accounts_sql += " AND kind = $" + std::to_string(params.size());
+    }
+    auto ids = tx.Query(accounts_sql, params);
+    if (!ids) return ids.take_error();
+    if (ids->empty()) return Ok();
+    // The owner's few accounts, inlined as parameters: both sides use their index.
+    params.clear();
+    std::string in;
+    for (const auto& r : *ids) {
+      params.emplace_back(r.Text(0));
+      in += (in.empty() ? "$" : ", $") + std::to_string(params.size());
+    }
+    std::string sql = "SELECT ";
+    sql += kTransferColumns;
+    sql += kTransferJoins;
+    sql += " WHERE (t.debit_id IN (" + in + ") OR t.credit_id IN (" + in + "))";
+    if (*before > 0) {
+      params.emplace_back(*before);
+      sql += " AND t.seq < $" + std::to_string(params.size());
+    }
+    if (filter.since_ms) {
+      params.emplace_back(*filter.since_ms);
+      sql += " AND t.ts_ms >= $" + std::to_string(params.size());
+    }
+    if (filter.until_ms) {
+      params.emplace_back(*filter.until_ms);
+      sql += " AND t.ts_ms < $" + std::to_string(params.size());
+    }
+    params.emplace_back(int64_t{limit} + 1);
+    sql += " ORDER BY t.seq DESC LIMIT $" + std::to_string(params.size());
+    auto rows = tx.Query(sql, params);
+    if (!rows) return rows.take_error();
+    for (const auto& r : *rows) {
+      auto t = TransferFromRow(r);
+      if (!t) return t.take_error();
+      page.items.push_back(std::move(t).value());
+    }
+    if (page.items.size() > static_cast<size_t>(limit)) {
+      page.items.pop_back();
+      page.next_cursor = std::to_string(page.items.back().seq);
+    }
+    return Ok();
+  }));
+  return page;
+}
+
+Result<Amount> Ledger::Supply(std::string_view asset) {
+  Amount credits = 0, debits = 0;
+  SMART_TRY(db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
+    credits = debits = 0;
+    auto rows = tx.Query(
+        "SELECT credits_posted, debits_posted FROM ledger_accounts WHERE asset = $1 AND kind IN ('issuer', "
+        "'external')",
+        {Value{std::string(asset)}});
+    if (!rows) return rows.take_error();
+    for (const auto& r : *rows) {
+      auto c = AmountColumn(r, 0);
+      if (!c) return c.take_error();
+      auto d = AmountColumn(r, 1);
+      if (!d) return d.take_error();
+      credits += *c;
+      debits += *d;
+    }
+    return Ok();
+  }));
+  // The negative side's deficit is what everyone else holds.
+  return debits > credits ? debits - credits : 0;
+}
+
+}  // namespace smart::ledger
