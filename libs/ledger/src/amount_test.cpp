@@ -11,8 +11,9 @@ TEST(Amount, ParsesOnlyCanonicalDigits) {
   EXPECT_EQ(ParseAmount("0"), Amount{0});
   EXPECT_EQ(ParseAmount("250000"), Amount{250000});
   EXPECT_EQ(ParseAmount("340282366920938463463374607431768211455"), kMaxAmount);
-  for (const char* bad : {"", "-1", "+1", "01", "1.5", "1e6", " 1", "1 ", "0x10", "340282366920938463463374607431768211456",
-                          "99999999999999999999999999999999999999999", "１"}) {
+  for (const char* bad :
+       {"", "-1", "+1", "01", "1.5", "1e6", " 1", "1 ", "0x10", "340282366920938463463374607431768211456",
+        "99999999999999999999999999999999999999999", "１"}) {
     EXPECT_FALSE(ParseAmount(bad).has_value()) << bad;
   }
 }
@@ -46,8 +47,14 @@ TEST(Amount, AssetsFromConfiguration) {
   ASSERT_EQ(ok->size(), 2u);
   EXPECT_EQ((*ok)[1].code, "SMART");
   EXPECT_EQ((*ok)[1].decimals, 18);
-  for (auto bad : {std::vector<std::string>{"usdc:6"}, {"USDC"}, {"USDC:"}, {"USDC:37"}, {"U:6"}, {"USDC:6", "USDC:2"},
-                   {"US DC:6"}, {"USDC:-1"}}) {
+  for (auto bad : {std::vector<std::string>{"usdc:6"},
+                   {"USDC"},
+                   {"USDC:"},
+                   {"USDC:37"},
+                   {"U:6"},
+                   {"USDC:6", "USDC:2"},
+                   {"US DC:6"},
+                   {"USDC:-1"}}) {
     EXPECT_FALSE(ParseAssets(bad).ok()) << bad[0];
   }
 }

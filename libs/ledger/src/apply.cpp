@@ -1,5 +1,6 @@
 #include "apply.hpp"
 
+#include <algorithm>
 #include <boost/json/parse.hpp>
 
 #include "smart/core/crypto.hpp"
@@ -14,6 +15,7 @@ using store::Value;
 constexpr size_t kMaxKey = 256;
 constexpr size_t kMaxMetadata = 4096;
 constexpr int64_t kMaxTimeoutS = 10LL * 365 * 86400;
+constexpr size_t kInsertChunk = 32;
 
 void AppendField(std::string& out, std::string_view field) {
   out += std::to_string(field.size());
@@ -22,7 +24,7 @@ void AppendField(std::string& out, std::string_view field) {
   out += ';';
 }
 
-std::string AccountKey(const AccountRef& r) {
+std::string AccountKeyOf(const AccountRef& r) {
   std::string k;
   AppendField(k, r.owner);
   AppendField(k, r.kind);
@@ -103,11 +105,12 @@ Error Overflow() {
 Result<void> Applier::Begin() {
   // Taking the head row first serializes ledger writers (a row lock on
   // PostgreSQL; SQLite has one writer anyway), which keeps the chain linear.
-  auto row = tx_.QueryOne("UPDATE ledger_head SET seq = seq WHERE id = 1 RETURNING seq, hash");
+  auto row = tx_.QueryOne("UPDATE ledger_head SET seq = seq WHERE id = 1 RETURNING seq, hash, ts_ms");
   if (!row) return row.take_error();
   if (!*row) return Error::Internal("ledger_head_missing", "the ledger head row is missing");
   seq_ = (*row)->Int(0);
   hash_ = (*row)->Text(1);
+  ts_ = (*row)->Int(2);
   began_ = true;
   return Ok();
 }
@@ -120,12 +123,13 @@ Result<std::vector<Transfer>> Applier::ApplyBatch(std::span<const TransferReques
   const size_t rows_before = rows_.size();
   const int64_t seq_before = seq_;
   const std::string hash_before = hash_;
+  const int64_t ts_before = ts_;
   std::vector<Transfer> out;
   out.reserve(batch.size());
   for (size_t i = 0; i < batch.size(); ++i) {
     auto t = ApplyOne(batch[i], internal);
     if (!t) {
-      Undo(rows_before, seq_before, hash_before);
+      Undo(rows_before, seq_before, ts_before, hash_before);
       Error e = t.take_error();
       if (batch.size() > 1) e.message = "transfers[" + std::to_string(i) + "]." + e.message;
       return e;
@@ -135,7 +139,7 @@ Result<std::vector<Transfer>> Applier::ApplyBatch(std::span<const TransferReques
   return out;
 }
 
-void Applier::Undo(size_t rows_before, int64_t seq_before, const std::string& hash_before) {
+void Applier::Undo(size_t rows_before, int64_t seq_before, int64_t ts_before, const std::string& hash_before) {
   for (auto it = account_undo_.rbegin(); it != account_undo_.rend(); ++it) *it->first = std::move(it->second);
   for (auto it = pending_undo_.rbegin(); it != pending_undo_.rend(); ++it) {
     if (it->second) {
@@ -148,6 +152,7 @@ void Applier::Undo(size_t rows_before, int64_t seq_before, const std::string& ha
   rows_.resize(rows_before);
   seq_ = seq_before;
   hash_ = hash_before;
+  ts_ = ts_before;
 }
 
 void Applier::Touch(AccountState* a) {
@@ -171,11 +176,11 @@ void Applier::TouchPending(const std::string& id, PendingState* p) {
 }
 
 Result<Applier::AccountState*> Applier::LoadAccount(const AccountRef& ref) {
-  std::string k = AccountKey(ref);
+  std::string k = AccountKeyOf(ref);
   if (auto it = accounts_.find(k); it != accounts_.end()) return &it->second;
   auto row = tx_.QueryOne(
-      "SELECT id, debits_posted, credits_posted, debits_pending, credits_pending, created_ms FROM ledger_accounts "
-      "WHERE owner = $1 AND kind = $2 AND asset = $3",
+      "SELECT id, debits_posted, credits_posted, debits_pending, credits_pending, created_ms, last_seq "
+      "FROM ledger_accounts WHERE owner = $1 AND kind = $2 AND asset = $3",
       {Value{ref.owner}, Value{ref.kind}, Value{ref.asset}});
   if (!row) return row.take_error();
   AccountState s;
@@ -191,6 +196,7 @@ Result<Applier::AccountState*> Applier::LoadAccount(const AccountRef& ref) {
       *fields[i] = *v;
     }
     s.account.created_ms = r.Int(5);
+    s.account.last_seq = r.Int(6);
     s.persisted = true;
   } else {
     s.account.id = MakeId("acc");
@@ -226,14 +232,18 @@ Result<std::optional<Transfer>> Applier::FindByKey(const std::string& key, std::
     if (t.type == TransferType::kPending) t.state = pendings_[t.id].transfer.state;
     return std::optional<Transfer>(std::move(t));
   }
+  // The common case is a new key: probe the key index alone, join only on a hit.
+  auto hit = tx_.QueryOne("SELECT fingerprint, id FROM ledger_transfers WHERE idem_key = $1", {Value{key}});
+  if (!hit) return hit.take_error();
+  if (!*hit) return std::optional<Transfer>();
+  *fingerprint = (*hit)->Text(0);
   std::string sql = "SELECT ";
   sql += kTransferColumns;
   sql += kTransferJoins;
-  sql += " WHERE t.idem_key = $1";
-  auto row = tx_.QueryOne(sql, {Value{key}});
+  sql += " WHERE t.id = $1";
+  auto row = tx_.QueryOne(sql, {(*hit)->at(1)});
   if (!row) return row.take_error();
-  if (!*row) return std::optional<Transfer>();
-  *fingerprint = (*row)->Text(19);
+  if (!*row) return Error::Internal("ledger_inconsistent", "transfer " + (*hit)->Text(1) + " lost its accounts");
   auto t = TransferFromRow(**row);
   if (!t) return t.take_error();
   if (auto it = pendings_.find(t->id); it != pendings_.end()) t->state = it->second.transfer.state;
@@ -269,7 +279,7 @@ Result<Transfer> Applier::ApplyOne(const TransferRequest& req, bool internal) {
   t.type = req.type;
   t.code = req.code;
   t.metadata = req.metadata;
-  t.ts_ms = clock_.NowMs();
+  t.ts_ms = std::max(clock_.NowMs(), ts_);  // time follows the chain even if the clock steps back
   t.id = MakeId("tr");
 
   if (req.type == TransferType::kSingle || req.type == TransferType::kPending) {
@@ -349,8 +359,8 @@ Result<Transfer> Applier::ApplyOne(const TransferRequest& req, bool internal) {
     }
     Amount posted = req.type == TransferType::kPost ? (req.amount == 0 ? pt.amount : req.amount) : 0;
     if (posted > pt.amount) {
-      return Error::Invalid("invalid_amount", "amount: " + FormatAmount(posted) + " exceeds the pending " +
-                                                  FormatAmount(pt.amount));
+      return Error::Invalid("invalid_amount",
+                            "amount: " + FormatAmount(posted) + " exceeds the pending " + FormatAmount(pt.amount));
     }
     auto debit = LoadAccount(pt.debit);
     if (!debit) return debit.take_error();
@@ -386,8 +396,17 @@ Result<Transfer> Applier::ApplyOne(const TransferRequest& req, bool internal) {
   }
 
   t.seq = seq_ + 1;
+  {
+    // Touched above, so both are cached and their undo is recorded.
+    Account& d = accounts_.at(AccountKeyOf(t.debit)).account;
+    Account& c = accounts_.at(AccountKeyOf(t.credit)).account;
+    t.debit_prev = d.last_seq;
+    t.credit_prev = c.last_seq;
+    d.last_seq = c.last_seq = t.seq;
+  }
   t.hash = ChainHash(hash_, t);
   seq_ = t.seq;
+  ts_ = t.ts_ms;
   hash_ = t.hash;
   keys_.emplace(t.key, rows_.size());
   rows_.push_back({t, std::move(fingerprint)});
@@ -400,40 +419,61 @@ Result<void> Applier::Flush() {
     if (!s.dirty) continue;
     const Account& a = s.account;
     if (s.persisted) {
-      SMART_TRY(tx_.Exec(
-          "UPDATE ledger_accounts SET debits_posted = $2, credits_posted = $3, debits_pending = $4, "
-          "credits_pending = $5 WHERE id = $1",
-          {Value{a.id}, Value{FormatAmount(a.debits_posted)}, Value{FormatAmount(a.credits_posted)},
-           Value{FormatAmount(a.debits_pending)}, Value{FormatAmount(a.credits_pending)}}));
+      SMART_TRY(
+          tx_.Exec("UPDATE ledger_accounts SET debits_posted = $2, credits_posted = $3, debits_pending = $4, "
+                   "credits_pending = $5, last_seq = $6 WHERE id = $1",
+                   {Value{a.id}, Value{FormatAmount(a.debits_posted)}, Value{FormatAmount(a.credits_posted)},
+                    Value{FormatAmount(a.debits_pending)}, Value{FormatAmount(a.credits_pending)}, Value{a.last_seq}}));
     } else {
       SMART_TRY(tx_.Exec(
           "INSERT INTO ledger_accounts (id, owner, kind, asset, debits_posted, credits_posted, debits_pending, "
-          "credits_pending, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+          "credits_pending, created_ms, last_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
           {Value{a.id}, Value{a.ref.owner}, Value{a.ref.kind}, Value{a.ref.asset}, Value{FormatAmount(a.debits_posted)},
            Value{FormatAmount(a.credits_posted)}, Value{FormatAmount(a.debits_pending)},
-           Value{FormatAmount(a.credits_pending)}, Value{a.created_ms}}));
+           Value{FormatAmount(a.credits_pending)}, Value{a.created_ms}, Value{a.last_seq}}));
     }
   }
-  for (const auto& row : rows_) {
-    const Transfer& t = row.transfer;
-    std::string state = t.state;
-    if (t.type == TransferType::kPending) state = pendings_[t.id].transfer.state;
-    SMART_TRY(tx_.Exec(
+  // Rows go in kInsertChunk at a time: one statement instead of many.
+  constexpr size_t kColumns = 18;
+  auto insert_sql = [](size_t n) {
+    std::string sql =
         "INSERT INTO ledger_transfers (seq, id, idem_key, fingerprint, type, debit_id, credit_id, asset, amount, "
-        "pending_id, expires_ms, state, code, metadata, ts_ms, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
-        "$10, $11, $12, $13, $14, $15, $16)",
-        {Value{t.seq}, Value{t.id}, Value{t.key}, Value{row.fingerprint}, Value{std::string(ToString(t.type))},
-         Value{t.debit_id}, Value{t.credit_id}, Value{t.asset}, Value{FormatAmount(t.amount)},
-         t.pending_id.empty() ? Value{} : Value{t.pending_id}, Value{t.expires_ms}, Value{state}, Value{t.code},
-         Value{t.metadata}, Value{t.ts_ms}, Value{t.hash}}));
+        "pending_id, expires_ms, state, code, metadata, ts_ms, debit_prev, credit_prev, hash) VALUES ";
+    for (size_t r = 0; r < n; ++r) {
+      sql += r == 0 ? "(" : ", (";
+      for (size_t c = 0; c < kColumns; ++c) sql += (c == 0 ? "$" : ", $") + std::to_string(r * kColumns + c + 1);
+      sql += ")";
+    }
+    return sql;
+  };
+  static const std::string kChunkSql = insert_sql(kInsertChunk);
+  static const std::string kOneSql = insert_sql(1);
+  std::vector<Value> params;
+  params.reserve(kInsertChunk * kColumns);
+  for (size_t i = 0; i < rows_.size();) {
+    size_t n = rows_.size() - i >= kInsertChunk ? kInsertChunk : 1;
+    params.clear();
+    for (size_t r = i; r < i + n; ++r) {
+      const Transfer& t = rows_[r].transfer;
+      std::string state = t.type == TransferType::kPending ? pendings_[t.id].transfer.state : t.state;
+      for (Value v : {Value{t.seq}, Value{t.id}, Value{t.key}, Value{rows_[r].fingerprint},
+                      Value{std::string(ToString(t.type))}, Value{t.debit_id}, Value{t.credit_id}, Value{t.asset},
+                      Value{FormatAmount(t.amount)}, t.pending_id.empty() ? Value{} : Value{t.pending_id},
+                      Value{t.expires_ms}, Value{std::move(state)}, Value{t.code}, Value{t.metadata}, Value{t.ts_ms},
+                      Value{t.debit_prev}, Value{t.credit_prev}, Value{t.hash}}) {
+        params.push_back(std::move(v));
+      }
+    }
+    SMART_TRY(tx_.Exec(n == 1 ? kOneSql : kChunkSql, params));
+    i += n;
   }
   for (const auto& [id, p] : pendings_) {
     if (p.persisted && p.dirty) {
-      SMART_TRY(tx_.Exec("UPDATE ledger_transfers SET state = $2 WHERE id = $1",
-                         {Value{id}, Value{p.transfer.state}}));
+      SMART_TRY(tx_.Exec("UPDATE ledger_transfers SET state = $2 WHERE id = $1", {Value{id}, Value{p.transfer.state}}));
     }
   }
-  SMART_TRY(tx_.Exec("UPDATE ledger_head SET seq = $1, hash = $2 WHERE id = 1", {Value{seq_}, Value{hash_}}));
+  SMART_TRY(tx_.Exec("UPDATE ledger_head SET seq = $1, hash = $2, ts_ms = $3 WHERE id = 1",
+                     {Value{seq_}, Value{hash_}, Value{ts_}}));
   return Ok();
 }
 

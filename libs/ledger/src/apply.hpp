@@ -46,12 +46,13 @@ class Applier {
   Result<std::optional<Transfer>> FindByKey(const std::string& key, std::string* fingerprint);
   void Touch(AccountState* a);
   void TouchPending(const std::string& id, PendingState* p);
-  void Undo(size_t rows_before, int64_t seq_before, const std::string& hash_before);
+  void Undo(size_t rows_before, int64_t seq_before, int64_t ts_before, const std::string& hash_before);
 
   store::Tx& tx_;
   const LedgerConfig& config_;
   const Clock& clock_;
   int64_t seq_ = 0;
+  int64_t ts_ = 0;
   std::string hash_;
   bool began_ = false;
   uint64_t batch_no_ = 0;

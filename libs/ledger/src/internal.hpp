@@ -13,7 +13,8 @@ inline constexpr std::string_view kGenesisHash = "000000000000000000000000000000
 // The columns every transfer query selects, in the order TransferFromRow reads.
 inline constexpr std::string_view kTransferColumns =
     "t.seq, t.id, t.idem_key, t.type, t.debit_id, t.credit_id, t.asset, t.amount, t.pending_id, t.expires_ms, "
-    "t.state, t.code, t.metadata, t.ts_ms, t.hash, d.owner, d.kind, c.owner, c.kind, t.fingerprint";
+    "t.state, t.code, t.metadata, t.ts_ms, t.hash, d.owner, d.kind, c.owner, c.kind, t.fingerprint, t.debit_prev, "
+    "t.credit_prev";
 inline constexpr std::string_view kTransferJoins =
     " FROM ledger_transfers t JOIN ledger_accounts d ON d.id = t.debit_id JOIN ledger_accounts c ON c.id = t.credit_id";
 

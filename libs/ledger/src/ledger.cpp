@@ -1,6 +1,7 @@
 #include "smart/ledger/ledger.hpp"
 
 #include <algorithm>
+#include <map>
 #include <set>
 
 #include "apply.hpp"
@@ -21,13 +22,6 @@ void AppendField(std::string& out, std::string_view field) {
   out += ';';
 }
 
-Result<int64_t> ParseCursor(std::string_view cursor) {
-  if (cursor.empty()) return int64_t{0};
-  auto v = ParseAmount(cursor);
-  if (!v || *v > static_cast<Amount>(INT64_MAX)) return Error::Invalid("invalid_cursor", "cursor: not a cursor");
-  return static_cast<int64_t>(*v);
-}
-
 Result<Account> AccountFromRow(const store::Row& r) {
   Account a;
   a.id = r.Text(0);
@@ -39,11 +33,12 @@ Result<Account> AccountFromRow(const store::Row& r) {
     *fields[i] = *v;
   }
   a.created_ms = r.Int(8);
+  a.last_seq = r.Int(9);
   return a;
 }
 
 constexpr std::string_view kAccountColumns =
-    "id, owner, kind, asset, debits_posted, credits_posted, debits_pending, credits_pending, created_ms";
+    "id, owner, kind, asset, debits_posted, credits_posted, debits_pending, credits_pending, created_ms, last_seq";
 
 }  // namespace
 
@@ -81,8 +76,9 @@ Result<std::vector<Asset>> ParseAssets(const std::vector<std::string>& specs) {
   for (const auto& spec : specs) {
     auto colon = spec.find(':');
     std::string code = spec.substr(0, colon);
-    bool code_ok = code.size() >= 2 && code.size() <= 12 &&
-                   std::all_of(code.begin(), code.end(), [](char c) { return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); });
+    bool code_ok = code.size() >= 2 && code.size() <= 12 && std::all_of(code.begin(), code.end(), [](char c) {
+                     return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+                   });
     int decimals = -1;
     if (colon != std::string::npos) {
       std::string d = spec.substr(colon + 1);
@@ -128,6 +124,8 @@ Result<Transfer> TransferFromRow(const store::Row& r) {
   t.hash = r.Text(14);
   t.debit = {r.Text(15), r.Text(16), t.asset};
   t.credit = {r.Text(17), r.Text(18), t.asset};
+  t.debit_prev = r.Int(20);
+  t.credit_prev = r.Int(21);
   return t;
 }
 
@@ -146,6 +144,8 @@ std::string ChainHash(std::string_view prev_hash, const Transfer& t) {
   AppendField(s, t.code);
   AppendField(s, t.metadata);
   AppendField(s, std::to_string(t.ts_ms));
+  AppendField(s, std::to_string(t.debit_prev));
+  AppendField(s, std::to_string(t.credit_prev));
   return crypto::Sha256Hex(s);
 }
 
@@ -369,14 +369,54 @@ Result<Transfer> Ledger::GetTransfer(std::string_view id) {
   return std::move(*out);
 }
 
+namespace {
+
+// A history cursor holds, for each of the owner's accounts, the next transfer
+// to read from its list ("acc_…:seq,…", base64url): pages cost what they
+// return, however deep. Accounts missing from it were created after it was
+// made, so all of their transfers are newer and already seen.
+std::string EncodeHistoryCursor(const std::vector<std::pair<std::string, int64_t>>& heads) {
+  std::string s;
+  for (const auto& [id, next] : heads) {
+    if (!s.empty()) s += ',';
+    s += id + ":" + std::to_string(next);
+  }
+  return crypto::Base64UrlEncode(s);
+}
+
+std::optional<std::map<std::string, int64_t>> DecodeHistoryCursor(std::string_view cursor) {
+  auto text = crypto::Base64UrlDecode(cursor);
+  if (!text || text->empty() || text->size() > 4096) return std::nullopt;
+  std::map<std::string, int64_t> out;
+  size_t pos = 0;
+  while (pos <= text->size()) {
+    size_t comma = text->find(',', pos);
+    if (comma == std::string::npos) comma = text->size();
+    std::string_view item(text->data() + pos, comma - pos);
+    size_t colon = item.rfind(':');
+    if (colon == std::string_view::npos || colon == 0) return std::nullopt;
+    auto seq = ParseAmount(item.substr(colon + 1));
+    if (!seq || *seq > static_cast<Amount>(INT64_MAX)) return std::nullopt;
+    if (!out.emplace(std::string(item.substr(0, colon)), static_cast<int64_t>(*seq)).second) return std::nullopt;
+    pos = comma + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
 Result<Page<Transfer>> Ledger::History(std::string_view owner, const HistoryFilter& filter, int limit,
                                        std::string_view cursor) {
-  auto before = ParseCursor(cursor);
-  if (!before) return before.take_error();
+  std::optional<std::map<std::string, int64_t>> positions;
+  if (!cursor.empty()) {
+    positions = DecodeHistoryCursor(cursor);
+    if (!positions) return Error::Invalid("invalid_cursor", "cursor: not a cursor");
+  }
+  const Error bad_cursor = Error::Invalid("invalid_cursor", "cursor: does not belong to this listing");
   Page<Transfer> page;
   SMART_TRY(db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
     page = {};
-    std::string accounts_sql = "SELECT id FROM ledger_accounts WHERE owner = $1";
+    std::string accounts_sql = "SELECT id, last_seq FROM ledger_accounts WHERE owner = $1";
     std::vector<Value> params{Value{std::string(owner)}};
     if (filter.asset) {
       params.emplace_back(*filter.asset);
@@ -386,45 +426,53 @@ Result<Page<Transfer>> Ledger::History(std::string_view owner, const HistoryFilt
       params.emplace_back(*filter.kind);
       accounts_sql += " AND kind = $" + std::to_string(params.size());
     }
-    auto ids = tx.Query(accounts_sql, params);
-    if (!ids) return ids.take_error();
-    if (ids->empty()) return Ok();
-    // The owner's few accounts, inlined as parameters: both sides use their index.
-    params.clear();
-    std::string in;
-    for (const auto& r : *ids) {
-      params.emplace_back(r.Text(0));
-      in += (in.empty() ? "$" : ", $") + std::to_string(params.size());
+    accounts_sql += " ORDER BY id";
+    auto rows = tx.Query(accounts_sql, params);
+    if (!rows) return rows.take_error();
+    std::vector<std::pair<std::string, int64_t>> heads;
+    size_t matched = 0;
+    for (const auto& r : *rows) {
+      int64_t next = r.Int(1);
+      if (positions) {
+        auto it = positions->find(r.Text(0));
+        next = it == positions->end() ? 0 : it->second;
+        matched += it != positions->end();
+      }
+      heads.emplace_back(r.Text(0), next);
     }
+    if (positions && matched != positions->size()) return bad_cursor;
     std::string sql = "SELECT ";
     sql += kTransferColumns;
     sql += kTransferJoins;
-    sql += " WHERE (t.debit_id IN (" + in + ") OR t.credit_id IN (" + in + "))";
-    if (*before > 0) {
-      params.emplace_back(*before);
-      sql += " AND t.seq < $" + std::to_string(params.size());
-    }
-    if (filter.since_ms) {
-      params.emplace_back(*filter.since_ms);
-      sql += " AND t.ts_ms >= $" + std::to_string(params.size());
-    }
-    if (filter.until_ms) {
-      params.emplace_back(*filter.until_ms);
-      sql += " AND t.ts_ms < $" + std::to_string(params.size());
-    }
-    params.emplace_back(int64_t{limit} + 1);
-    sql += " ORDER BY t.seq DESC LIMIT $" + std::to_string(params.size());
-    auto rows = tx.Query(sql, params);
-    if (!rows) return rows.take_error();
-    for (const auto& r : *rows) {
-      auto t = TransferFromRow(r);
+    sql += " WHERE t.seq = $1";
+    while (page.items.size() < static_cast<size_t>(limit)) {
+      int64_t seq = 0;
+      for (const auto& h : heads) seq = std::max(seq, h.second);
+      if (seq == 0) break;
+      auto row = tx.QueryOne(sql, {Value{seq}});
+      if (!row) return row.take_error();
+      if (!*row) return bad_cursor;
+      auto t = TransferFromRow(**row);
       if (!t) return t.take_error();
+      for (auto& h : heads) {  // a transfer between two of the owner's accounts is in both lists
+        if (h.second != seq) continue;
+        if (h.first == t->debit_id) {
+          h.second = t->debit_prev;
+        } else if (h.first == t->credit_id) {
+          h.second = t->credit_prev;
+        } else {
+          return bad_cursor;
+        }
+      }
+      if (filter.since_ms && t->ts_ms < *filter.since_ms) {  // times never decrease along the chain
+        for (auto& h : heads) h.second = 0;
+        break;
+      }
+      if (filter.until_ms && t->ts_ms >= *filter.until_ms) continue;
       page.items.push_back(std::move(t).value());
     }
-    if (page.items.size() > static_cast<size_t>(limit)) {
-      page.items.pop_back();
-      page.next_cursor = std::to_string(page.items.back().seq);
-    }
+    bool more = std::any_of(heads.begin(), heads.end(), [](const auto& h) { return h.second != 0; });
+    if (more) page.next_cursor = EncodeHistoryCursor(heads);
     return Ok();
   }));
   return page;

@@ -133,7 +133,8 @@ TEST_F(LedgerTest, OverflowIsRefusedNotWrapped) {
 
 TEST_F(LedgerTest, LinkedBatchIsAllOrNothing) {
   Mint("usr_a", 100);
-  auto r = ledger_->Execute({Single("b1", Ref("usr_a"), Ref("usr_b"), 60), Single("b2", Ref("usr_a"), Ref("usr_c"), 60)});
+  auto r =
+      ledger_->Execute({Single("b1", Ref("usr_a"), Ref("usr_b"), 60), Single("b2", Ref("usr_a"), Ref("usr_c"), 60)});
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().code, "insufficient_funds");
   EXPECT_NE(r.error().message.find("transfers[1]"), std::string::npos) << r.error().message;
@@ -143,7 +144,8 @@ TEST_F(LedgerTest, LinkedBatchIsAllOrNothing) {
   ASSERT_TRUE(accounts.ok());
   EXPECT_TRUE(accounts->empty());  // a refused batch creates no account
   // Value moved earlier in a batch can be spent later in it.
-  auto chain = ledger_->Execute({Single("c1", Ref("usr_a"), Ref("usr_b"), 100), Single("c2", Ref("usr_b"), Ref("usr_c"), 70)});
+  auto chain =
+      ledger_->Execute({Single("c1", Ref("usr_a"), Ref("usr_b"), 100), Single("c2", Ref("usr_b"), Ref("usr_c"), 70)});
   ASSERT_TRUE(chain.ok()) << chain.error().message;
   EXPECT_EQ(Balance("usr_b"), "30");
   EXPECT_EQ(Balance("usr_c"), "70");
@@ -225,9 +227,10 @@ TEST_F(LedgerTest, HoldAndPostInOneBatch) {
   // can post a hold made by an earlier call, not by itself.
   auto hold = ledger_->Execute({Pending("h", Ref("usr_a"), Ref("platform", kind::kEscrow), 100, 0)});
   ASSERT_TRUE(hold.ok());
-  auto settle = ledger_->Execute({Resolve("post", TransferType::kPost, (*hold)[0].id),
-                                  Single("pay", Ref("platform", kind::kEscrow), Ref("node_1", kind::kRewards), 90, "reward"),
-                                  Single("fee", Ref("platform", kind::kEscrow), Ref("platform", kind::kFees), 10, "fee")});
+  auto settle =
+      ledger_->Execute({Resolve("post", TransferType::kPost, (*hold)[0].id),
+                        Single("pay", Ref("platform", kind::kEscrow), Ref("node_1", kind::kRewards), 90, "reward"),
+                        Single("fee", Ref("platform", kind::kEscrow), Ref("platform", kind::kFees), 10, "fee")});
   ASSERT_TRUE(settle.ok()) << settle.error().message;
   EXPECT_EQ(ledger_->GetAccount(Ref("node_1", kind::kRewards))->Balance(), "90");
   EXPECT_EQ(ledger_->GetAccount(Ref("platform", kind::kFees))->Balance(), "10");
@@ -277,8 +280,21 @@ TEST_F(LedgerTest, HistoryPagesAndFilters) {
   auto since = ledger_->History("usr_b", {.since_ms = clock_.NowMs() - 2000}, 50, "");
   EXPECT_EQ(since->items.size(), 2u);
   EXPECT_TRUE(ledger_->History("usr_b", {.kind = "stake"}, 50, "")->items.empty());
+  auto until = ledger_->History("usr_b", {.until_ms = clock_.NowMs() - 5000}, 50, "");
+  EXPECT_EQ(until->items.size(), 2u);  // h0 and h1
   EXPECT_TRUE(ledger_->History("usr_nobody", {}, 50, "")->items.empty());
   EXPECT_EQ(ledger_->History("usr_a", {}, 50, "not-a-cursor").error().code, "invalid_cursor");
+  auto a_page = ledger_->History("usr_a", {}, 2, "");
+  ASSERT_TRUE(a_page->next_cursor.has_value());
+  EXPECT_EQ(ledger_->History("usr_b", {}, 2, *a_page->next_cursor).error().code, "invalid_cursor");
+  // Between two accounts of one owner: listed once.
+  ASSERT_TRUE(ledger_->Execute({Single("own", Ref("usr_b"), Ref("usr_b", kind::kStake), 2, "stake")}).ok());
+  auto own = ledger_->History("usr_b", {}, 50, "");
+  ASSERT_EQ(own->items.size(), 8u);
+  EXPECT_EQ(own->items[0].key, "own");
+  EXPECT_EQ(own->items[1].key, "h6");
+  auto stake_only = ledger_->History("usr_b", {.kind = "stake"}, 50, "");
+  EXPECT_EQ(stake_only->items.size(), 1u);
 
   auto accounts = ledger_->ListAccounts({.owner = "usr_a"}, 50, "");
   ASSERT_TRUE(accounts.ok());
@@ -286,7 +302,7 @@ TEST_F(LedgerTest, HistoryPagesAndFilters) {
   auto first = ledger_->ListAccounts({}, 2, "");
   ASSERT_TRUE(first->next_cursor.has_value());
   auto rest = ledger_->ListAccounts({}, 50, *first->next_cursor);
-  EXPECT_EQ(first->items.size() + rest->items.size(), 5u);  // issuer x2, usr_a x2, usr_b
+  EXPECT_EQ(first->items.size() + rest->items.size(), 6u);  // issuer x2, usr_a x2, usr_b x2
 }
 
 // Many threads moving value at random between a few accounts: the totals are
@@ -343,11 +359,13 @@ TEST_F(LedgerTest, VerifyNamesTheFirstDivergence) {
   ASSERT_TRUE(ledger_->Execute({Single("x", Ref("usr_a"), Ref("usr_b"), 30)}).ok());
   ExpectVerifies();
   auto tamper = [&](const std::string& sql) {
-    ASSERT_TRUE(db_->Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
-                      auto r = tx.Exec(sql);
-                      if (!r) return r.take_error();
-                      return Ok();
-                    }).ok());
+    ASSERT_TRUE(db_->Transact(store::TxMode::kWrite,
+                              [&](store::Tx& tx) -> Result<void> {
+                                auto r = tx.Exec(sql);
+                                if (!r) return r.take_error();
+                                return Ok();
+                              })
+                    .ok());
   };
   tamper("UPDATE ledger_accounts SET credits_posted = '31' WHERE owner = 'usr_b'");
   auto v = Verify(*db_);

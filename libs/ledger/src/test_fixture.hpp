@@ -43,8 +43,9 @@ class LedgerTest : public ::testing::Test {
   }
   // Issues `amount` to owner's available account.
   void Mint(const std::string& owner, Amount amount, const std::string& asset = "USDC") {
-    auto r = ledger_->Execute({Single("mint/" + owner + "/" + std::to_string(++mints_), Ref("platform", kind::kIssuer, asset),
-                                      Ref(owner, kind::kAvailable, asset), amount, "mint")});
+    auto r = ledger_->Execute(
+        {Single("mint/" + owner + "/" + std::to_string(++mints_), Ref("platform", kind::kIssuer, asset),
+                Ref(owner, kind::kAvailable, asset), amount, "mint")});
     ASSERT_TRUE(r.ok()) << r.error().message;
   }
   std::string Balance(const std::string& owner, const std::string& asset = "USDC") {

@@ -12,6 +12,7 @@ using store::Value;
 struct Sums {
   AccountRef ref;
   Amount debits_posted = 0, credits_posted = 0, debits_pending = 0, credits_pending = 0;
+  int64_t last_seq = 0;
 };
 
 struct Hold {
@@ -39,8 +40,8 @@ class Replay {
 
   Result<void> LoadAccounts(store::Tx& tx) {
     auto rows = tx.Query(
-        "SELECT id, owner, kind, asset, debits_posted, credits_posted, debits_pending, credits_pending FROM "
-        "ledger_accounts ORDER BY id");
+        "SELECT id, owner, kind, asset, debits_posted, credits_posted, debits_pending, credits_pending, last_seq "
+        "FROM ledger_accounts ORDER BY id");
     if (!rows) return rows.take_error();
     for (const auto& r : *rows) {
       Sums stored{{r.Text(1), r.Text(2), r.Text(3)}};
@@ -51,6 +52,7 @@ class Replay {
         if (!v) return v.take_error();
         *fields[i] = *v;
       }
+      stored.last_seq = r.Int(8);
       computed_[r.Text(0)] = Sums{stored.ref};
       stored_.emplace(r.Text(0), std::move(stored));
     }
@@ -63,7 +65,8 @@ class Replay {
     std::string where = "transfer " + std::to_string(t.seq) + " (" + t.id + ")";
     if (t.seq != seq_ + 1) return Fail(where + ": expected chain position " + std::to_string(seq_ + 1));
     std::string h = ChainHash(hash_, t);
-    if (h != stored_hash) return Fail(where + ": hash chain broken (stored " + std::string(stored_hash) + ", computed " + h + ")");
+    if (h != stored_hash)
+      return Fail(where + ": hash chain broken (stored " + std::string(stored_hash) + ", computed " + h + ")");
     seq_ = t.seq;
     hash_ = h;
     auto d = computed_.find(t.debit_id);
@@ -75,6 +78,12 @@ class Replay {
     }
     Sums& ds = d->second;
     Sums& cs = c->second;
+    if (t.debit_prev != ds.last_seq || t.credit_prev != cs.last_seq) {
+      return Fail(where + ": its links to the accounts' previous transfers are wrong");
+    }
+    if (t.ts_ms < ts_) return Fail(where + ": its time is before the previous transfer's");
+    ts_ = t.ts_ms;
+    ds.last_seq = cs.last_seq = t.seq;
     switch (t.type) {
       case TransferType::kSingle:
         ds.debits_posted += t.amount;
@@ -132,6 +141,10 @@ class Replay {
         return Fail("account " + id + " (" + Name(stored) + "): stored " + field + " " + FormatAmount(s) +
                     ", history gives " + FormatAmount(h));
       };
+      if (stored.last_seq != c.last_seq) {
+        return Fail("account " + id + " (" + Name(stored) + "): stored last transfer " +
+                    std::to_string(stored.last_seq) + ", history gives " + std::to_string(c.last_seq));
+      }
       if (!check("debits_posted", stored.debits_posted, c.debits_posted) ||
           !check("credits_posted", stored.credits_posted, c.credits_posted) ||
           !check("debits_pending", stored.debits_pending, c.debits_pending) ||
@@ -162,6 +175,7 @@ class Replay {
   std::unordered_map<std::string, Sums> stored_, computed_;
   std::unordered_map<std::string, Hold> holds_;
   int64_t seq_ = 0;
+  int64_t ts_ = 0;
   std::string hash_{kGenesisHash};
 };
 

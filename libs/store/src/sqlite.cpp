@@ -3,9 +3,12 @@
 // connections that read WAL snapshots in parallel.
 #include <sqlite3.h>
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <filesystem>
 #include <mutex>
+#include <thread>
 #include <unordered_map>
 
 #include "internal.hpp"
@@ -53,9 +56,13 @@ class Connection {
     if (rc != SQLITE_OK) return SqliteError(c->db_, rc, "cannot open SQLite database '" + path + "'");
     sqlite3_extended_result_codes(c->db_, 1);
     sqlite3_busy_timeout(c->db_, opt.busy_timeout_ms);
-    std::string pragmas = "PRAGMA foreign_keys=ON;";
+    // The default page cache (2 MiB) makes every index probe a read(2) once
+    // the tables outgrow it; memory-mapped reads skip the copy.
+    std::string pragmas = "PRAGMA foreign_keys=ON; PRAGMA mmap_size=1073741824;";
+    pragmas += writer ? "PRAGMA cache_size=-65536;" : "PRAGMA cache_size=-16384;";
     if (writer) {
-      pragmas += "PRAGMA journal_mode=WAL;";
+      // Checkpoints run on their own thread (SqliteDatabase), not inside a commit.
+      pragmas += "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0;";
       pragmas += opt.sqlite_synchronous_full ? "PRAGMA synchronous=FULL;" : "PRAGMA synchronous=NORMAL;";
     }
     SMART_TRY(c->ExecScript(pragmas));
@@ -139,7 +146,7 @@ class Connection {
   Connection() = default;
 
   Result<sqlite3_stmt*> Prepare(std::string_view sql) {
-    auto it = cache_.find(std::string(sql));
+    auto it = cache_.find(sql);
     if (it != cache_.end()) return it->second;
     std::string translated = TranslatePlaceholders(sql);
     sqlite3_stmt* st = nullptr;
@@ -155,16 +162,31 @@ class Connection {
     return st;
   }
 
+  struct Hash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
   sqlite3* db_ = nullptr;
-  std::unordered_map<std::string, sqlite3_stmt*> cache_;
+  std::unordered_map<std::string, sqlite3_stmt*, Hash, std::equal_to<>> cache_;
 };
 
 using SqliteTx = ConnectionTx<Connection>;
 
 class SqliteDatabase final : public Database {
  public:
-  SqliteDatabase(std::string path, Options opt, std::unique_ptr<Connection> writer)
-      : path_(std::move(path)), opt_(opt), writer_(std::move(writer)) {}
+  SqliteDatabase(std::string path, Options opt, std::unique_ptr<Connection> writer, bool memory)
+      : path_(std::move(path)), opt_(opt), writer_(std::move(writer)), shared_memory_(memory) {
+    if (!memory) checkpointer_ = std::thread([this] { RunCheckpoints(); });
+  }
+
+  ~SqliteDatabase() override {
+    {
+      std::lock_guard lock(checkpoint_mu_);
+      stopping_ = true;
+    }
+    checkpoint_cv_.notify_all();
+    if (checkpointer_.joinable()) checkpointer_.join();
+  }
 
   std::string_view backend() const override { return "sqlite"; }
 
@@ -172,7 +194,9 @@ class SqliteDatabase final : public Database {
     return WithRetries(opt_.max_retries, [&]() -> Result<void> {
       if (mode != TxMode::kRead || shared_memory_) {
         std::lock_guard lock(writer_mu_);
-        return RunTx(*writer_, mode == TxMode::kRead ? "BEGIN" : "BEGIN IMMEDIATE", fn);
+        auto r = RunTx(*writer_, mode == TxMode::kRead ? "BEGIN" : "BEGIN IMMEDIATE", fn);
+        if (mode != TxMode::kRead) commits_.fetch_add(1, std::memory_order_relaxed);
+        return r;
       }
       auto reader = AcquireReader();
       if (!reader) return reader.take_error();
@@ -187,8 +211,6 @@ class SqliteDatabase final : public Database {
       return tx.Query("SELECT 1").ok() ? Ok() : Error::Unavailable("database_unavailable", "ping failed");
     });
   }
-
-  void set_shared_memory(bool v) { shared_memory_ = v; }
 
  private:
   static Result<void> RunTx(Connection& c, const char* begin, const std::function<Result<void>(Tx&)>& fn) {
@@ -213,6 +235,28 @@ class SqliteDatabase final : public Database {
     if (static_cast<int>(readers_.size()) < opt_.pool_size) readers_.push_back(std::move(c));
   }
 
+  // Copies committed WAL frames into the database file every 50 ms while
+  // there are new commits, so that commits never pay for it. PASSIVE never
+  // waits for readers or the writer; the writer restarts the WAL once a
+  // checkpoint has caught up.
+  void RunCheckpoints() {
+    auto conn = Connection::Open(path_, opt_, false);
+    if (!conn) return;  // the writer's autocheckpoint is off: fall back to it
+    uint64_t seen = 0;
+    std::unique_lock lock(checkpoint_mu_);
+    while (!stopping_) {
+      checkpoint_cv_.wait_for(lock, std::chrono::milliseconds(50));
+      uint64_t now = commits_.load(std::memory_order_relaxed);
+      if (now == seen) continue;
+      seen = now;
+      lock.unlock();
+      (void)(*conn)->ExecScript("PRAGMA wal_checkpoint(PASSIVE);");
+      lock.lock();
+    }
+    lock.unlock();
+    (void)(*conn)->ExecScript("PRAGMA wal_checkpoint(PASSIVE);");
+  }
+
   std::string path_;
   Options opt_;
   std::mutex writer_mu_;
@@ -220,6 +264,11 @@ class SqliteDatabase final : public Database {
   std::mutex readers_mu_;
   std::vector<std::unique_ptr<Connection>> readers_;
   bool shared_memory_ = false;
+  std::atomic<uint64_t> commits_{0};
+  std::mutex checkpoint_mu_;
+  std::condition_variable checkpoint_cv_;
+  bool stopping_ = false;
+  std::thread checkpointer_;  // last: stops first
 };
 
 }  // namespace
@@ -237,9 +286,8 @@ Result<std::unique_ptr<Database>> OpenSqlite(const std::string& path, const Opti
   }
   auto writer = Connection::Open(path, options, true);
   if (!writer) return writer.take_error();
-  auto db = std::make_unique<SqliteDatabase>(path, options, std::move(writer).value());
   // Each :memory: connection is its own database: everything uses the writer.
-  db->set_shared_memory(memory);
+  auto db = std::make_unique<SqliteDatabase>(path, options, std::move(writer).value(), memory);
   return std::unique_ptr<Database>(std::move(db));
 }
 

@@ -72,6 +72,7 @@ struct Account {
   Amount debits_posted = 0, credits_posted = 0;
   Amount debits_pending = 0, credits_pending = 0;
   int64_t created_ms = 0;
+  int64_t last_seq = 0;  // the newest transfer of this account; 0 for none
   // credits_posted - debits_posted, signed.
   std::string Balance() const { return FormatDifference(credits_posted, debits_posted); }
   // What a debit may still take: the balance less pending debits (0 when below).
@@ -90,12 +91,12 @@ std::string_view ToString(TransferType t);
 struct TransferRequest {
   std::string key;  // idempotency key, unique forever; 1..256 bytes of UTF-8 without controls
   TransferType type = TransferType::kSingle;
-  AccountRef debit;   // kSingle, kPending
-  AccountRef credit;  // kSingle, kPending
-  Amount amount = 0;  // kSingle, kPending: > 0; kPost: 0 means the whole pending amount
-  std::string pending_id;  // kPost, kVoid: the pending transfer's id
-  int64_t timeout_s = 0;   // kPending: 0 never expires
-  std::string code;        // the reason, [a-z0-9_]{1,32}: "transfer", "mint", "task_escrow", …
+  AccountRef debit;             // kSingle, kPending
+  AccountRef credit;            // kSingle, kPending
+  Amount amount = 0;            // kSingle, kPending: > 0; kPost: 0 means the whole pending amount
+  std::string pending_id;       // kPost, kVoid: the pending transfer's id
+  int64_t timeout_s = 0;        // kPending: 0 never expires
+  std::string code;             // the reason, [a-z0-9_]{1,32}: "transfer", "mint", "task_escrow", …
   std::string metadata = "{}";  // a JSON object, at most 4 KiB
 };
 
@@ -114,8 +115,11 @@ struct Transfer {
   std::string state;
   std::string code;
   std::string metadata;
-  int64_t ts_ms = 0;
-  std::string hash;  // hex SHA-256 of the previous transfer's hash and this transfer
+  int64_t ts_ms = 0;  // never decreases along the chain
+  // The previous transfers of the debit and credit accounts (0: none): each
+  // account's history is a list through these.
+  int64_t debit_prev = 0, credit_prev = 0;
+  std::string hash;       // hex SHA-256 of the previous transfer's hash and this transfer
   bool replayed = false;  // this call found it already done (same key, same request)
 };
 
@@ -137,10 +141,10 @@ struct AccountFilter {
 
 struct LedgerConfig {
   std::vector<Asset> assets;
-  std::string platform_token = "SMART";  // the asset only the platform issues
-  size_t max_batch = 1000;               // transfers per Execute() call
-  size_t max_group = 8192;               // transfers per group commit
-  int64_t sweep_interval_ms = 1000;      // how often expired holds are voided; 0: never
+  std::string platform_token = "SMART";              // the asset only the platform issues
+  size_t max_batch = 1000;                           // transfers per Execute() call
+  size_t max_group = 8192;                           // transfers per group commit
+  int64_t sweep_interval_ms = 1000;                  // how often expired holds are voided; 0: never
   std::function<void(const Error&)> on_sweep_error;  // called on the committer thread
 };
 
