@@ -26,11 +26,16 @@ int main(int argc, char** argv) {
   double seconds = 5;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
-    if (k == "--url") url = v;
-    else if (k == "--threads") threads = std::stoi(v);
-    else if (k == "--batch") batch = std::stoi(v);
-    else if (k == "--accounts") accounts = std::stoi(v);
-    else if (k == "--seconds") seconds = std::stod(v);
+    if (k == "--url")
+      url = v;
+    else if (k == "--threads")
+      threads = std::stoi(v);
+    else if (k == "--batch")
+      batch = std::stoi(v);
+    else if (k == "--accounts")
+      accounts = std::stoi(v);
+    else if (k == "--seconds")
+      seconds = std::stod(v);
     else {
       std::fprintf(stderr, "unknown flag %s\n", k.c_str());
       return 2;
@@ -60,8 +65,11 @@ int main(int argc, char** argv) {
   for (int i = 0; i < accounts; i += 1000) {
     std::vector<ledger::TransferRequest> mint;
     for (int j = i; j < std::min(accounts, i + 1000); ++j) {
-      mint.push_back({.key = "mint/" + run + "/" + std::to_string(j), .debit = {"platform", "issuer", "USDC"},
-                      .credit = ref(j), .amount = 1'000'000'000'000, .code = "mint"});
+      mint.push_back({.key = "mint/" + run + "/" + std::to_string(j),
+                      .debit = {"platform", "issuer", "USDC"},
+                      .credit = ref(j),
+                      .amount = 1'000'000'000'000,
+                      .code = "mint"});
     }
     if (auto r = l->Execute(mint); !r) {
       std::fprintf(stderr, "mint: %s\n", r.error().message.c_str());
@@ -83,8 +91,11 @@ int main(int argc, char** argv) {
         for (int b = 0; b < batch; ++b) {
           int from = static_cast<int>(rng() % accounts), to = static_cast<int>(rng() % accounts);
           if (from == to) to = (to + 1) % accounts;
-          reqs.push_back({.key = run + "/" + std::to_string(t) + "/" + std::to_string(n++), .debit = ref(from),
-                          .credit = ref(to), .amount = 1 + rng() % 1000, .code = "transfer"});
+          reqs.push_back({.key = run + "/" + std::to_string(t) + "/" + std::to_string(n++),
+                          .debit = ref(from),
+                          .credit = ref(to),
+                          .amount = 1 + rng() % 1000,
+                          .code = "transfer"});
         }
         auto t0 = Steady::now();
         auto r = l->Execute(std::move(reqs));
@@ -108,7 +119,8 @@ int main(int argc, char** argv) {
   l.reset();
   auto verify = ledger::Verify(**db);
   if (!verify || !verify->ok) {
-    std::fprintf(stderr, "ledger verify failed: %s\n", verify ? verify->divergence.c_str() : verify.error().message.c_str());
+    std::fprintf(stderr, "ledger verify failed: %s\n",
+                 verify ? verify->divergence.c_str() : verify.error().message.c_str());
     return 1;
   }
   if (failed > 0) {

@@ -22,6 +22,7 @@
 #include "smart/core/log.hpp"
 #include "smart/http/middleware.hpp"
 #include "smart/http/server.hpp"
+#include "smart/ledger/ledger.hpp"
 #include "smart/metrics/metrics.hpp"
 #include "smart/store/migrations.hpp"
 #include "smart/store/store.hpp"
@@ -166,6 +167,52 @@ api::RateLimits RateLimitsFrom(const config::Config& cfg) {
   return r;
 }
 
+Result<ledger::LedgerConfig> LedgerConfigFrom(const config::Config& cfg) {
+  ledger::LedgerConfig c;
+  auto assets = ledger::ParseAssets(cfg.StringList("ledger.assets"));
+  if (!assets) return Error::Invalid("invalid_config", "config key 'ledger.assets': " + assets.error().message);
+  c.assets = std::move(assets).value();
+  c.platform_token = cfg.String("ledger.platform_token");
+  bool known = false;
+  for (const auto& a : c.assets) known = known || a.code == c.platform_token;
+  if (!known) {
+    return Error::Invalid("invalid_config",
+                          "config key 'ledger.platform_token': '" + c.platform_token + "' is not in ledger.assets");
+  }
+  return c;
+}
+
+// `smartd ledger verify`: recomputes the hash chain and every balance.
+int LedgerVerify(const config::Config& cfg) {
+  auto db = OpenDatabase(cfg);
+  if (!db) {
+    std::cerr << "smartd: " << db.error().message << "\n";
+    return kExitFailure;
+  }
+  auto st = store::GetMigrationStatus(**db, api::AllMigrations());
+  if (!st || st->current < 200) {
+    std::cerr << "smartd: the database has no ledger yet (run smartd migrate)\n";
+    return kExitFailure;
+  }
+  auto report = ledger::Verify(**db);
+  if (!report) {
+    std::cerr << "smartd: ledger verify failed to run: " << report.error().message << "\n";
+    return kExitFailure;
+  }
+  std::cout << "transfers: " << report->transfers << "\naccounts: " << report->accounts << "\n";
+  for (const auto& t : report->totals) {
+    std::cout << t.asset << ": debits " << ledger::FormatAmount(t.debits_posted) << " = credits "
+              << ledger::FormatAmount(t.credits_posted) << ", pending " << ledger::FormatAmount(t.debits_pending)
+              << ", supply " << ledger::FormatAmount(t.supply) << "\n";
+  }
+  if (!report->ok) {
+    std::cout << "DIVERGENCE: " << report->divergence << "\n";
+    return kExitFailure;
+  }
+  std::cout << "ok: the hash chain and every balance match the history\n";
+  return 0;
+}
+
 int Migrate(const config::Config& cfg, log::Logger& logger) {
   auto db = OpenDatabase(cfg);
   if (!db) {
@@ -254,8 +301,26 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
   metrics::AddProcessCollector(registry, kVersion, kCommit);
   auto limiter = kv::NewMemoryRateLimiter(static_cast<size_t>(cfg.Int("rate_limit.max_keys")));
   auth::UsageRecorder usage(**db, clock);
-  api::Deps deps{
-      **db, registry, auth, usage, *limiter, clock, RateLimitsFrom(cfg), api::AllMigrations(), {kVersion, kCommit}};
+  auto ledger_config = LedgerConfigFrom(cfg);
+  if (!ledger_config) {
+    logger.Error("invalid ledger configuration", {{"error", ledger_config.error().message}});
+    return kExitUsage;
+  }
+  ledger_config->on_sweep_error = [&logger](const Error& e) {
+    logger.Warn("expiring pending transfers failed", {{"error", e.message}});
+  };
+  auto ledger = std::make_unique<ledger::Ledger>(**db, std::move(ledger_config).value(), clock);
+  api::Deps deps{.db = **db,
+                 .registry = registry,
+                 .auth = auth,
+                 .usage = usage,
+                 .ledger = *ledger,
+                 .limiter = *limiter,
+                 .clock = clock,
+                 .limits = RateLimitsFrom(cfg),
+                 .migrations = api::AllMigrations(),
+                 .build = {kVersion, kCommit},
+                 .dev_faucet = cfg.Bool("ledger.dev_faucet")};
   http::Router router;
   api::RegisterRoutes(router, deps);
 
@@ -298,6 +363,7 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
   server.Shutdown();
   stopping = true;
   flusher.join();  // its last pass flushes what the final requests counted
+  ledger.reset();  // finishes queued batches
   db->reset();     // closes every database connection
   logger.Info("stopped");
   return 0;
@@ -328,6 +394,12 @@ int Main(int argc, char** argv) {
   admin_create->add_flag("--password-stdin", password_stdin, "Read the password from the first line of stdin");
   admin->fallthrough();
   admin_create->fallthrough();
+  auto* ledger_cmd = app.add_subcommand("ledger", "Ledger maintenance");
+  ledger_cmd->require_subcommand(1);
+  auto* ledger_verify =
+      ledger_cmd->add_subcommand("verify", "Recompute the hash chain and balances; exit 1 naming the first divergence");
+  ledger_cmd->fallthrough();
+  ledger_verify->fallthrough();
   app.require_subcommand(0, 1);
   // Global flags may follow the subcommand: `smartd migrate --data-dir x`.
   serve->fallthrough();
@@ -349,6 +421,7 @@ int Main(int argc, char** argv) {
   log::Logger logger(*log::ParseLevel(cfg->String("log.level")));
   if (migrate->parsed()) return Migrate(*cfg, logger);
   if (admin_create->parsed()) return AdminCreate(*cfg, logger, admin_email, admin_name, password_stdin);
+  if (ledger_verify->parsed()) return LedgerVerify(*cfg);
   return Serve(*cfg, logger);
 }
 

@@ -8,46 +8,17 @@
 #include <regex>
 #include <thread>
 
-#include "smart/testing/http_client.hpp"
+#include "harness.hpp"
 #include "smart/testing/postgres.hpp"
-#include "smart/testing/process.hpp"
 
 namespace smart {
 namespace {
 
 using namespace std::chrono_literals;
+using namespace itest;
 using testing::Process;
 using testing::RawConnection;
 using testing::TempDir;
-
-class Smartd {
- public:
-  // `data_dir` keeps state across instances (restarts); by default each instance has its own.
-  explicit Smartd(std::vector<std::string> env = {}, std::vector<std::string> args = {}, std::string data_dir = "") {
-    if (data_dir.empty()) data_dir = dir_.path() + "/data";
-    std::vector<std::string> argv = {SMARTD_PATH, "--port", "0", "--data-dir", data_dir};
-    argv.insert(argv.end(), args.begin(), args.end());
-    env.push_back("SMART_HTTP_THREADS=2");
-    proc_ = std::make_unique<Process>(argv, env);
-    auto line = proc_->WaitForLine("\"msg\":\"listening\"");
-    if (!line) {
-      proc_->Drain();
-      ADD_FAILURE() << "smartd did not start:\n" << proc_->output();
-      return;
-    }
-    std::smatch m;
-    std::regex re("\"port\":([0-9]+)");
-    if (std::regex_search(*line, m, re)) port_ = static_cast<uint16_t>(std::stoi(m[1]));
-  }
-  uint16_t port() const { return port_; }
-  Process& proc() { return *proc_; }
-  const std::string& dir() const { return dir_.path(); }
-
- private:
-  TempDir dir_;
-  std::unique_ptr<Process> proc_;
-  uint16_t port_ = 0;
-};
 
 TEST(Smartd, HealthReadyMetricsOpenApi) {
   Smartd s;
@@ -223,25 +194,6 @@ TEST(Smartd, PortInUseFailsClearly) {
   EXPECT_NE(out.find("cannot listen on 127.0.0.1:" + std::to_string(first.port())), std::string::npos) << out;
 }
 
-// Fast Argon2 parameters: the tests exercise the flow, not the hash's cost.
-// Generous limits: these tests exercise the flows, and all their requests come from 127.0.0.1.
-const std::vector<std::string> kFastAuth = {
-    "SMART_AUTH_ARGON2_M_COST_KIB=1024",          "SMART_AUTH_ARGON2_T_COST=1",
-    "SMART_RATE_LIMIT_AUTH_BURST=10000",          "SMART_RATE_LIMIT_ADDRESS_BURST=10000",
-    "SMART_RATE_LIMIT_DEFAULT_BURST=10000",       "SMART_RATE_LIMIT_FREE_BURST=10000",
-    "SMART_RATE_LIMIT_LOGIN_FAILURES_BURST=10000"};
-
-std::optional<testing::HttpResponse> PostJson(uint16_t port, const std::string& target, const std::string& body,
-                                              const std::string& extra = {}) {
-  return testing::Request(port, "POST", target, body, "Content-Type: application/json\r\n" + extra);
-}
-
-std::string JsonField(const std::string& body, const std::string& key) {
-  std::smatch m;
-  std::regex re("\"" + key + "\":\"([^\"]*)\"");
-  return std::regex_search(body, m, re) ? std::string(m[1]) : std::string();
-}
-
 TEST(Smartd, AccountLifecycle) {
   Smartd s(kFastAuth);
   ASSERT_NE(s.port(), 0);
@@ -389,32 +341,6 @@ TEST(Smartd, InvalidJsonBodiesAreClearProblems) {
   // Nothing half-written: none of those created an account.
   r = PostJson(s.port(), "/api/v1/auth/login", R"({"email":"a@b.com","password":"long enough pw"})");
   EXPECT_EQ(r->status, 401);
-}
-
-struct Session {
-  std::string access, refresh;
-};
-
-Session Login(uint16_t port, const std::string& email, const std::string& password);
-
-Session RegisterAndLogin(uint16_t port, const std::string& email) {
-  auto r = PostJson(port, "/api/v1/auth/register",
-                    R"({"email":")" + email + R"(","password":"correct horse battery","name":"T"})");
-  EXPECT_TRUE(r && r->status == 201) << (r ? r->body : "no answer");
-  return Login(port, email, "correct horse battery");
-}
-
-Session Login(uint16_t port, const std::string& email, const std::string& password) {
-  auto r = PostJson(port, "/api/v1/auth/login", R"({"email":")" + email + R"(","password":")" + password + R"("})");
-  EXPECT_TRUE(r && r->status == 200) << (r ? r->body : "no answer");
-  return r ? Session{JsonField(r->body, "access_token"), JsonField(r->body, "refresh_token")} : Session{};
-}
-
-std::optional<testing::HttpResponse> As(uint16_t port, const std::string& method, const std::string& target,
-                                        const std::string& credential, const std::string& body = {}) {
-  std::string headers = "Authorization: Bearer " + credential + "\r\n";
-  if (!body.empty()) headers += "Content-Type: application/json\r\n";
-  return testing::Request(port, method, target, body, headers);
 }
 
 TEST(Smartd, ApiKeysAndScopes) {

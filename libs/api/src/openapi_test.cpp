@@ -6,6 +6,7 @@
 #include "smart/api/routes.hpp"
 #include "smart/auth/service.hpp"
 #include "smart/auth/usage.hpp"
+#include "smart/ledger/ledger.hpp"
 #include "smart/metrics/metrics.hpp"
 #include "smart/testing/process.hpp"
 
@@ -36,7 +37,16 @@ TEST(OpenApi, DescribesEveryRegisteredRoute) {
   auth::AuthService auth(**db, {.keys = {{"k", std::string(32, 'k')}}, .active_kid = "k"}, clock);
   auto limiter = kv::NewMemoryRateLimiter();
   auth::UsageRecorder usage(**db, clock);
-  Deps deps{**db, registry, auth, usage, *limiter, clock, {}, AllMigrations(), {"test", "test"}};
+  ledger::Ledger ledger(**db, {.assets = {{"USDC", 6}}, .platform_token = "USDC"}, clock);
+  Deps deps{.db = **db,
+            .registry = registry,
+            .auth = auth,
+            .usage = usage,
+            .ledger = ledger,
+            .limiter = *limiter,
+            .clock = clock,
+            .migrations = AllMigrations(),
+            .build = {"test", "test"}};
   http::Router router;
   RegisterRoutes(router, deps);
 

@@ -3,6 +3,7 @@
 #include "routes_internal.hpp"
 #include "smart/auth/usage.hpp"
 #include "smart/core/json_text.hpp"
+#include "smart/ledger/ledger.hpp"
 #include "smart/metrics/metrics.hpp"
 
 namespace smart::embedded {
@@ -23,6 +24,7 @@ std::vector<store::Migration> Collect() {
   };
   for (auto& m : auth::AuthService::Migrations()) all.push_back(std::move(m));
   for (auto& m : auth::UsageRecorder::Migrations()) all.push_back(std::move(m));
+  for (auto& m : ledger::Ledger::Migrations()) all.push_back(std::move(m));
   return all;
 }
 
@@ -73,6 +75,7 @@ void RegisterRoutes(http::Router& router, const Deps& deps) {
              [](http::Request&) { return http::Response::Json(200, std::string(OpenApiDocument())); });
   RegisterAuthRoutes(router, deps);
   RegisterAdminRoutes(router, deps);
+  RegisterLedgerRoutes(router, deps);
   router.Add(http::Method::kGet, "/api/v1/version", [&deps](http::Request&) {
     std::string body = "{\"version\":";
     AppendJsonString(body, deps.build.version);

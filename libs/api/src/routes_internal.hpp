@@ -15,6 +15,8 @@ void RegisterAuthRoutes(http::Router& router, const Deps& deps);
 
 void RegisterAdminRoutes(http::Router& router, const Deps& deps);
 
+void RegisterLedgerRoutes(http::Router& router, const Deps& deps);
+
 boost::json::object UserJson(const auth::User& u);
 
 bool HasCredentials(const http::Request& req);

@@ -23,10 +23,6 @@ bool ValidText(std::string_view s) {
   return std::none_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
 }
 
-size_t Utf8Length(std::string_view s) {
-  return static_cast<size_t>(std::count_if(s.begin(), s.end(), [](char c) { return (c & 0xC0) != 0x80; }));
-}
-
 Result<User> ReadUser(store::Tx& tx, std::string_view column, std::string_view value, std::string* password_hash) {
   std::string sql = "SELECT id, email, name, role, status, created_at, password_hash, tier FROM users WHERE " +
                     std::string(column) + " = $1";
@@ -275,6 +271,20 @@ Result<User> AuthService::GetUser(std::string_view id) {
     return Ok();
   });
   if (!r) return r.take_error();
+  return user;
+}
+
+Result<User> AuthService::FindUser(std::string_view id_or_email) {
+  if (id_or_email.starts_with("usr_")) return GetUser(id_or_email);
+  auto email = NormalizeEmail(id_or_email);
+  if (!email) return Error::NotFound("user_not_found", "no such user");
+  User user;
+  SMART_TRY(db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
+    auto u = ReadUser(tx, "email", *email, nullptr);
+    if (!u) return u.take_error();
+    user = std::move(u).value();
+    return Ok();
+  }));
   return user;
 }
 

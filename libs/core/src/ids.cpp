@@ -19,7 +19,8 @@ std::string NewUlid() {
   uint64_t lo = rng();           // 64 random bits
   std::string out(26, '0');
   // 128 bits = ms(48) | hi(16) | lo(64), written as 26 base32 digits (130 bits, top 2 zero).
-  unsigned __int128 v = (static_cast<unsigned __int128>((ms << 16) | hi) << 64) | lo;
+  __extension__ typedef unsigned __int128 U128;  // NOLINT(modernize-use-using)
+  U128 v = (static_cast<U128>((ms << 16) | hi) << 64) | lo;
   for (int i = 25; i >= 0; --i) {
     out[static_cast<size_t>(i)] = kAlphabet[static_cast<unsigned>(v & 31)];
     v >>= 5;

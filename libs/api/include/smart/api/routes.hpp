@@ -17,6 +17,9 @@ namespace smart::auth {
 class AuthService;
 class UsageRecorder;
 }  // namespace smart::auth
+namespace smart::ledger {
+class Ledger;
+}
 
 namespace smart::api {
 
@@ -49,11 +52,13 @@ struct Deps {
   metrics::Registry& registry;
   auth::AuthService& auth;
   auth::UsageRecorder& usage;
+  ledger::Ledger& ledger;
   kv::RateLimiter& limiter;
   const Clock& clock;
   RateLimits limits;
   std::span<const store::Migration> migrations;
   BuildInfo build;
+  bool dev_faucet = false;  // admin mint and burn (ledger.dev_faucet)
 };
 
 // Registers every public route of smartd.

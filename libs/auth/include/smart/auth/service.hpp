@@ -119,6 +119,8 @@ class AuthService {
   Result<void> RevokeApiKey(std::string_view user_id, std::string_view key_id);
 
   Result<User> GetUser(std::string_view id);
+  // By id ("usr_…") or by email (normalised); user_not_found otherwise.
+  Result<User> FindUser(std::string_view id_or_email);
   Result<User> UpdateProfile(std::string_view id, std::optional<std::string_view> name);
 
   // Admin. `limit` 1..500; cursors are opaque strings from a previous page.

@@ -14,6 +14,8 @@ void AppendJsonString(std::string& out, std::string_view s);
 
 // True when `s` is well-formed UTF-8 (no overlongs, surrogates or values past U+10FFFF).
 bool IsValidUtf8(std::string_view s);
+// Code points in valid UTF-8 `s`.
+size_t Utf8Length(std::string_view s);
 
 // RFC 3339 UTC with milliseconds, e.g. 2026-11-22T10:30:00.123Z.
 std::string FormatTimestampMs(int64_t unix_ms);

@@ -1,0 +1,70 @@
+#include "harness.hpp"
+
+#include <regex>
+
+namespace smart::itest {
+
+Smartd::Smartd(std::vector<std::string> env, std::vector<std::string> args, std::string data_dir) {
+  if (data_dir.empty()) data_dir = dir_.path() + "/data";
+  std::vector<std::string> argv = {SMARTD_PATH, "--port", "0", "--data-dir", data_dir};
+  argv.insert(argv.end(), args.begin(), args.end());
+  env.push_back("SMART_HTTP_THREADS=2");
+  proc_ = std::make_unique<testing::Process>(argv, env);
+  auto line = proc_->WaitForLine("\"msg\":\"listening\"");
+  if (!line) {
+    proc_->Drain();
+    ADD_FAILURE() << "smartd did not start:\n" << proc_->output();
+    return;
+  }
+  std::smatch m;
+  std::regex re("\"port\":([0-9]+)");
+  if (std::regex_search(*line, m, re)) port_ = static_cast<uint16_t>(std::stoi(m[1]));
+}
+
+const std::vector<std::string> kFastAuth = {
+    "SMART_AUTH_ARGON2_M_COST_KIB=1024",    "SMART_AUTH_ARGON2_T_COST=1",         "SMART_RATE_LIMIT_AUTH_BURST=10000",
+    "SMART_RATE_LIMIT_ADDRESS_BURST=10000", "SMART_RATE_LIMIT_DEFAULT_BURST=10000", "SMART_RATE_LIMIT_FREE_BURST=10000",
+    "SMART_RATE_LIMIT_LOGIN_FAILURES_BURST=10000"};
+
+std::optional<testing::HttpResponse> PostJson(uint16_t port, const std::string& target, const std::string& body,
+                                              const std::string& extra) {
+  return testing::Request(port, "POST", target, body, "Content-Type: application/json\r\n" + extra);
+}
+
+std::string JsonField(const std::string& body, const std::string& key) {
+  std::smatch m;
+  std::regex re("\"" + key + "\":\"([^\"]*)\"");
+  return std::regex_search(body, m, re) ? std::string(m[1]) : std::string();
+}
+
+Session Login(uint16_t port, const std::string& email, const std::string& password) {
+  auto r = PostJson(port, "/api/v1/auth/login", R"({"email":")" + email + R"(","password":")" + password + R"("})");
+  EXPECT_TRUE(r && r->status == 200) << (r ? r->body : "no answer");
+  return r ? Session{JsonField(r->body, "access_token"), JsonField(r->body, "refresh_token")} : Session{};
+}
+
+Session RegisterAndLogin(uint16_t port, const std::string& email) {
+  auto r = PostJson(port, "/api/v1/auth/register",
+                    R"({"email":")" + email + R"(","password":"correct horse battery","name":"T"})");
+  EXPECT_TRUE(r && r->status == 201) << (r ? r->body : "no answer");
+  return Login(port, email, "correct horse battery");
+}
+
+std::optional<testing::HttpResponse> As(uint16_t port, const std::string& method, const std::string& target,
+                                        const std::string& credential, const std::string& body,
+                                        const std::string& extra_headers) {
+  std::string headers = "Authorization: Bearer " + credential + "\r\n";
+  if (!body.empty()) headers += "Content-Type: application/json\r\n";
+  return testing::Request(port, method, target, body, headers + extra_headers);
+}
+
+Session CreateAdmin(Smartd& s, const std::string& email, const std::string& extra_env) {
+  std::string cmd = "echo 'admin password 1' | SMART_AUTH_ARGON2_M_COST_KIB=1024 SMART_AUTH_ARGON2_T_COST=1 " +
+                    extra_env + " " + std::string(SMARTD_PATH) + " admin create --email " + email +
+                    " --password-stdin --data-dir " + s.dir() + "/data";
+  auto [code, out] = testing::RunCommand({"/bin/sh", "-c", cmd});
+  EXPECT_EQ(code, 0) << out;
+  return Login(s.port(), email, "admin password 1");
+}
+
+}  // namespace smart::itest

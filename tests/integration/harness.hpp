@@ -1,0 +1,53 @@
+// The real smartd binary on port 0 with a temporary data directory, and small
+// HTTP helpers for the integration tests.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "smart/testing/http_client.hpp"
+#include "smart/testing/process.hpp"
+
+namespace smart::itest {
+
+class Smartd {
+ public:
+  // `data_dir` keeps state across instances (restarts); by default each instance has its own.
+  explicit Smartd(std::vector<std::string> env = {}, std::vector<std::string> args = {}, std::string data_dir = "");
+  uint16_t port() const { return port_; }
+  testing::Process& proc() { return *proc_; }
+  const std::string& dir() const { return dir_.path(); }
+
+ private:
+  testing::TempDir dir_;
+  std::unique_ptr<testing::Process> proc_;
+  uint16_t port_ = 0;
+};
+
+// Fast Argon2 parameters: the tests exercise the flow, not the hash's cost.
+// Generous limits: these tests exercise the flows, and all their requests come from 127.0.0.1.
+extern const std::vector<std::string> kFastAuth;
+
+std::optional<testing::HttpResponse> PostJson(uint16_t port, const std::string& target, const std::string& body,
+                                              const std::string& extra = {});
+// The first string value of `key` in a JSON text; empty when absent.
+std::string JsonField(const std::string& body, const std::string& key);
+
+struct Session {
+  std::string access, refresh;
+};
+Session Login(uint16_t port, const std::string& email, const std::string& password);
+// Registers with the password "correct horse battery" and logs in.
+Session RegisterAndLogin(uint16_t port, const std::string& email);
+// A request with `Authorization: Bearer credential` (and a JSON body when given).
+std::optional<testing::HttpResponse> As(uint16_t port, const std::string& method, const std::string& target,
+                                        const std::string& credential, const std::string& body = {},
+                                        const std::string& extra_headers = {});
+// `smartd admin create` against the data directory of `s` (password "admin password 1"); then logs in.
+Session CreateAdmin(Smartd& s, const std::string& email, const std::string& extra_env = "");
+
+}  // namespace smart::itest
