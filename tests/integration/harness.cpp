@@ -22,8 +22,9 @@ Smartd::Smartd(std::vector<std::string> env, std::vector<std::string> args, std:
 }
 
 const std::vector<std::string> kFastAuth = {
-    "SMART_AUTH_ARGON2_M_COST_KIB=1024",    "SMART_AUTH_ARGON2_T_COST=1",         "SMART_RATE_LIMIT_AUTH_BURST=10000",
-    "SMART_RATE_LIMIT_ADDRESS_BURST=10000", "SMART_RATE_LIMIT_DEFAULT_BURST=10000", "SMART_RATE_LIMIT_FREE_BURST=10000",
+    "SMART_AUTH_ARGON2_M_COST_KIB=1024",          "SMART_AUTH_ARGON2_T_COST=1",
+    "SMART_RATE_LIMIT_AUTH_BURST=10000",          "SMART_RATE_LIMIT_ADDRESS_BURST=10000",
+    "SMART_RATE_LIMIT_DEFAULT_BURST=10000",       "SMART_RATE_LIMIT_FREE_BURST=10000",
     "SMART_RATE_LIMIT_LOGIN_FAILURES_BURST=10000"};
 
 std::optional<testing::HttpResponse> PostJson(uint16_t port, const std::string& target, const std::string& body,

@@ -42,7 +42,8 @@ std::vector<std::string> HistoryIds(uint16_t port, const std::string& token) {
   std::vector<std::string> ids;
   std::string cursor;
   for (int pages = 0; pages < 1000; ++pages) {
-    auto r = As(port, "GET", "/api/v1/user/transactions?limit=500" + (cursor.empty() ? "" : "&cursor=" + cursor), token);
+    auto r =
+        As(port, "GET", "/api/v1/user/transactions?limit=500" + (cursor.empty() ? "" : "&cursor=" + cursor), token);
     EXPECT_TRUE(r && r->status == 200) << (r ? r->body : "no answer");
     if (!r || r->status != 200) break;
     std::regex re("\"id\":\"(tr_[0-9A-Z]+)\"");
@@ -188,8 +189,8 @@ TEST(SmartdLedger, BadInputIsRefusedClearlyAndMovesNothing) {
       {R"({"to":"dan@example.com","asset":"USDC","amount":"1e3"})", "k", 422, "invalid_amount"},
       {R"({"to":"dan@example.com","asset":"USDC","amount":"340282366920938463463374607431768211456"})", "k", 422,
        "invalid_amount"},
-      {R"({"to":"dan@example.com","asset":"USDC","amount":"99999999999999999999999999999999999999999999"})", "k",
-       422, "invalid_amount"},
+      {R"({"to":"dan@example.com","asset":"USDC","amount":"99999999999999999999999999999999999999999999"})", "k", 422,
+       "invalid_amount"},
       {R"({"to":"dan@example.com","asset":"DOGE","amount":"1"})", "k", 422, "unknown_asset"},
       {R"({"to":"dan@example.com","asset":"usdc","amount":"1"})", "k", 422, "unknown_asset"},
       {R"({"to":"cat@example.com","asset":"USDC","amount":"1"})", "k", 422, "same_account"},
@@ -219,13 +220,14 @@ TEST(SmartdLedger, BadInputIsRefusedClearlyAndMovesNothing) {
          Idem("k"));
   EXPECT_EQ(r->status, 201) << r->body;
 
-  for (const char* q : {"?since=yesterday", "?asset=DOGE", "?kind=vault", "?limit=0", "?cursor=AAAA", "?cursor=bm90LWEtY3Vyc29y"}) {
+  for (const char* q :
+       {"?since=yesterday", "?asset=DOGE", "?kind=vault", "?limit=0", "?cursor=AAAA", "?cursor=bm90LWEtY3Vyc29y"}) {
     r = As(s.port(), "GET", std::string("/api/v1/user/transactions") + q, cat.access);
     EXPECT_EQ(r->status, 422) << q << " -> " << r->body;
   }
   // Mint needs an admin; a user gets 403 however it asks.
-  r = As(s.port(), "POST", "/api/v1/admin/mint", cat.access, R"({"user":"cat@example.com","asset":"USDC","amount":"1"})",
-         Idem("x"));
+  r = As(s.port(), "POST", "/api/v1/admin/mint", cat.access,
+         R"({"user":"cat@example.com","asset":"USDC","amount":"1"})", Idem("x"));
   EXPECT_EQ(r->status, 403);
   EXPECT_EQ(Verify(s.dir() + "/data").first, 0);
 }

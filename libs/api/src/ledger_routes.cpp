@@ -94,11 +94,11 @@ std::optional<ledger::Amount> ReadAmount(FieldReader& f, const json::object& bod
 }
 
 http::Response AmountProblem(const http::Request& req) {
-  return http::MakeProblem(
-      req, {.status = 422,
-            .code = "invalid_amount",
-            .detail = "amount must be a string of integer base units, e.g. \"250000\" for 0.25 USDC",
-            .errors = {{"amount", "a decimal string of base units, greater than zero, below 2^128"}}});
+  return http::MakeProblem(req,
+                           {.status = 422,
+                            .code = "invalid_amount",
+                            .detail = "amount must be a string of integer base units, e.g. \"250000\" for 0.25 USDC",
+                            .errors = {{"amount", "a decimal string of base units, greater than zero, below 2^128"}}});
 }
 
 std::variant<std::string, http::Response> Metadata(const http::Request& req, const std::optional<std::string>& memo,
@@ -128,9 +128,10 @@ http::Response Faucet(const Deps& deps, http::Request& req, bool mint) {
   auto who = Require(deps, req, auth::scope::kAdmin);
   if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
   if (!deps.dev_faucet) {
-    return http::MakeProblem(req, {.status = 403,
-                                   .code = "faucet_disabled",
-                                   .detail = "Minting and burning are off; set ledger.dev_faucet = true (development)."});
+    return http::MakeProblem(req,
+                             {.status = 403,
+                              .code = "faucet_disabled",
+                              .detail = "Minting and burning are off; set ledger.dev_faucet = true (development)."});
   }
   auto key = IdempotencyKey(req);
   if (auto* res = std::get_if<http::Response>(&key)) return std::move(*res);
@@ -206,15 +207,16 @@ void RegisterLedgerRoutes(http::Router& router, const Deps& deps) {
           }
           (std::string_view(name) == "since" ? filter.since_ms : filter.until_ms) = *t * 1000;
         }
-        if (filter.asset && !deps.ledger.FindAsset(*filter.asset)) errors.push_back({"asset", "not a configured asset"});
+        if (filter.asset && !deps.ledger.FindAsset(*filter.asset))
+          errors.push_back({"asset", "not a configured asset"});
         if (filter.kind && !ledger::IsKind(*filter.kind)) errors.push_back({"kind", "not an account kind"});
         if (!errors.empty()) {
           return http::MakeProblem(
-              req, {.status = 422, .code = "validation_failed", .detail = "Some filters are invalid.", .errors = errors});
+              req,
+              {.status = 422, .code = "validation_failed", .detail = "Some filters are invalid.", .errors = errors});
         }
         const auto& user = std::get<auth::Principal>(who).user_id;
-        auto page =
-            deps.ledger.History(user, filter, std::get<PageQuery>(q).limit, std::get<PageQuery>(q).cursor);
+        auto page = deps.ledger.History(user, filter, std::get<PageQuery>(q).limit, std::get<PageQuery>(q).cursor);
         if (!page) return ErrorResponse(req, page.error());
         json::array items;
         for (const auto& t : page->items) {
@@ -258,13 +260,12 @@ void RegisterLedgerRoutes(http::Router& router, const Deps& deps) {
         }
         auto metadata = Metadata(req, memo, "");
         if (auto* res = std::get_if<http::Response>(&metadata)) return std::move(*res);
-        ledger::TransferRequest t{
-            .key = "user/" + sender.user_id + "/" + std::get<std::string>(key),
-            .debit = {sender.user_id, std::string(ledger::kind::kAvailable), *asset},
-            .credit = {recipient->id, std::string(ledger::kind::kAvailable), *asset},
-            .amount = *amount,
-            .code = "transfer",
-            .metadata = std::get<std::string>(metadata)};
+        ledger::TransferRequest t{.key = "user/" + sender.user_id + "/" + std::get<std::string>(key),
+                                  .debit = {sender.user_id, std::string(ledger::kind::kAvailable), *asset},
+                                  .credit = {recipient->id, std::string(ledger::kind::kAvailable), *asset},
+                                  .amount = *amount,
+                                  .code = "transfer",
+                                  .metadata = std::get<std::string>(metadata)};
         auto r = deps.ledger.Execute({std::move(t)});
         if (!r) return ErrorResponse(req, r.error());
         return Created(deps, r->front());
@@ -285,7 +286,8 @@ void RegisterLedgerRoutes(http::Router& router, const Deps& deps) {
         if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
         auto q = ParsePageQuery(req);
         if (auto* res = std::get_if<http::Response>(&q)) return std::move(*res);
-        ledger::AccountFilter filter{.owner = req.Query("owner"), .kind = req.Query("kind"), .asset = req.Query("asset")};
+        ledger::AccountFilter filter{
+            .owner = req.Query("owner"), .kind = req.Query("kind"), .asset = req.Query("asset")};
         auto page = deps.ledger.ListAccounts(filter, std::get<PageQuery>(q).limit, std::get<PageQuery>(q).cursor);
         if (!page) return ErrorResponse(req, page.error());
         json::array items;
@@ -337,18 +339,19 @@ void RegisterLedgerRoutes(http::Router& router, const Deps& deps) {
         const auto& caller = std::get<auth::Principal>(who);
         if (asset->code != deps.ledger.platform_token() && holder->id != caller.user_id &&
             !caller.Has(auth::scope::kAdmin)) {
-          return http::MakeProblem(req, {.status = 403,
-                                         .code = "balance_private",
-                                         .detail = "Only the platform token's balances are public."});
+          return http::MakeProblem(
+              req,
+              {.status = 403, .code = "balance_private", .detail = "Only the platform token's balances are public."});
         }
         auto a = deps.ledger.GetAccount({holder->id, std::string(ledger::kind::kAvailable), asset->code});
         if (!a) return ErrorResponse(req, a.error());
-        return http::Response::Json(200, json::serialize(json::object{
-                                             {"asset", asset->code},
-                                             {"holder", holder->id},
-                                             {"balance", a->Balance()},
-                                             {"display", Display(deps, asset->code, a->credits_posted - a->debits_posted)},
-                                         }));
+        return http::Response::Json(200,
+                                    json::serialize(json::object{
+                                        {"asset", asset->code},
+                                        {"holder", holder->id},
+                                        {"balance", a->Balance()},
+                                        {"display", Display(deps, asset->code, a->credits_posted - a->debits_posted)},
+                                    }));
       },
       kBlocking);
 }

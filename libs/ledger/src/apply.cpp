@@ -16,6 +16,7 @@ constexpr size_t kMaxKey = 256;
 constexpr size_t kMaxMetadata = 4096;
 constexpr int64_t kMaxTimeoutS = 10LL * 365 * 86400;
 constexpr size_t kInsertChunk = 32;
+constexpr size_t kAccountChunk = 64;
 
 void AppendField(std::string& out, std::string_view field) {
   out += std::to_string(field.size());
@@ -115,6 +116,70 @@ Result<void> Applier::Begin() {
   return Ok();
 }
 
+Result<void> Applier::Prefetch(const std::vector<const TransferRequest*>& requests) {
+  constexpr size_t kChunk = 200;
+  auto placeholders = [](size_t n) {
+    std::string s;
+    for (size_t i = 1; i <= n; ++i) s += (i == 1 ? "$" : ", $") + std::to_string(i);
+    return s;
+  };
+  std::vector<std::string> keys, owners;
+  std::unordered_set<std::string> seen_owners;
+  for (const TransferRequest* req : requests) {
+    const TransferRequest& r = *req;
+    if (ValidKey(r.key) && !keys_.count(r.key) && !stored_keys_.count(r.key) && !new_keys_.count(r.key)) {
+      keys.push_back(r.key);
+    }
+    for (const auto* o : {&r.debit.owner, &r.credit.owner}) {
+      if (ValidOwner(*o) && !loaded_owners_.count(*o) && seen_owners.insert(*o).second) owners.push_back(*o);
+    }
+  }
+  std::vector<Value> params;
+  for (size_t i = 0; i < keys.size(); i += kChunk) {
+    size_t n = std::min(kChunk, keys.size() - i);
+    params.assign(keys.begin() + static_cast<std::ptrdiff_t>(i), keys.begin() + static_cast<std::ptrdiff_t>(i + n));
+    auto rows = tx_.Query(
+        "SELECT idem_key, fingerprint, id FROM ledger_transfers WHERE idem_key IN (" + placeholders(n) + ")", params);
+    if (!rows) return rows.take_error();
+    for (size_t k = i; k < i + n; ++k) new_keys_.insert(keys[k]);
+    for (const auto& r : *rows) {
+      new_keys_.erase(r.Text(0));
+      stored_keys_[r.Text(0)] = {r.Text(1), r.Text(2)};
+    }
+  }
+  for (size_t i = 0; i < owners.size(); i += kChunk) {
+    size_t n = std::min(kChunk, owners.size() - i);
+    params.assign(owners.begin() + static_cast<std::ptrdiff_t>(i), owners.begin() + static_cast<std::ptrdiff_t>(i + n));
+    auto rows = tx_.Query(
+        "SELECT owner, kind, asset, id, debits_posted, credits_posted, debits_pending, credits_pending, created_ms, "
+        "last_seq FROM ledger_accounts WHERE owner IN (" +
+            placeholders(n) + ")",
+        params);
+    if (!rows) return rows.take_error();
+    for (const auto& r : *rows) {
+      AccountRef ref{r.Text(0), r.Text(1), r.Text(2)};
+      std::string k = AccountKeyOf(ref);
+      if (accounts_.count(k)) continue;
+      AccountState st;
+      st.account.ref = std::move(ref);
+      st.account.id = r.Text(3);
+      Amount* fields[] = {&st.account.debits_posted, &st.account.credits_posted, &st.account.debits_pending,
+                          &st.account.credits_pending};
+      for (size_t f = 0; f < 4; ++f) {
+        auto v = AmountColumn(r, f + 4);
+        if (!v) return v.take_error();
+        *fields[f] = *v;
+      }
+      st.account.created_ms = r.Int(8);
+      st.account.last_seq = r.Int(9);
+      st.persisted = true;
+      accounts_.emplace(std::move(k), std::move(st));
+    }
+    for (size_t k = i; k < i + n; ++k) loaded_owners_.insert(owners[k]);
+  }
+  return Ok();
+}
+
 Result<std::vector<Transfer>> Applier::ApplyBatch(std::span<const TransferRequest> batch, bool internal) {
   if (!began_) SMART_TRY(Begin());
   ++batch_no_;
@@ -178,6 +243,13 @@ void Applier::TouchPending(const std::string& id, PendingState* p) {
 Result<Applier::AccountState*> Applier::LoadAccount(const AccountRef& ref) {
   std::string k = AccountKeyOf(ref);
   if (auto it = accounts_.find(k); it != accounts_.end()) return &it->second;
+  if (loaded_owners_.count(ref.owner)) {  // prefetched: this account does not exist yet
+    AccountState s;
+    s.account.ref = ref;
+    s.account.id = MakeId("acc");
+    s.account.created_ms = clock_.NowMs();
+    return &accounts_.emplace(std::move(k), std::move(s)).first->second;
+  }
   auto row = tx_.QueryOne(
       "SELECT id, debits_posted, credits_posted, debits_pending, credits_pending, created_ms, last_seq "
       "FROM ledger_accounts WHERE owner = $1 AND kind = $2 AND asset = $3",
@@ -232,18 +304,26 @@ Result<std::optional<Transfer>> Applier::FindByKey(const std::string& key, std::
     if (t.type == TransferType::kPending) t.state = pendings_[t.id].transfer.state;
     return std::optional<Transfer>(std::move(t));
   }
-  // The common case is a new key: probe the key index alone, join only on a hit.
-  auto hit = tx_.QueryOne("SELECT fingerprint, id FROM ledger_transfers WHERE idem_key = $1", {Value{key}});
-  if (!hit) return hit.take_error();
-  if (!*hit) return std::optional<Transfer>();
-  *fingerprint = (*hit)->Text(0);
+  if (new_keys_.count(key)) return std::optional<Transfer>();
+  std::string id;
+  if (auto it = stored_keys_.find(key); it != stored_keys_.end()) {
+    *fingerprint = it->second.first;
+    id = it->second.second;
+  } else {
+    // Not prefetched: probe the key index alone, join only on a hit.
+    auto hit = tx_.QueryOne("SELECT fingerprint, id FROM ledger_transfers WHERE idem_key = $1", {Value{key}});
+    if (!hit) return hit.take_error();
+    if (!*hit) return std::optional<Transfer>();
+    *fingerprint = (*hit)->Text(0);
+    id = (*hit)->Text(1);
+  }
   std::string sql = "SELECT ";
   sql += kTransferColumns;
   sql += kTransferJoins;
   sql += " WHERE t.id = $1";
-  auto row = tx_.QueryOne(sql, {(*hit)->at(1)});
+  auto row = tx_.QueryOne(sql, {Value{id}});
   if (!row) return row.take_error();
-  if (!*row) return Error::Internal("ledger_inconsistent", "transfer " + (*hit)->Text(1) + " lost its accounts");
+  if (!*row) return Error::Internal("ledger_inconsistent", "transfer " + id + " lost its accounts");
   auto t = TransferFromRow(**row);
   if (!t) return t.take_error();
   if (auto it = pendings_.find(t->id); it != pendings_.end()) t->state = it->second.transfer.state;
@@ -415,41 +495,66 @@ Result<Transfer> Applier::ApplyOne(const TransferRequest& req, bool internal) {
 
 Result<void> Applier::Flush() {
   if (rows_.empty()) return Ok();
-  for (auto& [k, s] : accounts_) {
-    if (!s.dirty) continue;
-    const Account& a = s.account;
-    if (s.persisted) {
-      SMART_TRY(
-          tx_.Exec("UPDATE ledger_accounts SET debits_posted = $2, credits_posted = $3, debits_pending = $4, "
-                   "credits_pending = $5, last_seq = $6 WHERE id = $1",
-                   {Value{a.id}, Value{FormatAmount(a.debits_posted)}, Value{FormatAmount(a.credits_posted)},
-                    Value{FormatAmount(a.debits_pending)}, Value{FormatAmount(a.credits_pending)}, Value{a.last_seq}}));
-    } else {
-      SMART_TRY(tx_.Exec(
-          "INSERT INTO ledger_accounts (id, owner, kind, asset, debits_posted, credits_posted, debits_pending, "
-          "credits_pending, created_ms, last_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-          {Value{a.id}, Value{a.ref.owner}, Value{a.ref.kind}, Value{a.ref.asset}, Value{FormatAmount(a.debits_posted)},
-           Value{FormatAmount(a.credits_posted)}, Value{FormatAmount(a.debits_pending)},
-           Value{FormatAmount(a.credits_pending)}, Value{a.created_ms}, Value{a.last_seq}}));
-    }
+  // Changed accounts, a chunk per statement: an UPDATE ... FROM (VALUES ...)
+  // for those that exist, a multi-row INSERT for new ones.
+  std::vector<const Account*> updated, inserted;
+  for (const auto& [k, st] : accounts_) {
+    if (st.dirty) (st.persisted ? updated : inserted).push_back(&st.account);
   }
-  // Rows go in kInsertChunk at a time: one statement instead of many.
-  constexpr size_t kColumns = 18;
-  auto insert_sql = [](size_t n) {
-    std::string sql =
-        "INSERT INTO ledger_transfers (seq, id, idem_key, fingerprint, type, debit_id, credit_id, asset, amount, "
-        "pending_id, expires_ms, state, code, metadata, ts_ms, debit_prev, credit_prev, hash) VALUES ";
-    for (size_t r = 0; r < n; ++r) {
+  auto values_list = [](size_t rows, size_t columns) {
+    std::string sql;
+    for (size_t r = 0; r < rows; ++r) {
       sql += r == 0 ? "(" : ", (";
-      for (size_t c = 0; c < kColumns; ++c) sql += (c == 0 ? "$" : ", $") + std::to_string(r * kColumns + c + 1);
+      for (size_t c = 0; c < columns; ++c) sql += (c == 0 ? "$" : ", $") + std::to_string(r * columns + c + 1);
       sql += ")";
     }
     return sql;
   };
-  static const std::string kChunkSql = insert_sql(kInsertChunk);
-  static const std::string kOneSql = insert_sql(1);
   std::vector<Value> params;
-  params.reserve(kInsertChunk * kColumns);
+  for (size_t i = 0; i < updated.size();) {
+    size_t n = std::min(kAccountChunk, updated.size() - i);
+    if (n != kAccountChunk) n = 1;  // two statement shapes only, both cached
+    params.clear();
+    for (size_t r = i; r < i + n; ++r) {
+      const Account& a = *updated[r];
+      for (Value v :
+           {Value{a.id}, Value{FormatAmount(a.debits_posted)}, Value{FormatAmount(a.credits_posted)},
+            Value{FormatAmount(a.debits_pending)}, Value{FormatAmount(a.credits_pending)}, Value{a.last_seq}}) {
+        params.push_back(std::move(v));
+      }
+    }
+    SMART_TRY(
+        tx_.Exec("UPDATE ledger_accounts SET debits_posted = v.column2, credits_posted = v.column3, debits_pending = "
+                 "v.column4, credits_pending = v.column5, last_seq = CAST(v.column6 AS BIGINT) FROM (VALUES " +
+                     values_list(n, 6) + ") AS v WHERE ledger_accounts.id = v.column1",
+                 params));
+    i += n;
+  }
+  for (size_t i = 0; i < inserted.size();) {
+    size_t n = std::min(kAccountChunk, inserted.size() - i);
+    if (n != kAccountChunk) n = 1;
+    params.clear();
+    for (size_t r = i; r < i + n; ++r) {
+      const Account& a = *inserted[r];
+      for (Value v : {Value{a.id}, Value{a.ref.owner}, Value{a.ref.kind}, Value{a.ref.asset},
+                      Value{FormatAmount(a.debits_posted)}, Value{FormatAmount(a.credits_posted)},
+                      Value{FormatAmount(a.debits_pending)}, Value{FormatAmount(a.credits_pending)},
+                      Value{a.created_ms}, Value{a.last_seq}}) {
+        params.push_back(std::move(v));
+      }
+    }
+    SMART_TRY(
+        tx_.Exec("INSERT INTO ledger_accounts (id, owner, kind, asset, debits_posted, credits_posted, debits_pending, "
+                 "credits_pending, created_ms, last_seq) VALUES " +
+                     values_list(n, 10),
+                 params));
+    i += n;
+  }
+  // Transfers kInsertChunk at a time: one statement instead of many.
+  constexpr size_t kColumns = 18;
+  const std::string insert =
+      "INSERT INTO ledger_transfers (seq, id, idem_key, fingerprint, type, debit_id, credit_id, asset, amount, "
+      "pending_id, expires_ms, state, code, metadata, ts_ms, debit_prev, credit_prev, hash) VALUES ";
   for (size_t i = 0; i < rows_.size();) {
     size_t n = rows_.size() - i >= kInsertChunk ? kInsertChunk : 1;
     params.clear();
@@ -464,7 +569,7 @@ Result<void> Applier::Flush() {
         params.push_back(std::move(v));
       }
     }
-    SMART_TRY(tx_.Exec(n == 1 ? kOneSql : kChunkSql, params));
+    SMART_TRY(tx_.Exec(insert + values_list(n, kColumns), params));
     i += n;
   }
   for (const auto& [id, p] : pendings_) {

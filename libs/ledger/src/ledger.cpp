@@ -190,6 +190,10 @@ Result<std::vector<Transfer>> Ledger::ExecuteIn(store::Tx& tx, std::span<const T
     return Error::Invalid("batch_too_large", "transfers: at most " + std::to_string(config_.max_batch));
   }
   Applier applier(tx, config_, clock_);
+  SMART_TRY(applier.Begin());
+  std::vector<const TransferRequest*> all;
+  for (const auto& r : batch) all.push_back(&r);
+  SMART_TRY(applier.Prefetch(all));
   auto out = applier.ApplyBatch(batch);
   if (!out) return out;
   SMART_TRY(applier.Flush());
@@ -232,6 +236,12 @@ void Ledger::CommitGroup(std::vector<Job>& jobs) {
   auto committed = db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
     results.clear();
     Applier applier(tx, config_, clock_);
+    SMART_TRY(applier.Begin());
+    std::vector<const TransferRequest*> all;
+    for (const auto& job : jobs) {
+      for (const auto& r : job.batch) all.push_back(&r);
+    }
+    SMART_TRY(applier.Prefetch(all));
     for (auto& job : jobs) {
       auto r = applier.ApplyBatch(job.batch);
       if (!r) {
