@@ -35,8 +35,8 @@ FUZZ_SECONDS ?= 60
 fuzz: deps
 	@CC=clang CXX=clang++ cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSMART_FUZZ=ON \
 	  -DSMART_BUILD_TESTS=OFF -DSMART_BUILD_BENCH=OFF >/dev/null
-	@cmake --build build/fuzz -j $(JOBS) --target jwt_fuzz text_fuzz router_fuzz config_fuzz
-	@for t in jwt text router config; do \
+	@cmake --build build/fuzz -j $(JOBS) --target jwt_fuzz text_fuzz router_fuzz config_fuzz ledger_fuzz
+	@for t in jwt text router config ledger; do \
 	  mkdir -p build/fuzz/corpus/$$t && cp -n fuzz/corpus/$$t/* build/fuzz/corpus/$$t/ ; \
 	  build/fuzz/fuzz/$${t}_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build/fuzz/corpus/$$t || exit 1; \
 	done

@@ -281,6 +281,7 @@ Result<int> Ledger::ExpirePending(int limit) {
       req.key = "expire/" + req.pending_id;
       req.code = "expired";
       auto r = applier.ApplyBatch(std::span(&req, 1), /*internal=*/true);
+      if (!r && r.error().kind == ErrorKind::kConflict) continue;  // resolved meanwhile (another instance)
       if (!r) return r.take_error();
       ++n;
     }

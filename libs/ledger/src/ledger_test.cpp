@@ -354,6 +354,55 @@ TEST_F(LedgerTest, ConcurrentRandomTransfersKeepTheInvariants) {
   EXPECT_EQ(v->transfers, kAccounts + moved.load());
 }
 
+TEST_F(LedgerTest, TheCommitterExpiresHoldsByItself) {
+  ledger_.reset();
+  config_.sweep_interval_ms = 20;
+  ledger_ = std::make_unique<Ledger>(*db_, config_, clock_);
+  Mint("usr_a", 100);
+  auto hold = ledger_->Execute({Pending("auto", Ref("usr_a"), Ref("platform", kind::kEscrow), 60, 5)});
+  ASSERT_TRUE(hold.ok());
+  clock_.Advance(5s);
+  std::string state;
+  for (int i = 0; i < 200 && state != "expired"; ++i) {
+    std::this_thread::sleep_for(10ms);
+    state = ledger_->GetTransfer((*hold)[0].id)->state;
+  }
+  EXPECT_EQ(state, "expired");
+  EXPECT_EQ(FormatAmount(ledger_->GetAccount(Ref("usr_a"))->Spendable()), "100");
+  ExpectVerifies();
+}
+
+// Two ledgers on one database, as two smartd instances would share one
+// PostgreSQL: the chain stays linear and every total adds up.
+TEST_F(LedgerTest, TwoLedgersShareOneDatabase) {
+  for (int i = 0; i < 6; ++i) Mint("usr_" + std::to_string(i), 1000);
+  std::string url = std::getenv("SMART_TEST_PG_URL_FILE") ? pg_url_ : "sqlite:" + dir_.path() + "/l.db";
+  auto other_db = store::Open(url);
+  ASSERT_TRUE(other_db.ok()) << other_db.error().message;
+  Ledger other(**other_db, config_, clock_);
+  std::atomic<int> failed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 6; ++t) {
+    threads.emplace_back([&, t] {
+      Ledger& l = t % 2 ? other : *ledger_;
+      std::mt19937 rng(static_cast<unsigned>(t + 7));
+      for (int i = 0; i < 150; ++i) {
+        int from = static_cast<int>(rng() % 6), to = (from + 1 + static_cast<int>(rng() % 5)) % 6;
+        auto r =
+            l.Execute({Single("two-" + std::to_string(t) + "-" + std::to_string(i), Ref("usr_" + std::to_string(from)),
+                              Ref("usr_" + std::to_string(to)), 1 + rng() % 100)});
+        if (!r && r.error().code != "insufficient_funds") {
+          ++failed;
+          ADD_FAILURE() << r.error().code << ": " << r.error().message;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failed.load(), 0);
+  ExpectVerifies();
+}
+
 TEST_F(LedgerTest, VerifyNamesTheFirstDivergence) {
   Mint("usr_a", 100);
   ASSERT_TRUE(ledger_->Execute({Single("x", Ref("usr_a"), Ref("usr_b"), 30)}).ok());

@@ -19,6 +19,7 @@ class LedgerTest : public ::testing::Test {
     std::string url =
         std::getenv("SMART_TEST_PG_URL_FILE") ? testing::FreshPostgresDatabase() : "sqlite:" + dir_.path() + "/l.db";
     ASSERT_FALSE(url.empty());
+    pg_url_ = url;
     auto db = store::Open(url);
     ASSERT_TRUE(db.ok()) << db.error().message;
     db_ = std::move(db).value();
@@ -60,6 +61,7 @@ class LedgerTest : public ::testing::Test {
   }
 
   testing::TempDir dir_;
+  std::string pg_url_;  // the database's URL (PostgreSQL runs)
   FakeClock clock_;
   std::unique_ptr<store::Database> db_;
   LedgerConfig config_;

@@ -134,7 +134,9 @@ class Replay {
       }
     }
     std::map<std::string, AssetTotals> totals;
-    for (const auto& [id, stored] : stored_) {
+    for (const auto& entry : stored_) {  // not a structured binding: clang 14 cannot capture one
+      const std::string& id = entry.first;
+      const Sums& stored = entry.second;
       const Sums& c = computed_[id];
       auto check = [&](const char* field, Amount s, Amount h) {
         if (s == h) return true;
