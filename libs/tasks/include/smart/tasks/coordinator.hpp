@@ -1,0 +1,228 @@
+// The task network's coordinator: paid tasks, staked nodes, leases with
+// fencing tokens, rewards and slashing. All state is in the database, so any
+// number of smartd instances may share it and a restart loses nothing: every
+// transition commits (with its ledger movements and its event) before it is
+// acknowledged.
+//
+// Money (docs/ledger.md): submitting holds the cost on the requester's
+// balance (pending requester/available -> platform/escrow); completion posts
+// the hold and pays the node's operator cost minus the platform fee, the fee
+// going to platform/fees; a final failure or a cancel voids the hold. A node's
+// stake is a hold on its operator's balance; a timeout slashes part of it to
+// platform/treasury.
+//
+// Thread-safe.
+#pragma once
+
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "smart/core/clock.hpp"
+#include "smart/core/result.hpp"
+#include "smart/ledger/ledger.hpp"
+#include "smart/store/migrations.hpp"
+
+namespace smart::tasks {
+
+enum class Priority { kLow = 0, kNormal = 1, kHigh = 2, kUrgent = 3 };
+std::optional<Priority> ParsePriority(std::string_view s);
+std::string_view ToString(Priority p);
+
+struct TasksConfig {
+  std::string asset = "USDC";
+  // Price per task type in base units of `asset`, for each 1,000 bytes of
+  // input (at least one unit); types not listed cost prices["other"].
+  std::vector<std::string> types = {"inference", "text_generation", "classification", "embedding", "echo", "sha256"};
+  std::map<std::string, ledger::Amount> prices = {{"inference", 10000},      {"text_generation", 50000},
+                                                  {"classification", 20000}, {"embedding", 15000},
+                                                  {"other", 25000}};
+  int fee_pct = 10;               // of a task's cost, to platform/fees
+  int slash_pct = 10;             // of a node's stake, per timeout
+  int64_t offline_after_s = 15;   // no heartbeat for this long: offline, leases lost
+  int64_t heartbeat_s = 5;        // what nodes are told to use
+  int max_per_requester = 100;    // tasks of one requester assigned or running at once
+  size_t max_input_bytes = 1 << 20;
+  int64_t sweep_interval_ms = 500;  // lease and liveness checks; 0: never (tests call Sweep)
+  // Initial values of the settings admins change at run time.
+  ledger::Amount min_stake = 10'000'000;
+  int max_tasks_per_node = 10;
+  int64_t min_timeout_s = 300, max_timeout_s = 86400, default_timeout_s = 600;
+};
+
+// Settings admins change while the network runs (stored, shared by instances).
+struct Settings {
+  bool paused = false;  // submissions refused
+  ledger::Amount min_stake = 0;
+  int max_tasks_per_node = 10;  // 1..100: caps every node's capacity
+  int64_t min_timeout_s = 300, max_timeout_s = 86400;
+};
+
+struct SubmitRequest {
+  std::string type;
+  std::string input;            // as given: JSON text or plain text
+  bool input_is_json = false;
+  std::string parameters = "{}";  // a JSON object
+  Priority priority = Priority::kNormal;
+  std::optional<ledger::Amount> max_cost;
+  std::optional<int64_t> timeout_s;
+  int max_attempts = 3;  // 1..10
+};
+
+struct Task {
+  std::string id;  // "task_…"
+  std::string requester;
+  std::string type;
+  std::string input;
+  bool input_is_json = false;
+  std::string parameters;
+  Priority priority = Priority::kNormal;
+  std::string status;  // pending | assigned | in_progress | completed | failed | timed_out | cancelled
+  std::string asset;
+  ledger::Amount cost = 0;
+  std::optional<ledger::Amount> max_cost;
+  int64_t timeout_s = 0;
+  int max_attempts = 0;
+  int attempt = 0;   // claims so far; the current lease's fencing token
+  int failures = 0;  // failed or timed-out attempts
+  std::string node_id;
+  int64_t lease_expires_ms = 0;
+  int progress = 0;
+  std::string progress_message;
+  std::string output, proof_hash, error;
+  std::string escrow_id;
+  int64_t created_ms = 0, updated_ms = 0, completed_ms = 0;
+  bool replayed = false;  // Submit found it by its idempotency key
+  bool Final() const;
+};
+
+struct TaskEvent {
+  int seq = 0;
+  int64_t ts_ms = 0;
+  std::string status;  // the status entered, or "progress"
+  std::string node_id;
+  std::string detail;  // a JSON object
+};
+
+struct Node {
+  std::string id;  // "node_…"
+  std::string operator_id;
+  std::string name;
+  std::vector<std::string> capabilities;
+  int capacity = 1;
+  std::string hardware;  // a JSON object
+  std::string endpoint;
+  std::string state;  // active | maintenance | deactivated (stored)
+  std::string status;  // online | offline | maintenance | deactivated (derived with heartbeats)
+  ledger::Amount stake = 0, slashed = 0;
+  std::string stake_id;
+  int reputation = 100;
+  int load = 0, running = 0;  // as last reported
+  int assigned = 0;           // tasks it holds now
+  int64_t last_heartbeat_ms = 0, created_ms = 0;
+  int64_t completed = 0, failed = 0, timed_out = 0;
+};
+
+struct RegisterNodeRequest {
+  std::string name;
+  std::vector<std::string> capabilities;
+  int capacity = 1;
+  std::string hardware = "{}";
+  std::string endpoint;
+};
+
+struct TaskFilter {
+  std::optional<std::string> status, type;
+};
+
+struct Stats {
+  int64_t nodes_online = 0, nodes_total = 0;
+  int64_t pending = 0, running = 0, completed = 0, failed = 0;
+};
+
+template <class T>
+struct Page {
+  std::vector<T> items;
+  std::optional<std::string> next_cursor;
+};
+
+class Coordinator {
+ public:
+  // Starts the sweeper; `db` must be migrated with Migrations() and the ledger's.
+  Coordinator(store::Database& db, ledger::Ledger& ledger, TasksConfig config, const Clock& clock);
+  ~Coordinator();
+  Coordinator(const Coordinator&) = delete;
+  Coordinator& operator=(const Coordinator&) = delete;
+
+  // Tasks. Errors: kInvalid (unknown_task_type, input_too_large, invalid_*),
+  // kConflict submissions_paused / cost_exceeds_max / too_many_tasks /
+  // idempotency_key_reused, kPermissionDenied... and insufficient_funds
+  // (kConflict, message with the amount needed).
+  Result<Task> Submit(std::string_view requester, const SubmitRequest& req, std::string_view idempotency_key);
+  Result<ledger::Amount> Estimate(std::string_view type, size_t input_bytes) const;
+  Result<Task> Get(std::string_view requester, std::string_view id);  // not_found unless the requester's
+  Result<Page<Task>> List(std::string_view requester, const TaskFilter& filter, int limit, std::string_view cursor);
+  Result<std::vector<TaskEvent>> Events(std::string_view requester, std::string_view id);
+  Result<Task> Cancel(std::string_view requester, std::string_view id);
+
+  // Nodes. `operator_id` is the user behind the credential.
+  Result<Node> RegisterNode(std::string_view operator_id, const RegisterNodeRequest& req);
+  Result<Node> GetNode(std::string_view id);
+  Result<Page<Node>> ListNodes(int limit, std::string_view cursor);
+  Result<Node> Heartbeat(std::string_view operator_id, std::string_view node_id, int load, int running);
+  Result<Node> Deactivate(std::string_view operator_id, std::string_view node_id);
+  Result<Stats> GetStats();
+
+  // Leasing: only the node holding the current lease (node id and fencing
+  // token) may act on a task; anything else is kConflict lease_stale.
+  // Claim waits up to `wait_ms` for work; it returns at most `max` tasks.
+  Result<std::vector<Task>> Claim(std::string_view operator_id, std::string_view node_id, int max, int64_t wait_ms);
+  Result<Task> Start(std::string_view operator_id, std::string_view node_id, std::string_view task_id, int lease);
+  Result<Task> Progress(std::string_view operator_id, std::string_view node_id, std::string_view task_id, int lease,
+                        int percent, std::string_view message);
+  Result<Task> Complete(std::string_view operator_id, std::string_view node_id, std::string_view task_id, int lease,
+                        std::string_view output, std::string_view proof_hash);
+  Result<Task> Fail(std::string_view operator_id, std::string_view node_id, std::string_view task_id, int lease,
+                    std::string_view error);
+
+  // Admin.
+  Result<Settings> GetSettings();
+  Result<Settings> UpdateSettings(const Settings& s);
+
+  // Expires leases (timeouts: slash, requeue or fail) and releases the leases
+  // of offline nodes. Runs every sweep_interval_ms; tests call it directly.
+  Result<void> Sweep();
+
+  const TasksConfig& config() const { return config_; }
+  static std::vector<store::Migration> Migrations();
+
+ private:
+  void RunSweeper();
+  void WakeClaimers();
+  // Back to pending if attempts remain (a failure `counts` against them),
+  // else final with `final_status` and the escrow voided.
+  Result<void> Requeue(store::Tx& tx, const Task& t, std::string_view final_status, std::string error, bool counts,
+                       int64_t now);
+  // Takes slash_pct of the node's stake to platform/treasury; the rest stays held.
+  Result<void> Slash(store::Tx& tx, const Node& node, int64_t now);
+  Result<void> ExpireLease(std::string_view task_id);
+  Result<void> ReleaseLease(std::string_view task_id);
+
+  store::Database& db_;
+  ledger::Ledger& ledger_;
+  TasksConfig config_;
+  const Clock& clock_;
+
+  std::mutex wake_mu_;
+  std::condition_variable wake_cv_;  // claims waiting for work
+  uint64_t wake_gen_ = 0;
+  bool stopping_ = false;
+  std::thread sweeper_;  // last: stops first
+};
+
+}  // namespace smart::tasks

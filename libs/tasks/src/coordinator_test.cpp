@@ -1,0 +1,346 @@
+// The coordinator against a real database (SQLite, or the fixture's PostgreSQL
+// as tasks_pgtest) with the real ledger and a fake clock.
+#include "smart/tasks/coordinator.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <thread>
+
+#include "smart/core/crypto.hpp"
+#include "smart/testing/postgres.hpp"
+#include "smart/testing/process.hpp"
+
+namespace smart::tasks {
+namespace {
+
+using namespace std::chrono_literals;
+using ledger::Amount;
+using ledger::FormatAmount;
+
+class CoordinatorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string url =
+        std::getenv("SMART_TEST_PG_URL_FILE") ? testing::FreshPostgresDatabase() : "sqlite:" + dir_.path() + "/t.db";
+    ASSERT_FALSE(url.empty());
+    db_ = std::move(store::Open(url)).value();
+    auto ms = ledger::Ledger::Migrations();
+    for (auto& m : Coordinator::Migrations()) ms.push_back(m);
+    ASSERT_TRUE(store::Migrate(*db_, ms).ok());
+    ledger_ = std::make_unique<ledger::Ledger>(*db_, ledger::LedgerConfig{.assets = {{"USDC", 6}}, .sweep_interval_ms = 0},
+                                               clock_);
+    config_.sweep_interval_ms = 0;
+    config_.min_timeout_s = 10;
+    config_.min_stake = 1'000'000;
+    coord_ = std::make_unique<Coordinator>(*db_, *ledger_, config_, clock_);
+  }
+  void TearDown() override {
+    coord_.reset();
+    if (ledger_) {
+      auto v = ledger::Verify(*db_);
+      ASSERT_TRUE(v.ok());
+      EXPECT_TRUE(v->ok) << v->divergence;  // every test leaves a ledger that verifies
+    }
+  }
+
+  void Fund(const std::string& user, Amount amount) {
+    ASSERT_TRUE(ledger_->Execute({{.key = "fund/" + user + "/" + std::to_string(++funds_),
+                                   .debit = {"platform", "issuer", "USDC"},
+                                   .credit = {user, "available", "USDC"},
+                                   .amount = amount,
+                                   .code = "mint"}})
+                    .ok());
+  }
+  ledger::Account Acc(const std::string& owner, std::string_view kind = "available") {
+    return *ledger_->GetAccount({owner, std::string(kind), "USDC"});
+  }
+  std::string Balance(const std::string& owner, std::string_view kind = "available") {
+    return Acc(owner, kind).Balance();
+  }
+  Node MakeNode(const std::string& op, const std::string& name, std::vector<std::string> caps = {"echo"},
+                int capacity = 4) {
+    Fund(op, 1'000'000);
+    auto n = coord_->RegisterNode(op, {.name = name, .capabilities = std::move(caps), .capacity = capacity});
+    EXPECT_TRUE(n.ok()) << n.error().message;
+    return n.ok() ? *n : Node{};
+  }
+  Task Submit(const std::string& who, std::string input = "hello", Priority p = Priority::kNormal,
+              std::string type = "echo", int attempts = 3) {
+    auto t = coord_->Submit(
+        who, {.type = std::move(type), .input = std::move(input), .priority = p, .timeout_s = 60, .max_attempts = attempts},
+        "");
+    EXPECT_TRUE(t.ok()) << t.error().message;
+    return t.ok() ? *t : Task{};
+  }
+
+  testing::TempDir dir_;
+  FakeClock clock_;
+  std::unique_ptr<store::Database> db_;
+  std::unique_ptr<ledger::Ledger> ledger_;
+  TasksConfig config_;
+  std::unique_ptr<Coordinator> coord_;
+  int funds_ = 0;
+};
+
+TEST_F(CoordinatorTest, TheWholeFlowMovesMoneyExactlyOnce) {
+  Fund("usr_req", 1'000'000);
+  Node node = MakeNode("usr_op", "n1");
+  EXPECT_EQ(node.status, "online");
+  EXPECT_EQ(FormatAmount(node.stake), "1000000");
+  EXPECT_EQ(FormatAmount(Acc("usr_op").Spendable()), "0") << "the stake is held";
+
+  Task t = Submit("usr_req", std::string(1500, 'x'));  // 2 started kB of "other" (25000)
+  EXPECT_EQ(t.status, "pending");
+  EXPECT_EQ(FormatAmount(t.cost), "50000");
+  EXPECT_EQ(FormatAmount(Acc("usr_req").Spendable()), "950000");
+
+  auto claimed = coord_->Claim("usr_op", node.id, 5, 0);
+  ASSERT_TRUE(claimed.ok()) << claimed.error().message;
+  ASSERT_EQ(claimed->size(), 1u);
+  EXPECT_EQ((*claimed)[0].attempt, 1);
+  EXPECT_EQ((*claimed)[0].status, "assigned");
+  ASSERT_TRUE(coord_->Start("usr_op", node.id, t.id, 1).ok());
+  ASSERT_TRUE(coord_->Progress("usr_op", node.id, t.id, 1, 50, "half").ok());
+  EXPECT_EQ(coord_->Get("usr_req", t.id)->progress, 50);
+
+  std::string out = "result text";
+  EXPECT_EQ(coord_->Complete("usr_op", node.id, t.id, 1, out, std::string(64, '0')).error().code, "invalid_proof");
+  auto done = coord_->Complete("usr_op", node.id, t.id, 1, out, crypto::Sha256Hex(out));
+  ASSERT_TRUE(done.ok()) << done.error().message;
+  EXPECT_EQ(done->status, "completed");
+  EXPECT_EQ(done->output, out);
+  // A retry of the same result is answered the same; nothing moves again.
+  ASSERT_TRUE(coord_->Complete("usr_op", node.id, t.id, 1, out, crypto::Sha256Hex(out)).ok());
+
+  EXPECT_EQ(Balance("usr_req"), "950000");
+  EXPECT_EQ(Balance("usr_op"), "1045000");  // funded 1,000,000 + 90% of 50,000 (the stake is still held)
+  EXPECT_EQ(Balance("platform", "fees"), "5000");
+  EXPECT_EQ(Balance("platform", "escrow"), "0");
+  EXPECT_EQ(coord_->GetNode(node.id)->reputation, 110);
+  auto events = coord_->Events("usr_req", t.id);
+  ASSERT_TRUE(events.ok());
+  std::vector<std::string> statuses;
+  for (const auto& e : *events) statuses.push_back(e.status);
+  EXPECT_EQ(statuses, (std::vector<std::string>{"pending", "assigned", "in_progress", "completed"}));
+  EXPECT_EQ(coord_->Get("usr_other", t.id).error().code, "task_not_found") << "others' tasks are invisible";
+}
+
+TEST_F(CoordinatorTest, InsufficientFundsCreatesNothing) {
+  Fund("usr_poor", 10);
+  auto t = coord_->Submit("usr_poor", {.type = "echo", .input = "x"}, "");
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(t.error().code, "insufficient_funds");
+  EXPECT_NE(t.error().message.find("25000"), std::string::npos) << t.error().message;
+  EXPECT_TRUE(coord_->List("usr_poor", {}, 50, "")->items.empty());
+  auto n = coord_->RegisterNode("usr_poor", {.name = "broke", .capabilities = {"echo"}});
+  EXPECT_EQ(n.error().code, "insufficient_funds");
+}
+
+TEST_F(CoordinatorTest, TimeoutSlashesRequeuesAndFencesTheOldLease) {
+  Fund("usr_req", 1'000'000);
+  Node a = MakeNode("usr_a", "a"), b = MakeNode("usr_b", "b");
+  Task t = Submit("usr_req");
+  ASSERT_EQ(coord_->Claim("usr_a", a.id, 1, 0)->size(), 1u);
+  EXPECT_TRUE(coord_->Claim("usr_b", b.id, 1, 0)->empty());
+  clock_.Advance(61s);
+  ASSERT_TRUE(coord_->Heartbeat("usr_a", a.id, 10, 1).ok());  // alive, but too slow
+  ASSERT_TRUE(coord_->Heartbeat("usr_b", b.id, 0, 0).ok());
+  ASSERT_TRUE(coord_->Sweep().ok());
+  Task after = *coord_->Get("usr_req", t.id);
+  EXPECT_EQ(after.status, "pending");
+  EXPECT_EQ(after.failures, 1);
+  Node slashed = *coord_->GetNode(a.id);
+  EXPECT_EQ(FormatAmount(slashed.stake), "900000");
+  EXPECT_EQ(FormatAmount(slashed.slashed), "100000");
+  EXPECT_EQ(slashed.reputation, 50);
+  EXPECT_EQ(Balance("platform", "treasury"), "100000");
+  EXPECT_EQ(FormatAmount(Acc("usr_a").debits_pending), "900000");
+
+  auto again = coord_->Claim("usr_b", b.id, 1, 0);
+  ASSERT_EQ(again->size(), 1u);
+  EXPECT_EQ((*again)[0].attempt, 2);
+  std::string out = "late";
+  auto stale = coord_->Complete("usr_a", a.id, t.id, 1, out, crypto::Sha256Hex(out));
+  ASSERT_FALSE(stale.ok());
+  EXPECT_EQ(stale.error().code, "lease_stale");
+  EXPECT_EQ(coord_->Start("usr_b", b.id, t.id, 1).error().code, "lease_stale") << "the old token, the new node";
+  EXPECT_EQ(coord_->Complete("usr_b", a.id, t.id, 2, out, crypto::Sha256Hex(out)).error().code, "node_not_yours");
+  ASSERT_TRUE(coord_->Complete("usr_b", b.id, t.id, 2, out, crypto::Sha256Hex(out)).ok());
+  EXPECT_EQ(Balance("usr_b"), "1022500");
+  EXPECT_EQ(Balance("usr_a"), "900000") << "the slash left; nothing was paid to the slow node";
+}
+
+TEST_F(CoordinatorTest, ADeadNodesLeaseIsReleasedWithoutSlashing) {
+  Fund("usr_req", 1'000'000);
+  Node a = MakeNode("usr_a", "a"), b = MakeNode("usr_b", "b");
+  Task t = Submit("usr_req");
+  ASSERT_EQ(coord_->Claim("usr_a", a.id, 1, 0)->size(), 1u);
+  clock_.Advance(16s);
+  ASSERT_TRUE(coord_->Heartbeat("usr_b", b.id, 0, 0).ok());
+  EXPECT_EQ(coord_->GetNode(a.id)->status, "offline");
+  ASSERT_TRUE(coord_->Sweep().ok());
+  EXPECT_EQ(coord_->Get("usr_req", t.id)->status, "pending");
+  EXPECT_EQ(coord_->Get("usr_req", t.id)->failures, 0);
+  EXPECT_EQ(FormatAmount(coord_->GetNode(a.id)->stake), "1000000");
+  ASSERT_EQ(coord_->Claim("usr_b", b.id, 1, 0)->size(), 1u);
+}
+
+TEST_F(CoordinatorTest, FailuresUseUpAttemptsThenRefund) {
+  Fund("usr_req", 1'000'000);
+  Node n = MakeNode("usr_op", "n");
+  Task t = Submit("usr_req", "x", Priority::kNormal, "echo", 2);
+  for (int lease = 1; lease <= 2; ++lease) {
+    ASSERT_EQ(coord_->Claim("usr_op", n.id, 1, 0)->size(), 1u);
+    ASSERT_TRUE(coord_->Fail("usr_op", n.id, t.id, lease, "boom").ok());
+  }
+  Task failed = *coord_->Get("usr_req", t.id);
+  EXPECT_EQ(failed.status, "failed");
+  EXPECT_EQ(failed.error, "boom");
+  EXPECT_EQ(FormatAmount(Acc("usr_req").Spendable()), "1000000") << "refunded";
+  EXPECT_TRUE(coord_->Claim("usr_op", n.id, 1, 0)->empty());
+}
+
+TEST_F(CoordinatorTest, CancelRefundsAndFinalTasksStayFinal) {
+  Fund("usr_req", 1'000'000);
+  Node n = MakeNode("usr_op", "n");
+  Task t = Submit("usr_req");
+  ASSERT_EQ(coord_->Claim("usr_op", n.id, 1, 0)->size(), 1u);
+  auto c = coord_->Cancel("usr_req", t.id);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->status, "cancelled");
+  EXPECT_EQ(FormatAmount(Acc("usr_req").Spendable()), "1000000");
+  EXPECT_EQ(coord_->Cancel("usr_req", t.id).error().code, "task_final");
+  std::string out = "x";
+  EXPECT_EQ(coord_->Complete("usr_op", n.id, t.id, 1, out, crypto::Sha256Hex(out)).error().code, "lease_stale");
+  EXPECT_EQ(coord_->Cancel("usr_other", t.id).error().code, "task_not_found");
+}
+
+TEST_F(CoordinatorTest, PriorityThenAgeCapabilitiesAndCapacity) {
+  Fund("usr_req", 10'000'000);
+  Task low = Submit("usr_req", "1", Priority::kLow);
+  Task normal = Submit("usr_req", "2", Priority::kNormal);
+  Task urgent = Submit("usr_req", "3", Priority::kUrgent);
+  Task high = Submit("usr_req", "4", Priority::kHigh);
+  Task other_type = Submit("usr_req", "5", Priority::kUrgent, "sha256");
+  Node n = MakeNode("usr_op", "n", {"echo"}, 2);
+  auto first = coord_->Claim("usr_op", n.id, 10, 0);
+  ASSERT_EQ(first->size(), 2u) << "capacity 2";
+  EXPECT_EQ((*first)[0].id, urgent.id);
+  EXPECT_EQ((*first)[1].id, high.id);
+  EXPECT_TRUE(coord_->Claim("usr_op", n.id, 10, 0)->empty()) << "full";
+  ASSERT_TRUE(coord_->Fail("usr_op", n.id, urgent.id, 1, "x").ok());
+  auto next = coord_->Claim("usr_op", n.id, 10, 0);
+  ASSERT_EQ(next->size(), 1u);
+  EXPECT_EQ((*next)[0].id, urgent.id) << "requeued, still the most urgent";
+  (void)low;
+  (void)normal;
+  EXPECT_EQ(coord_->Get("usr_req", other_type.id)->status, "pending") << "never given to a node without the type";
+}
+
+TEST_F(CoordinatorTest, PerRequesterCapLetsOthersThrough) {
+  coord_.reset();
+  config_.max_per_requester = 2;
+  coord_ = std::make_unique<Coordinator>(*db_, *ledger_, config_, clock_);
+  Fund("usr_big", 10'000'000);
+  Fund("usr_small", 1'000'000);
+  for (int i = 0; i < 5; ++i) Submit("usr_big", std::to_string(i));
+  Task mine = Submit("usr_small");
+  Node n = MakeNode("usr_op", "n", {"echo"}, 10);
+  auto got = coord_->Claim("usr_op", n.id, 10, 0);
+  ASSERT_EQ(got->size(), 3u);
+  EXPECT_EQ((*got)[2].id, mine.id);
+}
+
+TEST_F(CoordinatorTest, IdempotentSubmit) {
+  Fund("usr_req", 1'000'000);
+  SubmitRequest r{.type = "echo", .input = "same"};
+  auto a = coord_->Submit("usr_req", r, "k1");
+  auto b = coord_->Submit("usr_req", r, "k1");
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->id, b->id);
+  EXPECT_TRUE(b->replayed);
+  r.input = "different";
+  EXPECT_EQ(coord_->Submit("usr_req", r, "k1").error().code, "idempotency_key_reused");
+  EXPECT_TRUE(coord_->Submit("usr_other", {.type = "echo", .input = "same"}, "k1").error().code == "insufficient_funds")
+      << "keys are per requester";
+  EXPECT_EQ(FormatAmount(Acc("usr_req").Spendable()), "975000") << "held once";
+}
+
+TEST_F(CoordinatorTest, BadInputIsRefused) {
+  Fund("usr_req", 1'000'000);
+  struct Case {
+    SubmitRequest req;
+    std::string code;
+  };
+  std::vector<Case> cases = {
+      {{.type = "mining", .input = "x"}, "unknown_task_type"},
+      {{.type = "echo", .input = std::string((1 << 20) + 1, 'x')}, "input_too_large"},
+      {{.type = "echo", .input = "bad \xff"}, "invalid_input"},
+      {{.type = "echo", .input = "x", .parameters = "[]"}, "invalid_parameters"},
+      {{.type = "echo", .input = "x", .max_attempts = 0}, "invalid_max_attempts"},
+      {{.type = "echo", .input = "x", .max_attempts = 11}, "invalid_max_attempts"},
+      {{.type = "echo", .input = "x", .timeout_s = 5}, "invalid_timeout"},
+      {{.type = "echo", .input = "x", .timeout_s = 100000}, "invalid_timeout"},
+      {{.type = "echo", .input = "x", .max_cost = 100}, "cost_exceeds_max"},
+  };
+  for (const auto& c : cases) EXPECT_EQ(coord_->Submit("usr_req", c.req, "").error().code, c.code) << c.code;
+  Settings s = *coord_->GetSettings();
+  s.paused = true;
+  ASSERT_TRUE(coord_->UpdateSettings(s).ok());
+  EXPECT_EQ(coord_->Submit("usr_req", {.type = "echo", .input = "x"}, "").error().code, "submissions_paused");
+  s.max_tasks_per_node = 0;
+  EXPECT_EQ(coord_->UpdateSettings(s).error().code, "invalid_settings");
+  EXPECT_EQ(FormatAmount(Acc("usr_req").Spendable()), "1000000");
+
+  Node n = MakeNode("usr_op", "n");
+  EXPECT_EQ(coord_->RegisterNode("usr_op", {.name = "n", .capabilities = {"echo"}}).error().code, "node_name_taken");
+  EXPECT_EQ(coord_->RegisterNode("usr_op", {.name = "bad name!", .capabilities = {"echo"}}).error().code,
+            "invalid_name");
+  EXPECT_EQ(coord_->RegisterNode("usr_op", {.name = "m", .capabilities = {"mining"}}).error().code,
+            "unknown_task_type");
+  EXPECT_EQ(coord_->RegisterNode("usr_op", {.name = "m", .capabilities = {"echo"}, .capacity = 0}).error().code,
+            "invalid_capacity");
+  EXPECT_EQ(coord_->RegisterNode("usr_op", {.name = "m", .capabilities = {"echo"}, .endpoint = "ftp://x"}).error().code,
+            "invalid_endpoint");
+  EXPECT_EQ(coord_->Heartbeat("usr_op", n.id, 101, 0).error().code, "invalid_load");
+  EXPECT_EQ(coord_->Heartbeat("usr_intruder", n.id, 1, 0).error().code, "node_not_yours");
+  EXPECT_EQ(coord_->Claim("usr_op", "node_missing", 1, 0).error().code, "node_not_found");
+  EXPECT_EQ(coord_->Claim("usr_op", n.id, 0, 0).error().code, "invalid_max");
+}
+
+TEST_F(CoordinatorTest, DeactivationNeedsAnIdleNodeAndReleasesTheStake) {
+  Fund("usr_req", 1'000'000);
+  Node n = MakeNode("usr_op", "n");
+  Task t = Submit("usr_req");
+  ASSERT_EQ(coord_->Claim("usr_op", n.id, 1, 0)->size(), 1u);
+  EXPECT_EQ(coord_->Deactivate("usr_op", n.id).error().code, "node_busy");
+  std::string out = "ok";
+  ASSERT_TRUE(coord_->Complete("usr_op", n.id, t.id, 1, out, crypto::Sha256Hex(out)).ok());
+  auto d = coord_->Deactivate("usr_op", n.id);
+  ASSERT_TRUE(d.ok()) << d.error().message;
+  EXPECT_EQ(d->status, "deactivated");
+  EXPECT_EQ(FormatAmount(Acc("usr_op").debits_pending), "0") << "stake released";
+  EXPECT_EQ(coord_->Heartbeat("usr_op", n.id, 0, 0).error().code, "node_deactivated");
+  EXPECT_EQ(coord_->Claim("usr_op", n.id, 1, 0).error().code, "node_deactivated");
+  auto stats = coord_->GetStats();
+  EXPECT_EQ(stats->completed, 1);
+  EXPECT_EQ(stats->nodes_total, 0);
+}
+
+TEST_F(CoordinatorTest, AWaitingClaimWakesOnSubmit) {
+  Fund("usr_req", 1'000'000);
+  Node n = MakeNode("usr_op", "n");
+  std::vector<Task> got;
+  std::thread waiter([&] { got = *coord_->Claim("usr_op", n.id, 1, 20'000); });
+  std::this_thread::sleep_for(100ms);
+  auto t0 = std::chrono::steady_clock::now();
+  Task t = Submit("usr_req");
+  waiter.join();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].id, t.id);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+}
+
+}  // namespace
+}  // namespace smart::tasks

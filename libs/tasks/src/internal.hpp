@@ -1,0 +1,36 @@
+// Shared by the coordinator's sources: row formats, events and validation.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "smart/store/store.hpp"
+#include "smart/tasks/coordinator.hpp"
+
+namespace smart::tasks {
+
+inline constexpr std::string_view kTaskColumns =
+    "id, requester, type, input, input_is_json, parameters, priority, status, asset, cost, max_cost, timeout_s, "
+    "max_attempts, attempt, failures, node_id, lease_expires_ms, progress, progress_message, output, proof_hash, "
+    "error, escrow_id, created_ms, updated_ms, completed_ms, fingerprint";
+Result<Task> TaskFromRow(const store::Row& r);
+
+inline constexpr std::string_view kNodeColumns =
+    "id, operator_id, name, capabilities, capacity, hardware, endpoint, state, stake, stake_id, slashed, reputation, "
+    "load, running, last_heartbeat_ms, created_ms, completed, failed, timed_out, slashes";
+Result<Node> NodeFromRow(const store::Row& r);
+
+// Loads a task (optionally only if `requester` owns it); task_not_found otherwise.
+Result<Task> LoadTask(store::Tx& tx, std::string_view id, std::string_view requester = {});
+// Loads a node that `operator_id` runs: node_not_found, node_not_yours.
+Result<Node> LoadOwnNode(store::Tx& tx, std::string_view node_id, std::string_view operator_id);
+Result<Settings> LoadSettings(store::Tx& tx);
+
+// Appends to a task's history.
+Result<void> AddEvent(store::Tx& tx, std::string_view task_id, int64_t ts_ms, std::string_view status,
+                      std::string_view node_id, std::string detail_json = "{}");
+
+bool IsJsonObject(std::string_view text, size_t max_bytes);
+std::string JsonObject(std::initializer_list<std::pair<std::string_view, std::string>> string_fields);
+
+}  // namespace smart::tasks

@@ -1,0 +1,85 @@
+#include "smart/tasks/coordinator.hpp"
+
+namespace smart::tasks {
+
+std::vector<store::Migration> Coordinator::Migrations() {
+  const char* sql = R"sql(
+CREATE TABLE tasks (
+  id TEXT PRIMARY KEY,
+  requester TEXT NOT NULL,
+  type TEXT NOT NULL,
+  input TEXT NOT NULL,
+  input_is_json INTEGER NOT NULL,
+  parameters TEXT NOT NULL,
+  priority INTEGER NOT NULL,
+  status TEXT NOT NULL,
+  asset TEXT NOT NULL,
+  cost TEXT NOT NULL,
+  max_cost TEXT,
+  timeout_s BIGINT NOT NULL,
+  max_attempts INTEGER NOT NULL,
+  attempt INTEGER NOT NULL,
+  failures INTEGER NOT NULL,
+  node_id TEXT,
+  lease_expires_ms BIGINT NOT NULL,
+  progress INTEGER NOT NULL,
+  progress_message TEXT NOT NULL,
+  output TEXT,
+  proof_hash TEXT,
+  error TEXT,
+  escrow_id TEXT NOT NULL,
+  idem_key TEXT UNIQUE,
+  fingerprint TEXT NOT NULL,
+  created_ms BIGINT NOT NULL,
+  updated_ms BIGINT NOT NULL,
+  completed_ms BIGINT NOT NULL
+);
+CREATE INDEX tasks_queue ON tasks (priority DESC, created_ms) WHERE status = 'pending';
+CREATE INDEX tasks_requester ON tasks (requester, id);
+CREATE INDEX tasks_node ON tasks (node_id) WHERE status IN ('assigned', 'in_progress');
+CREATE INDEX tasks_leases ON tasks (lease_expires_ms) WHERE status IN ('assigned', 'in_progress');
+CREATE TABLE task_events (
+  task_id TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  ts_ms BIGINT NOT NULL,
+  status TEXT NOT NULL,
+  node_id TEXT,
+  detail TEXT NOT NULL,
+  PRIMARY KEY (task_id, seq)
+);
+CREATE TABLE nodes (
+  id TEXT PRIMARY KEY,
+  operator_id TEXT NOT NULL,
+  name TEXT NOT NULL UNIQUE,
+  capabilities TEXT NOT NULL,
+  capacity INTEGER NOT NULL,
+  hardware TEXT NOT NULL,
+  endpoint TEXT NOT NULL,
+  state TEXT NOT NULL,
+  stake TEXT NOT NULL,
+  stake_id TEXT,
+  slashed TEXT NOT NULL,
+  slashes INTEGER NOT NULL,
+  reputation INTEGER NOT NULL,
+  load INTEGER NOT NULL,
+  running INTEGER NOT NULL,
+  last_heartbeat_ms BIGINT NOT NULL,
+  created_ms BIGINT NOT NULL,
+  completed BIGINT NOT NULL,
+  failed BIGINT NOT NULL,
+  timed_out BIGINT NOT NULL
+);
+CREATE INDEX nodes_operator ON nodes (operator_id);
+CREATE TABLE task_settings (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  paused INTEGER NOT NULL,
+  min_stake TEXT NOT NULL,
+  max_tasks_per_node INTEGER NOT NULL,
+  min_timeout_s BIGINT NOT NULL,
+  max_timeout_s BIGINT NOT NULL
+);
+)sql";
+  return {{300, "tasks", sql, ""}};
+}
+
+}  // namespace smart::tasks

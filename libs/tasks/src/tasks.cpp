@@ -1,0 +1,479 @@
+// Tasks: submission with escrow, reads, cancel, and the leased lifecycle.
+#include <algorithm>
+#include <chrono>
+#include <map>
+
+#include "internal.hpp"
+#include "smart/core/crypto.hpp"
+#include "smart/core/ids.hpp"
+#include "smart/core/json_text.hpp"
+
+namespace smart::tasks {
+namespace {
+
+using store::Value;
+constexpr size_t kMaxParameters = 64 * 1024;
+constexpr size_t kMaxMessage = 256;
+
+std::string Escrow(const std::string& task_id, const char* step) { return "task/" + task_id + "/" + step; }
+
+ledger::AccountRef Account(std::string owner, std::string_view kind, const std::string& asset) {
+  return {std::move(owner), std::string(kind), asset};
+}
+
+std::string Fingerprint(const SubmitRequest& r) {
+  std::string s;
+  for (const std::string& f :
+       {r.type, r.input, std::string(r.input_is_json ? "json" : "text"), r.parameters, std::string(ToString(r.priority)),
+        r.max_cost ? ledger::FormatAmount(*r.max_cost) : std::string("-"),
+        r.timeout_s ? std::to_string(*r.timeout_s) : std::string("-"), std::to_string(r.max_attempts)}) {
+    s += std::to_string(f.size()) + ":" + f + ";";
+  }
+  return crypto::Sha256Hex(s);
+}
+
+// The current lease holder's check: the node, its operator and the fencing token.
+Result<Task> LoadLeased(store::Tx& tx, std::string_view operator_id, std::string_view node_id,
+                        std::string_view task_id, int lease) {
+  SMART_TRY(LoadOwnNode(tx, node_id, operator_id));
+  auto t = LoadTask(tx, task_id);
+  if (!t) return t;
+  if (t->node_id != node_id || t->attempt != lease || (t->status != "assigned" && t->status != "in_progress")) {
+    return Error::Conflict("lease_stale", "task " + t->id + ": this node does not hold lease " +
+                                              std::to_string(lease) + " (status " + t->status + ")");
+  }
+  return t;
+}
+
+Result<void> UpdateStatus(store::Tx& tx, const Task& t, std::string_view status, int64_t now) {
+  SMART_TRY(tx.Exec("UPDATE tasks SET status = $2, updated_ms = $3 WHERE id = $1",
+                    {Value{t.id}, Value{std::string(status)}, Value{now}}));
+  return Ok();
+}
+
+}  // namespace
+
+Result<ledger::Amount> Coordinator::Estimate(std::string_view type, size_t input_bytes) const {
+  if (std::find(config_.types.begin(), config_.types.end(), type) == config_.types.end()) {
+    return Error::Invalid("unknown_task_type", "type: '" + std::string(type) + "' is not a task type here");
+  }
+  auto it = config_.prices.find(std::string(type));
+  ledger::Amount price = it != config_.prices.end() ? it->second : config_.prices.at("other");
+  // price per started 1,000 bytes, at least one unit
+  ledger::Amount units = std::max<ledger::Amount>(1, (input_bytes + 999) / 1000);
+  return price * units;
+}
+
+Result<Task> Coordinator::Submit(std::string_view requester, const SubmitRequest& req,
+                                 std::string_view idempotency_key) {
+  auto cost = Estimate(req.type, req.input.size());
+  if (!cost) return cost.take_error();
+  if (req.input.size() > config_.max_input_bytes) {
+    return Error::Invalid("input_too_large", "input: at most " + std::to_string(config_.max_input_bytes) + " bytes");
+  }
+  if (!req.input_is_json && !IsValidUtf8(req.input)) return Error::Invalid("invalid_input", "input: not UTF-8 text");
+  if (!IsJsonObject(req.parameters, kMaxParameters)) {
+    return Error::Invalid("invalid_parameters", "parameters: a JSON object of at most 64 KiB");
+  }
+  if (req.max_attempts < 1 || req.max_attempts > 10) {
+    return Error::Invalid("invalid_max_attempts", "max_attempts: 1 to 10");
+  }
+  if (req.max_cost && *cost > *req.max_cost) {
+    return Error::Invalid("cost_exceeds_max", "max_cost: the task costs " + ledger::FormatAmount(*cost) + " " +
+                                                  config_.asset + ", more than " + ledger::FormatAmount(*req.max_cost));
+  }
+  const std::string fingerprint = Fingerprint(req);
+  const std::string key = idempotency_key.empty() ? "" : std::string(requester) + "/" + std::string(idempotency_key);
+  const std::string id = MakeId("task");
+  Task out;
+  SMART_TRY(db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
+    if (!key.empty()) {
+      auto existing = tx.QueryOne("SELECT id, fingerprint FROM tasks WHERE idem_key = $1", {Value{key}});
+      if (!existing) return existing.take_error();
+      if (*existing) {
+        if ((*existing)->Text(1) != fingerprint) {
+          return Error::Conflict("idempotency_key_reused",
+                                 "Idempotency-Key: already used for task " + (*existing)->Text(0) + " with another body");
+        }
+        auto t = LoadTask(tx, (*existing)->Text(0));
+        if (!t) return t.take_error();
+        out = std::move(t).value();
+        out.replayed = true;
+        return Ok();
+      }
+    }
+    auto settings = LoadSettings(tx);
+    if (!settings) return settings.take_error();
+    if (settings->paused) return Error::Conflict("submissions_paused", "the network is not taking new tasks now");
+    int64_t timeout = req.timeout_s.value_or(std::clamp(config_.default_timeout_s, settings->min_timeout_s,
+                                                          settings->max_timeout_s));
+    if (timeout < settings->min_timeout_s || timeout > settings->max_timeout_s) {
+      return Error::Invalid("invalid_timeout", "timeout_s: " + std::to_string(settings->min_timeout_s) + " to " +
+                                                   std::to_string(settings->max_timeout_s));
+    }
+    int64_t now = clock_.NowMs();
+    ledger::TransferRequest hold{.key = Escrow(id, "escrow"),
+                                 .type = ledger::TransferType::kPending,
+                                 .debit = Account(std::string(requester), ledger::kind::kAvailable, config_.asset),
+                                 .credit = Account(std::string(ledger::kPlatform), ledger::kind::kEscrow, config_.asset),
+                                 .amount = *cost,
+                                 .code = "task_escrow",
+                                 .metadata = JsonObject({{"task_id", id}})};
+    auto held = ledger_.ExecuteIn(tx, std::span(&hold, 1));
+    if (!held) {
+      Error e = held.take_error();
+      if (e.code == "insufficient_funds") {
+        e.message = "the task costs " + ledger::FormatAmount(*cost) + " " + config_.asset +
+                    " (base units); hold that much in your available balance";
+      }
+      return e;
+    }
+    SMART_TRY(tx.Exec(
+        "INSERT INTO tasks (id, requester, type, input, input_is_json, parameters, priority, status, asset, cost, "
+        "max_cost, timeout_s, max_attempts, attempt, failures, node_id, lease_expires_ms, progress, progress_message, "
+        "escrow_id, idem_key, fingerprint, created_ms, updated_ms, completed_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, "
+        "'pending', $8, $9, $10, $11, $12, 0, 0, NULL, 0, 0, '', $13, $14, $15, $16, $16, 0)",
+        {Value{id}, Value{std::string(requester)}, Value{req.type}, Value{req.input},
+         Value{int64_t{req.input_is_json}}, Value{req.parameters}, Value{static_cast<int64_t>(req.priority)},
+         Value{config_.asset}, Value{ledger::FormatAmount(*cost)},
+         req.max_cost ? Value{ledger::FormatAmount(*req.max_cost)} : Value{}, Value{timeout},
+         Value{int64_t{req.max_attempts}}, Value{(*held)[0].id}, key.empty() ? Value{} : Value{key},
+         Value{fingerprint}, Value{now}}));
+    SMART_TRY(AddEvent(tx, id, now, "pending", "", JsonObject({{"cost", ledger::FormatAmount(*cost)}})));
+    auto t = LoadTask(tx, id);
+    if (!t) return t.take_error();
+    out = std::move(t).value();
+    return Ok();
+  }));
+  if (!out.replayed) WakeClaimers();
+  return out;
+}
+
+Result<Task> Coordinator::Get(std::string_view requester, std::string_view id) {
+  Task out;
+  SMART_TRY(db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
+    auto t = LoadTask(tx, id, requester);
+    if (!t) return t.take_error();
+    out = std::move(t).value();
+    return Ok();
+  }));
+  return out;
+}
+
+Result<Page<Task>> Coordinator::List(std::string_view requester, const TaskFilter& filter, int limit,
+                                     std::string_view cursor) {
+  Page<Task> page;
+  SMART_TRY(db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
+    page = {};
+    std::string sql = "SELECT ";
+    sql += kTaskColumns;
+    sql += " FROM tasks WHERE requester = $1";
+    std::vector<Value> params{Value{std::string(requester)}};
+    if (!cursor.empty()) {
+      params.emplace_back(std::string(cursor));
+      sql += " AND id < $" + std::to_string(params.size());
+    }
+    if (filter.status) {
+      params.emplace_back(*filter.status);
+      sql += " AND status = $" + std::to_string(params.size());
+    }
+    if (filter.type) {
+      params.emplace_back(*filter.type);
+      sql += " AND type = $" + std::to_string(params.size());
+    }
+    params.emplace_back(int64_t{limit} + 1);
+    sql += " ORDER BY id DESC LIMIT $" + std::to_string(params.size());
+    auto rows = tx.Query(sql, params);
+    if (!rows) return rows.take_error();
+    for (const auto& r : *rows) {
+      auto t = TaskFromRow(r);
+      if (!t) return t.take_error();
+      page.items.push_back(std::move(t).value());
+    }
+    if (page.items.size() > static_cast<size_t>(limit)) {
+      page.items.pop_back();
+      page.next_cursor = page.items.back().id;
+    }
+    return Ok();
+  }));
+  return page;
+}
+
+Result<std::vector<TaskEvent>> Coordinator::Events(std::string_view requester, std::string_view id) {
+  std::vector<TaskEvent> out;
+  SMART_TRY(db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
+    out.clear();
+    SMART_TRY(LoadTask(tx, id, requester));
+    auto rows = tx.Query("SELECT seq, ts_ms, status, node_id, detail FROM task_events WHERE task_id = $1 ORDER BY seq",
+                         {Value{std::string(id)}});
+    if (!rows) return rows.take_error();
+    for (const auto& r : *rows) {
+      out.push_back({static_cast<int>(r.Int(0)), r.Int(1), r.Text(2), r.IsNull(3) ? "" : r.Text(3), r.Text(4)});
+    }
+    return Ok();
+  }));
+  return out;
+}
+
+Result<Task> Coordinator::Cancel(std::string_view requester, std::string_view id) {
+  Task out;
+  SMART_TRY(db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
+    auto t = LoadTask(tx, id, requester);
+    if (!t) return t.take_error();
+    if (t->Final()) return Error::Conflict("task_final", "task " + t->id + " is already " + t->status);
+    int64_t now = clock_.NowMs();
+    ledger::TransferRequest release{.key = Escrow(t->id, "void"),
+                                    .type = ledger::TransferType::kVoid,
+                                    .pending_id = t->escrow_id,
+                                    .code = "task_refund"};
+    SMART_TRY(ledger_.ExecuteIn(tx, std::span(&release, 1)));
+    SMART_TRY(tx.Exec(
+        "UPDATE tasks SET status = 'cancelled', updated_ms = $2, completed_ms = $2, lease_expires_ms = 0 WHERE id = $1",
+        {Value{t->id}, Value{now}}));
+    SMART_TRY(AddEvent(tx, t->id, now, "cancelled", t->node_id));
+    auto done = LoadTask(tx, id);
+    if (!done) return done.take_error();
+    out = std::move(done).value();
+    return Ok();
+  }));
+  return out;
+}
+
+Result<std::vector<Task>> Coordinator::Claim(std::string_view operator_id, std::string_view node_id, int max,
+                                             int64_t wait_ms) {
+  if (max < 1 || max > 100) return Error::Invalid("invalid_max", "max: 1 to 100");
+  if (wait_ms < 0 || wait_ms > 60'000) return Error::Invalid("invalid_wait", "wait_s: 0 to 60");
+  const bool postgres = db_.backend() == "postgresql";
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+  while (true) {
+    uint64_t gen;
+    {
+      std::lock_guard lk(wake_mu_);
+      gen = wake_gen_;
+    }
+    std::vector<Task> claimed;
+    SMART_TRY(db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
+      claimed.clear();
+      auto node = LoadOwnNode(tx, node_id, operator_id);
+      if (!node) return node.take_error();
+      if (node->state == "deactivated") return Error::Conflict("node_deactivated", "node " + node->id + " is deactivated");
+      int64_t now = clock_.NowMs();
+      SMART_TRY(tx.Exec("UPDATE nodes SET last_heartbeat_ms = $2 WHERE id = $1", {Value{node->id}, Value{now}}));
+      if (node->state != "active") return Ok();
+      auto settings = LoadSettings(tx);
+      if (!settings) return settings.take_error();
+      auto held = tx.QueryOne(
+          "SELECT COUNT(*) FROM tasks WHERE node_id = $1 AND status IN ('assigned', 'in_progress')", {Value{node->id}});
+      if (!held) return held.take_error();
+      int free = std::min(node->capacity, settings->max_tasks_per_node) - static_cast<int>((*held)->Int(0));
+      int want = std::min(max, free);
+      if (want <= 0 || node->capabilities.empty()) return Ok();
+      std::vector<Value> params;
+      std::string in;
+      for (const auto& c : node->capabilities) {
+        params.emplace_back(c);
+        in += (in.empty() ? "$" : ", $") + std::to_string(params.size());
+      }
+      params.emplace_back(int64_t{want} * 4 + 8);
+      std::string sql = "SELECT id, requester FROM tasks WHERE status = 'pending' AND type IN (" + in +
+                        ") ORDER BY priority DESC, created_ms LIMIT $" + std::to_string(params.size());
+      if (postgres) sql += " FOR UPDATE SKIP LOCKED";  // instances claiming at once take different tasks
+      auto candidates = tx.Query(sql, params);
+      if (!candidates) return candidates.take_error();
+      std::map<std::string, int64_t> in_flight;  // per requester
+      for (const auto& c : *candidates) {
+        if (static_cast<int>(claimed.size()) >= want) break;
+        const std::string& requester = c.Text(1);
+        if (!in_flight.count(requester)) {
+          auto n = tx.QueryOne(
+              "SELECT COUNT(*) FROM tasks WHERE requester = $1 AND status IN ('assigned', 'in_progress')",
+              {Value{requester}});
+          if (!n) return n.take_error();
+          in_flight[requester] = (*n)->Int(0);
+        }
+        if (in_flight[requester] >= config_.max_per_requester) continue;
+        auto changed = tx.Exec(
+            "UPDATE tasks SET status = 'assigned', node_id = $2, attempt = attempt + 1, "
+            "lease_expires_ms = $3 + timeout_s * 1000, progress = 0, progress_message = '', updated_ms = $3 "
+            "WHERE id = $1 AND status = 'pending'",
+            {c.at(0), Value{node->id}, Value{now}});
+        if (!changed) return changed.take_error();
+        if (*changed != 1) continue;
+        auto t = LoadTask(tx, c.Text(0));
+        if (!t) return t.take_error();
+        SMART_TRY(AddEvent(tx, t->id, now, "assigned", node->id, "{\"lease\":" + std::to_string(t->attempt) + "}"));
+        ++in_flight[requester];
+        claimed.push_back(std::move(t).value());
+      }
+      return Ok();
+    }));
+    if (!claimed.empty() || std::chrono::steady_clock::now() >= deadline) return claimed;
+    // Wait for a submission here, or re-check each second (another instance's submissions).
+    std::unique_lock lk(wake_mu_);
+    wake_cv_.wait_until(lk, std::min(deadline, std::chrono::steady_clock::now() + std::chrono::seconds(1)),
+                        [&] { return wake_gen_ != gen || stopping_; });
+    if (stopping_) return claimed;
+  }
+}
+
+Result<Task> Coordinator::Start(std::string_view operator_id, std::string_view node_id, std::string_view task_id,
+                                int lease) {
+  Task out;
+  SMART_TRY(db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
+    auto t = LoadLeased(tx, operator_id, node_id, task_id, lease);
+    if (!t) return t.take_error();
+    if (t->status == "assigned") {
+      int64_t now = clock_.NowMs();
+      SMART_TRY(UpdateStatus(tx, *t, "in_progress", now));
+      SMART_TRY(AddEvent(tx, t->id, now, "in_progress", node_id));
+    }
+    auto done = LoadTask(tx, task_id);
+    if (!done) return done.take_error();
+    out = std::move(done).value();
+    return Ok();
+  }));
+  return out;
+}
+
+Result<Task> Coordinator::Progress(std::string_view operator_id, std::string_view node_id, std::string_view task_id,
+                                   int lease, int percent, std::string_view message) {
+  if (percent < 0 || percent > 100) return Error::Invalid("invalid_percent", "percent: 0 to 100");
+  if (message.size() > kMaxMessage || !IsValidUtf8(message)) {
+    return Error::Invalid("invalid_message", "message: at most 256 bytes of UTF-8");
+  }
+  Task out;
+  SMART_TRY(db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
+    auto t = LoadLeased(tx, operator_id, node_id, task_id, lease);
+    if (!t) return t.take_error();
+    int64_t now = clock_.NowMs();
+    SMART_TRY(tx.Exec(
+        "UPDATE tasks SET status = 'in_progress', progress = $2, progress_message = $3, updated_ms = $4 WHERE id = $1",
+        {Value{t->id}, Value{int64_t{percent}}, Value{std::string(message)}, Value{now}}));
+    if (t->status == "assigned") SMART_TRY(AddEvent(tx, t->id, now, "in_progress", node_id));
+    auto done = LoadTask(tx, task_id);
+    if (!done) return done.take_error();
+    out = std::move(done).value();
+    return Ok();
+  }));
+  return out;
+}
+
+Result<Task> Coordinator::Complete(std::string_view operator_id, std::string_view node_id, std::string_view task_id,
+                                   int lease, std::string_view output, std::string_view proof_hash) {
+  if (output.size() > config_.max_input_bytes) {
+    return Error::Invalid("output_too_large", "output: at most " + std::to_string(config_.max_input_bytes) + " bytes");
+  }
+  if (!IsValidUtf8(output)) return Error::Invalid("invalid_output", "output: not UTF-8 text");
+  if (proof_hash != crypto::Sha256Hex(output)) {
+    return Error::Invalid("invalid_proof", "proof_hash: must be the lowercase hex SHA-256 of output");
+  }
+  Task out;
+  SMART_TRY(db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
+    auto t = LoadLeased(tx, operator_id, node_id, task_id, lease);
+    if (!t) {
+      // A retry of a result whose answer was lost: the same lease, the same proof.
+      auto again = LoadTask(tx, task_id);
+      if (again && again->status == "completed" && again->node_id == node_id && again->attempt == lease &&
+          again->proof_hash == proof_hash) {
+        out = std::move(again).value();
+        return Ok();
+      }
+      return t.take_error();
+    }
+    auto node = LoadOwnNode(tx, node_id, operator_id);
+    if (!node) return node.take_error();
+    int64_t now = clock_.NowMs();
+    ledger::Amount fee = t->cost * static_cast<unsigned>(config_.fee_pct) / 100;
+    ledger::Amount pay = t->cost - fee;
+    std::vector<ledger::TransferRequest> settle{
+        {.key = Escrow(t->id, "post"), .type = ledger::TransferType::kPost, .pending_id = t->escrow_id,
+         .code = "task_settle"}};
+    std::string meta = JsonObject({{"task_id", t->id}, {"node_id", node->id}});
+    if (pay > 0) {
+      settle.push_back({.key = Escrow(t->id, "pay"),
+                        .debit = Account(std::string(ledger::kPlatform), ledger::kind::kEscrow, t->asset),
+                        .credit = Account(node->operator_id, ledger::kind::kAvailable, t->asset),
+                        .amount = pay,
+                        .code = "task_reward",
+                        .metadata = meta});
+    }
+    if (fee > 0) {
+      settle.push_back({.key = Escrow(t->id, "fee"),
+                        .debit = Account(std::string(ledger::kPlatform), ledger::kind::kEscrow, t->asset),
+                        .credit = Account(std::string(ledger::kPlatform), ledger::kind::kFees, t->asset),
+                        .amount = fee,
+                        .code = "task_fee",
+                        .metadata = meta});
+    }
+    SMART_TRY(ledger_.ExecuteIn(tx, settle));
+    SMART_TRY(tx.Exec(
+        "UPDATE tasks SET status = 'completed', output = $2, proof_hash = $3, progress = 100, updated_ms = $4, "
+        "completed_ms = $4, lease_expires_ms = 0 WHERE id = $1",
+        {Value{t->id}, Value{std::string(output)}, Value{std::string(proof_hash)}, Value{now}}));
+    SMART_TRY(tx.Exec(
+        "UPDATE nodes SET completed = completed + 1, last_heartbeat_ms = $2, "
+        "reputation = CASE WHEN reputation + 10 > 1000 THEN 1000 ELSE reputation + 10 END "
+        "WHERE id = $1",
+        {Value{node->id}, Value{now}}));
+    SMART_TRY(AddEvent(tx, t->id, now, "completed", node_id, JsonObject({{"proof_hash", std::string(proof_hash)}})));
+    auto done = LoadTask(tx, task_id);
+    if (!done) return done.take_error();
+    out = std::move(done).value();
+    return Ok();
+  }));
+  return out;
+}
+
+Result<Task> Coordinator::Fail(std::string_view operator_id, std::string_view node_id, std::string_view task_id,
+                               int lease, std::string_view error) {
+  if (error.size() > 4096 || !IsValidUtf8(error)) return Error::Invalid("invalid_error", "error: at most 4 KiB of UTF-8");
+  Task out;
+  bool requeued = false;
+  SMART_TRY(db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
+    auto t = LoadLeased(tx, operator_id, node_id, task_id, lease);
+    if (!t) return t.take_error();
+    int64_t now = clock_.NowMs();
+    SMART_TRY(tx.Exec("UPDATE nodes SET failed = failed + 1 WHERE id = $1", {Value{std::string(node_id)}}));
+    SMART_TRY(AddEvent(tx, t->id, now, "failed", node_id, JsonObject({{"error", std::string(error)}})));
+    requeued = t->failures + 1 < t->max_attempts;
+    SMART_TRY(Requeue(tx, *t, "failed", std::string(error), /*counts=*/true, now));
+    auto done = LoadTask(tx, task_id);
+    if (!done) return done.take_error();
+    out = std::move(done).value();
+    return Ok();
+  }));
+  if (requeued) WakeClaimers();
+  return out;
+}
+
+Result<void> Coordinator::Requeue(store::Tx& tx, const Task& t, std::string_view final_status, std::string error,
+                                  bool counts, int64_t now) {
+  int failures = t.failures + (counts ? 1 : 0);
+  if (failures < t.max_attempts) {
+    SMART_TRY(tx.Exec(
+        "UPDATE tasks SET status = 'pending', node_id = NULL, lease_expires_ms = 0, failures = $2, error = $3, "
+        "progress = 0, progress_message = '', updated_ms = $4 WHERE id = $1",
+        {Value{t.id}, Value{int64_t{failures}}, Value{std::move(error)}, Value{now}}));
+    return AddEvent(tx, t.id, now, "pending", "");
+  }
+  ledger::TransferRequest release{.key = Escrow(t.id, "void"),
+                                  .type = ledger::TransferType::kVoid,
+                                  .pending_id = t.escrow_id,
+                                  .code = "task_refund"};
+  SMART_TRY(ledger_.ExecuteIn(tx, std::span(&release, 1)));
+  SMART_TRY(tx.Exec(
+      "UPDATE tasks SET status = $2, failures = $3, error = $4, lease_expires_ms = 0, updated_ms = $5, "
+      "completed_ms = $5 WHERE id = $1",
+      {Value{t.id}, Value{std::string(final_status)}, Value{int64_t{failures}}, Value{std::move(error)}, Value{now}}));
+  return Ok();
+}
+
+void Coordinator::WakeClaimers() {
+  {
+    std::lock_guard lk(wake_mu_);
+    ++wake_gen_;
+  }
+  wake_cv_.notify_all();
+}
+
+}  // namespace smart::tasks
