@@ -26,6 +26,7 @@
 #include "smart/metrics/metrics.hpp"
 #include "smart/store/migrations.hpp"
 #include "smart/store/store.hpp"
+#include "smart/tasks/coordinator.hpp"
 
 extern char** environ;
 
@@ -87,6 +88,7 @@ http::ServerOptions ServerOptionsFrom(const config::Config& cfg) {
   o.port = static_cast<uint16_t>(cfg.Int("http.port"));
   o.threads = static_cast<int>(cfg.Int("http.threads"));
   o.worker_threads = static_cast<int>(cfg.Int("http.worker_threads"));
+  o.long_poll_threads = static_cast<int>(cfg.Int("http.long_poll_threads"));
   o.max_connections = static_cast<size_t>(cfg.Int("http.max_connections"));
   o.max_header_bytes = static_cast<size_t>(cfg.Int("http.max_header_bytes"));
   o.max_body_bytes = static_cast<size_t>(cfg.Int("http.max_body_bytes"));
@@ -179,6 +181,41 @@ Result<ledger::LedgerConfig> LedgerConfigFrom(const config::Config& cfg) {
     return Error::Invalid("invalid_config",
                           "config key 'ledger.platform_token': '" + c.platform_token + "' is not in ledger.assets");
   }
+  return c;
+}
+
+Result<tasks::TasksConfig> TasksConfigFrom(const config::Config& cfg, const ledger::LedgerConfig& ledger) {
+  tasks::TasksConfig c;
+  auto bad = [](const std::string& key, const std::string& why) {
+    return Error::Invalid("invalid_config", "config key '" + key + "': " + why);
+  };
+  c.asset = cfg.String("tasks.asset");
+  bool known = false;
+  for (const auto& a : ledger.assets) known = known || a.code == c.asset;
+  if (!known) return bad("tasks.asset", "'" + c.asset + "' is not in ledger.assets");
+  c.types = cfg.StringList("tasks.types");
+  if (c.types.empty()) return bad("tasks.types", "at least one type");
+  c.prices.clear();
+  for (const auto& entry : cfg.StringList("tasks.prices")) {
+    auto colon = entry.find(':');
+    auto price = colon == std::string::npos ? std::nullopt : ledger::ParseAmount(entry.substr(colon + 1));
+    if (!price) return bad("tasks.prices", "'" + entry + "' is not TYPE:PRICE");
+    c.prices[entry.substr(0, colon)] = *price;
+  }
+  if (!c.prices.count("other")) return bad("tasks.prices", "needs a price for 'other'");
+  c.fee_pct = static_cast<int>(cfg.Int("tasks.fee_pct"));
+  c.slash_pct = static_cast<int>(cfg.Int("tasks.slash_pct"));
+  auto stake = ledger::ParseAmount(cfg.String("tasks.min_stake"));
+  if (!stake) return bad("tasks.min_stake", "a string of integer base units");
+  c.min_stake = *stake;
+  c.max_tasks_per_node = static_cast<int>(cfg.Int("tasks.max_tasks_per_node"));
+  c.min_timeout_s = cfg.Int("tasks.min_timeout_s");
+  c.max_timeout_s = cfg.Int("tasks.max_timeout_s");
+  if (c.min_timeout_s > c.max_timeout_s) return bad("tasks.min_timeout_s", "larger than tasks.max_timeout_s");
+  c.default_timeout_s = cfg.Int("tasks.default_timeout_s");
+  c.heartbeat_s = cfg.Int("tasks.heartbeat_s");
+  c.offline_after_s = cfg.Int("tasks.offline_after_s");
+  c.max_per_requester = static_cast<int>(cfg.Int("tasks.max_per_requester"));
   return c;
 }
 
@@ -306,15 +343,22 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
     logger.Error("invalid ledger configuration", {{"error", ledger_config.error().message}});
     return kExitUsage;
   }
+  auto tasks_config = TasksConfigFrom(cfg, *ledger_config);
+  if (!tasks_config) {
+    logger.Error("invalid tasks configuration", {{"error", tasks_config.error().message}});
+    return kExitUsage;
+  }
   ledger_config->on_sweep_error = [&logger](const Error& e) {
     logger.Warn("expiring pending transfers failed", {{"error", e.message}});
   };
   auto ledger = std::make_unique<ledger::Ledger>(**db, std::move(ledger_config).value(), clock);
+  auto coordinator = std::make_unique<tasks::Coordinator>(**db, *ledger, std::move(tasks_config).value(), clock);
   api::Deps deps{.db = **db,
                  .registry = registry,
                  .auth = auth,
                  .usage = usage,
                  .ledger = *ledger,
+                 .tasks = *coordinator,
                  .limiter = *limiter,
                  .clock = clock,
                  .limits = RateLimitsFrom(cfg),
@@ -360,9 +404,11 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
   sigwait(&stop_signals, &sig);
   logger.Info("shutting down",
               {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}, {"grace_s", cfg.Int("http.shutdown_grace_s")}});
+  coordinator->StopWaiting();  // waiting claims answer now, so the drain is quick
   server.Shutdown();
   stopping = true;
   flusher.join();  // its last pass flushes what the final requests counted
+  coordinator.reset();
   ledger.reset();  // finishes queued batches
   db->reset();     // closes every database connection
   logger.Info("stopped");

@@ -1,6 +1,8 @@
 #include "json_body.hpp"
 
+#include <algorithm>
 #include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
 #include <charconv>
 #include <stdexcept>
 
@@ -86,6 +88,72 @@ std::optional<int64_t> FieldReader::Timestamp(std::string_view key, bool require
   auto t = ParseTimestamp(*text);
   if (!t) errors_.push_back({std::string(key), "must be an RFC 3339 time such as 2026-11-22T10:30:00Z"});
   return t;
+}
+
+std::optional<int64_t> FieldReader::Int(std::string_view key, bool required, int64_t min, int64_t max) {
+  auto it = o_.find(key);
+  if (it == o_.end() || it->value().is_null()) {
+    if (required) errors_.push_back({std::string(key), "is required"});
+    return std::nullopt;
+  }
+  const auto& v = it->value();
+  std::optional<int64_t> n;
+  if (v.is_int64()) n = v.as_int64();
+  if (v.is_uint64() && v.as_uint64() <= static_cast<uint64_t>(INT64_MAX)) n = static_cast<int64_t>(v.as_uint64());
+  if (!n || *n < min || *n > max) {
+    errors_.push_back(
+        {std::string(key), "must be an integer from " + std::to_string(min) + " to " + std::to_string(max)});
+    return std::nullopt;
+  }
+  return n;
+}
+
+std::optional<bool> FieldReader::Bool(std::string_view key, bool required) {
+  auto it = o_.find(key);
+  if (it == o_.end() || it->value().is_null()) {
+    if (required) errors_.push_back({std::string(key), "is required"});
+    return std::nullopt;
+  }
+  if (!it->value().is_bool()) {
+    errors_.push_back({std::string(key), "must be true or false"});
+    return std::nullopt;
+  }
+  return it->value().as_bool();
+}
+
+std::optional<std::string> FieldReader::Object(std::string_view key, bool required, size_t max_bytes) {
+  auto it = o_.find(key);
+  if (it == o_.end() || it->value().is_null()) {
+    if (required) errors_.push_back({std::string(key), "is required"});
+    return std::nullopt;
+  }
+  if (!it->value().is_object()) {
+    errors_.push_back({std::string(key), "must be a JSON object"});
+    return std::nullopt;
+  }
+  std::string text = boost::json::serialize(it->value());
+  if (text.size() > max_bytes) {
+    errors_.push_back({std::string(key), "is larger than " + std::to_string(max_bytes) + " bytes"});
+    return std::nullopt;
+  }
+  return text;
+}
+
+std::optional<std::string> FieldReader::AmountText(std::string_view key, bool required) {
+  auto it = o_.find(key);
+  if (it != o_.end() && it->value().is_number()) {
+    errors_.push_back({std::string(key), "must be a string of integer base units, e.g. \"250000\", not a number"});
+    return std::nullopt;
+  }
+  auto text = String(key, required);
+  if (!text) return std::nullopt;
+  bool digits = !text->empty() && text->size() <= 39 && (text->size() == 1 || (*text)[0] != '0') &&
+                std::all_of(text->begin(), text->end(), [](char c) { return c >= '0' && c <= '9'; });
+  if (!digits) {
+    errors_.push_back({std::string(key), "must be a string of integer base units, e.g. \"250000\""});
+    return std::nullopt;
+  }
+  return text;
 }
 
 std::variant<PageQuery, http::Response> ParsePageQuery(const http::Request& req) {

@@ -28,6 +28,13 @@ class FieldReader {
   std::optional<std::vector<std::string>> StringList(std::string_view key, bool required);
   // An RFC 3339 time, as seconds since the epoch.
   std::optional<int64_t> Timestamp(std::string_view key, bool required);
+  // An integer within [min, max].
+  std::optional<int64_t> Int(std::string_view key, bool required, int64_t min, int64_t max);
+  std::optional<bool> Bool(std::string_view key, bool required);
+  // A JSON object, serialized; `max_bytes` bounds its text.
+  std::optional<std::string> Object(std::string_view key, bool required, size_t max_bytes);
+  // An amount: a string of integer base units (never a JSON number).
+  std::optional<std::string> AmountText(std::string_view key, bool required);
   bool ok() const { return errors_.empty(); }
   http::Response Problem(const http::Request& req) const;
 

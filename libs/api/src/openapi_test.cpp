@@ -8,6 +8,7 @@
 #include "smart/auth/usage.hpp"
 #include "smart/ledger/ledger.hpp"
 #include "smart/metrics/metrics.hpp"
+#include "smart/tasks/coordinator.hpp"
 #include "smart/testing/process.hpp"
 
 namespace smart::api {
@@ -37,12 +38,15 @@ TEST(OpenApi, DescribesEveryRegisteredRoute) {
   auth::AuthService auth(**db, {.keys = {{"k", std::string(32, 'k')}}, .active_kid = "k"}, clock);
   auto limiter = kv::NewMemoryRateLimiter();
   auth::UsageRecorder usage(**db, clock);
+  ASSERT_TRUE(store::Migrate(**db, AllMigrations()).ok());
   ledger::Ledger ledger(**db, {.assets = {{"USDC", 6}}, .platform_token = "USDC"}, clock);
+  tasks::Coordinator coordinator(**db, ledger, {.sweep_interval_ms = 0}, clock);
   Deps deps{.db = **db,
             .registry = registry,
             .auth = auth,
             .usage = usage,
             .ledger = ledger,
+            .tasks = coordinator,
             .limiter = *limiter,
             .clock = clock,
             .migrations = AllMigrations(),

@@ -5,6 +5,7 @@
 #include "smart/core/json_text.hpp"
 #include "smart/ledger/ledger.hpp"
 #include "smart/metrics/metrics.hpp"
+#include "smart/tasks/coordinator.hpp"
 
 namespace smart::embedded {
 extern const std::string_view kOpenApi;
@@ -25,6 +26,7 @@ std::vector<store::Migration> Collect() {
   for (auto& m : auth::AuthService::Migrations()) all.push_back(std::move(m));
   for (auto& m : auth::UsageRecorder::Migrations()) all.push_back(std::move(m));
   for (auto& m : ledger::Ledger::Migrations()) all.push_back(std::move(m));
+  for (auto& m : tasks::Coordinator::Migrations()) all.push_back(std::move(m));
   return all;
 }
 
@@ -76,6 +78,7 @@ void RegisterRoutes(http::Router& router, const Deps& deps) {
   RegisterAuthRoutes(router, deps);
   RegisterAdminRoutes(router, deps);
   RegisterLedgerRoutes(router, deps);
+  RegisterTaskRoutes(router, deps);
   router.Add(http::Method::kGet, "/api/v1/version", [&deps](http::Request&) {
     std::string body = "{\"version\":";
     AppendJsonString(body, deps.build.version);

@@ -17,6 +17,8 @@ void RegisterAdminRoutes(http::Router& router, const Deps& deps);
 
 void RegisterLedgerRoutes(http::Router& router, const Deps& deps);
 
+void RegisterTaskRoutes(http::Router& router, const Deps& deps);
+
 boost::json::object UserJson(const auth::User& u);
 
 bool HasCredentials(const http::Request& req);

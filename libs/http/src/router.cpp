@@ -12,7 +12,7 @@ struct Router::Node {
   std::string pattern;
   std::string allow;  // derived from handlers and ws; rebuilt on every Add
   std::map<Method, Handler> handlers;
-  std::map<Method, bool> blocking;
+  std::map<Method, RouteOptions> options;
   std::unique_ptr<WsHandler> ws;
 };
 
@@ -86,7 +86,7 @@ void Router::Add(Method method, std::string_view pattern, Handler handler, Route
   Node* node = Insert(pattern);
   if (method == Method::kOther || node->handlers.count(method)) Bug("duplicate or invalid route", pattern);
   node->handlers.emplace(method, std::move(handler));
-  node->blocking[method] = options.blocking;
+  node->options[method] = options;
   RebuildAllow(*node);
   routes_.push_back({method, std::string(pattern), false});
 }
@@ -123,7 +123,9 @@ Router::Match Router::Find(Method method, std::string_view path) const {
   if (it == node->handlers.end() && method == Method::kHead) it = node->handlers.find(Method::kGet);
   if (it != node->handlers.end()) {
     m.handler = &it->second;
-    m.blocking = node->blocking.at(it->first);
+    const RouteOptions& o = node->options.at(it->first);
+    m.blocking = o.blocking || o.long_poll;
+    m.long_poll = o.long_poll;
   }
   return m;
 }

@@ -140,6 +140,7 @@ struct Server::Impl {
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
   std::unique_ptr<tcp::acceptor> acceptor;
   std::unique_ptr<asio::thread_pool> workers;
+  std::unique_ptr<asio::thread_pool> pollers;
   uint16_t bound_port = 0;
   std::vector<std::thread> threads;
 };
@@ -493,7 +494,8 @@ asio::awaitable<void> Server::Impl::Session(tcp::socket socket) {
     bool offload = match.blocking && !dctx.upgrade;
     if (offload) {
       // Hop to the worker pool; the connection is not touched until we hop back.
-      co_await asio::dispatch(asio::bind_executor(workers->get_executor(), asio::use_awaitable));
+      asio::thread_pool& pool = match.long_poll ? *pollers : *workers;
+      co_await asio::dispatch(asio::bind_executor(pool.get_executor(), asio::use_awaitable));
     }
     t_dispatch = &dctx;
     Response res;
@@ -598,6 +600,7 @@ Result<void> Server::Start() {
   }
   im.bound_port = acceptor->local_endpoint().port();
   im.workers = std::make_unique<asio::thread_pool>(static_cast<size_t>(std::max(1, im.opt.worker_threads)));
+  im.pollers = std::make_unique<asio::thread_pool>(static_cast<size_t>(std::max(1, im.opt.long_poll_threads)));
   im.acceptor = std::move(acceptor);
   asio::co_spawn(*im.contexts[0], im.Accept(), asio::detached);
   for (auto& ctx : im.contexts) {
@@ -636,6 +639,7 @@ void Server::Shutdown() {
   for (auto& t : im.threads) t.join();
   im.threads.clear();
   if (im.workers) im.workers->join();  // a handler still running finishes; nothing new starts
+  if (im.pollers) im.pollers->join();
 }
 
 }  // namespace smart::http

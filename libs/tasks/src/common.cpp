@@ -155,14 +155,14 @@ Result<Settings> LoadSettings(store::Tx& tx) {
 
 Result<void> AddEvent(store::Tx& tx, std::string_view task_id, int64_t ts_ms, std::string_view status,
                       std::string_view node_id, std::string detail_json) {
-  auto n = tx.QueryOne("SELECT COALESCE(MAX(seq), 0) FROM task_events WHERE task_id = $1",
-                       {Value{std::string(task_id)}});
+  auto n =
+      tx.QueryOne("SELECT COALESCE(MAX(seq), 0) FROM task_events WHERE task_id = $1", {Value{std::string(task_id)}});
   if (!n) return n.take_error();
   int64_t seq = (*n)->Int(0) + 1;
-  SMART_TRY(tx.Exec(
-      "INSERT INTO task_events (task_id, seq, ts_ms, status, node_id, detail) VALUES ($1, $2, $3, $4, $5, $6)",
-      {Value{std::string(task_id)}, Value{seq}, Value{ts_ms}, Value{std::string(status)},
-       node_id.empty() ? Value{} : Value{std::string(node_id)}, Value{std::move(detail_json)}}));
+  SMART_TRY(
+      tx.Exec("INSERT INTO task_events (task_id, seq, ts_ms, status, node_id, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+              {Value{std::string(task_id)}, Value{seq}, Value{ts_ms}, Value{std::string(status)},
+               node_id.empty() ? Value{} : Value{std::string(node_id)}, Value{std::move(detail_json)}}));
   return Ok();
 }
 

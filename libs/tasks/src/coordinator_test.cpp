@@ -28,8 +28,8 @@ class CoordinatorTest : public ::testing::Test {
     auto ms = ledger::Ledger::Migrations();
     for (auto& m : Coordinator::Migrations()) ms.push_back(m);
     ASSERT_TRUE(store::Migrate(*db_, ms).ok());
-    ledger_ = std::make_unique<ledger::Ledger>(*db_, ledger::LedgerConfig{.assets = {{"USDC", 6}}, .sweep_interval_ms = 0},
-                                               clock_);
+    ledger_ = std::make_unique<ledger::Ledger>(
+        *db_, ledger::LedgerConfig{.assets = {{"USDC", 6}}, .sweep_interval_ms = 0}, clock_);
     config_.sweep_interval_ms = 0;
     config_.min_timeout_s = 10;
     config_.min_stake = 1'000'000;
@@ -45,11 +45,12 @@ class CoordinatorTest : public ::testing::Test {
   }
 
   void Fund(const std::string& user, Amount amount) {
-    ASSERT_TRUE(ledger_->Execute({{.key = "fund/" + user + "/" + std::to_string(++funds_),
-                                   .debit = {"platform", "issuer", "USDC"},
-                                   .credit = {user, "available", "USDC"},
-                                   .amount = amount,
-                                   .code = "mint"}})
+    ASSERT_TRUE(ledger_
+                    ->Execute({{.key = "fund/" + user + "/" + std::to_string(++funds_),
+                                .debit = {"platform", "issuer", "USDC"},
+                                .credit = {user, "available", "USDC"},
+                                .amount = amount,
+                                .code = "mint"}})
                     .ok());
   }
   ledger::Account Acc(const std::string& owner, std::string_view kind = "available") {
@@ -68,7 +69,8 @@ class CoordinatorTest : public ::testing::Test {
   Task Submit(const std::string& who, std::string input = "hello", Priority p = Priority::kNormal,
               std::string type = "echo", int attempts = 3) {
     auto t = coord_->Submit(
-        who, {.type = std::move(type), .input = std::move(input), .priority = p, .timeout_s = 60, .max_attempts = attempts},
+        who,
+        {.type = std::move(type), .input = std::move(input), .priority = p, .timeout_s = 60, .max_attempts = attempts},
         "");
     EXPECT_TRUE(t.ok()) << t.error().message;
     return t.ok() ? *t : Task{};

@@ -14,8 +14,8 @@ using store::Value;
 bool ValidName(std::string_view s) {
   if (s.empty() || s.size() > 64) return false;
   for (char c : s) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
-              c == '.';
+    bool ok =
+        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
     if (!ok) return false;
   }
   return true;
@@ -43,12 +43,16 @@ Coordinator::Coordinator(store::Database& db, ledger::Ledger& ledger, TasksConfi
 }
 
 Coordinator::~Coordinator() {
+  StopWaiting();
+  sweeper_.join();
+}
+
+void Coordinator::StopWaiting() {
   {
     std::lock_guard lk(wake_mu_);
     stopping_ = true;
   }
   wake_cv_.notify_all();
-  sweeper_.join();
 }
 
 void Coordinator::RunSweeper() {
@@ -79,7 +83,8 @@ Result<Node> Coordinator::RegisterNode(std::string_view operator_id, const Regis
     caps.emplace_back(c);
   }
   if (req.capacity < 1 || req.capacity > 100) return Error::Invalid("invalid_capacity", "capacity: 1 to 100");
-  if (!IsJsonObject(req.hardware, 4096)) return Error::Invalid("invalid_hardware", "hardware: a JSON object of at most 4 KiB");
+  if (!IsJsonObject(req.hardware, 4096))
+    return Error::Invalid("invalid_hardware", "hardware: a JSON object of at most 4 KiB");
   if (req.endpoint.size() > 512 || !IsValidUtf8(req.endpoint) ||
       (!req.endpoint.empty() && !req.endpoint.starts_with("http://") && !req.endpoint.starts_with("https://"))) {
     return Error::Invalid("invalid_endpoint", "endpoint: an http(s) URL of at most 512 bytes");
@@ -141,8 +146,8 @@ Result<Node> Coordinator::GetNode(std::string_view id) {
     if (!*row) return Error::NotFound("node_not_found", "no node " + std::string(id));
     auto n = NodeFromRow(**row);
     if (!n) return n.take_error();
-    auto held = tx.QueryOne(
-        "SELECT COUNT(*) FROM tasks WHERE node_id = $1 AND status IN ('assigned', 'in_progress')", {Value{n->id}});
+    auto held = tx.QueryOne("SELECT COUNT(*) FROM tasks WHERE node_id = $1 AND status IN ('assigned', 'in_progress')",
+                            {Value{n->id}});
     if (!held) return held.take_error();
     out = std::move(n).value();
     out.assigned = static_cast<int>((*held)->Int(0));
@@ -204,8 +209,8 @@ Result<Node> Coordinator::Deactivate(std::string_view operator_id, std::string_v
     auto n = LoadOwnNode(tx, node_id, operator_id);
     if (!n) return n.take_error();
     if (n->state == "deactivated") return Error::Conflict("node_deactivated", "node " + n->id + " is deactivated");
-    auto held = tx.QueryOne(
-        "SELECT COUNT(*) FROM tasks WHERE node_id = $1 AND status IN ('assigned', 'in_progress')", {Value{n->id}});
+    auto held = tx.QueryOne("SELECT COUNT(*) FROM tasks WHERE node_id = $1 AND status IN ('assigned', 'in_progress')",
+                            {Value{n->id}});
     if (!held) return held.take_error();
     if ((*held)->Int(0) > 0) {
       return Error::Conflict("node_busy", "node " + n->id + " holds " + std::to_string((*held)->Int(0)) +
@@ -218,8 +223,8 @@ Result<Node> Coordinator::Deactivate(std::string_view operator_id, std::string_v
                                       .code = "node_unstake"};
       SMART_TRY(ledger_.ExecuteIn(tx, std::span(&release, 1)));
     }
-    SMART_TRY(tx.Exec("UPDATE nodes SET state = 'deactivated', stake = '0', stake_id = NULL WHERE id = $1",
-                      {Value{n->id}}));
+    SMART_TRY(
+        tx.Exec("UPDATE nodes SET state = 'deactivated', stake = '0', stake_id = NULL WHERE id = $1", {Value{n->id}}));
     auto done = LoadOwnNode(tx, node_id, operator_id);
     if (!done) return done.take_error();
     out = std::move(done).value();
@@ -293,9 +298,11 @@ Result<void> Coordinator::Slash(store::Tx& tx, const Node& node, int64_t now) {
   const std::string base = "node/" + node.id + "/slash/" + std::to_string((*slashes)->Int(0) + 1);
   const std::string meta = JsonObject({{"node_id", node.id}});
   ledger::Amount rest = node.stake - amount;
-  std::vector<ledger::TransferRequest> batch{
-      {.key = base + "/post", .type = ledger::TransferType::kPost, .amount = amount, .pending_id = node.stake_id,
-       .code = "node_slash"}};
+  std::vector<ledger::TransferRequest> batch{{.key = base + "/post",
+                                              .type = ledger::TransferType::kPost,
+                                              .amount = amount,
+                                              .pending_id = node.stake_id,
+                                              .code = "node_slash"}};
   if (rest > 0) {
     batch.push_back({.key = base + "/rehold",
                      .type = ledger::TransferType::kPending,
@@ -313,10 +320,9 @@ Result<void> Coordinator::Slash(store::Tx& tx, const Node& node, int64_t now) {
                    .metadata = meta});
   auto done = ledger_.ExecuteIn(tx, batch);
   if (!done) return done.take_error();
-  SMART_TRY(tx.Exec(
-      "UPDATE nodes SET stake = $2, stake_id = $3, slashed = $4, slashes = slashes + 1 WHERE id = $1",
-      {Value{node.id}, Value{ledger::FormatAmount(rest)}, rest > 0 ? Value{(*done)[1].id} : Value{},
-       Value{ledger::FormatAmount(node.slashed + amount)}}));
+  SMART_TRY(tx.Exec("UPDATE nodes SET stake = $2, stake_id = $3, slashed = $4, slashes = slashes + 1 WHERE id = $1",
+                    {Value{node.id}, Value{ledger::FormatAmount(rest)}, rest > 0 ? Value{(*done)[1].id} : Value{},
+                     Value{ledger::FormatAmount(node.slashed + amount)}}));
   (void)now;
   return Ok();
 }

@@ -24,8 +24,8 @@ ledger::AccountRef Account(std::string owner, std::string_view kind, const std::
 std::string Fingerprint(const SubmitRequest& r) {
   std::string s;
   for (const std::string& f :
-       {r.type, r.input, std::string(r.input_is_json ? "json" : "text"), r.parameters, std::string(ToString(r.priority)),
-        r.max_cost ? ledger::FormatAmount(*r.max_cost) : std::string("-"),
+       {r.type, r.input, std::string(r.input_is_json ? "json" : "text"), r.parameters,
+        std::string(ToString(r.priority)), r.max_cost ? ledger::FormatAmount(*r.max_cost) : std::string("-"),
         r.timeout_s ? std::to_string(*r.timeout_s) : std::string("-"), std::to_string(r.max_attempts)}) {
     s += std::to_string(f.size()) + ":" + f + ";";
   }
@@ -33,14 +33,14 @@ std::string Fingerprint(const SubmitRequest& r) {
 }
 
 // The current lease holder's check: the node, its operator and the fencing token.
-Result<Task> LoadLeased(store::Tx& tx, std::string_view operator_id, std::string_view node_id,
-                        std::string_view task_id, int lease) {
+Result<Task> LoadLeased(store::Tx& tx, std::string_view operator_id, std::string_view node_id, std::string_view task_id,
+                        int lease) {
   SMART_TRY(LoadOwnNode(tx, node_id, operator_id));
   auto t = LoadTask(tx, task_id);
   if (!t) return t;
   if (t->node_id != node_id || t->attempt != lease || (t->status != "assigned" && t->status != "in_progress")) {
-    return Error::Conflict("lease_stale", "task " + t->id + ": this node does not hold lease " +
-                                              std::to_string(lease) + " (status " + t->status + ")");
+    return Error::Conflict("lease_stale", "task " + t->id + ": this node does not hold lease " + std::to_string(lease) +
+                                              " (status " + t->status + ")");
   }
   return t;
 }
@@ -92,8 +92,8 @@ Result<Task> Coordinator::Submit(std::string_view requester, const SubmitRequest
       if (!existing) return existing.take_error();
       if (*existing) {
         if ((*existing)->Text(1) != fingerprint) {
-          return Error::Conflict("idempotency_key_reused",
-                                 "Idempotency-Key: already used for task " + (*existing)->Text(0) + " with another body");
+          return Error::Conflict("idempotency_key_reused", "Idempotency-Key: already used for task " +
+                                                               (*existing)->Text(0) + " with another body");
         }
         auto t = LoadTask(tx, (*existing)->Text(0));
         if (!t) return t.take_error();
@@ -105,20 +105,21 @@ Result<Task> Coordinator::Submit(std::string_view requester, const SubmitRequest
     auto settings = LoadSettings(tx);
     if (!settings) return settings.take_error();
     if (settings->paused) return Error::Conflict("submissions_paused", "the network is not taking new tasks now");
-    int64_t timeout = req.timeout_s.value_or(std::clamp(config_.default_timeout_s, settings->min_timeout_s,
-                                                          settings->max_timeout_s));
+    int64_t timeout =
+        req.timeout_s.value_or(std::clamp(config_.default_timeout_s, settings->min_timeout_s, settings->max_timeout_s));
     if (timeout < settings->min_timeout_s || timeout > settings->max_timeout_s) {
       return Error::Invalid("invalid_timeout", "timeout_s: " + std::to_string(settings->min_timeout_s) + " to " +
                                                    std::to_string(settings->max_timeout_s));
     }
     int64_t now = clock_.NowMs();
-    ledger::TransferRequest hold{.key = Escrow(id, "escrow"),
-                                 .type = ledger::TransferType::kPending,
-                                 .debit = Account(std::string(requester), ledger::kind::kAvailable, config_.asset),
-                                 .credit = Account(std::string(ledger::kPlatform), ledger::kind::kEscrow, config_.asset),
-                                 .amount = *cost,
-                                 .code = "task_escrow",
-                                 .metadata = JsonObject({{"task_id", id}})};
+    ledger::TransferRequest hold{
+        .key = Escrow(id, "escrow"),
+        .type = ledger::TransferType::kPending,
+        .debit = Account(std::string(requester), ledger::kind::kAvailable, config_.asset),
+        .credit = Account(std::string(ledger::kPlatform), ledger::kind::kEscrow, config_.asset),
+        .amount = *cost,
+        .code = "task_escrow",
+        .metadata = JsonObject({{"task_id", id}})};
     auto held = ledger_.ExecuteIn(tx, std::span(&hold, 1));
     if (!held) {
       Error e = held.take_error();
@@ -133,11 +134,10 @@ Result<Task> Coordinator::Submit(std::string_view requester, const SubmitRequest
         "max_cost, timeout_s, max_attempts, attempt, failures, node_id, lease_expires_ms, progress, progress_message, "
         "escrow_id, idem_key, fingerprint, created_ms, updated_ms, completed_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, "
         "'pending', $8, $9, $10, $11, $12, 0, 0, NULL, 0, 0, '', $13, $14, $15, $16, $16, 0)",
-        {Value{id}, Value{std::string(requester)}, Value{req.type}, Value{req.input},
-         Value{int64_t{req.input_is_json}}, Value{req.parameters}, Value{static_cast<int64_t>(req.priority)},
-         Value{config_.asset}, Value{ledger::FormatAmount(*cost)},
-         req.max_cost ? Value{ledger::FormatAmount(*req.max_cost)} : Value{}, Value{timeout},
-         Value{int64_t{req.max_attempts}}, Value{(*held)[0].id}, key.empty() ? Value{} : Value{key},
+        {Value{id}, Value{std::string(requester)}, Value{req.type}, Value{req.input}, Value{int64_t{req.input_is_json}},
+         Value{req.parameters}, Value{static_cast<int64_t>(req.priority)}, Value{config_.asset},
+         Value{ledger::FormatAmount(*cost)}, req.max_cost ? Value{ledger::FormatAmount(*req.max_cost)} : Value{},
+         Value{timeout}, Value{int64_t{req.max_attempts}}, Value{(*held)[0].id}, key.empty() ? Value{} : Value{key},
          Value{fingerprint}, Value{now}}));
     SMART_TRY(AddEvent(tx, id, now, "pending", "", JsonObject({{"cost", ledger::FormatAmount(*cost)}})));
     auto t = LoadTask(tx, id);
@@ -256,14 +256,15 @@ Result<std::vector<Task>> Coordinator::Claim(std::string_view operator_id, std::
       claimed.clear();
       auto node = LoadOwnNode(tx, node_id, operator_id);
       if (!node) return node.take_error();
-      if (node->state == "deactivated") return Error::Conflict("node_deactivated", "node " + node->id + " is deactivated");
+      if (node->state == "deactivated")
+        return Error::Conflict("node_deactivated", "node " + node->id + " is deactivated");
       int64_t now = clock_.NowMs();
       SMART_TRY(tx.Exec("UPDATE nodes SET last_heartbeat_ms = $2 WHERE id = $1", {Value{node->id}, Value{now}}));
       if (node->state != "active") return Ok();
       auto settings = LoadSettings(tx);
       if (!settings) return settings.take_error();
-      auto held = tx.QueryOne(
-          "SELECT COUNT(*) FROM tasks WHERE node_id = $1 AND status IN ('assigned', 'in_progress')", {Value{node->id}});
+      auto held = tx.QueryOne("SELECT COUNT(*) FROM tasks WHERE node_id = $1 AND status IN ('assigned', 'in_progress')",
+                              {Value{node->id}});
       if (!held) return held.take_error();
       int free = std::min(node->capacity, settings->max_tasks_per_node) - static_cast<int>((*held)->Int(0));
       int want = std::min(max, free);
@@ -285,9 +286,9 @@ Result<std::vector<Task>> Coordinator::Claim(std::string_view operator_id, std::
         if (static_cast<int>(claimed.size()) >= want) break;
         const std::string& requester = c.Text(1);
         if (!in_flight.count(requester)) {
-          auto n = tx.QueryOne(
-              "SELECT COUNT(*) FROM tasks WHERE requester = $1 AND status IN ('assigned', 'in_progress')",
-              {Value{requester}});
+          auto n =
+              tx.QueryOne("SELECT COUNT(*) FROM tasks WHERE requester = $1 AND status IN ('assigned', 'in_progress')",
+                          {Value{requester}});
           if (!n) return n.take_error();
           in_flight[requester] = (*n)->Int(0);
         }
@@ -385,9 +386,10 @@ Result<Task> Coordinator::Complete(std::string_view operator_id, std::string_vie
     int64_t now = clock_.NowMs();
     ledger::Amount fee = t->cost * static_cast<unsigned>(config_.fee_pct) / 100;
     ledger::Amount pay = t->cost - fee;
-    std::vector<ledger::TransferRequest> settle{
-        {.key = Escrow(t->id, "post"), .type = ledger::TransferType::kPost, .pending_id = t->escrow_id,
-         .code = "task_settle"}};
+    std::vector<ledger::TransferRequest> settle{{.key = Escrow(t->id, "post"),
+                                                 .type = ledger::TransferType::kPost,
+                                                 .pending_id = t->escrow_id,
+                                                 .code = "task_settle"}};
     std::string meta = JsonObject({{"task_id", t->id}, {"node_id", node->id}});
     if (pay > 0) {
       settle.push_back({.key = Escrow(t->id, "pay"),
@@ -406,15 +408,15 @@ Result<Task> Coordinator::Complete(std::string_view operator_id, std::string_vie
                         .metadata = meta});
     }
     SMART_TRY(ledger_.ExecuteIn(tx, settle));
-    SMART_TRY(tx.Exec(
-        "UPDATE tasks SET status = 'completed', output = $2, proof_hash = $3, progress = 100, updated_ms = $4, "
-        "completed_ms = $4, lease_expires_ms = 0 WHERE id = $1",
-        {Value{t->id}, Value{std::string(output)}, Value{std::string(proof_hash)}, Value{now}}));
-    SMART_TRY(tx.Exec(
-        "UPDATE nodes SET completed = completed + 1, last_heartbeat_ms = $2, "
-        "reputation = CASE WHEN reputation + 10 > 1000 THEN 1000 ELSE reputation + 10 END "
-        "WHERE id = $1",
-        {Value{node->id}, Value{now}}));
+    SMART_TRY(
+        tx.Exec("UPDATE tasks SET status = 'completed', output = $2, proof_hash = $3, progress = 100, updated_ms = $4, "
+                "completed_ms = $4, lease_expires_ms = 0 WHERE id = $1",
+                {Value{t->id}, Value{std::string(output)}, Value{std::string(proof_hash)}, Value{now}}));
+    SMART_TRY(
+        tx.Exec("UPDATE nodes SET completed = completed + 1, last_heartbeat_ms = $2, "
+                "reputation = CASE WHEN reputation + 10 > 1000 THEN 1000 ELSE reputation + 10 END "
+                "WHERE id = $1",
+                {Value{node->id}, Value{now}}));
     SMART_TRY(AddEvent(tx, t->id, now, "completed", node_id, JsonObject({{"proof_hash", std::string(proof_hash)}})));
     auto done = LoadTask(tx, task_id);
     if (!done) return done.take_error();
@@ -426,7 +428,8 @@ Result<Task> Coordinator::Complete(std::string_view operator_id, std::string_vie
 
 Result<Task> Coordinator::Fail(std::string_view operator_id, std::string_view node_id, std::string_view task_id,
                                int lease, std::string_view error) {
-  if (error.size() > 4096 || !IsValidUtf8(error)) return Error::Invalid("invalid_error", "error: at most 4 KiB of UTF-8");
+  if (error.size() > 4096 || !IsValidUtf8(error))
+    return Error::Invalid("invalid_error", "error: at most 4 KiB of UTF-8");
   Task out;
   bool requeued = false;
   SMART_TRY(db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
@@ -450,10 +453,10 @@ Result<void> Coordinator::Requeue(store::Tx& tx, const Task& t, std::string_view
                                   bool counts, int64_t now) {
   int failures = t.failures + (counts ? 1 : 0);
   if (failures < t.max_attempts) {
-    SMART_TRY(tx.Exec(
-        "UPDATE tasks SET status = 'pending', node_id = NULL, lease_expires_ms = 0, failures = $2, error = $3, "
-        "progress = 0, progress_message = '', updated_ms = $4 WHERE id = $1",
-        {Value{t.id}, Value{int64_t{failures}}, Value{std::move(error)}, Value{now}}));
+    SMART_TRY(
+        tx.Exec("UPDATE tasks SET status = 'pending', node_id = NULL, lease_expires_ms = 0, failures = $2, error = $3, "
+                "progress = 0, progress_message = '', updated_ms = $4 WHERE id = $1",
+                {Value{t.id}, Value{int64_t{failures}}, Value{std::move(error)}, Value{now}}));
     return AddEvent(tx, t.id, now, "pending", "");
   }
   ledger::TransferRequest release{.key = Escrow(t.id, "void"),

@@ -20,6 +20,9 @@ class UsageRecorder;
 namespace smart::ledger {
 class Ledger;
 }
+namespace smart::tasks {
+class Coordinator;
+}
 
 namespace smart::api {
 
@@ -53,6 +56,7 @@ struct Deps {
   auth::AuthService& auth;
   auth::UsageRecorder& usage;
   ledger::Ledger& ledger;
+  tasks::Coordinator& tasks;
   kv::RateLimiter& limiter;
   const Clock& clock;
   RateLimits limits;

@@ -26,9 +26,12 @@ struct RouteInfo {
 
 // How a handler runs. `blocking` handlers (password hashing, durable writes)
 // run on the server's worker pool so that they never stall an I/O thread; the
-// others run inline on the connection's I/O thread.
+// others run inline on the connection's I/O thread. `long_poll` handlers,
+// which wait for something to happen (up to tens of seconds), run on a pool of
+// their own, so that waiting never delays the blocking ones.
 struct RouteOptions {
   bool blocking = false;
+  bool long_poll = false;
 };
 
 class Router {
@@ -45,6 +48,7 @@ class Router {
   struct Match {
     const Handler* handler = nullptr;  // null: see path_found
     bool blocking = false;             // run the request on the worker pool
+    bool long_poll = false;            // ... on the long-poll pool
     const WsHandler* ws = nullptr;     // set when the path has a WebSocket route
     bool path_found = false;           // the path exists for some method (then 405, not 404)
     std::string_view route;            // the pattern matched

@@ -32,9 +32,10 @@ using Middleware = std::function<Response(Request& req, const Handler& next)>;
 
 struct ServerOptions {
   std::string host = "127.0.0.1";
-  uint16_t port = 8080;    // 0: any free port, see Server::port()
-  int threads = 0;         // 0: one per core
-  int worker_threads = 4;  // the pool that runs blocking handlers
+  uint16_t port = 8080;        // 0: any free port, see Server::port()
+  int threads = 0;             // 0: one per core
+  int worker_threads = 4;      // the pool that runs blocking handlers
+  int long_poll_threads = 64;  // the pool that runs long-poll handlers: at most this many wait at once
   size_t max_connections = 10000;
   size_t max_header_bytes = 16 * 1024;
   size_t max_body_bytes = 1024 * 1024;

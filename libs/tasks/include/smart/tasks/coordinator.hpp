@@ -39,14 +39,16 @@ struct TasksConfig {
   // Price per task type in base units of `asset`, for each 1,000 bytes of
   // input (at least one unit); types not listed cost prices["other"].
   std::vector<std::string> types = {"inference", "text_generation", "classification", "embedding", "echo", "sha256"};
-  std::map<std::string, ledger::Amount> prices = {{"inference", 10000},      {"text_generation", 50000},
-                                                  {"classification", 20000}, {"embedding", 15000},
+  std::map<std::string, ledger::Amount> prices = {{"inference", 10000},
+                                                  {"text_generation", 50000},
+                                                  {"classification", 20000},
+                                                  {"embedding", 15000},
                                                   {"other", 25000}};
-  int fee_pct = 10;               // of a task's cost, to platform/fees
-  int slash_pct = 10;             // of a node's stake, per timeout
-  int64_t offline_after_s = 15;   // no heartbeat for this long: offline, leases lost
-  int64_t heartbeat_s = 5;        // what nodes are told to use
-  int max_per_requester = 100;    // tasks of one requester assigned or running at once
+  int fee_pct = 10;              // of a task's cost, to platform/fees
+  int slash_pct = 10;            // of a node's stake, per timeout
+  int64_t offline_after_s = 15;  // no heartbeat for this long: offline, leases lost
+  int64_t heartbeat_s = 5;       // what nodes are told to use
+  int max_per_requester = 100;   // tasks of one requester assigned or running at once
   size_t max_input_bytes = 1 << 20;
   int64_t sweep_interval_ms = 500;  // lease and liveness checks; 0: never (tests call Sweep)
   // Initial values of the settings admins change at run time.
@@ -65,7 +67,7 @@ struct Settings {
 
 struct SubmitRequest {
   std::string type;
-  std::string input;            // as given: JSON text or plain text
+  std::string input;  // as given: JSON text or plain text
   bool input_is_json = false;
   std::string parameters = "{}";  // a JSON object
   Priority priority = Priority::kNormal;
@@ -117,7 +119,7 @@ struct Node {
   int capacity = 1;
   std::string hardware;  // a JSON object
   std::string endpoint;
-  std::string state;  // active | maintenance | deactivated (stored)
+  std::string state;   // active | maintenance | deactivated (stored)
   std::string status;  // online | offline | maintenance | deactivated (derived with heartbeats)
   ledger::Amount stake = 0, slashed = 0;
   std::string stake_id;
@@ -189,6 +191,10 @@ class Coordinator {
                         std::string_view output, std::string_view proof_hash);
   Result<Task> Fail(std::string_view operator_id, std::string_view node_id, std::string_view task_id, int lease,
                     std::string_view error);
+
+  // Waiting claims return at once and the sweeper stops: call before the
+  // server drains its requests.
+  void StopWaiting();
 
   // Admin.
   Result<Settings> GetSettings();

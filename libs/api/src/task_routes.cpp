@@ -1,0 +1,527 @@
+// Tasks (submit, read, cancel, estimate), nodes (register, heartbeat, claim,
+// deactivate, read), the leased task operations, and the admin settings.
+#include <boost/json.hpp>
+
+#include "json_body.hpp"
+#include "routes_internal.hpp"
+#include "smart/core/json_text.hpp"
+#include "smart/tasks/coordinator.hpp"
+
+namespace smart::api {
+namespace json = boost::json;
+namespace {
+
+json::value TimeOrNull(int64_t ms) { return ms > 0 ? json::value(FormatTimestampMs(ms)) : json::value(nullptr); }
+json::value TextOrNull(const std::string& s) { return s.empty() ? json::value(nullptr) : json::value(s); }
+
+std::string Display(const Deps& deps, const std::string& asset, ledger::Amount a) {
+  const ledger::Asset* info = deps.ledger.FindAsset(asset);
+  return ledger::DisplayAmount(a, info ? info->decimals : 0, asset);
+}
+
+// `full` adds the input and output, which lists leave out.
+json::object TaskJson(const Deps& deps, const tasks::Task& t, bool full) {
+  json::object o{
+      {"id", t.id},
+      {"type", t.type},
+      {"status", t.status},
+      {"priority", std::string(tasks::ToString(t.priority))},
+      {"asset", t.asset},
+      {"cost", ledger::FormatAmount(t.cost)},
+      {"display", Display(deps, t.asset, t.cost)},
+      {"max_cost", t.max_cost ? json::value(ledger::FormatAmount(*t.max_cost)) : json::value(nullptr)},
+      {"timeout_s", t.timeout_s},
+      {"max_attempts", t.max_attempts},
+      {"attempt", t.attempt},
+      {"failures", t.failures},
+      {"node_id", TextOrNull(t.node_id)},
+      {"lease", t.status == "assigned" || t.status == "in_progress" ? json::value(t.attempt) : json::value(nullptr)},
+      {"lease_expires_at", TimeOrNull(t.lease_expires_ms)},
+      {"progress", t.progress},
+      {"progress_message", t.progress_message},
+      {"error", TextOrNull(t.error)},
+      {"proof_hash", TextOrNull(t.proof_hash)},
+      {"created_at", FormatTimestampMs(t.created_ms)},
+      {"updated_at", FormatTimestampMs(t.updated_ms)},
+      {"completed_at", TimeOrNull(t.completed_ms)},
+  };
+  if (full) {
+    boost::system::error_code ec;
+    json::value input(t.input);
+    if (t.input_is_json) {
+      auto parsed = json::parse(t.input, ec);
+      if (!ec) input = std::move(parsed);
+    }
+    o["input"] = std::move(input);
+    auto params = json::parse(t.parameters, ec);
+    o["parameters"] = ec ? json::value(json::object{}) : std::move(params);
+    o["output"] = t.status == "completed" ? json::value(t.output) : json::value(nullptr);
+  }
+  return o;
+}
+
+json::object NodeJson(const Deps& deps, const tasks::Node& n) {
+  json::array caps;
+  for (const auto& c : n.capabilities) caps.emplace_back(c);
+  boost::system::error_code ec;
+  auto hardware = json::parse(n.hardware, ec);
+  return json::object{
+      {"id", n.id},
+      {"name", n.name},
+      {"operator_id", n.operator_id},
+      {"status", n.status},
+      {"capabilities", std::move(caps)},
+      {"capacity", n.capacity},
+      {"hardware", ec ? json::value(json::object{}) : std::move(hardware)},
+      {"endpoint", TextOrNull(n.endpoint)},
+      {"reputation", n.reputation},
+      {"stake", ledger::FormatAmount(n.stake)},
+      {"slashed", ledger::FormatAmount(n.slashed)},
+      {"asset", deps.tasks.config().asset},
+      {"load", n.load},
+      {"running", n.running},
+      {"assigned", n.assigned},
+      {"completed", n.completed},
+      {"failed", n.failed},
+      {"timed_out", n.timed_out},
+      {"last_heartbeat_at", TimeOrNull(n.last_heartbeat_ms)},
+      {"created_at", FormatTimestampMs(n.created_ms)},
+      {"heartbeat_s", deps.tasks.config().heartbeat_s},
+  };
+}
+
+json::object SettingsJson(const tasks::Settings& s) {
+  return json::object{{"paused", s.paused},
+                      {"min_stake", ledger::FormatAmount(s.min_stake)},
+                      {"max_tasks_per_node", s.max_tasks_per_node},
+                      {"min_timeout_s", s.min_timeout_s},
+                      {"max_timeout_s", s.max_timeout_s}};
+}
+
+http::Response Json(int status, const json::object& o) { return http::Response::Json(status, json::serialize(o)); }
+
+// insufficient_funds is 402 here: paying is what the caller must do.
+http::Response TaskError(const http::Request& req, const Error& e) {
+  if (e.code == "insufficient_funds") {
+    return http::MakeProblem(req, {.status = 402, .code = e.code, .detail = e.message});
+  }
+  if (e.code == "input_too_large") return http::MakeProblem(req, {.status = 413, .code = e.code, .detail = e.message});
+  if (e.code == "submissions_paused") {
+    auto res = http::MakeProblem(req, {.status = 503, .code = e.code, .detail = e.message});
+    res.headers.Add("Retry-After", "60");
+    return res;
+  }
+  return ErrorResponse(req, e);
+}
+
+// The optional Idempotency-Key of a submission.
+std::optional<std::string> OptionalKey(const http::Request& req, std::optional<http::Response>* bad) {
+  auto key = req.headers.Get("Idempotency-Key");
+  if (!key) return std::nullopt;
+  bool ok = !key->empty() && key->size() <= 200;
+  for (unsigned char c : *key) ok = ok && c > 0x20 && c < 0x7f;
+  if (!ok) {
+    *bad = http::MakeProblem(req, {.status = 400,
+                                   .code = "invalid_idempotency_key",
+                                   .detail = "Idempotency-Key: 1 to 200 visible ASCII characters"});
+  }
+  return std::string(*key);
+}
+
+// {node_id, lease} of the leased operations.
+struct LeaseRef {
+  std::string node_id;
+  int lease = 0;
+};
+
+}  // namespace
+
+void RegisterTaskRoutes(http::Router& router, const Deps& deps) {
+  router.Add(
+      http::Method::kPost, "/api/v1/tasks",
+      [&deps](http::Request& req) {
+        auto who = Require(deps, req, auth::scope::kTasksWrite);
+        if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
+        std::optional<http::Response> bad_key;
+        auto key = OptionalKey(req, &bad_key);
+        if (bad_key) return std::move(*bad_key);
+        auto body = ParseJsonObject(req, {"type", "input", "parameters", "priority", "max_cost", "timeout_s",
+                                          "max_attempts"});
+        if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
+        const auto& o = std::get<json::object>(body);
+        FieldReader f(o);
+        tasks::SubmitRequest s;
+        auto type = f.String("type", true);
+        auto params = f.Object("parameters", false, 64 * 1024);
+        auto priority = f.String("priority", false);
+        auto max_cost = f.AmountText("max_cost", false);
+        auto timeout = f.Int("timeout_s", false, 1, 86400);
+        auto attempts = f.Int("max_attempts", false, 1, 10);
+        std::vector<http::FieldError> extra;
+        auto input = o.find("input");
+        if (input == o.end() || input->value().is_null()) {
+          extra.push_back({"input", "is required"});
+        } else if (input->value().is_string()) {
+          s.input = std::string(input->value().as_string());
+        } else {
+          s.input = json::serialize(input->value());
+          s.input_is_json = true;
+        }
+        if (priority && !tasks::ParsePriority(*priority)) extra.push_back({"priority", "low, normal, high or urgent"});
+        if (!f.ok() || !extra.empty()) {
+          auto res = f.Problem(req);
+          if (f.ok()) {
+            res = http::MakeProblem(
+                req, {.status = 422, .code = "validation_failed", .detail = "Some fields are invalid.", .errors = extra});
+          }
+          return res;
+        }
+        s.type = *type;
+        if (params) s.parameters = *params;
+        if (priority) s.priority = *tasks::ParsePriority(*priority);
+        if (max_cost) s.max_cost = ledger::ParseAmount(*max_cost);
+        s.timeout_s = timeout;
+        if (attempts) s.max_attempts = static_cast<int>(*attempts);
+        auto t = deps.tasks.Submit(std::get<auth::Principal>(who).user_id, s, key.value_or(""));
+        if (!t) return TaskError(req, t.error());
+        auto res = Json(201, TaskJson(deps, *t, false));
+        if (t->replayed) res.headers.Add("Idempotent-Replayed", "true");
+        return res;
+      },
+      kBlocking);
+
+  router.Add(
+      http::Method::kPost, "/api/v1/tasks/estimate",
+      [&deps](http::Request& req) {
+        auto who = Require(deps, req, auth::scope::kTasksRead);
+        if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
+        auto body = ParseJsonObject(req, {"type", "input"});
+        if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
+        const auto& o = std::get<json::object>(body);
+        FieldReader f(o);
+        auto type = f.String("type", true);
+        if (!f.ok()) return f.Problem(req);
+        size_t bytes = 0;
+        if (auto in = o.find("input"); in != o.end() && !in->value().is_null()) {
+          bytes = in->value().is_string() ? in->value().as_string().size() : json::serialize(in->value()).size();
+        }
+        auto cost = deps.tasks.Estimate(*type, bytes);
+        if (!cost) return TaskError(req, cost.error());
+        const std::string& asset = deps.tasks.config().asset;
+        return Json(200, {{"type", *type},
+                          {"input_bytes", bytes},
+                          {"asset", asset},
+                          {"cost", ledger::FormatAmount(*cost)},
+                          {"display", Display(deps, asset, *cost)}});
+      });
+
+  router.Add(
+      http::Method::kGet, "/api/v1/tasks",
+      [&deps](http::Request& req) {
+        auto who = Require(deps, req, auth::scope::kTasksRead);
+        if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
+        auto q = ParsePageQuery(req);
+        if (auto* res = std::get_if<http::Response>(&q)) return std::move(*res);
+        auto page = deps.tasks.List(std::get<auth::Principal>(who).user_id,
+                                    {.status = req.Query("status"), .type = req.Query("type")},
+                                    std::get<PageQuery>(q).limit, std::get<PageQuery>(q).cursor);
+        if (!page) return TaskError(req, page.error());
+        json::array items;
+        for (const auto& t : page->items) items.push_back(TaskJson(deps, t, false));
+        json::object o{{"items", std::move(items)}};
+        o["next_cursor"] = page->next_cursor ? json::value(*page->next_cursor) : json::value(nullptr);
+        return Json(200, o);
+      },
+      kBlocking);
+
+  router.Add(
+      http::Method::kGet, "/api/v1/tasks/{id}",
+      [&deps](http::Request& req) {
+        auto who = Require(deps, req, auth::scope::kTasksRead);
+        if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
+        const auto& user = std::get<auth::Principal>(who).user_id;
+        auto t = deps.tasks.Get(user, req.Param("id"));
+        if (!t) return TaskError(req, t.error());
+        auto events = deps.tasks.Events(user, req.Param("id"));
+        if (!events) return TaskError(req, events.error());
+        auto o = TaskJson(deps, *t, true);
+        json::array history;
+        for (const auto& e : *events) {
+          boost::system::error_code ec;
+          auto detail = json::parse(e.detail, ec);
+          history.push_back(json::object{{"seq", e.seq},
+                                         {"at", FormatTimestampMs(e.ts_ms)},
+                                         {"status", e.status},
+                                         {"node_id", TextOrNull(e.node_id)},
+                                         {"detail", ec ? json::value(json::object{}) : std::move(detail)}});
+        }
+        o["events"] = std::move(history);
+        return Json(200, o);
+      },
+      kBlocking);
+
+  router.Add(
+      http::Method::kGet, "/api/v1/tasks/{id}/result",
+      [&deps](http::Request& req) {
+        auto who = Require(deps, req, auth::scope::kTasksRead);
+        if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
+        auto t = deps.tasks.Get(std::get<auth::Principal>(who).user_id, req.Param("id"));
+        if (!t) return TaskError(req, t.error());
+        if (t->status != "completed") {
+          std::string detail = t->Final() ? "The task ended " + t->status + (t->error.empty() ? "" : ": " + t->error)
+                                          : "The task is " + t->status + "; no result yet.";
+          return http::MakeProblem(req, {.status = 409, .code = "no_result", .detail = detail});
+        }
+        return Json(200, {{"id", t->id},
+                          {"status", t->status},
+                          {"output", t->output},
+                          {"proof_hash", t->proof_hash},
+                          {"node_id", t->node_id},
+                          {"completed_at", FormatTimestampMs(t->completed_ms)}});
+      },
+      kBlocking);
+
+  router.Add(
+      http::Method::kPost, "/api/v1/tasks/{id}/cancel",
+      [&deps](http::Request& req) {
+        auto who = Require(deps, req, auth::scope::kTasksWrite);
+        if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
+        auto t = deps.tasks.Cancel(std::get<auth::Principal>(who).user_id, req.Param("id"));
+        if (!t) return TaskError(req, t.error());
+        return Json(200, TaskJson(deps, *t, false));
+      },
+      kBlocking);
+
+  // The leased operations: a node credential, the node's id and its lease.
+  auto leased = [&deps](const char* action, std::initializer_list<std::string_view> fields) {
+    return [&deps, action, allowed = std::vector<std::string_view>(fields)](http::Request& req) -> http::Response {
+      auto who = Require(deps, req, auth::scope::kNodes);
+      if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
+      std::vector<std::string_view> names = {"node_id", "lease"};
+      names.insert(names.end(), allowed.begin(), allowed.end());
+      auto parsed = [&]() -> std::variant<json::object, http::Response> {
+        // Every leased operation's fields, then this operation's only.
+        auto b = ParseJsonObject(req, {"node_id", "lease", "percent", "message", "output", "proof_hash", "error"});
+        if (auto* res = std::get_if<http::Response>(&b)) return std::move(*res);
+        for (const auto& kv : std::get<json::object>(b)) {
+          if (std::find(names.begin(), names.end(), kv.key()) == names.end()) {
+            return http::MakeProblem(req, {.status = 400,
+                                           .code = "unknown_field",
+                                           .detail = "This endpoint does not take the field '" +
+                                                     std::string(kv.key()) + "'.",
+                                           .errors = {{std::string(kv.key()), "unknown field"}}});
+          }
+        }
+        return std::move(std::get<json::object>(b));
+      }();
+      if (auto* res = std::get_if<http::Response>(&parsed)) return std::move(*res);
+      const auto& o = std::get<json::object>(parsed);
+      FieldReader f(o);
+      auto node = f.String("node_id", true);
+      auto lease = f.Int("lease", true, 1, 1'000'000);
+      const std::string& user = std::get<auth::Principal>(who).user_id;
+      std::string_view id = req.Param("id");
+      std::string what(action);
+      Result<tasks::Task> t = Error::Internal("unreachable", "");
+      if (what == "start") {
+        if (!f.ok()) return f.Problem(req);
+        t = deps.tasks.Start(user, *node, id, static_cast<int>(*lease));
+      } else if (what == "progress") {
+        auto percent = f.Int("percent", true, 0, 100);
+        auto message = f.String("message", false);
+        if (!f.ok()) return f.Problem(req);
+        t = deps.tasks.Progress(user, *node, id, static_cast<int>(*lease), static_cast<int>(*percent),
+                                message.value_or(""));
+      } else if (what == "result") {
+        auto output = f.String("output", true), proof = f.String("proof_hash", true);
+        if (!f.ok()) return f.Problem(req);
+        t = deps.tasks.Complete(user, *node, id, static_cast<int>(*lease), *output, *proof);
+      } else {
+        auto error = f.String("error", true);
+        if (!f.ok()) return f.Problem(req);
+        t = deps.tasks.Fail(user, *node, id, static_cast<int>(*lease), *error);
+      }
+      if (!t) return TaskError(req, t.error());
+      return Json(200, TaskJson(deps, *t, false));
+    };
+  };
+  router.Add(http::Method::kPost, "/api/v1/tasks/{id}/start", leased("start", {}), kBlocking);
+  router.Add(http::Method::kPost, "/api/v1/tasks/{id}/progress", leased("progress", {"percent", "message"}), kBlocking);
+  router.Add(http::Method::kPost, "/api/v1/tasks/{id}/result", leased("result", {"output", "proof_hash"}), kBlocking);
+  router.Add(http::Method::kPost, "/api/v1/tasks/{id}/fail", leased("fail", {"error"}), kBlocking);
+
+  router.Add(
+      http::Method::kPost, "/api/v1/nodes/register",
+      [&deps](http::Request& req) {
+        auto who = Require(deps, req, auth::scope::kNodes);
+        if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
+        auto body = ParseJsonObject(req, {"name", "capabilities", "capacity", "hardware", "endpoint"});
+        if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
+        FieldReader f(std::get<json::object>(body));
+        auto name = f.String("name", true);
+        auto caps = f.StringList("capabilities", true);
+        auto capacity = f.Int("capacity", false, 1, 100);
+        auto hardware = f.Object("hardware", false, 4096);
+        auto endpoint = f.String("endpoint", false);
+        if (!f.ok()) return f.Problem(req);
+        const auto& owner = std::get<auth::Principal>(who);
+        // The node's credential first: a refused registration revokes it, so
+        // nothing half-made remains.
+        auto key = deps.auth.CreateApiKey(owner, "node " + *name, {std::string(auth::scope::kNodes)}, std::nullopt);
+        if (!key) return TaskError(req, key.error());
+        auto node = deps.tasks.RegisterNode(owner.user_id, {.name = *name,
+                                                            .capabilities = *caps,
+                                                            .capacity = static_cast<int>(capacity.value_or(1)),
+                                                            .hardware = hardware.value_or("{}"),
+                                                            .endpoint = endpoint.value_or("")});
+        if (!node) {
+          (void)deps.auth.RevokeApiKey(owner.user_id, key->key.id);
+          return TaskError(req, node.error());
+        }
+        auto o = NodeJson(deps, *node);
+        o["credential"] = key->secret;
+        o["credential_id"] = key->key.id;
+        return Json(201, o);
+      },
+      kBlocking);
+
+  router.Add(
+      http::Method::kGet, "/api/v1/nodes",
+      [&deps](http::Request& req) {
+        auto who = Require(deps, req, auth::scope::kTasksRead);
+        if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
+        auto q = ParsePageQuery(req);
+        if (auto* res = std::get_if<http::Response>(&q)) return std::move(*res);
+        auto page = deps.tasks.ListNodes(std::get<PageQuery>(q).limit, std::get<PageQuery>(q).cursor);
+        if (!page) return TaskError(req, page.error());
+        json::array items;
+        for (const auto& n : page->items) items.push_back(NodeJson(deps, n));
+        json::object o{{"items", std::move(items)}};
+        o["next_cursor"] = page->next_cursor ? json::value(*page->next_cursor) : json::value(nullptr);
+        return Json(200, o);
+      },
+      kBlocking);
+
+  router.Add(
+      http::Method::kGet, "/api/v1/nodes/stats",
+      [&deps](http::Request& req) {
+        auto who = Require(deps, req, auth::scope::kTasksRead);
+        if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
+        auto s = deps.tasks.GetStats();
+        if (!s) return TaskError(req, s.error());
+        return Json(200, {{"nodes_online", s->nodes_online},
+                          {"nodes_total", s->nodes_total},
+                          {"tasks_pending", s->pending},
+                          {"tasks_running", s->running},
+                          {"tasks_completed", s->completed},
+                          {"tasks_failed", s->failed}});
+      },
+      kBlocking);
+
+  auto get_node = [&deps](bool status_only) {
+    return [&deps, status_only](http::Request& req) -> http::Response {
+      auto who = Require(deps, req, auth::scope::kTasksRead);
+      if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
+      auto n = deps.tasks.GetNode(req.Param("id"));
+      if (!n) return TaskError(req, n.error());
+      if (!status_only) return Json(200, NodeJson(deps, *n));
+      return Json(200, {{"id", n->id},
+                        {"status", n->status},
+                        {"load", n->load},
+                        {"running", n->running},
+                        {"assigned", n->assigned},
+                        {"reputation", n->reputation},
+                        {"last_heartbeat_at", TimeOrNull(n->last_heartbeat_ms)}});
+    };
+  };
+  router.Add(http::Method::kGet, "/api/v1/nodes/{id}", get_node(false), kBlocking);
+  router.Add(http::Method::kGet, "/api/v1/nodes/{id}/status", get_node(true), kBlocking);
+
+  router.Add(
+      http::Method::kPost, "/api/v1/nodes/{id}/heartbeat",
+      [&deps](http::Request& req) {
+        auto who = Require(deps, req, auth::scope::kNodes);
+        if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
+        auto body = ParseJsonObject(req, {"load", "running"});
+        if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
+        FieldReader f(std::get<json::object>(body));
+        auto load = f.Int("load", false, 0, 100), running = f.Int("running", false, 0, 10000);
+        if (!f.ok()) return f.Problem(req);
+        auto n = deps.tasks.Heartbeat(std::get<auth::Principal>(who).user_id, req.Param("id"),
+                                      static_cast<int>(load.value_or(0)), static_cast<int>(running.value_or(0)));
+        if (!n) return TaskError(req, n.error());
+        return Json(200, {{"id", n->id}, {"status", n->status}, {"heartbeat_s", deps.tasks.config().heartbeat_s}});
+      },
+      kBlocking);
+
+  router.Add(
+      http::Method::kPost, "/api/v1/nodes/{id}/deactivate",
+      [&deps](http::Request& req) {
+        auto who = Require(deps, req, auth::scope::kNodes);
+        if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
+        auto n = deps.tasks.Deactivate(std::get<auth::Principal>(who).user_id, req.Param("id"));
+        if (!n) return TaskError(req, n.error());
+        return Json(200, NodeJson(deps, *n));
+      },
+      kBlocking);
+
+  router.Add(
+      http::Method::kPost, "/api/v1/nodes/{id}/claim",
+      [&deps](http::Request& req) {
+        auto who = Require(deps, req, auth::scope::kNodes);
+        if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
+        auto body = ParseJsonObject(req, {"max", "wait_s"});
+        if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
+        FieldReader f(std::get<json::object>(body));
+        auto max = f.Int("max", false, 1, 100), wait = f.Int("wait_s", false, 0, 30);
+        if (!f.ok()) return f.Problem(req);
+        auto claimed = deps.tasks.Claim(std::get<auth::Principal>(who).user_id, req.Param("id"),
+                                        static_cast<int>(max.value_or(1)), wait.value_or(0) * 1000);
+        if (!claimed) return TaskError(req, claimed.error());
+        json::array items;
+        for (const auto& t : *claimed) items.push_back(TaskJson(deps, t, true));
+        return Json(200, {{"tasks", std::move(items)}});
+      },
+      http::RouteOptions{.long_poll = true});
+
+  router.Add(
+      http::Method::kGet, "/api/v1/admin/tasks/settings",
+      [&deps](http::Request& req) {
+        auto who = Require(deps, req, auth::scope::kAdmin);
+        if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
+        auto s = deps.tasks.GetSettings();
+        if (!s) return TaskError(req, s.error());
+        return Json(200, SettingsJson(*s));
+      },
+      kBlocking);
+
+  router.Add(
+      http::Method::kPatch, "/api/v1/admin/tasks/settings",
+      [&deps](http::Request& req) {
+        auto who = Require(deps, req, auth::scope::kAdmin);
+        if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
+        auto body = ParseJsonObject(req, {"paused", "min_stake", "max_tasks_per_node", "min_timeout_s", "max_timeout_s"});
+        if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
+        FieldReader f(std::get<json::object>(body));
+        auto paused = f.Bool("paused", false);
+        auto stake = f.AmountText("min_stake", false);
+        auto per_node = f.Int("max_tasks_per_node", false, 1, 100);
+        auto min_t = f.Int("min_timeout_s", false, 1, 86400), max_t = f.Int("max_timeout_s", false, 1, 86400);
+        if (!f.ok()) return f.Problem(req);
+        auto s = deps.tasks.GetSettings();
+        if (!s) return TaskError(req, s.error());
+        if (paused) s->paused = *paused;
+        if (stake) s->min_stake = *ledger::ParseAmount(*stake);
+        if (per_node) s->max_tasks_per_node = static_cast<int>(*per_node);
+        if (min_t) s->min_timeout_s = *min_t;
+        if (max_t) s->max_timeout_s = *max_t;
+        auto updated = deps.tasks.UpdateSettings(*s);
+        if (!updated) return TaskError(req, updated.error());
+        (void)deps.auth.Audit(std::get<auth::Principal>(who).user_id, "task_settings_changed", "tasks",
+                              req.remote_address, json::serialize(SettingsJson(*updated)));
+        return Json(200, SettingsJson(*updated));
+      },
+      kBlocking);
+}
+
+}  // namespace smart::api
