@@ -6,6 +6,7 @@ namespace smart::itest {
 
 Smartd::Smartd(std::vector<std::string> env, std::vector<std::string> args, std::string data_dir) {
   if (data_dir.empty()) data_dir = dir_.path() + "/data";
+  data_dir_ = data_dir;
   std::vector<std::string> argv = {SMARTD_PATH, "--port", "0", "--data-dir", data_dir};
   argv.insert(argv.end(), args.begin(), args.end());
   env.push_back("SMART_HTTP_THREADS=2");
@@ -62,7 +63,7 @@ std::optional<testing::HttpResponse> As(uint16_t port, const std::string& method
 Session CreateAdmin(Smartd& s, const std::string& email, const std::string& extra_env) {
   std::string cmd = "echo 'admin password 1' | SMART_AUTH_ARGON2_M_COST_KIB=1024 SMART_AUTH_ARGON2_T_COST=1 " +
                     extra_env + " " + std::string(SMARTD_PATH) + " admin create --email " + email +
-                    " --password-stdin --data-dir " + s.dir() + "/data";
+                    " --password-stdin --data-dir " + s.data_dir();
   auto [code, out] = testing::RunCommand({"/bin/sh", "-c", cmd});
   EXPECT_EQ(code, 0) << out;
   return Login(s.port(), email, "admin password 1");

@@ -21,9 +21,11 @@ class Smartd {
   uint16_t port() const { return port_; }
   testing::Process& proc() { return *proc_; }
   const std::string& dir() const { return dir_.path(); }
+  const std::string& data_dir() const { return data_dir_; }
 
  private:
   testing::TempDir dir_;
+  std::string data_dir_;
   std::unique_ptr<testing::Process> proc_;
   uint16_t port_ = 0;
 };

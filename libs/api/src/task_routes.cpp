@@ -145,8 +145,8 @@ void RegisterTaskRoutes(http::Router& router, const Deps& deps) {
         std::optional<http::Response> bad_key;
         auto key = OptionalKey(req, &bad_key);
         if (bad_key) return std::move(*bad_key);
-        auto body = ParseJsonObject(req, {"type", "input", "parameters", "priority", "max_cost", "timeout_s",
-                                          "max_attempts"});
+        auto body =
+            ParseJsonObject(req, {"type", "input", "parameters", "priority", "max_cost", "timeout_s", "max_attempts"});
         if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
         const auto& o = std::get<json::object>(body);
         FieldReader f(o);
@@ -172,7 +172,8 @@ void RegisterTaskRoutes(http::Router& router, const Deps& deps) {
           auto res = f.Problem(req);
           if (f.ok()) {
             res = http::MakeProblem(
-                req, {.status = 422, .code = "validation_failed", .detail = "Some fields are invalid.", .errors = extra});
+                req,
+                {.status = 422, .code = "validation_failed", .detail = "Some fields are invalid.", .errors = extra});
           }
           return res;
         }
@@ -190,30 +191,28 @@ void RegisterTaskRoutes(http::Router& router, const Deps& deps) {
       },
       kBlocking);
 
-  router.Add(
-      http::Method::kPost, "/api/v1/tasks/estimate",
-      [&deps](http::Request& req) {
-        auto who = Require(deps, req, auth::scope::kTasksRead);
-        if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
-        auto body = ParseJsonObject(req, {"type", "input"});
-        if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
-        const auto& o = std::get<json::object>(body);
-        FieldReader f(o);
-        auto type = f.String("type", true);
-        if (!f.ok()) return f.Problem(req);
-        size_t bytes = 0;
-        if (auto in = o.find("input"); in != o.end() && !in->value().is_null()) {
-          bytes = in->value().is_string() ? in->value().as_string().size() : json::serialize(in->value()).size();
-        }
-        auto cost = deps.tasks.Estimate(*type, bytes);
-        if (!cost) return TaskError(req, cost.error());
-        const std::string& asset = deps.tasks.config().asset;
-        return Json(200, {{"type", *type},
-                          {"input_bytes", bytes},
-                          {"asset", asset},
-                          {"cost", ledger::FormatAmount(*cost)},
-                          {"display", Display(deps, asset, *cost)}});
-      });
+  router.Add(http::Method::kPost, "/api/v1/tasks/estimate", [&deps](http::Request& req) {
+    auto who = Require(deps, req, auth::scope::kTasksRead);
+    if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
+    auto body = ParseJsonObject(req, {"type", "input"});
+    if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
+    const auto& o = std::get<json::object>(body);
+    FieldReader f(o);
+    auto type = f.String("type", true);
+    if (!f.ok()) return f.Problem(req);
+    size_t bytes = 0;
+    if (auto in = o.find("input"); in != o.end() && !in->value().is_null()) {
+      bytes = in->value().is_string() ? in->value().as_string().size() : json::serialize(in->value()).size();
+    }
+    auto cost = deps.tasks.Estimate(*type, bytes);
+    if (!cost) return TaskError(req, cost.error());
+    const std::string& asset = deps.tasks.config().asset;
+    return Json(200, {{"type", *type},
+                      {"input_bytes", bytes},
+                      {"asset", asset},
+                      {"cost", ledger::FormatAmount(*cost)},
+                      {"display", Display(deps, asset, *cost)}});
+  });
 
   router.Add(
       http::Method::kGet, "/api/v1/tasks",
@@ -305,11 +304,11 @@ void RegisterTaskRoutes(http::Router& router, const Deps& deps) {
         if (auto* res = std::get_if<http::Response>(&b)) return std::move(*res);
         for (const auto& kv : std::get<json::object>(b)) {
           if (std::find(names.begin(), names.end(), kv.key()) == names.end()) {
-            return http::MakeProblem(req, {.status = 400,
-                                           .code = "unknown_field",
-                                           .detail = "This endpoint does not take the field '" +
-                                                     std::string(kv.key()) + "'.",
-                                           .errors = {{std::string(kv.key()), "unknown field"}}});
+            return http::MakeProblem(
+                req, {.status = 400,
+                      .code = "unknown_field",
+                      .detail = "This endpoint does not take the field '" + std::string(kv.key()) + "'.",
+                      .errors = {{std::string(kv.key()), "unknown field"}}});
           }
         }
         return std::move(std::get<json::object>(b));
@@ -500,7 +499,8 @@ void RegisterTaskRoutes(http::Router& router, const Deps& deps) {
       [&deps](http::Request& req) {
         auto who = Require(deps, req, auth::scope::kAdmin);
         if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
-        auto body = ParseJsonObject(req, {"paused", "min_stake", "max_tasks_per_node", "min_timeout_s", "max_timeout_s"});
+        auto body =
+            ParseJsonObject(req, {"paused", "min_stake", "max_tasks_per_node", "min_timeout_s", "max_timeout_s"});
         if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
         FieldReader f(std::get<json::object>(body));
         auto paused = f.Bool("paused", false);

@@ -1,0 +1,284 @@
+// The task network through the real smartd: submit, claim, report, pay; bad
+// input; cancel; and a restart in the middle of a lease.
+#include <signal.h>
+
+#include <regex>
+
+#include "harness.hpp"
+#include "smart/testing/postgres.hpp"
+
+namespace smart::itest {
+namespace {
+
+std::vector<std::string> TaskEnv(std::vector<std::string> extra = {}) {
+  std::vector<std::string> env = kFastAuth;
+  env.push_back("SMART_LEDGER_DEV_FAUCET=true");
+  env.push_back("SMART_TASKS_MIN_TIMEOUT_S=1");
+  env.push_back("SMART_TASKS_MIN_STAKE=1000000");
+  env.insert(env.end(), extra.begin(), extra.end());
+  return env;
+}
+
+std::string Idem(const std::string& key) { return "Idempotency-Key: " + key + "\r\n"; }
+
+std::string Available(uint16_t port, const std::string& token) {
+  auto r = As(port, "GET", "/api/v1/user/balances", token);
+  std::smatch m;
+  std::regex re("\"kind\":\"available\",\"asset\":\"USDC\",\"balance\":\"(-?[0-9]+)\",\"available\":\"([0-9]+)\"");
+  return r && std::regex_search(r->body, m, re) ? std::string(m[2]) : "?";
+}
+
+int JsonInt(const std::string& body, const std::string& key) {
+  std::smatch m;
+  std::regex re("\"" + key + "\":([0-9]+)");
+  return std::regex_search(body, m, re) ? std::stoi(m[1]) : -1;
+}
+
+struct Network {
+  Session root, alice, op;
+  std::string node_id, node_key;
+};
+
+Network StartNetwork(Smartd& s, const std::string& db_env = "") {
+  Network n;
+  n.root = CreateAdmin(s, "root@example.com", db_env);
+  n.alice = RegisterAndLogin(s.port(), "alice@example.com");
+  n.op = RegisterAndLogin(s.port(), "op@example.com");
+  for (const char* who : {"alice@example.com", "op@example.com"}) {
+    auto r = As(s.port(), "POST", "/api/v1/admin/mint", n.root.access,
+                std::string(R"({"user":")") + who + R"(","asset":"USDC","amount":"10000000"})",
+                Idem(std::string("fund-") + who));
+    EXPECT_EQ(r->status, 201) << r->body;
+  }
+  auto r = As(s.port(), "POST", "/api/v1/nodes/register", n.op.access,
+              R"({"name":"box-1","capabilities":["echo","sha256"],"capacity":2,"hardware":{"cpu":"2 cores"}})");
+  EXPECT_EQ(r->status, 201) << r->body;
+  n.node_id = JsonField(r->body, "id");
+  n.node_key = JsonField(r->body, "credential");
+  EXPECT_EQ(n.node_key.substr(0, 3), "sk_");
+  return n;
+}
+
+TEST(SmartdTasks, SubmitClaimReportAndPay) {
+  Smartd s(TaskEnv());
+  ASSERT_NE(s.port(), 0);
+  Network n = StartNetwork(s);
+  EXPECT_EQ(Available(s.port(), n.op.access), "9000000") << "the stake is held";
+
+  auto r = As(s.port(), "POST", "/api/v1/tasks/estimate", n.alice.access, R"({"type":"echo","input":"hi"})");
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(JsonField(r->body, "cost"), "25000");
+
+  r = As(s.port(), "POST", "/api/v1/tasks", n.alice.access,
+         R"({"type":"echo","input":{"text":"hi"},"priority":"high","timeout_s":60})", Idem("t1"));
+  ASSERT_EQ(r->status, 201) << r->body;
+  std::string task = JsonField(r->body, "id");
+  EXPECT_EQ(JsonField(r->body, "status"), "pending");
+  r = As(s.port(), "POST", "/api/v1/tasks", n.alice.access,
+         R"({"type":"echo","input":{"text":"hi"},"priority":"high","timeout_s":60})", Idem("t1"));
+  EXPECT_EQ(JsonField(r->body, "id"), task);
+  EXPECT_EQ(r->Header("idempotent-replayed"), "true");
+  EXPECT_EQ(Available(s.port(), n.alice.access), "9975000");
+
+  r = As(s.port(), "POST", "/api/v1/nodes/" + n.node_id + "/claim", n.node_key, R"({"max":2,"wait_s":1})");
+  ASSERT_EQ(r->status, 200) << r->body;
+  ASSERT_NE(r->body.find(task), std::string::npos) << r->body;
+  EXPECT_NE(r->body.find(R"("input":{"text":"hi"})"), std::string::npos) << r->body;
+  int lease = JsonInt(r->body, "lease");
+  ASSERT_EQ(lease, 1);
+
+  std::string lease_body = R"({"node_id":")" + n.node_id + R"(","lease":1)";
+  r = As(s.port(), "POST", "/api/v1/tasks/" + task + "/start", n.node_key, lease_body + "}");
+  ASSERT_EQ(r->status, 200) << r->body;
+  r = As(s.port(), "POST", "/api/v1/tasks/" + task + "/progress", n.node_key,
+         lease_body + R"(,"percent":40,"message":"working"})");
+  ASSERT_EQ(r->status, 200) << r->body;
+  r = As(s.port(), "GET", "/api/v1/tasks/" + task + "/result", n.alice.access);
+  EXPECT_EQ(r->status, 409);
+  EXPECT_EQ(JsonField(r->body, "code"), "no_result");
+
+  const std::string output = R"({"text":"hi"})";
+  const std::string proof = "b0c1c7e9d1b2ad8e79e0fd4d28b1ee3ba24b6b43fe3df1f9a9e4c1ad5a4db1c1";  // not the hash
+  r = As(s.port(), "POST", "/api/v1/tasks/" + task + "/result", n.node_key,
+         lease_body + R"(,"output":"{\"text\":\"hi\"}","proof_hash":")" + proof + R"("})");
+  EXPECT_EQ(r->status, 422);
+  EXPECT_EQ(JsonField(r->body, "code"), "invalid_proof");
+  // The real proof: sha256 of the output, by the system's sha256sum.
+  auto [code, hash] = testing::RunCommand({"/bin/sh", "-c", "printf '%s' '" + output + "' | sha256sum | cut -c1-64"});
+  ASSERT_EQ(code, 0);
+  hash.erase(hash.find_last_not_of("\n") + 1);
+  r = As(s.port(), "POST", "/api/v1/tasks/" + task + "/result", n.node_key,
+         lease_body + R"(,"output":"{\"text\":\"hi\"}","proof_hash":")" + hash + R"("})");
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(JsonField(r->body, "status"), "completed");
+
+  r = As(s.port(), "GET", "/api/v1/tasks/" + task + "/result", n.alice.access);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(JsonField(r->body, "proof_hash"), hash);
+  r = As(s.port(), "GET", "/api/v1/tasks/" + task, n.alice.access);
+  for (const char* st : {"\"status\":\"pending\"", "\"status\":\"assigned\"", "\"status\":\"in_progress\"",
+                         "\"status\":\"completed\""}) {
+    EXPECT_NE(r->body.find(st), std::string::npos) << st << " in " << r->body;
+  }
+  EXPECT_EQ(As(s.port(), "GET", "/api/v1/tasks/" + task, n.op.access)->status, 404) << "not the operator's task";
+  EXPECT_EQ(Available(s.port(), n.alice.access), "9975000");
+  EXPECT_EQ(Available(s.port(), n.op.access), "9022500");  // 90% of 25000
+  r = As(s.port(), "GET", "/api/v1/nodes/stats", n.alice.access);
+  EXPECT_EQ(JsonInt(r->body, "tasks_completed"), 1);
+  EXPECT_EQ(JsonInt(r->body, "nodes_online"), 1);
+  auto [vcode, vout] = testing::RunCommand({SMARTD_PATH, "ledger", "verify", "--data-dir", s.dir() + "/data"});
+  EXPECT_EQ(vcode, 0) << vout;
+}
+
+TEST(SmartdTasks, BadInputEverywhere) {
+  Smartd s(TaskEnv({"SMART_HTTP_MAX_BODY_BYTES=4194304"}));
+  ASSERT_NE(s.port(), 0);
+  Network n = StartNetwork(s);
+  Session poor = RegisterAndLogin(s.port(), "poor@example.com");
+  struct Case {
+    std::string token, method, target, body;
+    int status;
+    std::string code;
+  };
+  const std::string big = std::string(R"({"type":"echo","input":")") + std::string((1 << 20) + 10, 'x') + "\"}";
+  std::vector<Case> cases = {
+      {n.alice.access, "POST", "/api/v1/tasks", R"({"type":"mining","input":"x"})", 422, "unknown_task_type"},
+      {n.alice.access, "POST", "/api/v1/tasks", big, 413, "input_too_large"},
+      {n.alice.access, "POST", "/api/v1/tasks", R"({"type":"echo"})", 422, "validation_failed"},
+      {n.alice.access, "POST", "/api/v1/tasks", R"({"type":"echo","input":"x","timeout_s":-1})", 422,
+       "validation_failed"},
+      {n.alice.access, "POST", "/api/v1/tasks", R"({"type":"echo","input":"x","timeout_s":1e30})", 422,
+       "validation_failed"},
+      {n.alice.access, "POST", "/api/v1/tasks", R"({"type":"echo","input":"x","max_attempts":99})", 422,
+       "validation_failed"},
+      {n.alice.access, "POST", "/api/v1/tasks", R"({"type":"echo","input":"x","max_cost":5})", 422,
+       "validation_failed"},
+      {n.alice.access, "POST", "/api/v1/tasks", R"({"type":"echo","input":"x","max_cost":"5"})", 422,
+       "cost_exceeds_max"},
+      {n.alice.access, "POST", "/api/v1/tasks", R"({"type":"echo","input":"x","priority":"asap"})", 422,
+       "validation_failed"},
+      {n.alice.access, "POST", "/api/v1/tasks", R"({"type":"echo","input":"x","parameters":[1]})", 422,
+       "validation_failed"},
+      {n.alice.access, "POST", "/api/v1/tasks", R"({"type":"echo","input":"x","colour":"red"})", 400,
+       "unknown_field"},
+      {poor.access, "POST", "/api/v1/tasks", R"({"type":"echo","input":"x"})", 402, "insufficient_funds"},
+      {n.alice.access, "GET", "/api/v1/tasks/task_nope", "", 404, "task_not_found"},
+      {n.alice.access, "POST", "/api/v1/nodes/" + n.node_id + "/claim", R"({"max":1})", 403, "node_not_yours"},
+      {n.node_key, "POST", "/api/v1/nodes/" + n.node_id + "/claim", R"({"max":0})", 422, "validation_failed"},
+      {n.node_key, "POST", "/api/v1/nodes/" + n.node_id + "/claim", R"({"wait_s":999})", 422, "validation_failed"},
+      {n.node_key, "POST", "/api/v1/nodes/node_nope/claim", R"({})", 404, "node_not_found"},
+      {n.node_key, "POST", "/api/v1/tasks", R"({"type":"echo","input":"x"})", 403, "insufficient_scope"},
+      {n.node_key, "POST", "/api/v1/nodes/" + n.node_id + "/heartbeat", R"({"load":101})", 422, "validation_failed"},
+      {n.op.access, "POST", "/api/v1/nodes/register", R"({"name":"box-1","capabilities":["echo"]})", 409,
+       "node_name_taken"},
+      {n.op.access, "POST", "/api/v1/nodes/register", R"({"name":"x","capabilities":["mining"]})", 422,
+       "unknown_task_type"},
+      {n.op.access, "POST", "/api/v1/nodes/register", R"({"name":"x","capabilities":["echo"],"capacity":1000})", 422,
+       "validation_failed"},
+      {poor.access, "POST", "/api/v1/nodes/register", R"({"name":"broke","capabilities":["echo"]})", 402,
+       "insufficient_funds"},
+      {n.alice.access, "PATCH", "/api/v1/admin/tasks/settings", R"({"paused":true})", 403, "insufficient_scope"},
+      {n.root.access, "PATCH", "/api/v1/admin/tasks/settings", R"({"max_tasks_per_node":101})", 422,
+       "validation_failed"},
+  };
+  for (const auto& c : cases) {
+    auto r = As(s.port(), c.method, c.target, c.token, c.body);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, c.status) << c.method << " " << c.target << " " << c.body.substr(0, 80) << " -> "
+                                   << r->body.substr(0, 300);
+    EXPECT_EQ(JsonField(r->body, "code"), c.code) << c.target << " " << c.body.substr(0, 80);
+  }
+  // A refused registration leaves no credential behind.
+  auto keys = As(s.port(), "GET", "/api/v1/user/api-keys", poor.access);
+  EXPECT_TRUE(std::regex_search(keys->body, std::regex(R"("name":"node broke"[^}]*"revoked_at":"2)")))
+      << "revoked: " << keys->body;
+  EXPECT_EQ(Available(s.port(), n.alice.access), "10000000") << "nothing was held";
+
+  // Stale and foreign leases; a deactivated node.
+  auto r = As(s.port(), "POST", "/api/v1/tasks", n.alice.access, R"({"type":"echo","input":"x","timeout_s":60})");
+  std::string task = JsonField(r->body, "id");
+  r = As(s.port(), "POST", "/api/v1/nodes/" + n.node_id + "/claim", n.node_key, R"({})");
+  ASSERT_NE(r->body.find(task), std::string::npos) << r->body;
+  r = As(s.port(), "POST", "/api/v1/tasks/" + task + "/start", n.node_key,
+         R"({"node_id":")" + n.node_id + R"(","lease":2})");
+  EXPECT_EQ(r->status, 409);
+  EXPECT_EQ(JsonField(r->body, "code"), "lease_stale");
+  r = As(s.port(), "POST", "/api/v1/nodes/" + n.node_id + "/deactivate", n.node_key);
+  EXPECT_EQ(r->status, 409);
+  EXPECT_EQ(JsonField(r->body, "code"), "node_busy");
+  r = As(s.port(), "POST", "/api/v1/tasks/" + task + "/cancel", n.alice.access);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(Available(s.port(), n.alice.access), "10000000") << "cancel refunds";
+  r = As(s.port(), "POST", "/api/v1/tasks/" + task + "/fail", n.node_key,
+         R"({"node_id":")" + n.node_id + R"(","lease":1,"error":"x"})");
+  EXPECT_EQ(r->status, 409) << "the lease ended with the cancel";
+  r = As(s.port(), "POST", "/api/v1/nodes/" + n.node_id + "/deactivate", n.node_key);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(JsonField(r->body, "status"), "deactivated");
+  EXPECT_EQ(Available(s.port(), n.op.access), "10000000") << "the stake came back";
+  r = As(s.port(), "POST", "/api/v1/nodes/" + n.node_id + "/claim", n.node_key, R"({})");
+  EXPECT_EQ(r->status, 409);
+  EXPECT_EQ(JsonField(r->body, "code"), "node_deactivated");
+
+  r = As(s.port(), "PATCH", "/api/v1/admin/tasks/settings", n.root.access, R"({"paused":true})");
+  ASSERT_EQ(r->status, 200) << r->body;
+  r = As(s.port(), "POST", "/api/v1/tasks", n.alice.access, R"({"type":"echo","input":"x"})");
+  EXPECT_EQ(r->status, 503);
+  EXPECT_EQ(JsonField(r->body, "code"), "submissions_paused");
+}
+
+// A restart between claim and result: the lease survives, the result is taken
+// and paid once.
+TEST(SmartdTasks, LeasesSurviveARestart) {
+  testing::TempDir dir;
+  const std::string data = dir.path() + "/data";
+  std::string task, node_id, node_key;
+  Session alice;
+  {
+    Smartd s(TaskEnv(), {}, data);
+    ASSERT_NE(s.port(), 0);
+    Network n = StartNetwork(s);
+    node_id = n.node_id;
+    node_key = n.node_key;
+    auto r = As(s.port(), "POST", "/api/v1/tasks", n.alice.access, R"({"type":"sha256","input":"abc","timeout_s":120})");
+    task = JsonField(r->body, "id");
+    r = As(s.port(), "POST", "/api/v1/tasks", n.alice.access, R"({"type":"sha256","input":"later","timeout_s":120})");
+    ASSERT_EQ(r->status, 201);
+    r = As(s.port(), "POST", "/api/v1/nodes/" + node_id + "/claim", node_key, R"({"max":1})");
+    ASSERT_NE(r->body.find(task), std::string::npos) << r->body;
+    s.proc().Signal(SIGKILL);
+  }
+  Smartd s(TaskEnv(), {}, data);
+  ASSERT_NE(s.port(), 0);
+  const std::string abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";  // sha256("abc")
+  auto r = As(s.port(), "POST", "/api/v1/tasks/" + task + "/result", node_key,
+              R"({"node_id":")" + node_id + R"(","lease":1,"output":"abc","proof_hash":")" + abc + R"("})");
+  ASSERT_EQ(r->status, 200) << r->body;
+  r = As(s.port(), "POST", "/api/v1/nodes/" + node_id + "/claim", node_key, R"({"max":1})");
+  EXPECT_NE(r->body.find("\"input\":\"later\""), std::string::npos) << "the pending task is still queued: " << r->body;
+  Session op = Login(s.port(), "op@example.com", "correct horse battery");
+  EXPECT_EQ(Available(s.port(), op.access), "9022500") << "paid once";
+  auto [vcode, vout] = testing::RunCommand({SMARTD_PATH, "ledger", "verify", "--data-dir", data});
+  EXPECT_EQ(vcode, 0) << vout;
+}
+
+TEST(SmartdPostgres, TasksOnPostgres) {
+  std::string url = testing::FreshPostgresDatabase();
+  ASSERT_FALSE(url.empty());
+  Smartd s(TaskEnv({"SMART_DATABASE_URL=" + url}));
+  ASSERT_NE(s.port(), 0);
+  Network n = StartNetwork(s, "SMART_DATABASE_URL='" + url + "'");
+  auto r = As(s.port(), "POST", "/api/v1/tasks", n.alice.access, R"({"type":"sha256","input":"abc","timeout_s":60})");
+  ASSERT_EQ(r->status, 201) << r->body;
+  std::string task = JsonField(r->body, "id");
+  r = As(s.port(), "POST", "/api/v1/nodes/" + n.node_id + "/claim", n.node_key, R"({"max":1,"wait_s":1})");
+  ASSERT_NE(r->body.find(task), std::string::npos) << r->body;
+  const std::string abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+  r = As(s.port(), "POST", "/api/v1/tasks/" + task + "/result", n.node_key,
+         R"({"node_id":")" + n.node_id + R"(","lease":1,"output":"abc","proof_hash":")" + abc + R"("})");
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(Available(s.port(), n.op.access), "9022500");
+}
+
+}  // namespace
+}  // namespace smart::itest
