@@ -159,8 +159,7 @@ TEST(SmartdTasks, BadInputEverywhere) {
        "validation_failed"},
       {n.alice.access, "POST", "/api/v1/tasks", R"({"type":"echo","input":"x","parameters":[1]})", 422,
        "validation_failed"},
-      {n.alice.access, "POST", "/api/v1/tasks", R"({"type":"echo","input":"x","colour":"red"})", 400,
-       "unknown_field"},
+      {n.alice.access, "POST", "/api/v1/tasks", R"({"type":"echo","input":"x","colour":"red"})", 400, "unknown_field"},
       {poor.access, "POST", "/api/v1/tasks", R"({"type":"echo","input":"x"})", 402, "insufficient_funds"},
       {n.alice.access, "GET", "/api/v1/tasks/task_nope", "", 404, "task_not_found"},
       {n.alice.access, "POST", "/api/v1/nodes/" + n.node_id + "/claim", R"({"max":1})", 403, "node_not_yours"},
@@ -240,7 +239,8 @@ TEST(SmartdTasks, LeasesSurviveARestart) {
     Network n = StartNetwork(s);
     node_id = n.node_id;
     node_key = n.node_key;
-    auto r = As(s.port(), "POST", "/api/v1/tasks", n.alice.access, R"({"type":"sha256","input":"abc","timeout_s":120})");
+    auto r =
+        As(s.port(), "POST", "/api/v1/tasks", n.alice.access, R"({"type":"sha256","input":"abc","timeout_s":120})");
     task = JsonField(r->body, "id");
     r = As(s.port(), "POST", "/api/v1/tasks", n.alice.access, R"({"type":"sha256","input":"later","timeout_s":120})");
     ASSERT_EQ(r->status, 201);

@@ -335,6 +335,9 @@ void RegisterTaskRoutes(http::Router& router, const Deps& deps) {
         auto output = f.String("output", true), proof = f.String("proof_hash", true);
         if (!f.ok()) return f.Problem(req);
         t = deps.tasks.Complete(user, *node, id, static_cast<int>(*lease), *output, *proof);
+      } else if (what == "release") {
+        if (!f.ok()) return f.Problem(req);
+        t = deps.tasks.Release(user, *node, id, static_cast<int>(*lease));
       } else {
         auto error = f.String("error", true);
         if (!f.ok()) return f.Problem(req);
@@ -348,6 +351,7 @@ void RegisterTaskRoutes(http::Router& router, const Deps& deps) {
   router.Add(http::Method::kPost, "/api/v1/tasks/{id}/progress", leased("progress", {"percent", "message"}), kBlocking);
   router.Add(http::Method::kPost, "/api/v1/tasks/{id}/result", leased("result", {"output", "proof_hash"}), kBlocking);
   router.Add(http::Method::kPost, "/api/v1/tasks/{id}/fail", leased("fail", {"error"}), kBlocking);
+  router.Add(http::Method::kPost, "/api/v1/tasks/{id}/release", leased("release", {}), kBlocking);
 
   router.Add(
       http::Method::kPost, "/api/v1/nodes/register",

@@ -203,6 +203,21 @@ TEST_F(CoordinatorTest, FailuresUseUpAttemptsThenRefund) {
   EXPECT_TRUE(coord_->Claim("usr_op", n.id, 1, 0)->empty());
 }
 
+TEST_F(CoordinatorTest, ReleaseGivesTheTaskBackWithoutUsingAnAttempt) {
+  Fund("usr_req", 1'000'000);
+  Node n = MakeNode("usr_op", "n");
+  Task t = Submit("usr_req", "x", Priority::kNormal, "echo", 1);
+  ASSERT_EQ(coord_->Claim("usr_op", n.id, 1, 0)->size(), 1u);
+  auto r = coord_->Release("usr_op", n.id, t.id, 1);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->status, "pending");
+  EXPECT_EQ(r->failures, 0);
+  EXPECT_EQ(coord_->Release("usr_op", n.id, t.id, 1).error().code, "lease_stale");
+  auto again = coord_->Claim("usr_op", n.id, 1, 0);
+  ASSERT_EQ(again->size(), 1u);
+  EXPECT_EQ((*again)[0].attempt, 2);
+}
+
 TEST_F(CoordinatorTest, CancelRefundsAndFinalTasksStayFinal) {
   Fund("usr_req", 1'000'000);
   Node n = MakeNode("usr_op", "n");

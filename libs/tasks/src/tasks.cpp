@@ -449,6 +449,24 @@ Result<Task> Coordinator::Fail(std::string_view operator_id, std::string_view no
   return out;
 }
 
+Result<Task> Coordinator::Release(std::string_view operator_id, std::string_view node_id, std::string_view task_id,
+                                  int lease) {
+  Task out;
+  SMART_TRY(db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
+    auto t = LoadLeased(tx, operator_id, node_id, task_id, lease);
+    if (!t) return t.take_error();
+    int64_t now = clock_.NowMs();
+    SMART_TRY(AddEvent(tx, t->id, now, "released", node_id));
+    SMART_TRY(Requeue(tx, *t, "failed", "", /*counts=*/false, now));
+    auto done = LoadTask(tx, task_id);
+    if (!done) return done.take_error();
+    out = std::move(done).value();
+    return Ok();
+  }));
+  WakeClaimers();
+  return out;
+}
+
 Result<void> Coordinator::Requeue(store::Tx& tx, const Task& t, std::string_view final_status, std::string error,
                                   bool counts, int64_t now) {
   int failures = t.failures + (counts ? 1 : 0);

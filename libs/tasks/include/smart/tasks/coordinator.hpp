@@ -191,6 +191,9 @@ class Coordinator {
                         std::string_view output, std::string_view proof_hash);
   Result<Task> Fail(std::string_view operator_id, std::string_view node_id, std::string_view task_id, int lease,
                     std::string_view error);
+  // The lease holder gives the task back unstarted or unfinished (a node
+  // shutting down): pending again, no attempt used, nothing slashed.
+  Result<Task> Release(std::string_view operator_id, std::string_view node_id, std::string_view task_id, int lease);
 
   // Waiting claims return at once and the sweeper stops: call before the
   // server drains its requests.

@@ -1,0 +1,205 @@
+#include "runner.hpp"
+
+#include <boost/json.hpp>
+#include <thread>
+
+#include "smart/core/crypto.hpp"
+#include "smart/core/json_text.hpp"
+#include "smart/http/client.hpp"
+
+namespace smart::node {
+namespace json = boost::json;
+using namespace std::chrono_literals;
+
+Result<std::string> CallApi(const std::string& server, const std::string& credential, const std::string& method,
+                            const std::string& path, const std::string& body, std::chrono::milliseconds timeout) {
+  http::ClientRequest req{.method = method, .url = server + path, .headers = {{"X-API-Key", credential}},
+                          .body = body, .timeout = timeout};
+  if (!body.empty()) req.headers.emplace_back("Content-Type", "application/json");
+  auto res = http::Send(req);
+  if (!res) return res.take_error();
+  if (res->status < 400) return std::move(res->body);
+  std::string code = "http_" + std::to_string(res->status), detail = res->body.substr(0, 300);
+  boost::system::error_code ec;
+  auto v = json::parse(res->body, ec);
+  if (!ec && v.is_object()) {
+    const auto& o = v.as_object();
+    if (o.contains("code") && o.at("code").is_string()) code = std::string(o.at("code").as_string());
+    if (o.contains("detail") && o.at("detail").is_string()) detail = std::string(o.at("detail").as_string());
+  }
+  if (res->status >= 500 || res->status == 429 || res->status == 408) return Error::Unavailable(code, detail);
+  if (res->status == 409) return Error::Conflict(code, detail);
+  if (res->status == 404) return Error::NotFound(code, detail);
+  if (res->status == 401) return Error::Unauthenticated(code, detail);
+  if (res->status == 403) return Error::PermissionDenied(code, detail);
+  return Error::Invalid(code, detail);
+}
+
+Runner::Runner(RunnerConfig config, const Executors& executors, log::Logger& logger)
+    : config_(std::move(config)), executors_(executors), logger_(logger) {}
+
+std::string Runner::LeaseBody(const Leased& t, const std::string& extra) const {
+  std::string body = "{\"node_id\":";
+  AppendJsonString(body, config_.node_id);
+  body += ",\"lease\":" + std::to_string(t.lease) + extra + "}";
+  return body;
+}
+
+Result<std::string> Runner::Retry(const std::string& path, const std::string& body,
+                                  std::chrono::milliseconds for_how_long) {
+  auto deadline = std::chrono::steady_clock::now() + for_how_long;
+  auto pause = 200ms;
+  while (true) {
+    auto r = CallApi(config_.server, config_.credential, "POST", path, body);
+    if (r || r.error().kind != ErrorKind::kUnavailable || std::chrono::steady_clock::now() + pause > deadline) return r;
+    logger_.Warn("retrying", {{"path", path}, {"error", r.error().message}, {"in_ms", pause.count()}});
+    std::this_thread::sleep_for(pause);
+    pause = std::min<std::chrono::milliseconds>(pause * 2, 5s);
+  }
+}
+
+void Runner::Handle(const Leased& t) {
+  const std::string base = "/api/v1/tasks/" + t.job.id;
+  if (cancel_.load()) {  // never started: give it back
+    (void)Retry(base + "/release", LeaseBody(t), 10s);
+    return;
+  }
+  auto started = Retry(base + "/start", LeaseBody(t), 60s);
+  if (!started) {
+    logger_.Warn("cannot start task", {{"task_id", t.job.id}, {"error", started.error().message}});
+    return;
+  }
+  auto last_progress = std::chrono::steady_clock::now() - 1h;
+  auto progress = [&](int percent, const std::string& message) {
+    auto now = std::chrono::steady_clock::now();
+    if (now - last_progress < 1s) return;  // at most one report a second
+    last_progress = now;
+    std::string extra = ",\"percent\":" + std::to_string(std::clamp(percent, 0, 100)) + ",\"message\":";
+    AppendJsonString(extra, message.substr(0, 200));
+    (void)CallApi(config_.server, config_.credential, "POST", base + "/progress", LeaseBody(t, extra), 5s);
+  };
+  auto out = executors_.Run(t.job, progress, cancel_);
+  Result<std::string> reported = std::string();
+  if (out) {
+    std::string extra = ",\"output\":";
+    AppendJsonString(extra, *out);
+    extra += ",\"proof_hash\":\"" + crypto::Sha256Hex(*out) + "\"";
+    reported = Retry(base + "/result", LeaseBody(t, extra), 120s);
+    if (reported) logger_.Info("task completed", {{"task_id", t.job.id}, {"type", t.job.type}});
+  } else if (out.error().code == "cancelled") {
+    reported = Retry(base + "/release", LeaseBody(t), 10s);
+    if (reported) logger_.Info("task released", {{"task_id", t.job.id}});
+  } else {
+    std::string extra = ",\"error\":";
+    AppendJsonString(extra, out.error().message.substr(0, 4000));
+    reported = Retry(base + "/fail", LeaseBody(t, extra), 120s);
+    if (reported) logger_.Info("task failed", {{"task_id", t.job.id}, {"error", out.error().message}});
+  }
+  if (!reported) logger_.Warn("cannot report task", {{"task_id", t.job.id}, {"error", reported.error().message}});
+}
+
+void Runner::Work() {
+  while (true) {
+    Leased t;
+    {
+      std::unique_lock lk(mu_);
+      cv_.wait(lk, [&] { return !queue_.empty() || closing_; });
+      if (queue_.empty()) return;
+      t = std::move(queue_.front());
+      queue_.pop_front();
+      ++busy_;
+    }
+    Handle(t);
+    {
+      std::lock_guard lk(mu_);
+      --busy_;
+    }
+    cv_.notify_all();
+  }
+}
+
+void Runner::Run(const std::atomic<bool>& stop) {
+  std::vector<std::thread> workers;
+  for (int i = 0; i < config_.workers; ++i) workers.emplace_back([this] { Work(); });
+  std::atomic<bool> beat_stop{false};
+  std::thread heartbeats([&] {
+    while (!beat_stop.load()) {
+      int running;
+      {
+        std::lock_guard lk(mu_);
+        running = busy_ + static_cast<int>(queue_.size());
+      }
+      std::string body = "{\"load\":" + std::to_string(std::min(100, running * 100 / std::max(1, config_.workers))) +
+                         ",\"running\":" + std::to_string(running) + "}";
+      auto r = CallApi(config_.server, config_.credential, "POST", "/api/v1/nodes/" + config_.node_id + "/heartbeat",
+                       body, 5s);
+      if (!r) logger_.Warn("heartbeat failed", {{"error", r.error().message}});
+      for (auto slept = 0ms; slept < config_.heartbeat && !beat_stop.load(); slept += 50ms) std::this_thread::sleep_for(50ms);
+    }
+  });
+
+  auto pause = 200ms;
+  while (!stop.load()) {
+    int free;
+    {
+      std::unique_lock lk(mu_);
+      cv_.wait_for(lk, 200ms, [&] { return busy_ + static_cast<int>(queue_.size()) < config_.workers || stop.load(); });
+      free = config_.workers - busy_ - static_cast<int>(queue_.size());
+    }
+    if (free <= 0 || stop.load()) continue;
+    // A short wait: stop requests are noticed within a couple of seconds.
+    std::string body = "{\"max\":" + std::to_string(free) + ",\"wait_s\":" + std::to_string(std::min(config_.claim_wait_s, 2)) + "}";
+    auto r = CallApi(config_.server, config_.credential, "POST", "/api/v1/nodes/" + config_.node_id + "/claim", body,
+                     std::chrono::seconds(config_.claim_wait_s + 10));
+    if (!r) {
+      logger_.Warn("claim failed", {{"error", r.error().message}, {"retry_in_ms", pause.count()}});
+      if (r.error().kind != ErrorKind::kUnavailable) pause = 5s;  // a refusal: no point hurrying
+      for (auto slept = 0ms; slept < pause && !stop.load(); slept += 50ms) std::this_thread::sleep_for(50ms);
+      pause = std::min<std::chrono::milliseconds>(pause * 2, 10s);
+      continue;
+    }
+    pause = 200ms;
+    boost::system::error_code ec;
+    auto v = json::parse(*r, ec);
+    if (ec || !v.is_object() || !v.as_object().contains("tasks")) continue;
+    std::lock_guard lk(mu_);
+    for (const auto& item : v.as_object().at("tasks").as_array()) {
+      const auto& o = item.as_object();
+      Leased t;
+      t.job.id = std::string(o.at("id").as_string());
+      t.job.type = std::string(o.at("type").as_string());
+      if (o.at("input").is_string()) {
+        t.job.input = std::string(o.at("input").as_string());
+      } else {
+        t.job.input = json::serialize(o.at("input"));
+        t.job.input_is_json = true;
+      }
+      t.job.parameters = json::serialize(o.at("parameters"));
+      t.lease = static_cast<int>(o.at("lease").to_number<int64_t>());
+      logger_.Info("task claimed", {{"task_id", t.job.id}, {"lease", t.lease}});
+      queue_.push_back(std::move(t));
+    }
+    cv_.notify_all();
+  }
+
+  // Draining: finish what runs, give back what waits, then cancel the rest.
+  logger_.Info("stopping: no new claims", {{"drain_ms", config_.drain.count()}});
+  std::deque<Leased> waiting;
+  {
+    std::lock_guard lk(mu_);
+    waiting.swap(queue_);
+    closing_ = true;
+  }
+  cv_.notify_all();
+  for (const auto& t : waiting) (void)Retry("/api/v1/tasks/" + t.job.id + "/release", LeaseBody(t), 10s);
+  {
+    std::unique_lock lk(mu_);
+    if (!cv_.wait_for(lk, config_.drain, [&] { return busy_ == 0; })) cancel_ = true;
+  }
+  for (auto& w : workers) w.join();
+  beat_stop = true;
+  heartbeats.join();
+  logger_.Info("stopped");
+}
+
+}  // namespace smart::node

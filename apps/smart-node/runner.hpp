@@ -1,0 +1,64 @@
+// The node's loop: heartbeats, long-poll claims, a bounded pool of workers
+// that start, run, and report each task under its lease, with back-off on
+// network errors. Stopping stops claiming, lets running tasks finish for
+// `drain`, then gives back (releases) whatever is left.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <string>
+
+#include "executors.hpp"
+#include "smart/core/log.hpp"
+
+namespace smart::node {
+
+struct RunnerConfig {
+  std::string server;      // "http://127.0.0.1:8080"
+  std::string credential;  // the node's API key
+  std::string node_id;
+  int workers = 2;
+  int claim_wait_s = 20;
+  std::chrono::milliseconds heartbeat{5000};
+  std::chrono::milliseconds drain{30'000};
+};
+
+// One call to smartd's API: the JSON answer, or the problem's code and
+// detail as an Error (kUnavailable for network trouble and 5xx: retry).
+Result<std::string> CallApi(const std::string& server, const std::string& credential, const std::string& method,
+                            const std::string& path, const std::string& body,
+                            std::chrono::milliseconds timeout = std::chrono::seconds(30));
+
+class Runner {
+ public:
+  Runner(RunnerConfig config, const Executors& executors, log::Logger& logger);
+  // Blocks until `stop` is set and the drain is over.
+  void Run(const std::atomic<bool>& stop);
+
+ private:
+  struct Leased {
+    Job job;
+    int lease = 0;
+  };
+  void Work();
+  void Handle(const Leased& t);
+  // Retries `call` with back-off while it fails with kUnavailable, for up to `for_how_long`.
+  Result<std::string> Retry(const std::string& path, const std::string& body, std::chrono::milliseconds for_how_long);
+  std::string LeaseBody(const Leased& t, const std::string& extra = "") const;
+
+  RunnerConfig config_;
+  const Executors& executors_;
+  log::Logger& logger_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Leased> queue_;
+  int busy_ = 0;
+  bool closing_ = false;            // no new work is taken
+  std::atomic<bool> cancel_{false};  // the drain is over: running jobs stop
+};
+
+}  // namespace smart::node

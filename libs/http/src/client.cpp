@@ -1,0 +1,73 @@
+#include "smart/http/client.hpp"
+
+#include <curl/curl.h>
+
+#include <memory>
+#include <mutex>
+
+namespace smart::http {
+namespace {
+
+void GlobalInit() {
+  static std::once_flag once;
+  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+}
+
+struct Sink {
+  std::string* body;
+  const std::function<bool(std::string_view)>* on_data;
+};
+
+size_t Write(char* data, size_t size, size_t n, void* user) {
+  auto* sink = static_cast<Sink*>(user);
+  std::string_view chunk(data, size * n);
+  if (sink->on_data && *sink->on_data) {
+    if (!(*sink->on_data)(chunk)) return 0;  // abort
+  } else {
+    sink->body->append(chunk);
+  }
+  return chunk.size();
+}
+
+}  // namespace
+
+Result<ClientResponse> Send(const ClientRequest& req, const std::function<bool(std::string_view)>& on_data) {
+  GlobalInit();
+  std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), curl_easy_cleanup);
+  if (!curl) return Error::Internal("http_client", "curl_easy_init failed");
+  ClientResponse res;
+  Sink sink{&res.body, &on_data};
+  curl_slist* headers = nullptr;
+  for (const auto& [k, v] : req.headers) headers = curl_slist_append(headers, (k + ": " + v).c_str());
+  std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> header_guard(headers, curl_slist_free_all);
+  CURL* c = curl.get();
+  curl_easy_setopt(c, CURLOPT_URL, req.url.c_str());
+  curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, req.method.c_str());
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(req.timeout.count()));
+  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(std::min<int64_t>(req.timeout.count(), 10'000)));
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, Write);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
+  if (!req.body.empty() || req.method == "POST" || req.method == "PUT" || req.method == "PATCH") {
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, req.body.data());
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(req.body.size()));
+  }
+  CURLcode rc = curl_easy_perform(c);
+  if (rc == CURLE_OPERATION_TIMEDOUT) {
+    return Error::Unavailable("http_timeout", req.url + ": no complete answer within " +
+                                                  std::to_string(req.timeout.count()) + " ms");
+  }
+  if (rc == CURLE_WRITE_ERROR && on_data) return Error::Unavailable("http_aborted", req.url + ": transfer aborted");
+  if (rc != CURLE_OK) return Error::Unavailable("http_unreachable", req.url + ": " + curl_easy_strerror(rc));
+  long status = 0;
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+  res.status = static_cast<int>(status);
+  char* type = nullptr;
+  curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &type);
+  if (type) res.content_type = type;
+  return res;
+}
+
+}  // namespace smart::http
