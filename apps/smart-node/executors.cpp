@@ -45,7 +45,8 @@ Result<std::string> Executors::Run(const Job& job, const ProgressFn& progress, c
   if (job.type == "echo") {
     auto params = Params(job);
     int64_t delay = 0;
-    if (const auto* d = params.if_contains("delay_ms"); d && d->is_int64()) delay = std::clamp<int64_t>(d->as_int64(), 0, 60'000);
+    if (const auto* d = params.if_contains("delay_ms"); d && d->is_int64())
+      delay = std::clamp<int64_t>(d->as_int64(), 0, 60'000);
     for (int64_t waited = 0; waited < delay; waited += 10) {
       if (cancel.load()) return Error::Unavailable("cancelled", "the node is shutting down");
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -63,8 +64,10 @@ Result<std::string> Executors::Run(const Job& job, const ProgressFn& progress, c
 
 Result<std::string> Executors::Chat(const Job& job, const ProgressFn& progress, const std::atomic<bool>& cancel) const {
   if (openai_.base_url.empty()) {
-    return Error::Unavailable("no_endpoint", "this node has no OpenAI-compatible endpoint configured "
-                                             "(openai.base_url), so it cannot run " + job.type + " tasks");
+    return Error::Unavailable("no_endpoint",
+                              "this node has no OpenAI-compatible endpoint configured "
+                              "(openai.base_url), so it cannot run " +
+                                  job.type + " tasks");
   }
   auto params = Params(job);
   json::array messages;
@@ -102,8 +105,10 @@ Result<std::string> Executors::Chat(const Job& job, const ProgressFn& progress, 
   for (const char* k : {"max_tokens", "temperature", "top_p", "stop", "seed"}) {
     if (params.contains(k)) body[k] = params.at(k);
   }
-  http::ClientRequest req{.method = "POST", .url = openai_.base_url + "/chat/completions",
-                          .headers = {{"Content-Type", "application/json"}}, .body = json::serialize(body),
+  http::ClientRequest req{.method = "POST",
+                          .url = openai_.base_url + "/chat/completions",
+                          .headers = {{"Content-Type", "application/json"}},
+                          .body = json::serialize(body),
                           .timeout = openai_.timeout};
   if (!openai_.api_key.empty()) req.headers.emplace_back("Authorization", "Bearer " + openai_.api_key);
 
@@ -114,8 +119,8 @@ Result<std::string> Executors::Chat(const Job& job, const ProgressFn& progress, 
     auto v = json::parse(res->body, ec);
     const json::value* content = nullptr;
     if (!ec && v.is_object()) {
-      if (const auto* choices = v.as_object().if_contains("choices"); choices && choices->is_array() &&
-                                                                      !choices->as_array().empty()) {
+      if (const auto* choices = v.as_object().if_contains("choices");
+          choices && choices->is_array() && !choices->as_array().empty()) {
         const auto& first = choices->as_array()[0];
         if (first.is_object()) {
           if (const auto* msg = first.as_object().if_contains("message"); msg && msg->is_object()) {
@@ -183,8 +188,9 @@ Result<std::string> Executors::Chat(const Job& job, const ProgressFn& progress, 
 
 Result<std::string> Executors::Embed(const Job& job) const {
   if (openai_.base_url.empty()) {
-    return Error::Unavailable("no_endpoint", "this node has no OpenAI-compatible endpoint configured "
-                                             "(openai.base_url), so it cannot run embedding tasks");
+    return Error::Unavailable("no_endpoint",
+                              "this node has no OpenAI-compatible endpoint configured "
+                              "(openai.base_url), so it cannot run embedding tasks");
   }
   auto params = Params(job);
   json::value input(job.input);
@@ -196,8 +202,10 @@ Result<std::string> Executors::Embed(const Job& job) const {
   json::object body{{"model", params.contains("model") && params.at("model").is_string() ? params.at("model")
                                                                                          : json::value(openai_.model)},
                     {"input", input}};
-  http::ClientRequest req{.method = "POST", .url = openai_.base_url + "/embeddings",
-                          .headers = {{"Content-Type", "application/json"}}, .body = json::serialize(body),
+  http::ClientRequest req{.method = "POST",
+                          .url = openai_.base_url + "/embeddings",
+                          .headers = {{"Content-Type", "application/json"}},
+                          .body = json::serialize(body),
                           .timeout = openai_.timeout};
   if (!openai_.api_key.empty()) req.headers.emplace_back("Authorization", "Bearer " + openai_.api_key);
   auto res = http::Send(req);

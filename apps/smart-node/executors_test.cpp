@@ -34,19 +34,21 @@ class FakeModelServer {
       if (messages.front().as_object().at("role").as_string() == "system") answer = "positive";
       if (body.at("stream").as_bool()) {
         std::string sse;
-        for (std::string part : {std::string("echo: "), last.substr(0, 3), last.substr(std::min<size_t>(3, last.size()))}) {
-          json::object chunk{{"object", "chat.completion.chunk"},
-                             {"choices", json::array{json::object{{"index", 0}, {"delta", json::object{{"content", part}}}}}}};
+        for (std::string part :
+             {std::string("echo: "), last.substr(0, 3), last.substr(std::min<size_t>(3, last.size()))}) {
+          json::object chunk{
+              {"object", "chat.completion.chunk"},
+              {"choices", json::array{json::object{{"index", 0}, {"delta", json::object{{"content", part}}}}}}};
           sse += "data: " + json::serialize(chunk) + "\n\n";
         }
         sse += "data: [DONE]\n\n";
         return http::Response::Text(200, sse, "text/event-stream");
       }
-      json::object res{{"object", "chat.completion"},
-                       {"choices", json::array{json::object{
-                                       {"index", 0},
-                                       {"message", json::object{{"role", "assistant"}, {"content", answer}}},
-                                       {"finish_reason", "stop"}}}}};
+      json::object res{
+          {"object", "chat.completion"},
+          {"choices", json::array{json::object{{"index", 0},
+                                               {"message", json::object{{"role", "assistant"}, {"content", answer}}},
+                                               {"finish_reason", "stop"}}}}};
       return http::Response::Json(200, json::serialize(res));
     });
     r.Add(http::Method::kPost, "/v1/embeddings", [](http::Request& req) {
@@ -54,7 +56,8 @@ class FakeModelServer {
       json::array data;
       size_t n = body.at("input").is_array() ? body.at("input").as_array().size() : 1;
       for (size_t i = 0; i < n; ++i) {
-        data.push_back(json::object{{"object", "embedding"}, {"index", i}, {"embedding", json::array{0.5, -1.0, double(i)}}});
+        data.push_back(
+            json::object{{"object", "embedding"}, {"index", i}, {"embedding", json::array{0.5, -1.0, double(i)}}});
       }
       return http::Response::Json(200, json::serialize(json::object{{"object", "list"}, {"data", data}}));
     });
@@ -76,7 +79,8 @@ class FakeModelServer {
 class ExecutorsTest : public ::testing::Test {
  protected:
   Result<std::string> Run(const Executors& e, Job job) {
-    return e.Run(job, [&](int p, const std::string&) { progress_.push_back(p); }, cancel_);
+    return e.Run(
+        job, [&](int p, const std::string&) { progress_.push_back(p); }, cancel_);
   }
   FakeModelServer model_;
   std::atomic<bool> cancel_{false};
@@ -115,9 +119,9 @@ TEST_F(ExecutorsTest, ChatCompletions) {
   EXPECT_NE(model_.last_body.find("\"max_tokens\":16"), std::string::npos);
   EXPECT_NE(model_.last_body.find("\"model\":\"tiny\""), std::string::npos);
   // Messages given as JSON pass through.
-  r = Run(e, {.type = "inference",
-              .input = R"({"messages":[{"role":"user","content":"from json"}]})",
-              .input_is_json = true});
+  r = Run(
+      e,
+      {.type = "inference", .input = R"({"messages":[{"role":"user","content":"from json"}]})", .input_is_json = true});
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_EQ(*r, "echo: from json");
 }

@@ -39,33 +39,74 @@ std::vector<config::Key> Schema() {
   using config::Type;
   return {
       {.name = "node.server", .type = Type::kString, .default_value = "http://127.0.0.1:8080", .help = "smartd's URL."},
-      {.name = "node.credential", .type = Type::kString, .default_value = "", .help = "The node's API key.",
+      {.name = "node.credential",
+       .type = Type::kString,
+       .default_value = "",
+       .help = "The node's API key.",
        .redact = Redact::kAll},
       {.name = "node.id", .type = Type::kString, .default_value = "", .help = "The node's id (with node.credential)."},
-      {.name = "node.user_key", .type = Type::kString, .default_value = "",
-       .help = "A user's API key (scope nodes) to register this node with, once.", .redact = Redact::kAll},
-      {.name = "node.name", .type = Type::kString, .default_value = "", .help = "Name to register (default: host name)."},
-      {.name = "node.capabilities", .type = Type::kStringList, .default_value = "echo,sha256",
+      {.name = "node.user_key",
+       .type = Type::kString,
+       .default_value = "",
+       .help = "A user's API key (scope nodes) to register this node with, once.",
+       .redact = Redact::kAll},
+      {.name = "node.name",
+       .type = Type::kString,
+       .default_value = "",
+       .help = "Name to register (default: host name)."},
+      {.name = "node.capabilities",
+       .type = Type::kStringList,
+       .default_value = "echo,sha256",
        .help = "Task types to register for."},
-      {.name = "node.capacity", .type = Type::kInt, .default_value = "2", .help = "Tasks run at once (workers).",
-       .min = 1, .max = 100},
+      {.name = "node.capacity",
+       .type = Type::kInt,
+       .default_value = "2",
+       .help = "Tasks run at once (workers).",
+       .min = 1,
+       .max = 100},
       {.name = "node.hardware", .type = Type::kString, .default_value = "{}", .help = "A JSON object describing it."},
-      {.name = "node.state_file", .type = Type::kString, .default_value = "./smart-node.state",
+      {.name = "node.state_file",
+       .type = Type::kString,
+       .default_value = "./smart-node.state",
        .help = "Where a self-registered node keeps its id and credential (mode 0600)."},
-      {.name = "node.claim_wait_s", .type = Type::kInt, .default_value = "20", .help = "Long-poll wait per claim.",
-       .min = 0, .max = 30},
-      {.name = "node.heartbeat_s", .type = Type::kInt, .default_value = "5", .help = "Heartbeat interval.", .min = 1,
+      {.name = "node.claim_wait_s",
+       .type = Type::kInt,
+       .default_value = "20",
+       .help = "Long-poll wait per claim.",
+       .min = 0,
+       .max = 30},
+      {.name = "node.heartbeat_s",
+       .type = Type::kInt,
+       .default_value = "5",
+       .help = "Heartbeat interval.",
+       .min = 1,
        .max = 60},
-      {.name = "node.drain_s", .type = Type::kInt, .default_value = "30",
-       .help = "On SIGTERM, how long running tasks may finish before they are given back.", .min = 0, .max = 3600},
-      {.name = "openai.base_url", .type = Type::kString, .default_value = "",
+      {.name = "node.drain_s",
+       .type = Type::kInt,
+       .default_value = "30",
+       .help = "On SIGTERM, how long running tasks may finish before they are given back.",
+       .min = 0,
+       .max = 3600},
+      {.name = "openai.base_url",
+       .type = Type::kString,
+       .default_value = "",
        .help = "OpenAI-compatible endpoint for model tasks, e.g. http://127.0.0.1:8081/v1."},
       {.name = "openai.model", .type = Type::kString, .default_value = "", .help = "Model name sent to it."},
-      {.name = "openai.api_key", .type = Type::kString, .default_value = "", .help = "Its API key, if any.",
+      {.name = "openai.api_key",
+       .type = Type::kString,
+       .default_value = "",
+       .help = "Its API key, if any.",
        .redact = Redact::kAll},
-      {.name = "openai.timeout_s", .type = Type::kInt, .default_value = "120", .help = "Per model request.", .min = 1,
+      {.name = "openai.timeout_s",
+       .type = Type::kInt,
+       .default_value = "120",
+       .help = "Per model request.",
+       .min = 1,
        .max = 3600},
-      {.name = "log.level", .type = Type::kString, .default_value = "info", .help = "debug, info, warn, error",
+      {.name = "log.level",
+       .type = Type::kString,
+       .default_value = "info",
+       .help = "debug, info, warn, error",
        .choices = {"debug", "info", "warn", "error"}},
   };
 }
@@ -123,8 +164,8 @@ Result<Identity> Resolve(const config::Config& cfg, log::Logger& logger) {
   if (ec || !hardware.is_object()) return Error::Invalid("invalid_config", "node.hardware must be a JSON object");
   json::array caps;
   for (const auto& c : cfg.StringList("node.capabilities")) caps.emplace_back(c);
-  json::object body{{"name", name}, {"capabilities", caps}, {"capacity", cfg.Int("node.capacity")},
-                    {"hardware", hardware}};
+  json::object body{
+      {"name", name}, {"capabilities", caps}, {"capacity", cfg.Int("node.capacity")}, {"hardware", hardware}};
   auto r = CallApi(cfg.String("node.server"), cfg.String("node.user_key"), "POST", "/api/v1/nodes/register",
                    json::serialize(body));
   if (!r) return Error{r.error().kind, r.error().code, "registering: " + r.error().code + ": " + r.error().message};
@@ -203,8 +244,9 @@ int Main(int argc, char** argv) {
     logger.Info("signal", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}});
     stop = true;
   });
-  logger.Info("running", {{"node_id", identity->id}, {"server", cfg.String("node.server")},
-                          {"workers", cfg.Int("node.capacity")}});
+  logger.Info(
+      "running",
+      {{"node_id", identity->id}, {"server", cfg.String("node.server")}, {"workers", cfg.Int("node.capacity")}});
   runner.Run(stop);
   waiter.join();
   return 0;

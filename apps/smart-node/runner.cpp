@@ -13,8 +13,8 @@ using namespace std::chrono_literals;
 
 Result<std::string> CallApi(const std::string& server, const std::string& credential, const std::string& method,
                             const std::string& path, const std::string& body, std::chrono::milliseconds timeout) {
-  http::ClientRequest req{.method = method, .url = server + path, .headers = {{"X-API-Key", credential}},
-                          .body = body, .timeout = timeout};
+  http::ClientRequest req{
+      .method = method, .url = server + path, .headers = {{"X-API-Key", credential}}, .body = body, .timeout = timeout};
   if (!body.empty()) req.headers.emplace_back("Content-Type", "application/json");
   auto res = http::Send(req);
   if (!res) return res.take_error();
@@ -134,7 +134,8 @@ void Runner::Run(const std::atomic<bool>& stop) {
       auto r = CallApi(config_.server, config_.credential, "POST", "/api/v1/nodes/" + config_.node_id + "/heartbeat",
                        body, 5s);
       if (!r) logger_.Warn("heartbeat failed", {{"error", r.error().message}});
-      for (auto slept = 0ms; slept < config_.heartbeat && !beat_stop.load(); slept += 50ms) std::this_thread::sleep_for(50ms);
+      for (auto slept = 0ms; slept < config_.heartbeat && !beat_stop.load(); slept += 50ms)
+        std::this_thread::sleep_for(50ms);
     }
   });
 
@@ -148,7 +149,8 @@ void Runner::Run(const std::atomic<bool>& stop) {
     }
     if (free <= 0 || stop.load()) continue;
     // A short wait: stop requests are noticed within a couple of seconds.
-    std::string body = "{\"max\":" + std::to_string(free) + ",\"wait_s\":" + std::to_string(std::min(config_.claim_wait_s, 2)) + "}";
+    std::string body =
+        "{\"max\":" + std::to_string(free) + ",\"wait_s\":" + std::to_string(std::min(config_.claim_wait_s, 2)) + "}";
     auto r = CallApi(config_.server, config_.credential, "POST", "/api/v1/nodes/" + config_.node_id + "/claim", body,
                      std::chrono::seconds(config_.claim_wait_s + 10));
     if (!r) {

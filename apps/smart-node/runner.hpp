@@ -57,7 +57,7 @@ class Runner {
   std::condition_variable cv_;
   std::deque<Leased> queue_;
   int busy_ = 0;
-  bool closing_ = false;            // no new work is taken
+  bool closing_ = false;             // no new work is taken
   std::atomic<bool> cancel_{false};  // the drain is over: running jobs stop
 };
 

@@ -56,8 +56,8 @@ Result<ClientResponse> Send(const ClientRequest& req, const std::function<bool(s
   }
   CURLcode rc = curl_easy_perform(c);
   if (rc == CURLE_OPERATION_TIMEDOUT) {
-    return Error::Unavailable("http_timeout", req.url + ": no complete answer within " +
-                                                  std::to_string(req.timeout.count()) + " ms");
+    return Error::Unavailable("http_timeout",
+                              req.url + ": no complete answer within " + std::to_string(req.timeout.count()) + " ms");
   }
   if (rc == CURLE_WRITE_ERROR && on_data) return Error::Unavailable("http_aborted", req.url + ": transfer aborted");
   if (rc != CURLE_OK) return Error::Unavailable("http_unreachable", req.url + ": " + curl_easy_strerror(rc));

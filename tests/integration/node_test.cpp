@@ -1,0 +1,168 @@
+// The task network with real processes: smartd and smart-node workers.
+#include <signal.h>
+
+#include <regex>
+#include <thread>
+
+#include "harness.hpp"
+
+namespace smart::itest {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string Idem(const std::string& key) { return "Idempotency-Key: " + key + "\r\n"; }
+
+std::vector<std::string> NetworkEnv() {
+  std::vector<std::string> env = kFastAuth;
+  for (const char* kv : {"SMART_LEDGER_DEV_FAUCET=true", "SMART_TASKS_MIN_TIMEOUT_S=1", "SMART_TASKS_MIN_STAKE=1000000",
+                         "SMART_TASKS_OFFLINE_AFTER_S=2", "SMART_RATE_LIMIT_ENABLED=false"}) {
+    env.emplace_back(kv);
+  }
+  return env;
+}
+
+std::string Available(uint16_t port, const std::string& token) {
+  auto r = As(port, "GET", "/api/v1/user/balances", token);
+  std::smatch m;
+  std::regex re("\"kind\":\"available\",\"asset\":\"USDC\",\"balance\":\"(-?[0-9]+)\",\"available\":\"([0-9]+)\"");
+  return r && std::regex_search(r->body, m, re) ? std::string(m[2]) : "?";
+}
+
+// A user who can run nodes: funded, with an API key of scope `nodes`.
+struct Operator {
+  Session session;
+  std::string key;
+};
+
+Operator MakeOperator(Smartd& s, const Session& root, const std::string& email) {
+  Operator op{RegisterAndLogin(s.port(), email), ""};
+  auto r = As(s.port(), "POST", "/api/v1/admin/mint", root.access,
+              R"({"user":")" + email + R"(","asset":"USDC","amount":"5000000"})", Idem("fund-" + email));
+  EXPECT_EQ(r->status, 201) << r->body;
+  r = As(s.port(), "POST", "/api/v1/user/api-keys", op.session.access, R"({"name":"nodes","scopes":["nodes"]})");
+  op.key = JsonField(r->body, "key");
+  return op;
+}
+
+// A smart-node process that registers itself with the operator's key.
+std::unique_ptr<testing::Process> StartNode(const Smartd& s, const Operator& op, const std::string& name,
+                                            const std::string& state_dir, const std::string& drain_s = "30") {
+  return std::make_unique<testing::Process>(
+      std::vector<std::string>{SMART_NODE_PATH, "--server", "http://127.0.0.1:" + std::to_string(s.port()), "--set",
+                               "node.name=" + name, "--set", "node.state_file=" + state_dir + "/" + name + ".state",
+                               "--set", "node.heartbeat_s=1", "--set", "node.claim_wait_s=1", "--set",
+                               "node.drain_s=" + drain_s},
+      std::vector<std::string>{"SMART_NODE_USER_KEY=" + op.key});
+}
+
+// Polls the task until it reaches `status`; returns its last JSON.
+std::string WaitFor(uint16_t port, const std::string& token, const std::string& task, const std::string& status,
+                    std::chrono::seconds limit = 30s) {
+  std::string body;
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto r = As(port, "GET", "/api/v1/tasks/" + task, token);
+    if (r && r->status == 200) {
+      body = r->body;
+      if (JsonField(body, "status") == status) return body;
+    }
+    std::this_thread::sleep_for(100ms);
+  }
+  ADD_FAILURE() << "task " << task << " never reached " << status << ": " << body;
+  return body;
+}
+
+std::string Submit(uint16_t port, const std::string& token, const std::string& body) {
+  auto r = As(port, "POST", "/api/v1/tasks", token, body);
+  EXPECT_TRUE(r && r->status == 201) << (r ? r->body : "no answer");
+  return r ? JsonField(r->body, "id") : "";
+}
+
+TEST(SmartdNodes, RealNodesCompleteTasksAndArePaidOnce) {
+  Smartd s(NetworkEnv());
+  ASSERT_NE(s.port(), 0);
+  testing::TempDir state;
+  Session root = CreateAdmin(s, "root@example.com");
+  Session alice = RegisterAndLogin(s.port(), "alice@example.com");
+  ASSERT_EQ(As(s.port(), "POST", "/api/v1/admin/mint", root.access,
+               R"({"user":"alice@example.com","asset":"USDC","amount":"1000000"})", Idem("a"))
+                ->status,
+            201);
+  Operator op = MakeOperator(s, root, "op@example.com");
+  auto node = StartNode(s, op, "worker-1", state.path());
+  ASSERT_TRUE(node->WaitForLine("\"msg\":\"running\"", 20s)) << node->output();
+
+  std::vector<std::string> tasks;
+  for (int i = 0; i < 4; ++i) {
+    tasks.push_back(Submit(s.port(), alice.access,
+                           R"({"type":"echo","input":"hello )" + std::to_string(i) + R"(","timeout_s":30})"));
+  }
+  tasks.push_back(Submit(s.port(), alice.access, R"({"type":"sha256","input":"abc","timeout_s":30})"));
+  for (const auto& t : tasks) WaitFor(s.port(), alice.access, t, "completed");
+  auto r = As(s.port(), "GET", "/api/v1/tasks/" + tasks[4] + "/result", alice.access);
+  EXPECT_EQ(JsonField(r->body, "output"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  r = As(s.port(), "GET", "/api/v1/tasks/" + tasks[2] + "/result", alice.access);
+  EXPECT_EQ(JsonField(r->body, "output"), "hello 2");
+  EXPECT_EQ(Available(s.port(), alice.access), "875000");          // 5 x 25,000
+  EXPECT_EQ(Available(s.port(), op.session.access), "4112500");    // 5,000,000 - 1,000,000 stake + 5 x 22,500
+  node->Signal(SIGTERM);
+  EXPECT_EQ(node->Wait(20s), 0);
+  auto [code, out] = testing::RunCommand({SMARTD_PATH, "ledger", "verify", "--data-dir", s.data_dir()});
+  EXPECT_EQ(code, 0) << out;
+}
+
+TEST(SmartdNodes, AKilledNodesTaskIsFinishedByAnother) {
+  Smartd s(NetworkEnv());
+  ASSERT_NE(s.port(), 0);
+  testing::TempDir state;
+  Session root = CreateAdmin(s, "root@example.com");
+  Session alice = RegisterAndLogin(s.port(), "alice@example.com");
+  ASSERT_EQ(As(s.port(), "POST", "/api/v1/admin/mint", root.access,
+               R"({"user":"alice@example.com","asset":"USDC","amount":"1000000"})", Idem("a"))
+                ->status,
+            201);
+  Operator first = MakeOperator(s, root, "first@example.com"), second = MakeOperator(s, root, "second@example.com");
+  auto a = StartNode(s, first, "node-a", state.path());
+  ASSERT_TRUE(a->WaitForLine("\"msg\":\"running\"", 20s)) << a->output();
+  std::string task =
+      Submit(s.port(), alice.access, R"({"type":"echo","input":"slow","parameters":{"delay_ms":2500},"timeout_s":60})");
+  WaitFor(s.port(), alice.access, task, "in_progress");
+  a->Signal(SIGKILL);
+  a->Wait(5s);
+  auto b = StartNode(s, second, "node-b", state.path());
+  std::string done = WaitFor(s.port(), alice.access, task, "completed", 30s);
+  EXPECT_NE(done.find("\"lease_lost\""), std::string::npos) << done;
+  EXPECT_NE(done.find("\"attempt\":2"), std::string::npos) << done;
+  EXPECT_EQ(Available(s.port(), alice.access), "975000") << "charged once";
+  EXPECT_EQ(Available(s.port(), first.session.access), "4000000") << "the dead node earned nothing, lost nothing";
+  EXPECT_EQ(Available(s.port(), second.session.access), "4022500") << "the finisher was paid once";
+  b->Signal(SIGTERM);
+  EXPECT_EQ(b->Wait(20s), 0);
+}
+
+TEST(SmartdNodes, SigtermGivesBackWhatCannotFinish) {
+  Smartd s(NetworkEnv());
+  ASSERT_NE(s.port(), 0);
+  testing::TempDir state;
+  Session root = CreateAdmin(s, "root@example.com");
+  Session alice = RegisterAndLogin(s.port(), "alice@example.com");
+  ASSERT_EQ(As(s.port(), "POST", "/api/v1/admin/mint", root.access,
+               R"({"user":"alice@example.com","asset":"USDC","amount":"1000000"})", Idem("a"))
+                ->status,
+            201);
+  Operator op = MakeOperator(s, root, "op@example.com");
+  auto node = StartNode(s, op, "short-lived", state.path(), "0");
+  ASSERT_TRUE(node->WaitForLine("\"msg\":\"running\"", 20s)) << node->output();
+  std::string task =
+      Submit(s.port(), alice.access, R"({"type":"echo","input":"x","parameters":{"delay_ms":20000},"timeout_s":60})");
+  WaitFor(s.port(), alice.access, task, "in_progress");
+  node->Signal(SIGTERM);
+  EXPECT_EQ(node->Wait(20s), 0);
+  std::string back = WaitFor(s.port(), alice.access, task, "pending", 5s);
+  EXPECT_NE(back.find("\"released\""), std::string::npos) << back;
+  EXPECT_NE(back.find("\"failures\":0"), std::string::npos) << back;
+}
+
+}  // namespace
+}  // namespace smart::itest
