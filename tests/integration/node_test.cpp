@@ -104,8 +104,8 @@ TEST(SmartdNodes, RealNodesCompleteTasksAndArePaidOnce) {
   EXPECT_EQ(JsonField(r->body, "output"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   r = As(s.port(), "GET", "/api/v1/tasks/" + tasks[2] + "/result", alice.access);
   EXPECT_EQ(JsonField(r->body, "output"), "hello 2");
-  EXPECT_EQ(Available(s.port(), alice.access), "875000");          // 5 x 25,000
-  EXPECT_EQ(Available(s.port(), op.session.access), "4112500");    // 5,000,000 - 1,000,000 stake + 5 x 22,500
+  EXPECT_EQ(Available(s.port(), alice.access), "875000");        // 5 x 25,000
+  EXPECT_EQ(Available(s.port(), op.session.access), "4112500");  // 5,000,000 - 1,000,000 stake + 5 x 22,500
   node->Signal(SIGTERM);
   EXPECT_EQ(node->Wait(20s), 0);
   auto [code, out] = testing::RunCommand({SMARTD_PATH, "ledger", "verify", "--data-dir", s.data_dir()});

@@ -359,5 +359,30 @@ TEST_F(CoordinatorTest, AWaitingClaimWakesOnSubmit) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
 }
 
+TEST_F(CoordinatorTest, WaitingNodesWithBetterReputationGoFirst) {
+  Fund("usr_req", 10'000'000);
+  Node a = MakeNode("usr_a", "a"), b = MakeNode("usr_b", "b");
+  // b earns reputation first.
+  Task warmup = Submit("usr_req");
+  ASSERT_EQ(coord_->Claim("usr_b", b.id, 1, 0)->size(), 1u);
+  std::string out = "x";
+  ASSERT_TRUE(coord_->Complete("usr_b", b.id, warmup.id, 1, out, crypto::Sha256Hex(out)).ok());
+  for (int round = 0; round < 3; ++round) {
+    std::vector<Task> got_a, got_b;
+    std::thread wa([&] { got_a = *coord_->Claim("usr_a", a.id, 1, 3000); });
+    std::thread wb([&] { got_b = *coord_->Claim("usr_b", b.id, 1, 3000); });
+    std::this_thread::sleep_for(150ms);
+    Task t = Submit("usr_req", "round " + std::to_string(round));
+    wb.join();
+    ASSERT_EQ(got_b.size(), 1u) << "round " << round;
+    EXPECT_EQ(got_b[0].id, t.id);
+    Submit("usr_req", "for a");  // lets the other waiter go home
+    wa.join();
+    ASSERT_TRUE(coord_->Complete("usr_b", b.id, t.id, got_b[0].attempt, out, crypto::Sha256Hex(out)).ok());
+    ASSERT_EQ(got_a.size(), 1u);
+    ASSERT_TRUE(coord_->Complete("usr_a", a.id, got_a[0].id, got_a[0].attempt, out, crypto::Sha256Hex(out)).ok());
+  }
+}
+
 }  // namespace
 }  // namespace smart::tasks

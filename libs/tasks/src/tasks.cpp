@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <thread>
 
 #include "internal.hpp"
 #include "smart/core/crypto.hpp"
@@ -252,10 +253,12 @@ Result<std::vector<Task>> Coordinator::Claim(std::string_view operator_id, std::
       gen = wake_gen_;
     }
     std::vector<Task> claimed;
+    int64_t score = 0;
     SMART_TRY(db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
       claimed.clear();
       auto node = LoadOwnNode(tx, node_id, operator_id);
       if (!node) return node.take_error();
+      score = int64_t{node->reputation} * 1000 + (100 - node->load);
       if (node->state == "deactivated")
         return Error::Conflict("node_deactivated", "node " + node->id + " is deactivated");
       int64_t now = clock_.NowMs();
@@ -309,11 +312,19 @@ Result<std::vector<Task>> Coordinator::Claim(std::string_view operator_id, std::
       return Ok();
     }));
     if (!claimed.empty() || std::chrono::steady_clock::now() >= deadline) return claimed;
-    // Wait for a submission here, or re-check each second (another instance's submissions).
+    // Wait for a submission here, or re-check each second (another instance's
+    // submissions). When work arrives, waiting nodes with a better reputation
+    // (then a lower load) try first: the others start 25 ms later per rank.
     std::unique_lock lk(wake_mu_);
-    wake_cv_.wait_until(lk, std::min(deadline, std::chrono::steady_clock::now() + std::chrono::seconds(1)),
-                        [&] { return wake_gen_ != gen || stopping_; });
+    auto mine = waiting_scores_.insert(score);
+    bool woken = wake_cv_.wait_until(lk, std::min(deadline, std::chrono::steady_clock::now() + std::chrono::seconds(1)),
+                                     [&] { return wake_gen_ != gen || stopping_; });
+    auto better = static_cast<int64_t>(std::distance(waiting_scores_.upper_bound(score), waiting_scores_.end()));
+    waiting_scores_.erase(mine);
     if (stopping_) return claimed;
+    lk.unlock();
+    if (woken && better > 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::min<int64_t>(better * 25, 200)));
   }
 }
 

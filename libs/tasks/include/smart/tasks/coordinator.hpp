@@ -18,6 +18,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -230,6 +231,7 @@ class Coordinator {
   std::mutex wake_mu_;
   std::condition_variable wake_cv_;  // claims waiting for work
   uint64_t wake_gen_ = 0;
+  std::multiset<int64_t> waiting_scores_;  // of claims waiting here: reputation first, then low load
   bool stopping_ = false;
   std::thread sweeper_;  // last: stops first
 };
