@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <regex>
+#include <thread>
 
 #include "harness.hpp"
 #include "smart/testing/postgres.hpp"
@@ -224,6 +225,35 @@ TEST(SmartdTasks, BadInputEverywhere) {
   r = As(s.port(), "POST", "/api/v1/tasks", n.alice.access, R"({"type":"echo","input":"x"})");
   EXPECT_EQ(r->status, 503);
   EXPECT_EQ(JsonField(r->body, "code"), "submissions_paused");
+}
+
+TEST(SmartdTasks, ATimedOutLeaseSlashesTheNode) {
+  Smartd s(TaskEnv());
+  ASSERT_NE(s.port(), 0);
+  Network n = StartNetwork(s);
+  auto r = As(s.port(), "POST", "/api/v1/tasks", n.alice.access, R"({"type":"echo","input":"x","timeout_s":1})");
+  std::string task = JsonField(r->body, "id");
+  r = As(s.port(), "POST", "/api/v1/nodes/" + n.node_id + "/claim", n.node_key, R"({})");
+  ASSERT_NE(r->body.find(task), std::string::npos) << r->body;
+  std::string node;
+  for (int i = 0; i < 50; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    node = As(s.port(), "GET", "/api/v1/nodes/" + n.node_id, n.alice.access)->body;
+    if (JsonField(node, "slashed") != "0") break;
+  }
+  EXPECT_EQ(JsonField(node, "stake"), "900000") << node;
+  EXPECT_EQ(JsonField(node, "slashed"), "100000") << node;
+  EXPECT_EQ(JsonInt(node, "reputation"), 50) << node;
+  r = As(s.port(), "GET", "/api/v1/tasks/" + task, n.alice.access);
+  EXPECT_EQ(JsonField(r->body, "status"), "pending") << r->body;
+  EXPECT_NE(r->body.find("\"timed_out\""), std::string::npos) << r->body;
+  r = As(
+      s.port(), "POST", "/api/v1/tasks/" + task + "/result", n.node_key,
+      R"({"node_id":")" + n.node_id +
+          R"(","lease":1,"output":"x","proof_hash":"2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"})");
+  EXPECT_EQ(r->status, 409) << "too late: " << r->body;
+  auto [vcode, vout] = testing::RunCommand({SMARTD_PATH, "ledger", "verify", "--data-dir", s.data_dir()});
+  EXPECT_EQ(vcode, 0) << vout;
 }
 
 // A restart between claim and result: the lease survives, the result is taken
