@@ -319,12 +319,14 @@ Result<std::vector<Task>> Coordinator::Claim(std::string_view operator_id, std::
     auto mine = waiting_scores_.insert(score);
     bool woken = wake_cv_.wait_until(lk, std::min(deadline, std::chrono::steady_clock::now() + std::chrono::seconds(1)),
                                      [&] { return wake_gen_ != gen || stopping_; });
-    auto better = static_cast<int64_t>(std::distance(waiting_scores_.upper_bound(score), waiting_scores_.end()));
+    // Ranked among those waiting when the work arrived (not those still waiting now).
+    auto better = static_cast<int64_t>(std::distance(woken_scores_.upper_bound(score), woken_scores_.end()));
     waiting_scores_.erase(mine);
     if (stopping_) return claimed;
     lk.unlock();
-    if (woken && better > 0)
-      std::this_thread::sleep_for(std::chrono::milliseconds(std::min<int64_t>(better * 25, 200)));
+    if (woken && better > 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::min<int64_t>(better, 8) * config_.rank_delay_ms));
+    }
   }
 }
 
@@ -500,10 +502,16 @@ Result<void> Coordinator::Requeue(store::Tx& tx, const Task& t, std::string_view
   return Ok();
 }
 
+size_t Coordinator::WaitingClaims() {
+  std::lock_guard lk(wake_mu_);
+  return waiting_scores_.size();
+}
+
 void Coordinator::WakeClaimers() {
   {
     std::lock_guard lk(wake_mu_);
     ++wake_gen_;
+    woken_scores_ = waiting_scores_;
   }
   wake_cv_.notify_all();
 }

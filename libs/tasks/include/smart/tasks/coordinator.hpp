@@ -52,6 +52,7 @@ struct TasksConfig {
   int max_per_requester = 100;   // tasks of one requester assigned or running at once
   size_t max_input_bytes = 1 << 20;
   int64_t sweep_interval_ms = 500;  // lease and liveness checks; 0: never (tests call Sweep)
+  int64_t rank_delay_ms = 25;       // head start per rank among waiting claims (reputation, load)
   // Initial values of the settings admins change at run time.
   ledger::Amount min_stake = 10'000'000;
   int max_tasks_per_node = 10;
@@ -196,6 +197,9 @@ class Coordinator {
   // shutting down): pending again, no attempt used, nothing slashed.
   Result<Task> Release(std::string_view operator_id, std::string_view node_id, std::string_view task_id, int lease);
 
+  // Claims waiting for work on this instance now.
+  size_t WaitingClaims();
+
   // Waiting claims return at once and the sweeper stops: call before the
   // server drains its requests.
   void StopWaiting();
@@ -232,6 +236,7 @@ class Coordinator {
   std::condition_variable wake_cv_;  // claims waiting for work
   uint64_t wake_gen_ = 0;
   std::multiset<int64_t> waiting_scores_;  // of claims waiting here: reputation first, then low load
+  std::multiset<int64_t> woken_scores_;    // those waiting at the last wake-up
   bool stopping_ = false;
   std::thread sweeper_;  // last: stops first
 };
