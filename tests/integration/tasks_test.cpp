@@ -256,6 +256,39 @@ TEST(SmartdTasks, ATimedOutLeaseSlashesTheNode) {
   EXPECT_EQ(vcode, 0) << vout;
 }
 
+TEST(SmartdTasks, ScheduledDeadLetteredAndRetried) {
+  Smartd s(TaskEnv());
+  ASSERT_NE(s.port(), 0);
+  Network n = StartNetwork(s);
+  auto r = As(s.port(), "POST", "/api/v1/tasks", n.alice.access,
+              R"({"type":"echo","input":"tomorrow","not_before":"2099-01-01T00:00:00Z"})");
+  EXPECT_EQ(r->status, 422) << "at most 30 days ahead: " << r->body;
+  r = As(s.port(), "POST", "/api/v1/tasks", n.alice.access, R"({"type":"echo","input":"x","deadline":"yesterday"})");
+  EXPECT_EQ(r->status, 422);
+  r = As(s.port(), "POST", "/api/v1/tasks", n.alice.access, R"({"type":"echo","input":"once","max_attempts":1})");
+  ASSERT_EQ(r->status, 201) << r->body;
+  std::string task = JsonField(r->body, "id");
+  r = As(s.port(), "POST", "/api/v1/nodes/" + n.node_id + "/claim", n.node_key, R"({})");
+  ASSERT_NE(r->body.find(task), std::string::npos);
+  r = As(s.port(), "POST", "/api/v1/tasks/" + task + "/fail", n.node_key,
+         R"({"node_id":")" + n.node_id + R"(","lease":1,"error":"no luck"})");
+  ASSERT_EQ(r->status, 200) << r->body;
+  r = As(s.port(), "GET", "/api/v1/tasks/dead-letter", n.alice.access);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_NE(r->body.find(task), std::string::npos);
+  EXPECT_EQ(Available(s.port(), n.alice.access), "10000000") << "refunded";
+  r = As(s.port(), "POST", "/api/v1/tasks/" + task + "/retry", n.alice.access);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(JsonField(r->body, "status"), "pending");
+  EXPECT_EQ(JsonInt(r->body, "retries"), 1);
+  EXPECT_EQ(Available(s.port(), n.alice.access), "9975000") << "held again";
+  r = As(s.port(), "POST", "/api/v1/tasks/" + task + "/retry", n.alice.access);
+  EXPECT_EQ(r->status, 409);
+  EXPECT_EQ(JsonField(r->body, "code"), "not_dead_lettered");
+  auto [vcode, vout] = testing::RunCommand({SMARTD_PATH, "ledger", "verify", "--data-dir", s.data_dir()});
+  EXPECT_EQ(vcode, 0) << vout;
+}
+
 // A restart between claim and result: the lease survives, the result is taken
 // and paid once.
 TEST(SmartdTasks, LeasesSurviveARestart) {

@@ -44,6 +44,9 @@ json::object TaskJson(const Deps& deps, const tasks::Task& t, bool full) {
       {"created_at", FormatTimestampMs(t.created_ms)},
       {"updated_at", FormatTimestampMs(t.updated_ms)},
       {"completed_at", TimeOrNull(t.completed_ms)},
+      {"not_before", TimeOrNull(t.not_before_ms)},
+      {"deadline", TimeOrNull(t.deadline_ms)},
+      {"retries", t.retries},
   };
   if (full) {
     boost::system::error_code ec;
@@ -145,8 +148,8 @@ void RegisterTaskRoutes(http::Router& router, const Deps& deps) {
         std::optional<http::Response> bad_key;
         auto key = OptionalKey(req, &bad_key);
         if (bad_key) return std::move(*bad_key);
-        auto body =
-            ParseJsonObject(req, {"type", "input", "parameters", "priority", "max_cost", "timeout_s", "max_attempts"});
+        auto body = ParseJsonObject(req, {"type", "input", "parameters", "priority", "max_cost", "timeout_s",
+                                          "max_attempts", "not_before", "deadline"});
         if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
         const auto& o = std::get<json::object>(body);
         FieldReader f(o);
@@ -157,6 +160,7 @@ void RegisterTaskRoutes(http::Router& router, const Deps& deps) {
         auto max_cost = f.AmountText("max_cost", false);
         auto timeout = f.Int("timeout_s", false, 1, 86400);
         auto attempts = f.Int("max_attempts", false, 1, 10);
+        auto not_before = f.Timestamp("not_before", false), deadline = f.Timestamp("deadline", false);
         std::vector<http::FieldError> extra;
         auto input = o.find("input");
         if (input == o.end() || input->value().is_null()) {
@@ -183,6 +187,11 @@ void RegisterTaskRoutes(http::Router& router, const Deps& deps) {
         if (max_cost) s.max_cost = ledger::ParseAmount(*max_cost);
         s.timeout_s = timeout;
         if (attempts) s.max_attempts = static_cast<int>(*attempts);
+        if (not_before) s.not_before_ms = *not_before * 1000;
+        if (deadline) s.deadline_ms = *deadline * 1000;
+        // Fair queueing shares follow the rate-limit tier.
+        const auto& tier = std::get<auth::Principal>(who).tier;
+        s.weight = tier == "pro" ? 4 : tier == "free" ? 1 : 2;
         auto t = deps.tasks.Submit(std::get<auth::Principal>(who).user_id, s, key.value_or(""));
         if (!t) return TaskError(req, t.error());
         auto res = Json(201, TaskJson(deps, *t, false));
@@ -277,6 +286,35 @@ void RegisterTaskRoutes(http::Router& router, const Deps& deps) {
                           {"proof_hash", t->proof_hash},
                           {"node_id", t->node_id},
                           {"completed_at", FormatTimestampMs(t->completed_ms)}});
+      },
+      kBlocking);
+
+  router.Add(
+      http::Method::kGet, "/api/v1/tasks/dead-letter",
+      [&deps](http::Request& req) {
+        auto who = Require(deps, req, auth::scope::kTasksRead);
+        if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
+        auto q = ParsePageQuery(req);
+        if (auto* res = std::get_if<http::Response>(&q)) return std::move(*res);
+        auto page = deps.tasks.DeadLetters(std::get<auth::Principal>(who).user_id, std::get<PageQuery>(q).limit,
+                                           std::get<PageQuery>(q).cursor);
+        if (!page) return TaskError(req, page.error());
+        json::array items;
+        for (const auto& t : page->items) items.push_back(TaskJson(deps, t, false));
+        json::object o{{"items", std::move(items)}};
+        o["next_cursor"] = page->next_cursor ? json::value(*page->next_cursor) : json::value(nullptr);
+        return Json(200, o);
+      },
+      kBlocking);
+
+  router.Add(
+      http::Method::kPost, "/api/v1/tasks/{id}/retry",
+      [&deps](http::Request& req) {
+        auto who = Require(deps, req, auth::scope::kTasksWrite);
+        if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
+        auto t = deps.tasks.Retry(std::get<auth::Principal>(who).user_id, req.Param("id"));
+        if (!t) return TaskError(req, t.error());
+        return Json(200, TaskJson(deps, *t, false));
       },
       kBlocking);
 

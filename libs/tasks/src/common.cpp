@@ -70,6 +70,9 @@ Result<Task> TaskFromRow(const store::Row& r) {
   t.created_ms = r.Int(23);
   t.updated_ms = r.Int(24);
   t.completed_ms = r.Int(25);
+  t.not_before_ms = r.Int(28);
+  t.deadline_ms = r.Int(29);
+  t.retries = static_cast<int>(r.Int(30));
   return t;
 }
 
@@ -135,6 +138,12 @@ Result<Node> LoadOwnNode(store::Tx& tx, std::string_view node_id, std::string_vi
     return Error::PermissionDenied("node_not_yours", "node " + std::string(node_id) + " is run by another user");
   }
   return n;
+}
+
+std::string EscrowKey(const Task& t, std::string_view step) {
+  std::string key = "task/" + t.id + "/" + std::string(step);
+  if (t.retries > 0) key += "/" + std::to_string(t.retries);
+  return key;
 }
 
 Result<Settings> LoadSettings(store::Tx& tx) {

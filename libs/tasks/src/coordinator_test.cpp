@@ -265,8 +265,11 @@ TEST_F(CoordinatorTest, PerRequesterCapLetsOthersThrough) {
   Task mine = Submit("usr_small");
   Node n = MakeNode("usr_op", "n", {"echo"}, 10);
   auto got = coord_->Claim("usr_op", n.id, 10, 0);
-  ASSERT_EQ(got->size(), 3u);
-  EXPECT_EQ((*got)[2].id, mine.id);
+  ASSERT_EQ(got->size(), 3u) << "two of the big requester's, then the cap";
+  int big = 0;
+  for (const auto& t : *got) big += t.requester == "usr_big";
+  EXPECT_EQ(big, 2);
+  EXPECT_TRUE(std::any_of(got->begin(), got->end(), [&](const Task& t) { return t.id == mine.id; }));
 }
 
 TEST_F(CoordinatorTest, IdempotentSubmit) {
@@ -385,6 +388,102 @@ TEST_F(CoordinatorTest, WaitingNodesWithBetterReputationGoFirst) {
     ASSERT_EQ(got_a.size(), 1u);
     ASSERT_TRUE(coord_->Complete("usr_a", a.id, got_a[0].id, got_a[0].attempt, out, crypto::Sha256Hex(out)).ok());
   }
+}
+
+// One tenant's backlog delays another tenant's first task by at most one
+// task per other active tenant, and weights split the work in proportion.
+TEST_F(CoordinatorTest, FairQueueingBetweenRequesters) {
+  Fund("usr_big", 100'000'000);
+  Fund("usr_new", 1'000'000);
+  Fund("usr_pro", 100'000'000);
+  for (int i = 0; i < 120; ++i) Submit("usr_big", "b" + std::to_string(i));
+  Node n = MakeNode("usr_op", "n", {"echo"}, 1);
+  std::string out = "x";
+  auto take = [&]() {
+    auto got = coord_->Claim("usr_op", n.id, 1, 0);
+    EXPECT_EQ(got->size(), 1u);
+    Task t = got->at(0);
+    EXPECT_TRUE(coord_->Complete("usr_op", n.id, t.id, t.attempt, out, crypto::Sha256Hex(out)).ok());
+    return t;
+  };
+  for (int i = 0; i < 10; ++i) take();  // the backlog is being served
+  Task first = Submit("usr_new", "hello");
+  int before = 0;
+  while (take().id != first.id) ++before;
+  EXPECT_LE(before, 1) << "the new tenant's first task waited for " << before << " of the big tenant's";
+
+  // usr_pro with weight 3 against usr_big with weight 1: 3 to 1.
+  for (int i = 0; i < 60; ++i) {
+    ASSERT_TRUE(coord_->Submit("usr_pro", {.type = "echo", .input = "p", .weight = 3}, "").ok());
+  }
+  int pro = 0, big = 0;
+  for (int i = 0; i < 40; ++i) (take().requester == "usr_pro" ? pro : big)++;
+  EXPECT_GE(pro, 27) << "pro " << pro << ", big " << big;
+  EXPECT_LE(pro, 33) << "pro " << pro << ", big " << big;
+}
+
+TEST_F(CoordinatorTest, ScheduledTasksAndDeadlines) {
+  Fund("usr_req", 1'000'000);
+  Node n = MakeNode("usr_op", "n");
+  auto later =
+      coord_->Submit("usr_req", {.type = "echo", .input = "later", .not_before_ms = clock_.NowMs() + 60'000}, "");
+  ASSERT_TRUE(later.ok()) << later.error().message;
+  EXPECT_TRUE(coord_->Claim("usr_op", n.id, 5, 0)->empty()) << "not before its time";
+  clock_.Advance(60s);
+  ASSERT_TRUE(coord_->Heartbeat("usr_op", n.id, 0, 0).ok());
+  ASSERT_EQ(coord_->Claim("usr_op", n.id, 5, 0)->size(), 1u);
+
+  auto due = coord_->Submit("usr_req", {.type = "echo", .input = "due", .deadline_ms = clock_.NowMs() + 30'000}, "");
+  ASSERT_TRUE(due.ok());
+  clock_.Advance(31s);
+  ASSERT_TRUE(coord_->Heartbeat("usr_op", n.id, 0, 0).ok());
+  ASSERT_TRUE(coord_->Sweep().ok());
+  Task missed = *coord_->Get("usr_req", due->id);
+  EXPECT_EQ(missed.status, "failed");
+  EXPECT_NE(missed.error.find("deadline"), std::string::npos);
+
+  // A lease never outlives the deadline.
+  auto tight = coord_->Submit(
+      "usr_req", {.type = "echo", .input = "tight", .timeout_s = 600, .deadline_ms = clock_.NowMs() + 20'000}, "");
+  ASSERT_TRUE(tight.ok());
+  auto got = coord_->Claim("usr_op", n.id, 5, 0);
+  ASSERT_EQ(got->size(), 1u);
+  EXPECT_EQ(got->at(0).lease_expires_ms, tight->deadline_ms);
+
+  SubmitRequest bad{.type = "echo", .input = "x", .deadline_ms = clock_.NowMs() - 1};
+  EXPECT_EQ(coord_->Submit("usr_req", bad, "").error().code, "invalid_deadline");
+  bad = {.type = "echo", .input = "x", .not_before_ms = clock_.NowMs() + 31LL * 86400 * 1000};
+  EXPECT_EQ(coord_->Submit("usr_req", bad, "").error().code, "invalid_not_before");
+}
+
+TEST_F(CoordinatorTest, DeadLettersCanBeRetried) {
+  Fund("usr_req", 1'000'000);
+  Node n = MakeNode("usr_op", "n");
+  Task t = Submit("usr_req", "x", Priority::kNormal, "echo", 1);
+  ASSERT_EQ(coord_->Claim("usr_op", n.id, 1, 0)->size(), 1u);
+  ASSERT_TRUE(coord_->Fail("usr_op", n.id, t.id, 1, "boom").ok());
+  auto dead = coord_->DeadLetters("usr_req", 50, "");
+  ASSERT_EQ(dead->items.size(), 1u);
+  EXPECT_EQ(dead->items[0].id, t.id);
+  EXPECT_TRUE(coord_->DeadLetters("usr_other", 50, "")->items.empty());
+  EXPECT_EQ(FormatAmount(Acc("usr_req").Spendable()), "1000000") << "refunded when it failed";
+
+  auto again = coord_->Retry("usr_req", t.id);
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  EXPECT_EQ(again->status, "pending");
+  EXPECT_EQ(again->retries, 1);
+  EXPECT_EQ(FormatAmount(Acc("usr_req").Spendable()), "975000") << "held again";
+  EXPECT_EQ(coord_->Retry("usr_req", t.id).error().code, "not_dead_lettered");
+  EXPECT_TRUE(coord_->DeadLetters("usr_req", 50, "")->items.empty());
+  // The second run fails too, and is refunded again under a new key.
+  ASSERT_EQ(coord_->Claim("usr_op", n.id, 1, 0)->size(), 1u);
+  ASSERT_TRUE(coord_->Fail("usr_op", n.id, t.id, 2, "boom again").ok());
+  EXPECT_EQ(FormatAmount(Acc("usr_req").Spendable()), "1000000");
+  ASSERT_TRUE(coord_->Retry("usr_req", t.id).ok());
+  ASSERT_EQ(coord_->Claim("usr_op", n.id, 1, 0)->size(), 1u);
+  std::string out = "fine";
+  ASSERT_TRUE(coord_->Complete("usr_op", n.id, t.id, 3, out, crypto::Sha256Hex(out)).ok());
+  EXPECT_EQ(Balance("usr_req"), "975000") << "paid once, for the run that completed";
 }
 
 }  // namespace

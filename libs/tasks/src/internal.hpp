@@ -12,7 +12,8 @@ namespace smart::tasks {
 inline constexpr std::string_view kTaskColumns =
     "id, requester, type, input, input_is_json, parameters, priority, status, asset, cost, max_cost, timeout_s, "
     "max_attempts, attempt, failures, node_id, lease_expires_ms, progress, progress_message, output, proof_hash, "
-    "error, escrow_id, created_ms, updated_ms, completed_ms, fingerprint";
+    "error, escrow_id, created_ms, updated_ms, completed_ms, fingerprint, fair_key, not_before_ms, deadline_ms, "
+    "retries";
 Result<Task> TaskFromRow(const store::Row& r);
 
 inline constexpr std::string_view kNodeColumns =
@@ -25,6 +26,9 @@ Result<Task> LoadTask(store::Tx& tx, std::string_view id, std::string_view reque
 // Loads a node that `operator_id` runs: node_not_found, node_not_yours.
 Result<Node> LoadOwnNode(store::Tx& tx, std::string_view node_id, std::string_view operator_id);
 Result<Settings> LoadSettings(store::Tx& tx);
+
+// The ledger key of one step of a task's escrow; a retried task's escrow is a new one.
+std::string EscrowKey(const Task& t, std::string_view step);
 
 // Appends to a task's history.
 Result<void> AddEvent(store::Tx& tx, std::string_view task_id, int64_t ts_ms, std::string_view status,

@@ -373,12 +373,25 @@ Result<void> Coordinator::ReleaseLease(std::string_view task_id) {
   return Ok();
 }
 
+Result<void> Coordinator::ExpireDeadline(std::string_view task_id) {
+  SMART_TRY(db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
+    auto t = LoadTask(tx, task_id);
+    if (!t) return t.take_error();
+    int64_t now = clock_.NowMs();
+    if (t->status != "pending" || t->deadline_ms == 0 || t->deadline_ms > now) return Ok();
+    SMART_TRY(AddEvent(tx, t->id, now, "failed", "", "{\"error\":\"the deadline passed before a node took it\"}"));
+    return Requeue(tx, *t, "failed", "the deadline passed before a node took it", /*counts=*/false, now);
+  }));
+  return Ok();
+}
+
 Result<void> Coordinator::Sweep() {
   int64_t now = clock_.NowMs();
-  std::vector<std::string> expired, orphaned;
+  std::vector<std::string> expired, orphaned, overdue;
   SMART_TRY(db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
     expired.clear();
     orphaned.clear();
+    overdue.clear();
     auto rows = tx.Query(
         "SELECT id FROM tasks WHERE status IN ('assigned', 'in_progress') AND lease_expires_ms <= $1 LIMIT 500",
         {Value{now}});
@@ -390,10 +403,15 @@ Result<void> Coordinator::Sweep() {
         {Value{now - config_.offline_after_s * 1000}});
     if (!rows) return rows.take_error();
     for (const auto& r : *rows) orphaned.push_back(r.Text(0));
+    rows = tx.Query("SELECT id FROM tasks WHERE status = 'pending' AND deadline_ms > 0 AND deadline_ms <= $1 LIMIT 500",
+                    {Value{now}});
+    if (!rows) return rows.take_error();
+    for (const auto& r : *rows) overdue.push_back(r.Text(0));
     return Ok();
   }));
   for (const auto& id : expired) SMART_TRY(ExpireLease(id));
   for (const auto& id : orphaned) SMART_TRY(ReleaseLease(id));
+  for (const auto& id : overdue) SMART_TRY(ExpireDeadline(id));
   return Ok();
 }
 

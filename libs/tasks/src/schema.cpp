@@ -79,7 +79,26 @@ CREATE TABLE task_settings (
   max_timeout_s BIGINT NOT NULL
 );
 )sql";
-  return {{300, "tasks", sql, ""}};
+  // Fair queueing between requesters, scheduled tasks, deadlines, retries.
+  const char* fair = R"sql(
+ALTER TABLE tasks ADD COLUMN fair_key BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN not_before_ms BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN deadline_ms BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN retries INTEGER NOT NULL DEFAULT 0;
+DROP INDEX tasks_queue;
+CREATE INDEX tasks_queue ON tasks (priority DESC, fair_key, created_ms) WHERE status = 'pending';
+CREATE INDEX tasks_deadlines ON tasks (deadline_ms) WHERE status = 'pending' AND deadline_ms > 0;
+CREATE TABLE task_requesters (
+  requester TEXT PRIMARY KEY,
+  last_key BIGINT NOT NULL
+);
+CREATE TABLE task_clock (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  vtime BIGINT NOT NULL
+);
+INSERT INTO task_clock (id, vtime) VALUES (1, 0);
+)sql";
+  return {{300, "tasks", sql, ""}, {301, "tasks_fair_scheduled", fair, ""}};
 }
 
 }  // namespace smart::tasks

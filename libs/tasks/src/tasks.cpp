@@ -16,7 +16,8 @@ using store::Value;
 constexpr size_t kMaxParameters = 64 * 1024;
 constexpr size_t kMaxMessage = 256;
 
-std::string Escrow(const std::string& task_id, const char* step) { return "task/" + task_id + "/" + step; }
+constexpr int64_t kFairUnit = 1'000'000;  // a weight-1 requester's step in virtual time
+constexpr int64_t kMaxScheduleMs = 30LL * 86400 * 1000;
 
 ledger::AccountRef Account(std::string owner, std::string_view kind, const std::string& asset) {
   return {std::move(owner), std::string(kind), asset};
@@ -27,7 +28,8 @@ std::string Fingerprint(const SubmitRequest& r) {
   for (const std::string& f :
        {r.type, r.input, std::string(r.input_is_json ? "json" : "text"), r.parameters,
         std::string(ToString(r.priority)), r.max_cost ? ledger::FormatAmount(*r.max_cost) : std::string("-"),
-        r.timeout_s ? std::to_string(*r.timeout_s) : std::string("-"), std::to_string(r.max_attempts)}) {
+        r.timeout_s ? std::to_string(*r.timeout_s) : std::string("-"), std::to_string(r.max_attempts),
+        std::to_string(r.not_before_ms), std::to_string(r.deadline_ms)}) {
     s += std::to_string(f.size()) + ":" + f + ";";
   }
   return crypto::Sha256Hex(s);
@@ -83,6 +85,17 @@ Result<Task> Coordinator::Submit(std::string_view requester, const SubmitRequest
     return Error::Invalid("cost_exceeds_max", "max_cost: the task costs " + ledger::FormatAmount(*cost) + " " +
                                                   config_.asset + ", more than " + ledger::FormatAmount(*req.max_cost));
   }
+  if (req.weight < 1 || req.weight > 100) return Error::Invalid("invalid_weight", "weight: 1 to 100");
+  {
+    int64_t now = clock_.NowMs();
+    if (req.not_before_ms != 0 && req.not_before_ms > now + kMaxScheduleMs) {
+      return Error::Invalid("invalid_not_before", "not_before: at most 30 days ahead");
+    }
+    if (req.deadline_ms != 0 &&
+        (req.deadline_ms <= std::max(now, req.not_before_ms) || req.deadline_ms > now + kMaxScheduleMs)) {
+      return Error::Invalid("invalid_deadline", "deadline: after now and after not_before, at most 30 days ahead");
+    }
+  }
   const std::string fingerprint = Fingerprint(req);
   const std::string key = idempotency_key.empty() ? "" : std::string(requester) + "/" + std::string(idempotency_key);
   const std::string id = MakeId("task");
@@ -113,8 +126,10 @@ Result<Task> Coordinator::Submit(std::string_view requester, const SubmitRequest
                                                    std::to_string(settings->max_timeout_s));
     }
     int64_t now = clock_.NowMs();
+    auto fair_key = FairKey(tx, requester, req.weight);
+    if (!fair_key) return fair_key.take_error();
     ledger::TransferRequest hold{
-        .key = Escrow(id, "escrow"),
+        .key = "task/" + id + "/escrow",
         .type = ledger::TransferType::kPending,
         .debit = Account(std::string(requester), ledger::kind::kAvailable, config_.asset),
         .credit = Account(std::string(ledger::kPlatform), ledger::kind::kEscrow, config_.asset),
@@ -133,13 +148,15 @@ Result<Task> Coordinator::Submit(std::string_view requester, const SubmitRequest
     SMART_TRY(tx.Exec(
         "INSERT INTO tasks (id, requester, type, input, input_is_json, parameters, priority, status, asset, cost, "
         "max_cost, timeout_s, max_attempts, attempt, failures, node_id, lease_expires_ms, progress, progress_message, "
-        "escrow_id, idem_key, fingerprint, created_ms, updated_ms, completed_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, "
-        "'pending', $8, $9, $10, $11, $12, 0, 0, NULL, 0, 0, '', $13, $14, $15, $16, $16, 0)",
+        "escrow_id, idem_key, fingerprint, created_ms, updated_ms, completed_ms, fair_key, not_before_ms, deadline_ms, "
+        "retries) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11, $12, 0, 0, NULL, 0, 0, '', $13, "
+        "$14, "
+        "$15, $16, $16, 0, $17, $18, $19, 0)",
         {Value{id}, Value{std::string(requester)}, Value{req.type}, Value{req.input}, Value{int64_t{req.input_is_json}},
          Value{req.parameters}, Value{static_cast<int64_t>(req.priority)}, Value{config_.asset},
          Value{ledger::FormatAmount(*cost)}, req.max_cost ? Value{ledger::FormatAmount(*req.max_cost)} : Value{},
          Value{timeout}, Value{int64_t{req.max_attempts}}, Value{(*held)[0].id}, key.empty() ? Value{} : Value{key},
-         Value{fingerprint}, Value{now}}));
+         Value{fingerprint}, Value{now}, Value{*fair_key}, Value{req.not_before_ms}, Value{req.deadline_ms}}));
     SMART_TRY(AddEvent(tx, id, now, "pending", "", JsonObject({{"cost", ledger::FormatAmount(*cost)}})));
     auto t = LoadTask(tx, id);
     if (!t) return t.take_error();
@@ -223,7 +240,7 @@ Result<Task> Coordinator::Cancel(std::string_view requester, std::string_view id
     if (!t) return t.take_error();
     if (t->Final()) return Error::Conflict("task_final", "task " + t->id + " is already " + t->status);
     int64_t now = clock_.NowMs();
-    ledger::TransferRequest release{.key = Escrow(t->id, "void"),
+    ledger::TransferRequest release{.key = EscrowKey(*t, "void"),
                                     .type = ledger::TransferType::kVoid,
                                     .pending_id = t->escrow_id,
                                     .code = "task_refund"};
@@ -279,12 +296,15 @@ Result<std::vector<Task>> Coordinator::Claim(std::string_view operator_id, std::
         in += (in.empty() ? "$" : ", $") + std::to_string(params.size());
       }
       params.emplace_back(int64_t{want} * 4 + 8);
-      std::string sql = "SELECT id, requester FROM tasks WHERE status = 'pending' AND type IN (" + in +
-                        ") ORDER BY priority DESC, created_ms LIMIT $" + std::to_string(params.size());
+      params.emplace_back(now);
+      std::string sql = "SELECT id, requester, fair_key FROM tasks WHERE status = 'pending' AND type IN (" + in +
+                        ") AND not_before_ms <= $" + std::to_string(params.size()) +
+                        " ORDER BY priority DESC, fair_key, created_ms LIMIT $" + std::to_string(params.size() - 1);
       if (postgres) sql += " FOR UPDATE SKIP LOCKED";  // instances claiming at once take different tasks
       auto candidates = tx.Query(sql, params);
       if (!candidates) return candidates.take_error();
       std::map<std::string, int64_t> in_flight;  // per requester
+      int64_t max_key = 0;
       for (const auto& c : *candidates) {
         if (static_cast<int>(claimed.size()) >= want) break;
         const std::string& requester = c.Text(1);
@@ -298,7 +318,8 @@ Result<std::vector<Task>> Coordinator::Claim(std::string_view operator_id, std::
         if (in_flight[requester] >= config_.max_per_requester) continue;
         auto changed = tx.Exec(
             "UPDATE tasks SET status = 'assigned', node_id = $2, attempt = attempt + 1, "
-            "lease_expires_ms = $3 + timeout_s * 1000, progress = 0, progress_message = '', updated_ms = $3 "
+            "lease_expires_ms = CASE WHEN deadline_ms > 0 AND deadline_ms < $3 + timeout_s * 1000 THEN deadline_ms "
+            "ELSE $3 + timeout_s * 1000 END, progress = 0, progress_message = '', updated_ms = $3 "
             "WHERE id = $1 AND status = 'pending'",
             {c.at(0), Value{node->id}, Value{now}});
         if (!changed) return changed.take_error();
@@ -307,7 +328,12 @@ Result<std::vector<Task>> Coordinator::Claim(std::string_view operator_id, std::
         if (!t) return t.take_error();
         SMART_TRY(AddEvent(tx, t->id, now, "assigned", node->id, "{\"lease\":" + std::to_string(t->attempt) + "}"));
         ++in_flight[requester];
+        max_key = std::max(max_key, c.Int(2));
         claimed.push_back(std::move(t).value());
+      }
+      // Virtual time advances to the work handed out: later submissions queue from here.
+      if (max_key > 0) {
+        SMART_TRY(tx.Exec("UPDATE task_clock SET vtime = $1 WHERE id = 1 AND vtime < $1", {Value{max_key}}));
       }
       return Ok();
     }));
@@ -399,13 +425,13 @@ Result<Task> Coordinator::Complete(std::string_view operator_id, std::string_vie
     int64_t now = clock_.NowMs();
     ledger::Amount fee = t->cost * static_cast<unsigned>(config_.fee_pct) / 100;
     ledger::Amount pay = t->cost - fee;
-    std::vector<ledger::TransferRequest> settle{{.key = Escrow(t->id, "post"),
+    std::vector<ledger::TransferRequest> settle{{.key = EscrowKey(*t, "post"),
                                                  .type = ledger::TransferType::kPost,
                                                  .pending_id = t->escrow_id,
                                                  .code = "task_settle"}};
     std::string meta = JsonObject({{"task_id", t->id}, {"node_id", node->id}});
     if (pay > 0) {
-      settle.push_back({.key = Escrow(t->id, "pay"),
+      settle.push_back({.key = EscrowKey(*t, "pay"),
                         .debit = Account(std::string(ledger::kPlatform), ledger::kind::kEscrow, t->asset),
                         .credit = Account(node->operator_id, ledger::kind::kAvailable, t->asset),
                         .amount = pay,
@@ -413,7 +439,7 @@ Result<Task> Coordinator::Complete(std::string_view operator_id, std::string_vie
                         .metadata = meta});
     }
     if (fee > 0) {
-      settle.push_back({.key = Escrow(t->id, "fee"),
+      settle.push_back({.key = EscrowKey(*t, "fee"),
                         .debit = Account(std::string(ledger::kPlatform), ledger::kind::kEscrow, t->asset),
                         .credit = Account(std::string(ledger::kPlatform), ledger::kind::kFees, t->asset),
                         .amount = fee,
@@ -483,14 +509,16 @@ Result<Task> Coordinator::Release(std::string_view operator_id, std::string_view
 Result<void> Coordinator::Requeue(store::Tx& tx, const Task& t, std::string_view final_status, std::string error,
                                   bool counts, int64_t now) {
   int failures = t.failures + (counts ? 1 : 0);
-  if (failures < t.max_attempts) {
+  bool past_deadline = t.deadline_ms > 0 && now >= t.deadline_ms;
+  if (past_deadline && error.empty()) error = "the deadline passed";
+  if (failures < t.max_attempts && !past_deadline) {
     SMART_TRY(
         tx.Exec("UPDATE tasks SET status = 'pending', node_id = NULL, lease_expires_ms = 0, failures = $2, error = $3, "
                 "progress = 0, progress_message = '', updated_ms = $4 WHERE id = $1",
                 {Value{t.id}, Value{int64_t{failures}}, Value{std::move(error)}, Value{now}}));
     return AddEvent(tx, t.id, now, "pending", "");
   }
-  ledger::TransferRequest release{.key = Escrow(t.id, "void"),
+  ledger::TransferRequest release{.key = EscrowKey(t, "void"),
                                   .type = ledger::TransferType::kVoid,
                                   .pending_id = t.escrow_id,
                                   .code = "task_refund"};
@@ -500,6 +528,92 @@ Result<void> Coordinator::Requeue(store::Tx& tx, const Task& t, std::string_view
       "completed_ms = $5 WHERE id = $1",
       {Value{t.id}, Value{std::string(final_status)}, Value{int64_t{failures}}, Value{std::move(error)}, Value{now}}));
   return Ok();
+}
+
+Result<int64_t> Coordinator::FairKey(store::Tx& tx, std::string_view requester, int weight) {
+  auto clock = tx.QueryOne("SELECT vtime FROM task_clock WHERE id = 1");
+  if (!clock) return clock.take_error();
+  int64_t vtime = *clock ? (*clock)->Int(0) : 0;
+  auto last = tx.QueryOne("SELECT last_key FROM task_requesters WHERE requester = $1", {Value{std::string(requester)}});
+  if (!last) return last.take_error();
+  int64_t key = std::max(vtime, *last ? (*last)->Int(0) : 0) + kFairUnit / weight;
+  SMART_TRY(
+      tx.Exec("INSERT INTO task_requesters (requester, last_key) VALUES ($1, $2) "
+              "ON CONFLICT (requester) DO UPDATE SET last_key = excluded.last_key",
+              {Value{std::string(requester)}, Value{key}}));
+  return key;
+}
+
+Result<Page<Task>> Coordinator::DeadLetters(std::string_view requester, int limit, std::string_view cursor) {
+  Page<Task> page;
+  SMART_TRY(db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
+    page = {};
+    std::string sql = "SELECT ";
+    sql += kTaskColumns;
+    sql +=
+        " FROM tasks WHERE requester = $1 AND status IN ('failed', 'timed_out') AND id < $2 ORDER BY id DESC LIMIT $3";
+    auto rows =
+        tx.Query(sql, {Value{std::string(requester)}, Value{cursor.empty() ? std::string("~") : std::string(cursor)},
+                       Value{int64_t{limit} + 1}});
+    if (!rows) return rows.take_error();
+    for (const auto& r : *rows) {
+      auto t = TaskFromRow(r);
+      if (!t) return t.take_error();
+      page.items.push_back(std::move(t).value());
+    }
+    if (page.items.size() > static_cast<size_t>(limit)) {
+      page.items.pop_back();
+      page.next_cursor = page.items.back().id;
+    }
+    return Ok();
+  }));
+  return page;
+}
+
+Result<Task> Coordinator::Retry(std::string_view requester, std::string_view id) {
+  Task out;
+  SMART_TRY(db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
+    auto t = LoadTask(tx, id, requester);
+    if (!t) return t.take_error();
+    if (t->status != "failed" && t->status != "timed_out") {
+      return Error::Conflict("not_dead_lettered", "task " + t->id + " is " + t->status +
+                                                      "; only failed or timed-out "
+                                                      "tasks can be retried");
+    }
+    auto settings = LoadSettings(tx);
+    if (!settings) return settings.take_error();
+    if (settings->paused) return Error::Conflict("submissions_paused", "the network is not taking new tasks now");
+    int64_t now = clock_.NowMs();
+    if (t->deadline_ms > 0 && now >= t->deadline_ms) {
+      return Error::Conflict("deadline_passed", "task " + t->id + "'s deadline has passed");
+    }
+    Task next = *t;
+    next.retries = t->retries + 1;
+    ledger::TransferRequest hold{.key = EscrowKey(next, "escrow"),
+                                 .type = ledger::TransferType::kPending,
+                                 .debit = Account(std::string(requester), ledger::kind::kAvailable, t->asset),
+                                 .credit = Account(std::string(ledger::kPlatform), ledger::kind::kEscrow, t->asset),
+                                 .amount = t->cost,
+                                 .code = "task_escrow",
+                                 .metadata = JsonObject({{"task_id", t->id}})};
+    auto held = ledger_.ExecuteIn(tx, std::span(&hold, 1));
+    if (!held) return held.take_error();
+    auto fair_key = FairKey(tx, requester, 1);
+    if (!fair_key) return fair_key.take_error();
+    SMART_TRY(tx.Exec(
+        "UPDATE tasks SET status = 'pending', retries = $2, escrow_id = $3, failures = 0, error = NULL, node_id = "
+        "NULL, "
+        "lease_expires_ms = 0, progress = 0, progress_message = '', completed_ms = 0, fair_key = $4, updated_ms = $5 "
+        "WHERE id = $1",
+        {Value{t->id}, Value{int64_t{next.retries}}, Value{(*held)[0].id}, Value{*fair_key}, Value{now}}));
+    SMART_TRY(AddEvent(tx, t->id, now, "pending", "", "{\"retry\":" + std::to_string(next.retries) + "}"));
+    auto done = LoadTask(tx, id);
+    if (!done) return done.take_error();
+    out = std::move(done).value();
+    return Ok();
+  }));
+  WakeClaimers();
+  return out;
 }
 
 size_t Coordinator::WaitingClaims() {

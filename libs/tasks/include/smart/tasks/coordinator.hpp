@@ -75,7 +75,10 @@ struct SubmitRequest {
   Priority priority = Priority::kNormal;
   std::optional<ledger::Amount> max_cost;
   std::optional<int64_t> timeout_s;
-  int max_attempts = 3;  // 1..10
+  int max_attempts = 3;       // 1..10
+  int weight = 1;             // the requester's share in fair queueing, 1..100 (from its tier)
+  int64_t not_before_ms = 0;  // not claimed before this time (0: at once)
+  int64_t deadline_ms = 0;    // not completed by then: failed and refunded (0: none)
 };
 
 struct Task {
@@ -101,6 +104,8 @@ struct Task {
   std::string output, proof_hash, error;
   std::string escrow_id;
   int64_t created_ms = 0, updated_ms = 0, completed_ms = 0;
+  int64_t not_before_ms = 0, deadline_ms = 0;
+  int retries = 0;        // times its owner retried it from the dead-letter list
   bool replayed = false;  // Submit found it by its idempotency key
   bool Final() const;
 };
@@ -173,6 +178,10 @@ class Coordinator {
   Result<Page<Task>> List(std::string_view requester, const TaskFilter& filter, int limit, std::string_view cursor);
   Result<std::vector<TaskEvent>> Events(std::string_view requester, std::string_view id);
   Result<Task> Cancel(std::string_view requester, std::string_view id);
+  // The dead-letter list: tasks that used up their attempts (failed,
+  // timed_out), newest first; Retry queues one again with a new escrow hold.
+  Result<Page<Task>> DeadLetters(std::string_view requester, int limit, std::string_view cursor);
+  Result<Task> Retry(std::string_view requester, std::string_view id);
 
   // Nodes. `operator_id` is the user behind the credential.
   Result<Node> RegisterNode(std::string_view operator_id, const RegisterNodeRequest& req);
@@ -225,6 +234,10 @@ class Coordinator {
   // Takes slash_pct of the node's stake to platform/treasury; the rest stays held.
   Result<void> Slash(store::Tx& tx, const Node& node, int64_t now);
   Result<void> ExpireLease(std::string_view task_id);
+  Result<void> ExpireDeadline(std::string_view task_id);
+  // The task's place in fair queueing: after the requester's previous tasks
+  // and no earlier than the work being handed out now.
+  Result<int64_t> FairKey(store::Tx& tx, std::string_view requester, int weight);
   Result<void> ReleaseLease(std::string_view task_id);
 
   store::Database& db_;
