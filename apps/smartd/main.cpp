@@ -19,7 +19,9 @@
 #include "smart/auth/usage.hpp"
 #include "smart/core/config.hpp"
 #include "smart/core/crypto.hpp"
+#include "smart/core/json_text.hpp"
 #include "smart/core/log.hpp"
+#include "smart/events/bus.hpp"
 #include "smart/http/middleware.hpp"
 #include "smart/http/server.hpp"
 #include "smart/ledger/ledger.hpp"
@@ -353,12 +355,45 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
   };
   auto ledger = std::make_unique<ledger::Ledger>(**db, std::move(ledger_config).value(), clock);
   auto coordinator = std::make_unique<tasks::Coordinator>(**db, *ledger, std::move(tasks_config).value(), clock);
+  events::Bus bus(static_cast<size_t>(cfg.Int("events.window")));
+  coordinator->OnUpdate([&bus, &clock](const tasks::Task& t) {
+    std::string data = "{\"task_id\":";
+    AppendJsonString(data, t.id);
+    data += ",\"status\":";
+    AppendJsonString(data, t.status);
+    data += ",\"progress\":" + std::to_string(t.progress) + ",\"node_id\":";
+    if (t.node_id.empty()) {
+      data += "null";
+    } else {
+      AppendJsonString(data, t.node_id);
+    }
+    // A rough estimate from the progress rate so far.
+    int64_t now = clock.NowMs();
+    data += ",\"estimated_completion\":";
+    if (t.status == "in_progress" && t.progress > 0 && t.progress < 100) {
+      AppendJsonString(data, FormatTimestampMs(now + (now - t.created_ms) * (100 - t.progress) / t.progress));
+    } else {
+      data += "null";
+    }
+    data += "}";
+    bus.Publish("task_update", t.requester, t.id, std::move(data), now);
+  });
+  coordinator->OnNodeUpdate([&bus, &clock](const tasks::Node& n) {
+    std::string data = "{\"node_id\":";
+    AppendJsonString(data, n.id);
+    data += ",\"status\":";
+    AppendJsonString(data, n.status);
+    data += ",\"metrics\":{\"load\":" + std::to_string(n.load) + ",\"running\":" + std::to_string(n.running) +
+            ",\"reputation\":" + std::to_string(n.reputation) + "}}";
+    bus.Publish("node_status", "", n.id, std::move(data), clock.NowMs());
+  });
   api::Deps deps{.db = **db,
                  .registry = registry,
                  .auth = auth,
                  .usage = usage,
                  .ledger = *ledger,
                  .tasks = *coordinator,
+                 .bus = bus,
                  .limiter = *limiter,
                  .clock = clock,
                  .limits = RateLimitsFrom(cfg),
@@ -391,6 +426,28 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
                             {"commit", kCommit}});
   std::fprintf(stderr, "smartd listening on %s\n", url.c_str());
 
+  // network_stats events every few seconds, for WebSocket subscribers.
+  std::atomic<bool> stats_stop{false};
+  std::thread stats([&] {
+    int64_t interval_ms = cfg.Int("events.stats_interval_s") * 1000, last_completed = -1;
+    while (!stats_stop.load()) {
+      for (int64_t slept = 0; slept < interval_ms && !stats_stop.load(); slept += 100) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      auto st = coordinator->GetStats();
+      if (!st || stats_stop.load()) continue;
+      double throughput =
+          last_completed < 0 ? 0.0 : double(st->completed - last_completed) * 1000.0 / double(interval_ms);
+      last_completed = st->completed;
+      char buf[256];
+      std::snprintf(buf, sizeof buf,
+                    "{\"active_nodes\":%lld,\"pending_tasks\":%lld,\"running_tasks\":%lld,\"throughput\":%.2f}",
+                    static_cast<long long>(st->nodes_online), static_cast<long long>(st->pending),
+                    static_cast<long long>(st->running), throughput);
+      bus.Publish("network_stats", "", "", buf, clock.NowMs());
+    }
+  });
+
   // Usage counts reach the database every few seconds (and at shutdown).
   std::atomic<bool> stopping{false};
   std::thread flusher([&] {
@@ -405,6 +462,8 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
   logger.Info("shutting down",
               {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}, {"grace_s", cfg.Int("http.shutdown_grace_s")}});
   coordinator->StopWaiting();  // waiting claims answer now, so the drain is quick
+  stats_stop = true;
+  stats.join();
   server.Shutdown();
   stopping = true;
   flusher.join();  // its last pass flushes what the final requests counted

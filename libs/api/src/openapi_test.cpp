@@ -6,6 +6,7 @@
 #include "smart/api/routes.hpp"
 #include "smart/auth/service.hpp"
 #include "smart/auth/usage.hpp"
+#include "smart/events/bus.hpp"
 #include "smart/ledger/ledger.hpp"
 #include "smart/metrics/metrics.hpp"
 #include "smart/tasks/coordinator.hpp"
@@ -41,12 +42,14 @@ TEST(OpenApi, DescribesEveryRegisteredRoute) {
   ASSERT_TRUE(store::Migrate(**db, AllMigrations()).ok());
   ledger::Ledger ledger(**db, {.assets = {{"USDC", 6}}, .platform_token = "USDC"}, clock);
   tasks::Coordinator coordinator(**db, ledger, {.sweep_interval_ms = 0}, clock);
+  events::Bus bus;
   Deps deps{.db = **db,
             .registry = registry,
             .auth = auth,
             .usage = usage,
             .ledger = ledger,
             .tasks = coordinator,
+            .bus = bus,
             .limiter = *limiter,
             .clock = clock,
             .migrations = AllMigrations(),

@@ -79,6 +79,7 @@ void RegisterRoutes(http::Router& router, const Deps& deps) {
   RegisterAdminRoutes(router, deps);
   RegisterLedgerRoutes(router, deps);
   RegisterTaskRoutes(router, deps);
+  RegisterEventRoutes(router, deps);
   router.Add(http::Method::kGet, "/api/v1/version", [&deps](http::Request&) {
     std::string body = "{\"version\":";
     AppendJsonString(body, deps.build.version);

@@ -19,6 +19,8 @@ void RegisterLedgerRoutes(http::Router& router, const Deps& deps);
 
 void RegisterTaskRoutes(http::Router& router, const Deps& deps);
 
+void RegisterEventRoutes(http::Router& router, const Deps& deps);
+
 boost::json::object UserJson(const auth::User& u);
 
 bool HasCredentials(const http::Request& req);

@@ -132,6 +132,7 @@ Result<Node> Coordinator::RegisterNode(std::string_view operator_id, const Regis
     out.status = Status(out, now, config_.offline_after_s);
     return Ok();
   }));
+  if (on_node_update_) on_node_update_(out);
   return out;
 }
 
@@ -186,6 +187,7 @@ Result<Node> Coordinator::Heartbeat(std::string_view operator_id, std::string_vi
   if (load < 0 || load > 100) return Error::Invalid("invalid_load", "load: 0 to 100 (percent)");
   if (running < 0 || running > 10000) return Error::Invalid("invalid_running", "running: 0 to 10000");
   Node out;
+  bool was_online = true;
   SMART_TRY(db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
     auto n = LoadOwnNode(tx, node_id, operator_id);
     if (!n) return n.take_error();
@@ -193,6 +195,7 @@ Result<Node> Coordinator::Heartbeat(std::string_view operator_id, std::string_vi
     int64_t now = clock_.NowMs();
     SMART_TRY(tx.Exec("UPDATE nodes SET last_heartbeat_ms = $2, load = $3, running = $4 WHERE id = $1",
                       {Value{n->id}, Value{now}, Value{int64_t{load}}, Value{int64_t{running}}}));
+    was_online = Status(*n, now, config_.offline_after_s) == "online";
     out = std::move(n).value();
     out.last_heartbeat_ms = now;
     out.load = load;
@@ -200,6 +203,7 @@ Result<Node> Coordinator::Heartbeat(std::string_view operator_id, std::string_vi
     out.status = Status(out, now, config_.offline_after_s);
     return Ok();
   }));
+  if (!was_online && on_node_update_) on_node_update_(out);
   return out;
 }
 
@@ -231,6 +235,7 @@ Result<Node> Coordinator::Deactivate(std::string_view operator_id, std::string_v
     out.status = "deactivated";
     return Ok();
   }));
+  if (on_node_update_) on_node_update_(out);
   return out;
 }
 
@@ -354,6 +359,7 @@ Result<void> Coordinator::ExpireLease(std::string_view task_id) {
                    now);
   }));
   if (requeued) WakeClaimers();
+  NotifyById(task_id);
   return Ok();
 }
 
@@ -370,6 +376,7 @@ Result<void> Coordinator::ReleaseLease(std::string_view task_id) {
     return Requeue(tx, *t, "failed", "", /*counts=*/false, now);
   }));
   WakeClaimers();
+  NotifyById(task_id);
   return Ok();
 }
 
@@ -382,6 +389,7 @@ Result<void> Coordinator::ExpireDeadline(std::string_view task_id) {
     SMART_TRY(AddEvent(tx, t->id, now, "failed", "", "{\"error\":\"the deadline passed before a node took it\"}"));
     return Requeue(tx, *t, "failed", "the deadline passed before a node took it", /*counts=*/false, now);
   }));
+  NotifyById(task_id);
   return Ok();
 }
 

@@ -163,7 +163,10 @@ Result<Task> Coordinator::Submit(std::string_view requester, const SubmitRequest
     out = std::move(t).value();
     return Ok();
   }));
-  if (!out.replayed) WakeClaimers();
+  if (!out.replayed) {
+    WakeClaimers();
+    Notify(out);
+  }
   return out;
 }
 
@@ -254,6 +257,7 @@ Result<Task> Coordinator::Cancel(std::string_view requester, std::string_view id
     out = std::move(done).value();
     return Ok();
   }));
+  Notify(out);
   return out;
 }
 
@@ -337,6 +341,7 @@ Result<std::vector<Task>> Coordinator::Claim(std::string_view operator_id, std::
       }
       return Ok();
     }));
+    for (const auto& t : claimed) Notify(t);
     if (!claimed.empty() || std::chrono::steady_clock::now() >= deadline) return claimed;
     // Wait for a submission here, or re-check each second (another instance's
     // submissions). When work arrives, waiting nodes with a better reputation
@@ -372,6 +377,7 @@ Result<Task> Coordinator::Start(std::string_view operator_id, std::string_view n
     out = std::move(done).value();
     return Ok();
   }));
+  Notify(out);
   return out;
 }
 
@@ -395,6 +401,7 @@ Result<Task> Coordinator::Progress(std::string_view operator_id, std::string_vie
     out = std::move(done).value();
     return Ok();
   }));
+  Notify(out);
   return out;
 }
 
@@ -462,6 +469,7 @@ Result<Task> Coordinator::Complete(std::string_view operator_id, std::string_vie
     out = std::move(done).value();
     return Ok();
   }));
+  Notify(out);
   return out;
 }
 
@@ -485,6 +493,7 @@ Result<Task> Coordinator::Fail(std::string_view operator_id, std::string_view no
     return Ok();
   }));
   if (requeued) WakeClaimers();
+  Notify(out);
   return out;
 }
 
@@ -503,6 +512,7 @@ Result<Task> Coordinator::Release(std::string_view operator_id, std::string_view
     return Ok();
   }));
   WakeClaimers();
+  Notify(out);
   return out;
 }
 
@@ -613,7 +623,19 @@ Result<Task> Coordinator::Retry(std::string_view requester, std::string_view id)
     return Ok();
   }));
   WakeClaimers();
+  Notify(out);
   return out;
+}
+
+void Coordinator::NotifyById(std::string_view task_id) {
+  if (!on_update_) return;
+  auto t = db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
+    auto loaded = LoadTask(tx, task_id);
+    if (!loaded) return loaded.take_error();
+    Notify(*loaded);
+    return Ok();
+  });
+  (void)t;  // an event lost to a failed read is not worth failing the transition for
 }
 
 size_t Coordinator::WaitingClaims() {

@@ -23,6 +23,9 @@ class Ledger;
 namespace smart::tasks {
 class Coordinator;
 }
+namespace smart::events {
+class Bus;
+}
 
 namespace smart::api {
 
@@ -57,6 +60,7 @@ struct Deps {
   auth::UsageRecorder& usage;
   ledger::Ledger& ledger;
   tasks::Coordinator& tasks;
+  events::Bus& bus;
   kv::RateLimiter& limiter;
   const Clock& clock;
   RateLimits limits;

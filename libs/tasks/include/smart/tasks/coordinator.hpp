@@ -15,6 +15,7 @@
 #pragma once
 
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -206,6 +207,12 @@ class Coordinator {
   // shutting down): pending again, no attempt used, nothing slashed.
   Result<Task> Release(std::string_view operator_id, std::string_view node_id, std::string_view task_id, int lease);
 
+  // Called after every committed transition of a task (on the thread that
+  // made it: keep it quick). Set before serving; events/WebSocket fan-out.
+  void OnUpdate(std::function<void(const Task&)> fn) { on_update_ = std::move(fn); }
+  // Called when a node registers, comes online or is deactivated.
+  void OnNodeUpdate(std::function<void(const Node&)> fn) { on_node_update_ = std::move(fn); }
+
   // Claims waiting for work on this instance now.
   size_t WaitingClaims();
 
@@ -227,6 +234,10 @@ class Coordinator {
  private:
   void RunSweeper();
   void WakeClaimers();
+  void Notify(const Task& t) const {
+    if (on_update_) on_update_(t);
+  }
+  void NotifyById(std::string_view task_id);
   // Back to pending if attempts remain (a failure `counts` against them),
   // else final with `final_status` and the escrow voided.
   Result<void> Requeue(store::Tx& tx, const Task& t, std::string_view final_status, std::string error, bool counts,
@@ -251,6 +262,8 @@ class Coordinator {
   std::multiset<int64_t> waiting_scores_;  // of claims waiting here: reputation first, then low load
   std::multiset<int64_t> woken_scores_;    // those waiting at the last wake-up
   bool stopping_ = false;
+  std::function<void(const Task&)> on_update_;
+  std::function<void(const Node&)> on_node_update_;
   std::thread sweeper_;  // last: stops first
 };
 

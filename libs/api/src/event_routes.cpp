@@ -1,0 +1,181 @@
+// GET /api/v1/ws: clients' real-time events over WebSocket.
+//
+// Authenticate with the upgrade's Authorization / X-API-Key header, or with a
+// first message {"type":"auth","token":"..."}. Then:
+//   {"type":"subscribe","tasks":"own"}            every task of yours
+//   {"type":"subscribe","task_ids":["task_…"]}    given tasks of yours
+//   {"type":"subscribe","network_stats":true}     network_stats every few seconds
+//   {"type":"subscribe","nodes":true}             node_status events
+//   {"type":"unsubscribe", …the same fields…}
+//   {"type":"resume","last_event_id":N}           what you missed since N (kept for a window)
+// Server messages: events {"id","type","ts","data"} and replies
+// {"type":"subscribed"|"unsubscribed"|"authenticated"|"error"|"gap", ...}.
+// A client that falls behind (its send queue is full) is closed with 1008.
+#include <boost/json.hpp>
+#include <set>
+
+#include "routes_internal.hpp"
+#include "smart/events/bus.hpp"
+
+namespace smart::api {
+namespace json = boost::json;
+namespace {
+
+struct Client {
+  std::mutex mu;
+  std::weak_ptr<http::WebSocket> ws;
+  std::string user_id;  // empty until authenticated
+  bool own_tasks = false, network_stats = false, nodes = false;
+  std::set<std::string> task_ids;
+
+  bool Wants(const events::Event& e) {
+    std::lock_guard lk(mu);
+    if (user_id.empty()) return false;
+    if (e.type == "network_stats") return network_stats;
+    if (e.type == "node_status") return nodes;
+    if (e.owner != user_id) return false;  // only one's own tasks, ever
+    return own_tasks || task_ids.count(e.subject) > 0;
+  }
+};
+
+struct Hub {
+  std::mutex mu;
+  std::set<std::shared_ptr<Client>> clients;
+};
+
+void Deliver(const std::shared_ptr<Client>& c, const std::string& text) {
+  auto ws = c->ws.lock();
+  if (!ws) return;
+  if (ws->Send(text) == http::WebSocket::SendResult::kQueueFull) {
+    ws->Close(http::close_code::kPolicyViolation, "slow consumer: events were not read in time");
+  }
+}
+
+std::string Reply(std::string_view type, std::initializer_list<std::pair<std::string_view, json::value>> fields = {}) {
+  json::object o{{"type", type}};
+  for (const auto& [k, v] : fields) o[k] = v;
+  return json::serialize(o);
+}
+
+}  // namespace
+
+void RegisterEventRoutes(http::Router& router, const Deps& deps) {
+  auto hub = std::make_shared<Hub>();
+  deps.bus.Subscribe([hub](const events::Event& e) {
+    std::vector<std::shared_ptr<Client>> targets;
+    {
+      std::lock_guard lk(hub->mu);
+      targets.assign(hub->clients.begin(), hub->clients.end());
+    }
+    std::string text;
+    for (const auto& c : targets) {
+      if (!c->Wants(e)) continue;
+      if (text.empty()) text = e.Json();
+      Deliver(c, text);
+    }
+  });
+
+  router.AddWebSocket("/api/v1/ws", [&deps, hub](http::Request& req, std::shared_ptr<http::WebSocket> ws) {
+    auto client = std::make_shared<Client>();
+    client->ws = ws;
+    if (HasCredentials(req)) {
+      auto who = Authenticate(deps, req);
+      if (!who) return http::WsAccept{.reject = Unauthorized(req, who.error())};
+      if (!who->Has(auth::scope::kTasksRead)) {
+        return http::WsAccept{.reject = http::MakeProblem(req, {.status = 403,
+                                                                 .code = "insufficient_scope",
+                                                                 .detail = "Events need the scope tasks:read."})};
+      }
+      client->user_id = who->user_id;
+    }
+    {
+      std::lock_guard lk(hub->mu);
+      hub->clients.insert(client);
+    }
+    http::WsCallbacks callbacks;
+    callbacks.on_message = [&deps, client](std::string_view message) {
+      auto ws = client->ws.lock();
+      if (!ws) return;
+      boost::system::error_code ec;
+      auto v = json::parse(message, ec);
+      if (ec || !v.is_object() || !v.as_object().contains("type") || !v.as_object().at("type").is_string()) {
+        ws->Send(Reply("error", {{"code", "invalid_message"}, {"detail", "send a JSON object with a type"}}));
+        return;
+      }
+      const auto& o = v.as_object();
+      std::string type(o.at("type").as_string());
+      bool authenticated;
+      {
+        std::lock_guard lk(client->mu);
+        authenticated = !client->user_id.empty();
+      }
+      if (type == "auth") {
+        if (authenticated) return;
+        auto token = o.if_contains("token");
+        if (!token || !token->is_string()) {
+          ws->Close(http::close_code::kPolicyViolation, "auth needs a token");
+          return;
+        }
+        auto who = deps.auth.Authenticate(std::string(token->as_string()));
+        if (!who || !who->Has(auth::scope::kTasksRead)) {
+          ws->Close(http::close_code::kPolicyViolation, "invalid credentials");
+          return;
+        }
+        {
+          std::lock_guard lk(client->mu);
+          client->user_id = who->user_id;
+        }
+        ws->Send(Reply("authenticated", {{"user_id", json::value(who->user_id)}}));
+        return;
+      }
+      if (!authenticated) {
+        ws->Close(http::close_code::kPolicyViolation, "authenticate first: {\"type\":\"auth\",\"token\":\"...\"}");
+        return;
+      }
+      if (type == "subscribe" || type == "unsubscribe") {
+        bool on = type == "subscribe";
+        std::lock_guard lk(client->mu);
+        if (auto t = o.if_contains("tasks"); t && t->is_string() && t->as_string() == "own") client->own_tasks = on;
+        if (auto s = o.if_contains("network_stats"); s && s->is_bool() && s->as_bool()) client->network_stats = on;
+        if (auto n = o.if_contains("nodes"); n && n->is_bool() && n->as_bool()) client->nodes = on;
+        if (auto ids = o.if_contains("task_ids"); ids && ids->is_array()) {
+          for (const auto& id : ids->as_array()) {
+            if (!id.is_string()) continue;
+            if (on && client->task_ids.size() < 10000) client->task_ids.emplace(id.as_string());
+            if (!on) client->task_ids.erase(std::string(id.as_string()));
+          }
+        }
+        ws->Send(Reply(on ? "subscribed" : "unsubscribed",
+                       {{"tasks", client->own_tasks ? "own" : ""},
+                        {"task_ids", static_cast<int64_t>(client->task_ids.size())},
+                        {"network_stats", client->network_stats},
+                        {"nodes", client->nodes}}));
+        return;
+      }
+      if (type == "resume") {
+        auto last = o.if_contains("last_event_id");
+        if (!last || !last->is_number()) {
+          ws->Send(Reply("error", {{"code", "invalid_message"}, {"detail", "resume needs last_event_id"}}));
+          return;
+        }
+        bool complete = false;
+        auto missed = deps.bus.Since(last->to_number<uint64_t>(), &complete);
+        if (!complete) {
+          ws->Send(Reply("gap", {{"detail", "some events since then are no longer kept; re-read the state over HTTP"}}));
+        }
+        for (const auto& e : missed) {
+          if (client->Wants(e)) Deliver(client, e.Json());
+        }
+        return;
+      }
+      ws->Send(Reply("error", {{"code", "unknown_type"}, {"detail", "auth, subscribe, unsubscribe or resume"}}));
+    };
+    callbacks.on_close = [hub, client](uint16_t) {
+      std::lock_guard lk(hub->mu);
+      hub->clients.erase(client);
+    };
+    return http::WsAccept{.callbacks = std::move(callbacks)};
+  });
+}
+
+}  // namespace smart::api

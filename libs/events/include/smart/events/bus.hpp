@@ -1,0 +1,57 @@
+// In-process event bus: events get monotonic ids, the last `window` are kept
+// so that a client reconnecting with its last id gets what it missed, and
+// subscribers are called synchronously on the publisher's thread (they must
+// be quick: queue, do not block). Thread-safe.
+//
+// Event names follow the house convention: snake_case nouns with the verb in
+// a field (`task_update` {task_id, status, ...}); every event has `id`,
+// `type`, `ts` and `data`. Ids are per smartd instance.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace smart::events {
+
+struct Event {
+  uint64_t id = 0;
+  std::string type;     // "task_update", "node_status", "network_stats"
+  int64_t ts_ms = 0;
+  std::string owner;    // the user it concerns; empty: public
+  std::string subject;  // the task or node id, if any
+  std::string data;     // a JSON object
+  // The whole event as one JSON text: {"id","type","ts","data"}.
+  std::string Json() const;
+};
+
+class Bus {
+ public:
+  explicit Bus(size_t window = 10000) : window_(window) {}
+
+  // Stores and delivers an event; returns its id.
+  uint64_t Publish(std::string type, std::string owner, std::string subject, std::string data, int64_t ts_ms);
+
+  using Subscriber = std::function<void(const Event&)>;
+  uint64_t Subscribe(Subscriber fn);
+  void Unsubscribe(uint64_t token);
+
+  // Events after `last_id` still in the window; `*complete` is false when
+  // some after it were already dropped.
+  std::vector<Event> Since(uint64_t last_id, bool* complete) const;
+  uint64_t last_id() const;
+
+ private:
+  size_t window_;
+  mutable std::mutex mu_;
+  std::deque<Event> recent_;
+  uint64_t next_id_ = 1;
+  std::map<uint64_t, Subscriber> subscribers_;
+  uint64_t next_token_ = 1;
+};
+
+}  // namespace smart::events

@@ -1,0 +1,143 @@
+// Real-time events over /api/v1/ws from the real smartd, read with Beast's
+// WebSocket client.
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/websocket.hpp>
+#include <regex>
+
+#include "harness.hpp"
+
+namespace smart::itest {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace websocket = beast::websocket;
+using tcp = asio::ip::tcp;
+using namespace std::chrono_literals;
+
+class WsClient {
+ public:
+  WsClient(uint16_t port, const std::string& token) : ws_(ioc_) {
+    tcp::resolver resolver(ioc_);
+    asio::connect(beast::get_lowest_layer(ws_), resolver.resolve("127.0.0.1", std::to_string(port)));
+    if (!token.empty()) {
+      ws_.set_option(websocket::stream_base::decorator(
+          [token](websocket::request_type& req) { req.set(beast::http::field::authorization, "Bearer " + token); }));
+    }
+    ws_.handshake("127.0.0.1", "/api/v1/ws");
+  }
+  void Send(const std::string& text) { ws_.write(asio::buffer(text)); }
+  // The next message; empty when the connection closed.
+  std::string Read() {
+    beast::flat_buffer buffer;
+    beast::error_code ec;
+    ws_.read(buffer, ec);
+    if (ec) return "";
+    return beast::buffers_to_string(buffer.data());
+  }
+  // Reads until a message contains `needle` (skipping others).
+  std::string ReadUntil(const std::string& needle, int max_messages = 50) {
+    for (int i = 0; i < max_messages; ++i) {
+      std::string m = Read();
+      if (m.empty() || m.find(needle) != std::string::npos) return m;
+    }
+    return "";
+  }
+  uint16_t close_code() const { return ws_.reason().code; }
+
+ private:
+  asio::io_context ioc_;
+  websocket::stream<tcp::socket> ws_;
+};
+
+uint64_t EventId(const std::string& m) {
+  std::smatch match;
+  return std::regex_search(m, match, std::regex("\"id\":([0-9]+)")) ? std::stoull(match[1]) : 0;
+}
+
+std::vector<std::string> Env() {
+  std::vector<std::string> env = kFastAuth;
+  for (const char* kv : {"SMART_LEDGER_DEV_FAUCET=true", "SMART_TASKS_MIN_STAKE=1000000", "SMART_TASKS_MIN_TIMEOUT_S=1",
+                         "SMART_EVENTS_STATS_INTERVAL_S=1"}) {
+    env.emplace_back(kv);
+  }
+  return env;
+}
+
+TEST(SmartdEvents, TaskUpdatesNetworkStatsAndResume) {
+  Smartd s(Env());
+  ASSERT_NE(s.port(), 0);
+  Session root = CreateAdmin(s, "root@example.com");
+  Session alice = RegisterAndLogin(s.port(), "alice@example.com");
+  Session eve = RegisterAndLogin(s.port(), "eve@example.com");
+  for (const char* who : {"alice@example.com", "eve@example.com"}) {
+    ASSERT_EQ(As(s.port(), "POST", "/api/v1/admin/mint", root.access,
+                 std::string(R"({"user":")") + who + R"(","asset":"USDC","amount":"10000000"})",
+                 std::string("Idempotency-Key: ") + who + "\r\n")
+                  ->status,
+              201);
+  }
+  WsClient a(s.port(), alice.access);
+  a.Send(R"({"type":"subscribe","tasks":"own"})");
+  ASSERT_NE(a.Read().find("\"subscribed\""), std::string::npos);
+  // Eve authenticates in her first message and watches everything she may.
+  WsClient e(s.port(), "");
+  e.Send(R"({"type":"auth","token":")" + eve.access + R"("})");
+  ASSERT_NE(e.Read().find("\"authenticated\""), std::string::npos);
+  e.Send(R"({"type":"subscribe","tasks":"own","network_stats":true})");
+  ASSERT_NE(e.Read().find("\"subscribed\""), std::string::npos);
+
+  auto r = As(s.port(), "POST", "/api/v1/tasks", alice.access, R"({"type":"echo","input":"x","timeout_s":60})");
+  ASSERT_EQ(r->status, 201);
+  std::string task = JsonField(r->body, "id");
+  std::string pending = a.ReadUntil("task_update");
+  EXPECT_NE(pending.find(task), std::string::npos) << pending;
+  EXPECT_NE(pending.find("\"status\":\"pending\""), std::string::npos) << pending;
+  uint64_t first_id = EventId(pending);
+  ASSERT_GT(first_id, 0u);
+
+  r = As(s.port(), "POST", "/api/v1/tasks/" + task + "/cancel", alice.access);
+  ASSERT_EQ(r->status, 200);
+  std::string cancelled = a.ReadUntil("task_update");
+  EXPECT_NE(cancelled.find("\"status\":\"cancelled\""), std::string::npos) << cancelled;
+  EXPECT_GT(EventId(cancelled), first_id);
+
+  // Eve hears network stats, never Alice's tasks.
+  std::string stats = e.ReadUntil("network_stats");
+  EXPECT_NE(stats.find("\"pending_tasks\""), std::string::npos) << stats;
+  EXPECT_NE(stats.find("\"throughput\""), std::string::npos) << stats;
+  for (int i = 0; i < 3; ++i) {
+    std::string m = e.Read();
+    EXPECT_EQ(m.find(task), std::string::npos) << "another user's task leaked: " << m;
+  }
+
+  // Reconnecting with the last id seen gets what was missed.
+  WsClient again(s.port(), alice.access);
+  again.Send(R"({"type":"subscribe","tasks":"own"})");
+  ASSERT_NE(again.Read().find("\"subscribed\""), std::string::npos);
+  again.Send(R"({"type":"resume","last_event_id":)" + std::to_string(first_id) + "}");
+  std::string replayed = again.ReadUntil("task_update");
+  EXPECT_NE(replayed.find("\"status\":\"cancelled\""), std::string::npos) << replayed;
+  EXPECT_EQ(EventId(replayed), EventId(cancelled));
+}
+
+TEST(SmartdEvents, BadClientsAreRefusedOrClosed) {
+  Smartd s(Env());
+  ASSERT_NE(s.port(), 0);
+  // A bad header credential: the upgrade itself is refused.
+  EXPECT_THROW(WsClient(s.port(), "not-a-token"), boost::system::system_error);
+  // No credential and a first message that is not auth: closed with 1008.
+  WsClient c(s.port(), "");
+  c.Send(R"({"type":"subscribe","tasks":"own"})");
+  EXPECT_EQ(c.Read(), "");
+  EXPECT_EQ(c.close_code(), 1008);
+  WsClient d(s.port(), "");
+  d.Send(R"({"type":"auth","token":"sk_wrong"})");
+  EXPECT_EQ(d.Read(), "");
+  EXPECT_EQ(d.close_code(), 1008);
+}
+
+}  // namespace
+}  // namespace smart::itest
