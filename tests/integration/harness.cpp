@@ -1,5 +1,11 @@
 #include "harness.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <regex>
 
 namespace smart::itest {
@@ -7,7 +13,8 @@ namespace smart::itest {
 Smartd::Smartd(std::vector<std::string> env, std::vector<std::string> args, std::string data_dir) {
   if (data_dir.empty()) data_dir = dir_.path() + "/data";
   data_dir_ = data_dir;
-  std::vector<std::string> argv = {SMARTD_PATH, "--port", "0", "--data-dir", data_dir};
+  std::vector<std::string> argv = {SMARTD_PATH, "--data-dir", data_dir};
+  if (std::find(args.begin(), args.end(), "--port") == args.end()) argv.insert(argv.end(), {"--port", "0"});
   argv.insert(argv.end(), args.begin(), args.end());
   env.push_back("SMART_HTTP_THREADS=2");
   proc_ = std::make_unique<testing::Process>(argv, env);
@@ -20,6 +27,21 @@ Smartd::Smartd(std::vector<std::string> env, std::vector<std::string> args, std:
   std::smatch m;
   std::regex re("\"port\":([0-9]+)");
   if (std::regex_search(*line, m, re)) port_ = static_cast<uint16_t>(std::stoi(m[1]));
+}
+
+uint16_t FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  uint16_t port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  close(fd);
+  return port;
 }
 
 const std::vector<std::string> kFastAuth = {

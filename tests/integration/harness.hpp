@@ -30,6 +30,9 @@ class Smartd {
   uint16_t port_ = 0;
 };
 
+// A TCP port that was free a moment ago (for a server restarted on the same port).
+uint16_t FreePort();
+
 // Fast Argon2 parameters: the tests exercise the flow, not the hash's cost.
 // Generous limits: these tests exercise the flows, and all their requests come from 127.0.0.1.
 extern const std::vector<std::string> kFastAuth;

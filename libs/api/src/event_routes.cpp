@@ -82,9 +82,9 @@ void RegisterEventRoutes(http::Router& router, const Deps& deps) {
       auto who = Authenticate(deps, req);
       if (!who) return http::WsAccept{.reject = Unauthorized(req, who.error())};
       if (!who->Has(auth::scope::kTasksRead)) {
-        return http::WsAccept{.reject = http::MakeProblem(req, {.status = 403,
-                                                                 .code = "insufficient_scope",
-                                                                 .detail = "Events need the scope tasks:read."})};
+        return http::WsAccept{
+            .reject = http::MakeProblem(
+                req, {.status = 403, .code = "insufficient_scope", .detail = "Events need the scope tasks:read."})};
       }
       client->user_id = who->user_id;
     }
@@ -145,11 +145,10 @@ void RegisterEventRoutes(http::Router& router, const Deps& deps) {
             if (!on) client->task_ids.erase(std::string(id.as_string()));
           }
         }
-        ws->Send(Reply(on ? "subscribed" : "unsubscribed",
-                       {{"tasks", client->own_tasks ? "own" : ""},
-                        {"task_ids", static_cast<int64_t>(client->task_ids.size())},
-                        {"network_stats", client->network_stats},
-                        {"nodes", client->nodes}}));
+        ws->Send(Reply(on ? "subscribed" : "unsubscribed", {{"tasks", client->own_tasks ? "own" : ""},
+                                                            {"task_ids", static_cast<int64_t>(client->task_ids.size())},
+                                                            {"network_stats", client->network_stats},
+                                                            {"nodes", client->nodes}}));
         return;
       }
       if (type == "resume") {
@@ -161,7 +160,8 @@ void RegisterEventRoutes(http::Router& router, const Deps& deps) {
         bool complete = false;
         auto missed = deps.bus.Since(last->to_number<uint64_t>(), &complete);
         if (!complete) {
-          ws->Send(Reply("gap", {{"detail", "some events since then are no longer kept; re-read the state over HTTP"}}));
+          ws->Send(
+              Reply("gap", {{"detail", "some events since then are no longer kept; re-read the state over HTTP"}}));
         }
         for (const auto& e : missed) {
           if (client->Wants(e)) Deliver(client, e.Json());

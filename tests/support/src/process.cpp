@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -56,6 +57,21 @@ Process::Process(std::vector<std::string> argv, std::vector<std::string> env) {
   posix_spawn_file_actions_destroy(&fa);
   ::close(fds[1]);
   out_fd_ = fds[0];
+  reader_ = std::thread([this] {
+    char buf[8192];
+    for (;;) {
+      ssize_t n = ::read(out_fd_, buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      std::lock_guard lk(mu_);
+      if (n <= 0) {
+        eof_ = true;
+        cv_.notify_all();
+        return;
+      }
+      out_.append(buf, static_cast<size_t>(n));
+      cv_.notify_all();
+    }
+  });
 }
 
 Process::~Process() {
@@ -64,11 +80,13 @@ Process::~Process() {
     int st;
     ::waitpid(pid_, &st, 0);
   }
+  reader_.join();  // EOF comes once the child (and anything it spawned) is gone
   if (out_fd_ >= 0) ::close(out_fd_);
 }
 
 std::optional<std::string> Process::WaitForLine(const std::string& needle, std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::unique_lock lk(mu_);
   for (;;) {
     size_t nl;
     while ((nl = out_.find('\n', scanned_)) != std::string::npos) {
@@ -76,15 +94,14 @@ std::optional<std::string> Process::WaitForLine(const std::string& needle, std::
       scanned_ = nl + 1;
       if (line.find(needle) != std::string::npos) return line;
     }
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) return std::nullopt;
-    pollfd p{out_fd_, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return std::nullopt;
-    char buf[8192];
-    ssize_t n = ::read(out_fd_, buf, sizeof buf);
-    if (n <= 0) return std::nullopt;
-    out_.append(buf, static_cast<size_t>(n));
+    if (eof_) return std::nullopt;
+    if (cv_.wait_until(lk, deadline) == std::cv_status::timeout) return std::nullopt;
   }
+}
+
+std::string Process::output() const {
+  std::lock_guard lk(mu_);
+  return out_;
 }
 
 void Process::Signal(int sig) {
@@ -99,28 +116,17 @@ std::optional<int> Process::Wait(std::chrono::milliseconds timeout) {
     pid_t r = ::waitpid(pid_, &st, WNOHANG);
     if (r == pid_) {
       status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+      Drain();  // so that output() holds everything it wrote
       return status_;
     }
     if (std::chrono::steady_clock::now() > deadline) return std::nullopt;
-    // Keep reading so that a child with much to say never blocks on a full pipe.
-    pollfd p{out_fd_, POLLIN, 0};
-    if (::poll(&p, 1, 10) > 0) {
-      char buf[8192];
-      ssize_t n = ::read(out_fd_, buf, sizeof buf);
-      if (n > 0)
-        out_.append(buf, static_cast<size_t>(n));
-      else
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
 }
 
 void Process::Drain() {
-  char buf[8192];
-  int flags = fcntl(out_fd_, F_GETFL);
-  fcntl(out_fd_, F_SETFL, flags | O_NONBLOCK);
-  ssize_t n;
-  while ((n = ::read(out_fd_, buf, sizeof buf)) > 0) out_.append(buf, static_cast<size_t>(n));
+  std::unique_lock lk(mu_);
+  cv_.wait_for(lk, std::chrono::seconds(2), [&] { return eof_; });
 }
 
 TempDir::TempDir() {

@@ -20,7 +20,7 @@ namespace smart::events {
 
 struct Event {
   uint64_t id = 0;
-  std::string type;     // "task_update", "node_status", "network_stats"
+  std::string type;  // "task_update", "node_status", "network_stats"
   int64_t ts_ms = 0;
   std::string owner;    // the user it concerns; empty: public
   std::string subject;  // the task or node id, if any

@@ -24,8 +24,10 @@ struct HttpResponse {
 
 class RawConnection {
  public:
-  // Connects to 127.0.0.1:port; aborts the test process on failure (a setup error).
-  explicit RawConnection(uint16_t port);
+  // Connects to 127.0.0.1:port; aborts the test process on failure (a setup
+  // error) unless `may_fail`, then connected() says.
+  explicit RawConnection(uint16_t port, bool may_fail = false);
+  bool connected() const { return fd_ >= 0; }
   ~RawConnection();
   RawConnection(const RawConnection&) = delete;
   RawConnection& operator=(const RawConnection&) = delete;
@@ -46,6 +48,7 @@ class RawConnection {
 };
 
 // One request on a fresh connection.
+// nullopt when the server cannot be reached or answers nothing.
 std::optional<HttpResponse> Request(uint16_t port, std::string_view method, std::string_view target,
                                     std::string_view body = {}, std::string_view extra_headers = {});
 
