@@ -113,6 +113,7 @@ void Runner::Work() {
     {
       std::lock_guard lk(mu_);
       --busy_;
+      held_.erase(t.job.id);
     }
     cv_.notify_all();
   }
@@ -149,8 +150,15 @@ void Runner::Run(const std::atomic<bool>& stop) {
     }
     if (free <= 0 || stop.load()) continue;
     // A short wait: stop requests are noticed within a couple of seconds.
-    std::string body =
-        "{\"max\":" + std::to_string(free) + ",\"wait_s\":" + std::to_string(std::min(config_.claim_wait_s, 2)) + "}";
+    // The tasks it holds, so that any assignment whose answer was lost comes again.
+    std::string holding;
+    {
+      std::lock_guard lk(mu_);
+      for (const auto& id : held_) holding += (holding.empty() ? "\"" : ",\"") + id + "\"";
+    }
+    std::string body = "{\"max\":" + std::to_string(free) +
+                       ",\"wait_s\":" + std::to_string(std::min(config_.claim_wait_s, 2)) + ",\"holding\":[" + holding +
+                       "]}";
     auto r = CallApi(config_.server, config_.credential, "POST", "/api/v1/nodes/" + config_.node_id + "/claim", body,
                      std::chrono::seconds(config_.claim_wait_s + 10));
     if (!r) {
@@ -178,7 +186,9 @@ void Runner::Run(const std::atomic<bool>& stop) {
       }
       t.job.parameters = json::serialize(o.at("parameters"));
       t.lease = static_cast<int>(o.at("lease").to_number<int64_t>());
+      if (held_.count(t.job.id)) continue;  // already ours
       logger_.Info("task claimed", {{"task_id", t.job.id}, {"lease", t.lease}});
+      held_.insert(t.job.id);
       queue_.push_back(std::move(t));
     }
     cv_.notify_all();

@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <set>
 #include <string>
 
 #include "executors.hpp"
@@ -56,6 +57,7 @@ class Runner {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Leased> queue_;
+  std::set<std::string> held_;  // ids of the tasks queued or running here
   int busy_ = 0;
   bool closing_ = false;             // no new work is taken
   std::atomic<bool> cancel_{false};  // the drain is over: running jobs stop

@@ -129,9 +129,16 @@ TEST(Chaos, KillingSmartdLosesNothingAcknowledgedAndPaysOnce) {
     }
     ASSERT_EQ(st, "completed") << key << " (" << id << ") was acknowledged but is " << st;
   }
-  auto list = As(w.port, "GET", "/api/v1/tasks?limit=500", w.alice.access);
-  std::regex re("\"id\":\"(task_[0-9A-Z]+)\"");
-  size_t tasks = std::distance(std::sregex_iterator(list->body.begin(), list->body.end(), re), std::sregex_iterator());
+  size_t tasks = 0;
+  std::string cursor;
+  do {
+    auto list =
+        As(w.port, "GET", "/api/v1/tasks?limit=500" + (cursor.empty() ? "" : "&cursor=" + cursor), w.alice.access);
+    ASSERT_TRUE(list && list->status == 200);
+    std::regex re("\"id\":\"(task_[0-9A-Z]+)\"");
+    tasks += std::distance(std::sregex_iterator(list->body.begin(), list->body.end(), re), std::sregex_iterator());
+    cursor = JsonField(list->body, "next_cursor");
+  } while (!cursor.empty());
   EXPECT_EQ(tasks, acked.size()) << "no task was created twice";
   for (const auto& [key, id] : acked) {
     auto r = As(w.port, "GET", "/api/v1/tasks/" + id, w.alice.access);
@@ -156,8 +163,9 @@ TEST(Chaos, KillingNodesUnderLoadStillFinishesEveryTask) {
   for (auto& n : nodes) ASSERT_TRUE(n->WaitForLine("\"msg\":\"running\"", 20s)) << n->output();
   std::vector<std::string> tasks;
   for (int i = 0; i < 30; ++i) {
-    auto r = As(w.port, "POST", "/api/v1/tasks", w.alice.access,
-                R"({"type":"echo","input":"t)" + std::to_string(i) + R"(","parameters":{"delay_ms":300},"timeout_s":5})");
+    auto r =
+        As(w.port, "POST", "/api/v1/tasks", w.alice.access,
+           R"({"type":"echo","input":"t)" + std::to_string(i) + R"(","parameters":{"delay_ms":300},"timeout_s":5})");
     ASSERT_EQ(r->status, 201) << r->body;
     tasks.push_back(JsonField(r->body, "id"));
   }

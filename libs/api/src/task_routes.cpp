@@ -511,13 +511,21 @@ void RegisterTaskRoutes(http::Router& router, const Deps& deps) {
       [&deps](http::Request& req) {
         auto who = Require(deps, req, auth::scope::kNodes);
         if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
-        auto body = ParseJsonObject(req, {"max", "wait_s"});
+        auto body = ParseJsonObject(req, {"max", "wait_s", "holding"});
         if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
         FieldReader f(std::get<json::object>(body));
         auto max = f.Int("max", false, 1, 100), wait = f.Int("wait_s", false, 0, 30);
+        auto holding = f.StringList("holding", false);
         if (!f.ok()) return f.Problem(req);
-        auto claimed = deps.tasks.Claim(std::get<auth::Principal>(who).user_id, req.Param("id"),
-                                        static_cast<int>(max.value_or(1)), wait.value_or(0) * 1000);
+        if (holding && holding->size() > 1000) {
+          return http::MakeProblem(req, {.status = 422,
+                                         .code = "validation_failed",
+                                         .detail = "holding: at most 1000 task ids",
+                                         .errors = {{"holding", "at most 1000 task ids"}}});
+        }
+        auto claimed =
+            deps.tasks.Claim(std::get<auth::Principal>(who).user_id, req.Param("id"), static_cast<int>(max.value_or(1)),
+                             wait.value_or(0) * 1000, holding ? &*holding : nullptr);
         if (!claimed) return TaskError(req, claimed.error());
         json::array items;
         for (const auto& t : *claimed) items.push_back(TaskJson(deps, t, true));

@@ -390,6 +390,24 @@ TEST_F(CoordinatorTest, WaitingNodesWithBetterReputationGoFirst) {
   }
 }
 
+// smartd died after assigning a task but before the answer reached the node:
+// the node's next claim, which lists what it holds, gets it again.
+TEST_F(CoordinatorTest, AnAssignmentWhoseAnswerWasLostIsDeliveredAgain) {
+  Fund("usr_req", 1'000'000);
+  Node n = MakeNode("usr_op", "n");
+  Task t = Submit("usr_req");
+  ASSERT_EQ(coord_->Claim("usr_op", n.id, 1, 0)->size(), 1u);  // the answer is "lost"
+  std::vector<std::string> holding;
+  auto again = coord_->Claim("usr_op", n.id, 1, 0, &holding);
+  ASSERT_EQ(again->size(), 1u);
+  EXPECT_EQ(again->at(0).id, t.id);
+  EXPECT_EQ(again->at(0).attempt, 1) << "the same lease";
+  holding.push_back(t.id);
+  EXPECT_TRUE(coord_->Claim("usr_op", n.id, 1, 0, &holding)->empty()) << "known tasks are not sent again";
+  std::string out = "x";
+  EXPECT_TRUE(coord_->Complete("usr_op", n.id, t.id, 1, out, crypto::Sha256Hex(out)).ok());
+}
+
 // One tenant's backlog delays another tenant's first task by at most one
 // task per other active tenant, and weights split the work in proportion.
 TEST_F(CoordinatorTest, FairQueueingBetweenRequesters) {

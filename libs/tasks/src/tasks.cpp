@@ -262,7 +262,7 @@ Result<Task> Coordinator::Cancel(std::string_view requester, std::string_view id
 }
 
 Result<std::vector<Task>> Coordinator::Claim(std::string_view operator_id, std::string_view node_id, int max,
-                                             int64_t wait_ms) {
+                                             int64_t wait_ms, const std::vector<std::string>* holding) {
   if (max < 1 || max > 100) return Error::Invalid("invalid_max", "max: 1 to 100");
   if (wait_ms < 0 || wait_ms > 60'000) return Error::Invalid("invalid_wait", "wait_s: 0 to 60");
   const bool postgres = db_.backend() == "postgresql";
@@ -290,6 +290,22 @@ Result<std::vector<Task>> Coordinator::Claim(std::string_view operator_id, std::
       auto held = tx.QueryOne("SELECT COUNT(*) FROM tasks WHERE node_id = $1 AND status IN ('assigned', 'in_progress')",
                               {Value{node->id}});
       if (!held) return held.take_error();
+      if (holding) {
+        std::string sql = "SELECT ";
+        sql += kTaskColumns;
+        sql += " FROM tasks WHERE node_id = $1 AND status = 'assigned'";
+        auto mine = tx.Query(sql, {Value{node->id}});
+        if (!mine) return mine.take_error();
+        for (const auto& r : *mine) {
+          auto t = TaskFromRow(r);
+          if (!t) return t.take_error();
+          if (std::find(holding->begin(), holding->end(), t->id) != holding->end()) continue;
+          SMART_TRY(
+              AddEvent(tx, t->id, now, "redelivered", node->id, "{\"lease\":" + std::to_string(t->attempt) + "}"));
+          claimed.push_back(std::move(t).value());
+        }
+        if (!claimed.empty()) return Ok();  // the lost ones first, alone
+      }
       int free = std::min(node->capacity, settings->max_tasks_per_node) - static_cast<int>((*held)->Int(0));
       int want = std::min(max, free);
       if (want <= 0 || node->capabilities.empty()) return Ok();

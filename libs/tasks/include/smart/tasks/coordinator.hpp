@@ -194,8 +194,12 @@ class Coordinator {
 
   // Leasing: only the node holding the current lease (node id and fencing
   // token) may act on a task; anything else is kConflict lease_stale.
-  // Claim waits up to `wait_ms` for work; it returns at most `max` tasks.
-  Result<std::vector<Task>> Claim(std::string_view operator_id, std::string_view node_id, int max, int64_t wait_ms);
+  // Claim waits up to `wait_ms` for work; it returns at most `max` new tasks.
+  // With `holding` (the tasks the node knows it holds), tasks assigned to it
+  // that it does not know of are delivered again with their lease: the
+  // answer that carried them was lost (smartd died before sending it).
+  Result<std::vector<Task>> Claim(std::string_view operator_id, std::string_view node_id, int max, int64_t wait_ms,
+                                  const std::vector<std::string>* holding = nullptr);
   Result<Task> Start(std::string_view operator_id, std::string_view node_id, std::string_view task_id, int lease);
   Result<Task> Progress(std::string_view operator_id, std::string_view node_id, std::string_view task_id, int lease,
                         int percent, std::string_view message);
