@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# bench/tasks: durable task throughput, submit -> node receives -> completed.
+#  smartd: clients submit `echo` tasks over HTTP; simulated nodes in another
+#  process (bench/tasks_sim) claim them (HTTP long-poll, 50 at a time) and
+#  report results; every step is a durable transaction (SQLite, FULL sync).
+#  BullMQ (npm) on Debian's redis-server with appendfsync always (each write
+#  durable, as ours), the same no-op flow, same machine, same run.
+# Targets (2 cores): >= 10k tasks/s, >= 3x BullMQ, p99 submit -> receive <= 10 ms.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source bench/lib.sh
+bench_init
+SECONDS_EACH=${SECONDS_EACH:-10}
+SIM=build/release/bench/tasks_sim
+scripts/install-npm build/npm bullmq@5
+
+port=$(start_smartd "$work/smartd.log" SMART_LOG_ACCESS=false SMART_RATE_LIMIT_ENABLED=false \
+  SMART_LEDGER_DEV_FAUCET=true SMART_HTTP_WORKER_THREADS=32 SMART_TASKS_MAX_PER_REQUESTER=1000000 \
+  SMART_TASKS_MIN_STAKE=1 SMART_TASKS_MAX_TASKS_PER_NODE=100)
+base="http://127.0.0.1:$port"
+json=(-H 'Content-Type: application/json')
+for who in client operator; do
+  curl -sf "${json[@]}" -d "{\"email\":\"$who@example.com\",\"password\":\"bench password 1\",\"name\":\"B\"}" \
+    "$base/api/v1/auth/register" >/dev/null
+done
+echo 'admin password 1' | "$SMARTD" admin create --email root@example.com --password-stdin --data-dir "$work/smartd.log.data" >/dev/null
+login() { curl -sf "${json[@]}" -d "{\"email\":\"$1\",\"password\":\"$2\"}" "$base/api/v1/auth/login" | sed 's/.*"access_token":"\([^"]*\)".*/\1/'; }
+root=$(login root@example.com 'admin password 1')
+for who in client operator; do
+  curl -sf "${json[@]}" -H "Authorization: Bearer $root" -H "Idempotency-Key: fund-$who" \
+    -d "{\"user\":\"$who@example.com\",\"asset\":\"USDC\",\"amount\":\"1000000000000000\"}" "$base/api/v1/admin/mint" >/dev/null
+done
+key() {
+  local t; t=$(login "$1@example.com" 'bench password 1')
+  curl -sf "${json[@]}" -H "Authorization: Bearer $t" -d "{\"name\":\"bench\",\"scopes\":[\"$2\"]}" \
+    "$base/api/v1/user/api-keys" | sed 's/.*"key":"\([^"]*\)".*/\1/'
+}
+client_key=$(key client tasks:write)
+operator_key=$(key operator nodes)
+
+echo "bench/tasks: $(nproc) cores, $SECONDS_EACH s each, echo tasks"
+printf '%-64s %12s %12s %10s %10s\n' "system" "completed/s" "submitted/s" "p50 ms" "p99 ms"
+sim_out=$("$SIM" --server "$base" --client-key "$client_key" --operator-key "$operator_key" \
+  --submitters 16 --nodes 4 --batch 50 --seconds "$SECONDS_EACH") || { echo "bench/tasks: the simulator failed" >&2; exit 1; }
+read -r done_s sub_s p50 p99 <<<"$sim_out"
+printf '%-64s %12.0f %12.0f %10s %10s\n' "smartd, SQLite (HTTP submit, HTTP long-poll nodes)" "$done_s" "$sub_s" "$p50" "$p99"
+smart_rate=$done_s
+
+rport=$(free_port)
+redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly yes --appendfsync always \
+  --dir "$work" --daemonize no >"$work/redis.log" 2>&1 &
+echo $! >>"$work/pids"
+for _ in $(seq 1 50); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
+cp bench/tasks/bullmq.mjs build/npm/  # ES modules resolve packages from the script's directory
+read -r b_done b_sub b50 b99 < <(REDIS_PORT=$rport SECONDS_EACH=$SECONDS_EACH node build/npm/bullmq.mjs)
+printf '%-64s %12.0f %12.0f %10s %10s\n' "BullMQ 5 (peer), redis-server appendfsync always" "$b_done" "$b_sub" "$b50" "$b99"
+awk -v s="$smart_rate" -v b="$b_done" 'BEGIN { printf "ratio smartd / BullMQ: %.2fx (target >= 3x; >= 10000 tasks/s)\n", (b > 0 ? s / b : 0) }'
