@@ -4,6 +4,8 @@
 //             [--submitters N] [--nodes N] [--batch N] [--seconds S]
 // Prints: "completed_per_s submitted_per_s receive_p50_ms receive_p99_ms"
 // where receive is the time from sending a submission to a node receiving it.
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <boost/json.hpp>
@@ -12,7 +14,6 @@
 #include <mutex>
 #include <string>
 #include <thread>
-#include <unistd.h>
 #include <vector>
 
 #include "smart/core/crypto.hpp"
@@ -27,8 +28,10 @@ namespace {
 std::string server, client_key, operator_key;
 
 Result<std::string> Post(const std::string& key, const std::string& path, const std::string& body) {
-  auto r = http::Send({.method = "POST", .url = server + path,
-                       .headers = {{"X-API-Key", key}, {"Content-Type", "application/json"}}, .body = body,
+  auto r = http::Send({.method = "POST",
+                       .url = server + path,
+                       .headers = {{"X-API-Key", key}, {"Content-Type", "application/json"}},
+                       .body = body,
                        .timeout = std::chrono::seconds(30)});
   if (!r) return r.take_error();
   if (r->status >= 300) return Error::Unavailable("http_" + std::to_string(r->status), r->body.substr(0, 300));
@@ -46,13 +49,20 @@ int main(int argc, char** argv) {
   double seconds = 10;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
-    if (k == "--server") server = v;
-    else if (k == "--client-key") client_key = v;
-    else if (k == "--operator-key") operator_key = v;
-    else if (k == "--submitters") submitters = std::stoi(v);
-    else if (k == "--nodes") nodes = std::stoi(v);
-    else if (k == "--batch") batch = std::stoi(v);
-    else if (k == "--seconds") seconds = std::stod(v);
+    if (k == "--server")
+      server = v;
+    else if (k == "--client-key")
+      client_key = v;
+    else if (k == "--operator-key")
+      operator_key = v;
+    else if (k == "--submitters")
+      submitters = std::stoi(v);
+    else if (k == "--nodes")
+      nodes = std::stoi(v);
+    else if (k == "--batch")
+      batch = std::stoi(v);
+    else if (k == "--seconds")
+      seconds = std::stod(v);
   }
   std::vector<std::string> node_ids;
   for (int i = 0; i < nodes; ++i) {
@@ -74,8 +84,8 @@ int main(int argc, char** argv) {
     threads.emplace_back([&] {
       while (!stop.load()) {
         // The input is the time the submission was answered, filled in by the node side below.
-        auto r = Post(client_key, "/api/v1/tasks", R"({"type":"echo","input":")" + std::to_string(NowUs()) +
-                                                       R"(","timeout_s":600})");
+        auto r = Post(client_key, "/api/v1/tasks",
+                      R"({"type":"echo","input":")" + std::to_string(NowUs()) + R"(","timeout_s":600})");
         r ? ++submitted : ++errors;
       }
     });
@@ -112,7 +122,9 @@ int main(int argc, char** argv) {
   double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
   for (auto& t : threads) t.join();
   std::sort(latencies.begin(), latencies.end());
-  auto pct = [&](double p) { return latencies.empty() ? 0.0 : latencies[std::min(latencies.size() - 1, size_t(p * latencies.size()))]; };
+  auto pct = [&](double p) {
+    return latencies.empty() ? 0.0 : latencies[std::min(latencies.size() - 1, size_t(p * latencies.size()))];
+  };
   if (errors > 0) std::fprintf(stderr, "%lld requests failed\n", static_cast<long long>(errors.load()));
   std::printf("%.0f %.0f %.2f %.2f\n", completed / elapsed, submitted / elapsed, pct(0.5), pct(0.99));
   return 0;

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <thread>
 
+#include "smart/store/group_commit.hpp"
 #include "smart/store/migrations.hpp"
 #include "smart/testing/postgres.hpp"
 #include "smart/testing/process.hpp"
@@ -323,6 +324,58 @@ TEST(StorePlaceholders, TranslatesOutsideLiterals) {
   EXPECT_EQ(TranslatePlaceholders("SELECT $1, '$2', \"$3\", $10 -- $4\n, $5"),
             "SELECT ?1, '$2', \"$3\", ?10 -- $4\n, ?5");
   EXPECT_EQ(TranslatePlaceholders("SELECT 'it''s $1', $2"), "SELECT 'it''s $1', ?2");
+}
+
+// Group commit: many callers, one transaction; a refusal rolls back only its own work.
+TEST_F(StoreTest, GroupCommitIsolatesRefusals) {
+  ASSERT_TRUE(db_->Transact(TxMode::kWrite,
+                            [](Tx& tx) -> Result<void> {
+                              SMART_TRY(tx.Exec("INSERT INTO counters (name, value) VALUES ('g', 0)"));
+                              return Ok();
+                            })
+                  .ok());
+  GroupCommitter group(*db_);
+  constexpr int kThreads = 8, kEach = 40;
+  std::atomic<int> ok{0}, refused{0}, other{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        bool refuse = (t + i) % 5 == 0;
+        auto r = group.Transact([&, refuse, t, i](Tx& tx) -> Result<void> {
+          auto row = tx.QueryOne("SELECT value FROM counters WHERE name = 'g'");
+          if (!row) return row.take_error();
+          SMART_TRY(tx.Exec("UPDATE counters SET value = $1 WHERE name = 'g'", {Value{(*row)->Int(0) + 1}}));
+          SMART_TRY(tx.Exec("INSERT INTO items (id, n) VALUES ($1, 1)",
+                            {Value{"g" + std::to_string(t) + "-" + std::to_string(i)}}));
+          if (refuse) return Error::Conflict("refused", "after writing, to test the savepoint");
+          return Ok();
+        });
+        if (r) {
+          ++ok;
+        } else if (r.error().code == "refused") {
+          ++refused;
+        } else {
+          ++other;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(other.load(), 0);
+  EXPECT_EQ(ok.load() + refused.load(), kThreads * kEach);
+  EXPECT_GT(refused.load(), 0);
+  ASSERT_TRUE(db_->Transact(TxMode::kRead,
+                            [&](Tx& tx) -> Result<void> {
+                              auto row = tx.QueryOne("SELECT value FROM counters WHERE name = 'g'");
+                              if (!row) return row.take_error();
+                              EXPECT_EQ((*row)->Int(0), ok.load()) << "refused increments rolled back, others kept";
+                              auto n = tx.QueryOne("SELECT COUNT(*) FROM items WHERE id LIKE 'g%'");
+                              if (!n) return n.take_error();
+                              EXPECT_EQ((*n)->Int(0), ok.load());
+                              return Ok();
+                            })
+                  .ok());
 }
 
 }  // namespace

@@ -29,8 +29,8 @@ std::string Status(const Node& n, int64_t now, int64_t offline_after_s) {
 }  // namespace
 
 Coordinator::Coordinator(store::Database& db, ledger::Ledger& ledger, TasksConfig config, const Clock& clock)
-    : db_(db), ledger_(ledger), config_(std::move(config)), clock_(clock) {
-  (void)db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
+    : db_(db), ledger_(ledger), config_(std::move(config)), clock_(clock), writer_(db) {
+  (void)writer_.Transact([&](store::Tx& tx) -> Result<void> {
     auto r = tx.Exec(
         "INSERT INTO task_settings (id, paused, min_stake, max_tasks_per_node, min_timeout_s, max_timeout_s) "
         "VALUES (1, 0, $1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
@@ -91,7 +91,7 @@ Result<Node> Coordinator::RegisterNode(std::string_view operator_id, const Regis
   }
   const std::string id = MakeId("node");
   Node out;
-  SMART_TRY(db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
+  SMART_TRY(writer_.Transact([&](store::Tx& tx) -> Result<void> {
     auto taken = tx.QueryOne("SELECT id FROM nodes WHERE name = $1", {Value{req.name}});
     if (!taken) return taken.take_error();
     if (*taken) return Error::Conflict("node_name_taken", "name: another node is called " + req.name);
@@ -188,7 +188,7 @@ Result<Node> Coordinator::Heartbeat(std::string_view operator_id, std::string_vi
   if (running < 0 || running > 10000) return Error::Invalid("invalid_running", "running: 0 to 10000");
   Node out;
   bool was_online = true;
-  SMART_TRY(db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
+  SMART_TRY(writer_.Transact([&](store::Tx& tx) -> Result<void> {
     auto n = LoadOwnNode(tx, node_id, operator_id);
     if (!n) return n.take_error();
     if (n->state == "deactivated") return Error::Conflict("node_deactivated", "node " + n->id + " is deactivated");
@@ -209,7 +209,7 @@ Result<Node> Coordinator::Heartbeat(std::string_view operator_id, std::string_vi
 
 Result<Node> Coordinator::Deactivate(std::string_view operator_id, std::string_view node_id) {
   Node out;
-  SMART_TRY(db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
+  SMART_TRY(writer_.Transact([&](store::Tx& tx) -> Result<void> {
     auto n = LoadOwnNode(tx, node_id, operator_id);
     if (!n) return n.take_error();
     if (n->state == "deactivated") return Error::Conflict("node_deactivated", "node " + n->id + " is deactivated");
@@ -283,7 +283,7 @@ Result<Settings> Coordinator::UpdateSettings(const Settings& s) {
   if (s.min_timeout_s < 1 || s.max_timeout_s > 86400 || s.min_timeout_s > s.max_timeout_s) {
     return Error::Invalid("invalid_settings", "min_timeout_s: 1 to max_timeout_s, max_timeout_s: at most 86400");
   }
-  SMART_TRY(db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
+  SMART_TRY(writer_.Transact([&](store::Tx& tx) -> Result<void> {
     auto r = tx.Exec(
         "UPDATE task_settings SET paused = $1, min_stake = $2, max_tasks_per_node = $3, min_timeout_s = $4, "
         "max_timeout_s = $5 WHERE id = 1",
@@ -334,7 +334,7 @@ Result<void> Coordinator::Slash(store::Tx& tx, const Node& node, int64_t now) {
 
 Result<void> Coordinator::ExpireLease(std::string_view task_id) {
   bool requeued = false;
-  SMART_TRY(db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
+  SMART_TRY(writer_.Transact([&](store::Tx& tx) -> Result<void> {
     auto t = LoadTask(tx, task_id);
     if (!t) return t.take_error();
     int64_t now = clock_.NowMs();
@@ -364,7 +364,7 @@ Result<void> Coordinator::ExpireLease(std::string_view task_id) {
 }
 
 Result<void> Coordinator::ReleaseLease(std::string_view task_id) {
-  SMART_TRY(db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
+  SMART_TRY(writer_.Transact([&](store::Tx& tx) -> Result<void> {
     auto t = LoadTask(tx, task_id);
     if (!t) return t.take_error();
     if (t->status != "assigned" && t->status != "in_progress") return Ok();
@@ -381,7 +381,7 @@ Result<void> Coordinator::ReleaseLease(std::string_view task_id) {
 }
 
 Result<void> Coordinator::ExpireDeadline(std::string_view task_id) {
-  SMART_TRY(db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
+  SMART_TRY(writer_.Transact([&](store::Tx& tx) -> Result<void> {
     auto t = LoadTask(tx, task_id);
     if (!t) return t.take_error();
     int64_t now = clock_.NowMs();

@@ -100,7 +100,7 @@ Result<Task> Coordinator::Submit(std::string_view requester, const SubmitRequest
   const std::string key = idempotency_key.empty() ? "" : std::string(requester) + "/" + std::string(idempotency_key);
   const std::string id = MakeId("task");
   Task out;
-  SMART_TRY(db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
+  SMART_TRY(writer_.Transact([&](store::Tx& tx) -> Result<void> {
     if (!key.empty()) {
       auto existing = tx.QueryOne("SELECT id, fingerprint FROM tasks WHERE idem_key = $1", {Value{key}});
       if (!existing) return existing.take_error();
@@ -238,7 +238,7 @@ Result<std::vector<TaskEvent>> Coordinator::Events(std::string_view requester, s
 
 Result<Task> Coordinator::Cancel(std::string_view requester, std::string_view id) {
   Task out;
-  SMART_TRY(db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
+  SMART_TRY(writer_.Transact([&](store::Tx& tx) -> Result<void> {
     auto t = LoadTask(tx, id, requester);
     if (!t) return t.take_error();
     if (t->Final()) return Error::Conflict("task_final", "task " + t->id + " is already " + t->status);
@@ -275,7 +275,7 @@ Result<std::vector<Task>> Coordinator::Claim(std::string_view operator_id, std::
     }
     std::vector<Task> claimed;
     int64_t score = 0;
-    SMART_TRY(db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
+    SMART_TRY(writer_.Transact([&](store::Tx& tx) -> Result<void> {
       claimed.clear();
       auto node = LoadOwnNode(tx, node_id, operator_id);
       if (!node) return node.take_error();
@@ -380,7 +380,7 @@ Result<std::vector<Task>> Coordinator::Claim(std::string_view operator_id, std::
 Result<Task> Coordinator::Start(std::string_view operator_id, std::string_view node_id, std::string_view task_id,
                                 int lease) {
   Task out;
-  SMART_TRY(db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
+  SMART_TRY(writer_.Transact([&](store::Tx& tx) -> Result<void> {
     auto t = LoadLeased(tx, operator_id, node_id, task_id, lease);
     if (!t) return t.take_error();
     if (t->status == "assigned") {
@@ -404,7 +404,7 @@ Result<Task> Coordinator::Progress(std::string_view operator_id, std::string_vie
     return Error::Invalid("invalid_message", "message: at most 256 bytes of UTF-8");
   }
   Task out;
-  SMART_TRY(db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
+  SMART_TRY(writer_.Transact([&](store::Tx& tx) -> Result<void> {
     auto t = LoadLeased(tx, operator_id, node_id, task_id, lease);
     if (!t) return t.take_error();
     int64_t now = clock_.NowMs();
@@ -431,7 +431,7 @@ Result<Task> Coordinator::Complete(std::string_view operator_id, std::string_vie
     return Error::Invalid("invalid_proof", "proof_hash: must be the lowercase hex SHA-256 of output");
   }
   Task out;
-  SMART_TRY(db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
+  SMART_TRY(writer_.Transact([&](store::Tx& tx) -> Result<void> {
     auto t = LoadLeased(tx, operator_id, node_id, task_id, lease);
     if (!t) {
       // A retry of a result whose answer was lost: the same lease, the same proof.
@@ -495,7 +495,7 @@ Result<Task> Coordinator::Fail(std::string_view operator_id, std::string_view no
     return Error::Invalid("invalid_error", "error: at most 4 KiB of UTF-8");
   Task out;
   bool requeued = false;
-  SMART_TRY(db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
+  SMART_TRY(writer_.Transact([&](store::Tx& tx) -> Result<void> {
     auto t = LoadLeased(tx, operator_id, node_id, task_id, lease);
     if (!t) return t.take_error();
     int64_t now = clock_.NowMs();
@@ -516,7 +516,7 @@ Result<Task> Coordinator::Fail(std::string_view operator_id, std::string_view no
 Result<Task> Coordinator::Release(std::string_view operator_id, std::string_view node_id, std::string_view task_id,
                                   int lease) {
   Task out;
-  SMART_TRY(db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
+  SMART_TRY(writer_.Transact([&](store::Tx& tx) -> Result<void> {
     auto t = LoadLeased(tx, operator_id, node_id, task_id, lease);
     if (!t) return t.take_error();
     int64_t now = clock_.NowMs();
@@ -598,7 +598,7 @@ Result<Page<Task>> Coordinator::DeadLetters(std::string_view requester, int limi
 
 Result<Task> Coordinator::Retry(std::string_view requester, std::string_view id) {
   Task out;
-  SMART_TRY(db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
+  SMART_TRY(writer_.Transact([&](store::Tx& tx) -> Result<void> {
     auto t = LoadTask(tx, id, requester);
     if (!t) return t.take_error();
     if (t->status != "failed" && t->status != "timed_out") {

@@ -28,6 +28,7 @@
 #include "smart/core/clock.hpp"
 #include "smart/core/result.hpp"
 #include "smart/ledger/ledger.hpp"
+#include "smart/store/group_commit.hpp"
 #include "smart/store/migrations.hpp"
 
 namespace smart::tasks {
@@ -259,6 +260,7 @@ class Coordinator {
   ledger::Ledger& ledger_;
   TasksConfig config_;
   const Clock& clock_;
+  store::GroupCommitter writer_;  // every write: concurrent transitions share a commit
 
   std::mutex wake_mu_;
   std::condition_variable wake_cv_;  // claims waiting for work

@@ -1,0 +1,69 @@
+#include "smart/store/group_commit.hpp"
+
+#include <exception>
+#include <vector>
+
+namespace smart::store {
+
+GroupCommitter::GroupCommitter(Database& db, size_t max_group)
+    : db_(db), max_group_(max_group), committer_([this] { Run(); }) {}
+
+GroupCommitter::~GroupCommitter() {
+  {
+    std::lock_guard lk(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  committer_.join();
+}
+
+Result<void> GroupCommitter::Transact(const std::function<Result<void>(Tx&)>& fn) {
+  std::future<Result<void>> done;
+  {
+    std::lock_guard lk(mu_);
+    if (stopping_) return Error::Unavailable("database_stopping", "the database is shutting down");
+    queue_.push_back(Job{&fn, {}});
+    done = queue_.back().done.get_future();
+  }
+  cv_.notify_one();
+  return done.get();
+}
+
+void GroupCommitter::Run() {
+  std::unique_lock lk(mu_);
+  while (true) {
+    cv_.wait(lk, [&] { return !queue_.empty() || stopping_; });
+    if (queue_.empty()) return;
+    std::vector<Job> jobs;
+    while (!queue_.empty() && jobs.size() < max_group_) {
+      jobs.push_back(std::move(queue_.front()));
+      queue_.pop_front();
+    }
+    lk.unlock();
+    std::vector<Result<void>> results;
+    auto committed = db_.Transact(TxMode::kWrite, [&](Tx& tx) -> Result<void> {
+      results.assign(jobs.size(), Ok());
+      for (size_t i = 0; i < jobs.size(); ++i) {
+        SMART_TRY(tx.ExecScript("SAVEPOINT grp"));
+        Result<void> r;
+        for (int attempt = 0; attempt < 3; ++attempt) {
+          try {
+            r = (*jobs[i].fn)(tx);
+          } catch (const std::exception& e) {
+            r = Error::Internal("exception", e.what());
+          }
+          if (r || r.error().kind != ErrorKind::kRetryable) break;
+          SMART_TRY(tx.ExecScript("ROLLBACK TO SAVEPOINT grp"));
+        }
+        if (!r) SMART_TRY(tx.ExecScript("ROLLBACK TO SAVEPOINT grp"));  // this caller's work only
+        SMART_TRY(tx.ExecScript("RELEASE SAVEPOINT grp"));
+        results[i] = std::move(r);
+      }
+      return Ok();
+    });
+    for (size_t i = 0; i < jobs.size(); ++i) jobs[i].done.set_value(committed ? std::move(results[i]) : committed);
+    lk.lock();
+  }
+}
+
+}  // namespace smart::store
