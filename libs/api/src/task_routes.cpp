@@ -496,6 +496,22 @@ void RegisterTaskRoutes(http::Router& router, const Deps& deps) {
       kBlocking);
 
   router.Add(
+      http::Method::kPost, "/api/v1/nodes/{id}/maintenance",
+      [&deps](http::Request& req) {
+        auto who = Require(deps, req, auth::scope::kNodes);
+        if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
+        auto body = ParseJsonObject(req, {"enabled"});
+        if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
+        FieldReader f(std::get<json::object>(body));
+        auto enabled = f.Bool("enabled", true);
+        if (!f.ok()) return f.Problem(req);
+        auto n = deps.tasks.SetMaintenance(std::get<auth::Principal>(who).user_id, req.Param("id"), *enabled);
+        if (!n) return TaskError(req, n.error());
+        return Json(200, NodeJson(deps, *n));
+      },
+      kBlocking);
+
+  router.Add(
       http::Method::kPost, "/api/v1/nodes/{id}/deactivate",
       [&deps](http::Request& req) {
         auto who = Require(deps, req, auth::scope::kNodes);

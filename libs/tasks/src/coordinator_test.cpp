@@ -390,6 +390,22 @@ TEST_F(CoordinatorTest, WaitingNodesWithBetterReputationGoFirst) {
   }
 }
 
+TEST_F(CoordinatorTest, MaintenanceStopsNewWorkOnly) {
+  Fund("usr_req", 1'000'000);
+  Node n = MakeNode("usr_op", "n");
+  Task t = Submit("usr_req");
+  auto m = coord_->SetMaintenance("usr_op", n.id, true);
+  ASSERT_TRUE(m.ok()) << m.error().message;
+  EXPECT_EQ(m->status, "maintenance");
+  EXPECT_TRUE(coord_->Claim("usr_op", n.id, 1, 0)->empty());
+  EXPECT_EQ(coord_->GetNode(n.id)->status, "maintenance");
+  EXPECT_EQ(coord_->SetMaintenance("usr_other", n.id, false).error().code, "node_not_yours");
+  ASSERT_TRUE(coord_->SetMaintenance("usr_op", n.id, false).ok());
+  auto got = coord_->Claim("usr_op", n.id, 1, 0);
+  ASSERT_EQ(got->size(), 1u);
+  EXPECT_EQ(got->at(0).id, t.id);
+}
+
 // smartd died after assigning a task but before the answer reached the node:
 // the node's next claim, which lists what it holds, gets it again.
 TEST_F(CoordinatorTest, AnAssignmentWhoseAnswerWasLostIsDeliveredAgain) {

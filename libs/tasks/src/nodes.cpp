@@ -239,6 +239,23 @@ Result<Node> Coordinator::Deactivate(std::string_view operator_id, std::string_v
   return out;
 }
 
+Result<Node> Coordinator::SetMaintenance(std::string_view operator_id, std::string_view node_id, bool on) {
+  Node out;
+  SMART_TRY(writer_.Transact([&](store::Tx& tx) -> Result<void> {
+    auto n = LoadOwnNode(tx, node_id, operator_id);
+    if (!n) return n.take_error();
+    if (n->state == "deactivated") return Error::Conflict("node_deactivated", "node " + n->id + " is deactivated");
+    SMART_TRY(tx.Exec("UPDATE nodes SET state = $2 WHERE id = $1",
+                      {Value{n->id}, Value{std::string(on ? "maintenance" : "active")}}));
+    out = std::move(n).value();
+    out.state = on ? "maintenance" : "active";
+    out.status = Status(out, clock_.NowMs(), config_.offline_after_s);
+    return Ok();
+  }));
+  if (on_node_update_) on_node_update_(out);
+  return out;
+}
+
 Result<Stats> Coordinator::GetStats() {
   Stats s;
   SMART_TRY(db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {

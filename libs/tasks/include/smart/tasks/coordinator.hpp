@@ -191,6 +191,8 @@ class Coordinator {
   Result<Page<Node>> ListNodes(int limit, std::string_view cursor);
   Result<Node> Heartbeat(std::string_view operator_id, std::string_view node_id, int load, int running);
   Result<Node> Deactivate(std::string_view operator_id, std::string_view node_id);
+  // Maintenance: the node keeps its stake and its tasks but gets no new ones.
+  Result<Node> SetMaintenance(std::string_view operator_id, std::string_view node_id, bool on);
   Result<Stats> GetStats();
 
   // Leasing: only the node holding the current lease (node id and fencing
