@@ -93,6 +93,14 @@ json::object NodeJson(const Deps& deps, const tasks::Node& n) {
   };
 }
 
+json::object TaskPageJson(const Deps& deps, const tasks::Page<tasks::Task>& page) {
+  json::array items;
+  for (const auto& t : page.items) items.push_back(TaskJson(deps, t, false));
+  json::object o{{"items", std::move(items)}};
+  o["next_cursor"] = page.next_cursor ? json::value(*page.next_cursor) : json::value(nullptr);
+  return o;
+}
+
 json::object SettingsJson(const tasks::Settings& s) {
   return json::object{{"paused", s.paused},
                       {"min_stake", ledger::FormatAmount(s.min_stake)},
@@ -234,11 +242,7 @@ void RegisterTaskRoutes(http::Router& router, const Deps& deps) {
                                     {.status = req.Query("status"), .type = req.Query("type")},
                                     std::get<PageQuery>(q).limit, std::get<PageQuery>(q).cursor);
         if (!page) return TaskError(req, page.error());
-        json::array items;
-        for (const auto& t : page->items) items.push_back(TaskJson(deps, t, false));
-        json::object o{{"items", std::move(items)}};
-        o["next_cursor"] = page->next_cursor ? json::value(*page->next_cursor) : json::value(nullptr);
-        return Json(200, o);
+        return Json(200, TaskPageJson(deps, *page));
       },
       kBlocking);
 
@@ -299,11 +303,7 @@ void RegisterTaskRoutes(http::Router& router, const Deps& deps) {
         auto page = deps.tasks.DeadLetters(std::get<auth::Principal>(who).user_id, std::get<PageQuery>(q).limit,
                                            std::get<PageQuery>(q).cursor);
         if (!page) return TaskError(req, page.error());
-        json::array items;
-        for (const auto& t : page->items) items.push_back(TaskJson(deps, t, false));
-        json::object o{{"items", std::move(items)}};
-        o["next_cursor"] = page->next_cursor ? json::value(*page->next_cursor) : json::value(nullptr);
-        return Json(200, o);
+        return Json(200, TaskPageJson(deps, *page));
       },
       kBlocking);
 

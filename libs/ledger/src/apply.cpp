@@ -151,29 +151,15 @@ Result<void> Applier::Prefetch(const std::vector<const TransferRequest*>& reques
     size_t n = std::min(kChunk, owners.size() - i);
     params.assign(owners.begin() + static_cast<std::ptrdiff_t>(i), owners.begin() + static_cast<std::ptrdiff_t>(i + n));
     auto rows = tx_.Query(
-        "SELECT owner, kind, asset, id, debits_posted, credits_posted, debits_pending, credits_pending, created_ms, "
-        "last_seq FROM ledger_accounts WHERE owner IN (" +
-            placeholders(n) + ")",
+        "SELECT " + std::string(kAccountColumns) + " FROM ledger_accounts WHERE owner IN (" + placeholders(n) + ")",
         params);
     if (!rows) return rows.take_error();
     for (const auto& r : *rows) {
-      AccountRef ref{r.Text(0), r.Text(1), r.Text(2)};
-      std::string k = AccountKeyOf(ref);
+      auto a = AccountFromRow(r);
+      if (!a) return a.take_error();
+      std::string k = AccountKeyOf(a->ref);
       if (accounts_.count(k)) continue;
-      AccountState st;
-      st.account.ref = std::move(ref);
-      st.account.id = r.Text(3);
-      Amount* fields[] = {&st.account.debits_posted, &st.account.credits_posted, &st.account.debits_pending,
-                          &st.account.credits_pending};
-      for (size_t f = 0; f < 4; ++f) {
-        auto v = AmountColumn(r, f + 4);
-        if (!v) return v.take_error();
-        *fields[f] = *v;
-      }
-      st.account.created_ms = r.Int(8);
-      st.account.last_seq = r.Int(9);
-      st.persisted = true;
-      accounts_.emplace(std::move(k), std::move(st));
+      accounts_.emplace(std::move(k), AccountState{.account = std::move(a).value(), .persisted = true});
     }
     for (size_t k = i; k < i + n; ++k) loaded_owners_.insert(owners[k]);
   }
@@ -243,34 +229,21 @@ void Applier::TouchPending(const std::string& id, PendingState* p) {
 Result<Applier::AccountState*> Applier::LoadAccount(const AccountRef& ref) {
   std::string k = AccountKeyOf(ref);
   if (auto it = accounts_.find(k); it != accounts_.end()) return &it->second;
-  if (loaded_owners_.count(ref.owner)) {  // prefetched: this account does not exist yet
-    AccountState s;
-    s.account.ref = ref;
-    s.account.id = MakeId("acc");
-    s.account.created_ms = clock_.NowMs();
-    return &accounts_.emplace(std::move(k), std::move(s)).first->second;
-  }
-  auto row = tx_.QueryOne(
-      "SELECT id, debits_posted, credits_posted, debits_pending, credits_pending, created_ms, last_seq "
-      "FROM ledger_accounts WHERE owner = $1 AND kind = $2 AND asset = $3",
-      {Value{ref.owner}, Value{ref.kind}, Value{ref.asset}});
-  if (!row) return row.take_error();
   AccountState s;
-  s.account.ref = ref;
-  if (*row) {
-    const auto& r = **row;
-    s.account.id = r.Text(0);
-    Amount* fields[] = {&s.account.debits_posted, &s.account.credits_posted, &s.account.debits_pending,
-                        &s.account.credits_pending};
-    for (size_t i = 0; i < 4; ++i) {
-      auto v = AmountColumn(r, i + 1);
-      if (!v) return v.take_error();
-      *fields[i] = *v;
+  if (!loaded_owners_.count(ref.owner)) {  // a prefetched owner's missing account does not exist yet
+    auto row = tx_.QueryOne("SELECT " + std::string(kAccountColumns) +
+                                " FROM ledger_accounts WHERE owner = $1 AND kind = $2 AND asset = $3",
+                            {Value{ref.owner}, Value{ref.kind}, Value{ref.asset}});
+    if (!row) return row.take_error();
+    if (*row) {
+      auto a = AccountFromRow(**row);
+      if (!a) return a.take_error();
+      s.account = std::move(a).value();
+      s.persisted = true;
     }
-    s.account.created_ms = r.Int(5);
-    s.account.last_seq = r.Int(6);
-    s.persisted = true;
-  } else {
+  }
+  if (!s.persisted) {
+    s.account.ref = ref;
     s.account.id = MakeId("acc");
     s.account.created_ms = clock_.NowMs();
   }

@@ -18,6 +18,11 @@ inline constexpr std::string_view kTransferColumns =
 inline constexpr std::string_view kTransferJoins =
     " FROM ledger_transfers t JOIN ledger_accounts d ON d.id = t.debit_id JOIN ledger_accounts c ON c.id = t.credit_id";
 
+// The columns every account query selects, in the order AccountFromRow reads.
+inline constexpr std::string_view kAccountColumns =
+    "id, owner, kind, asset, debits_posted, credits_posted, debits_pending, credits_pending, created_ms, last_seq";
+Result<Account> AccountFromRow(const store::Row& r);
+
 // Fails (kInternal) on a row the ledger could not have written.
 Result<Transfer> TransferFromRow(const store::Row& row);
 std::optional<TransferType> ParseTransferType(std::string_view s);

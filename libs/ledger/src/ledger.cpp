@@ -22,24 +22,6 @@ void AppendField(std::string& out, std::string_view field) {
   out += ';';
 }
 
-Result<Account> AccountFromRow(const store::Row& r) {
-  Account a;
-  a.id = r.Text(0);
-  a.ref = {r.Text(1), r.Text(2), r.Text(3)};
-  Amount* fields[] = {&a.debits_posted, &a.credits_posted, &a.debits_pending, &a.credits_pending};
-  for (size_t i = 0; i < 4; ++i) {
-    auto v = AmountColumn(r, i + 4);
-    if (!v) return v.take_error();
-    *fields[i] = *v;
-  }
-  a.created_ms = r.Int(8);
-  a.last_seq = r.Int(9);
-  return a;
-}
-
-constexpr std::string_view kAccountColumns =
-    "id, owner, kind, asset, debits_posted, credits_posted, debits_pending, credits_pending, created_ms, last_seq";
-
 }  // namespace
 
 bool IsKind(std::string_view k) { return std::find(std::begin(kKinds), std::end(kKinds), k) != std::end(kKinds); }
@@ -99,6 +81,21 @@ Result<Amount> AmountColumn(const store::Row& row, size_t i) {
   auto v = ParseAmount(row.Text(i));
   if (!v) return Error::Internal("ledger_corrupt", "a stored amount is not an amount: '" + row.Text(i) + "'");
   return *v;
+}
+
+Result<Account> AccountFromRow(const store::Row& r) {
+  Account a;
+  a.id = r.Text(0);
+  a.ref = {r.Text(1), r.Text(2), r.Text(3)};
+  Amount* fields[] = {&a.debits_posted, &a.credits_posted, &a.debits_pending, &a.credits_pending};
+  for (size_t i = 0; i < 4; ++i) {
+    auto v = AmountColumn(r, i + 4);
+    if (!v) return v.take_error();
+    *fields[i] = *v;
+  }
+  a.created_ms = r.Int(8);
+  a.last_seq = r.Int(9);
+  return a;
 }
 
 Result<Transfer> TransferFromRow(const store::Row& r) {

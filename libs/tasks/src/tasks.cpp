@@ -202,6 +202,7 @@ Result<Page<Task>> Coordinator::List(std::string_view requester, const TaskFilte
       params.emplace_back(*filter.type);
       sql += " AND type = $" + std::to_string(params.size());
     }
+    if (filter.dead_letters) sql += " AND status IN ('failed', 'timed_out')";
     params.emplace_back(int64_t{limit} + 1);
     sql += " ORDER BY id DESC LIMIT $" + std::to_string(params.size());
     auto rows = tx.Query(sql, params);
@@ -571,29 +572,7 @@ Result<int64_t> Coordinator::FairKey(store::Tx& tx, std::string_view requester, 
 }
 
 Result<Page<Task>> Coordinator::DeadLetters(std::string_view requester, int limit, std::string_view cursor) {
-  Page<Task> page;
-  SMART_TRY(db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
-    page = {};
-    std::string sql = "SELECT ";
-    sql += kTaskColumns;
-    sql +=
-        " FROM tasks WHERE requester = $1 AND status IN ('failed', 'timed_out') AND id < $2 ORDER BY id DESC LIMIT $3";
-    auto rows =
-        tx.Query(sql, {Value{std::string(requester)}, Value{cursor.empty() ? std::string("~") : std::string(cursor)},
-                       Value{int64_t{limit} + 1}});
-    if (!rows) return rows.take_error();
-    for (const auto& r : *rows) {
-      auto t = TaskFromRow(r);
-      if (!t) return t.take_error();
-      page.items.push_back(std::move(t).value());
-    }
-    if (page.items.size() > static_cast<size_t>(limit)) {
-      page.items.pop_back();
-      page.next_cursor = page.items.back().id;
-    }
-    return Ok();
-  }));
-  return page;
+  return List(requester, {.dead_letters = true}, limit, cursor);
 }
 
 Result<Task> Coordinator::Retry(std::string_view requester, std::string_view id) {

@@ -149,6 +149,7 @@ struct RegisterNodeRequest {
 
 struct TaskFilter {
   std::optional<std::string> status, type;
+  bool dead_letters = false;  // only tasks that used up their attempts (failed, timed_out)
 };
 
 struct Stats {
