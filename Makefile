@@ -46,7 +46,7 @@ tsan: deps
 	@cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS="-fsanitize=thread -O1" \
 	  -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread -DSMART_BUILD_BENCH=OFF >/dev/null
 	@cmake --build build/tsan -j $(JOBS)
-	cd build/tsan && ctest --output-on-failure -j $(JOBS) -R 'kv_test|metrics_test|store|auth|ledger|http_server_test|smartd'
+	cd build/tsan && ctest --output-on-failure -j $(JOBS) -R 'kv_test|metrics_test|store|auth|ledger|tasks|events|http_server_test|smartd|chaos'
 
 format:
 	@git ls-files '*.cpp' '*.hpp' | xargs clang-format -i
