@@ -235,8 +235,8 @@ TEST_F(CoordinatorTest, CancelRefundsAndFinalTasksStayFinal) {
 
 TEST_F(CoordinatorTest, PriorityThenAgeCapabilitiesAndCapacity) {
   Fund("usr_req", 10'000'000);
-  Task low = Submit("usr_req", "1", Priority::kLow);
-  Task normal = Submit("usr_req", "2", Priority::kNormal);
+  Submit("usr_req", "1", Priority::kLow);
+  Submit("usr_req", "2", Priority::kNormal);
   Task urgent = Submit("usr_req", "3", Priority::kUrgent);
   Task high = Submit("usr_req", "4", Priority::kHigh);
   Task other_type = Submit("usr_req", "5", Priority::kUrgent, "sha256");
@@ -250,8 +250,6 @@ TEST_F(CoordinatorTest, PriorityThenAgeCapabilitiesAndCapacity) {
   auto next = coord_->Claim("usr_op", n.id, 10, 0);
   ASSERT_EQ(next->size(), 1u);
   EXPECT_EQ((*next)[0].id, urgent.id) << "requeued, still the most urgent";
-  (void)low;
-  (void)normal;
   EXPECT_EQ(coord_->Get("usr_req", other_type.id)->status, "pending") << "never given to a node without the type";
 }
 

@@ -312,7 +312,7 @@ Result<Settings> Coordinator::UpdateSettings(const Settings& s) {
   return GetSettings();
 }
 
-Result<void> Coordinator::Slash(store::Tx& tx, const Node& node, int64_t now) {
+Result<void> Coordinator::Slash(store::Tx& tx, const Node& node) {
   ledger::Amount amount = node.stake * static_cast<unsigned>(config_.slash_pct) / 100;
   if (amount == 0 || node.stake_id.empty()) return Ok();
   auto slashes = tx.QueryOne("SELECT slashes FROM nodes WHERE id = $1", {Value{node.id}});
@@ -345,7 +345,6 @@ Result<void> Coordinator::Slash(store::Tx& tx, const Node& node, int64_t now) {
   SMART_TRY(tx.Exec("UPDATE nodes SET stake = $2, stake_id = $3, slashed = $4, slashes = slashes + 1 WHERE id = $1",
                     {Value{node.id}, Value{ledger::FormatAmount(rest)}, rest > 0 ? Value{(*done)[1].id} : Value{},
                      Value{ledger::FormatAmount(node.slashed + amount)}}));
-  (void)now;
   return Ok();
 }
 
@@ -368,7 +367,7 @@ Result<void> Coordinator::ExpireLease(std::string_view task_id) {
           "UPDATE nodes SET timed_out = timed_out + 1, reputation = CASE WHEN reputation >= 50 THEN reputation - 50 "
           "ELSE 0 END WHERE id = $1",
           {Value{node->id}}));
-      SMART_TRY(Slash(tx, *node, now));
+      SMART_TRY(Slash(tx, *node));
     }
     SMART_TRY(AddEvent(tx, t->id, now, "timed_out", t->node_id, "{\"lease\":" + std::to_string(t->attempt) + "}"));
     requeued = t->failures + 1 < t->max_attempts;

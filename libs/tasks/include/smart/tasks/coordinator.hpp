@@ -251,7 +251,7 @@ class Coordinator {
   Result<void> Requeue(store::Tx& tx, const Task& t, std::string_view final_status, std::string error, bool counts,
                        int64_t now);
   // Takes slash_pct of the node's stake to platform/treasury; the rest stays held.
-  Result<void> Slash(store::Tx& tx, const Node& node, int64_t now);
+  Result<void> Slash(store::Tx& tx, const Node& node);
   Result<void> ExpireLease(std::string_view task_id);
   Result<void> ExpireDeadline(std::string_view task_id);
   // The task's place in fair queueing: after the requester's previous tasks
