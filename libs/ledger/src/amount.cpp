@@ -30,7 +30,9 @@ std::string FormatAmount(Amount a) {
 
 std::string FormatDifference(Amount credits, Amount debits) {
   if (credits >= debits) return FormatAmount(credits - debits);
-  return "-" + FormatAmount(debits - credits);
+  std::string out = FormatAmount(debits - credits);
+  out.insert(out.begin(), '-');  // not "-" + s: GCC 12 warns falsely (-Wrestrict) about that
+  return out;
 }
 
 std::string DisplayAmount(Amount a, int decimals, std::string_view code, bool negative) {
