@@ -115,18 +115,23 @@ struct Identity {
   std::string id, credential;
 };
 
+// {"id", "credential"}: the state file, and the answer of a registration.
+std::optional<Identity> IdentityFromJson(std::string_view text) {
+  boost::system::error_code ec;
+  auto v = json::parse(text, ec);
+  if (ec || !v.is_object()) return std::nullopt;
+  const auto* id = v.as_object().if_contains("id");
+  const auto* credential = v.as_object().if_contains("credential");
+  if (!id || !id->is_string() || !credential || !credential->is_string()) return std::nullopt;
+  return Identity{std::string(id->as_string()), std::string(credential->as_string())};
+}
+
 std::optional<Identity> ReadState(const std::string& path) {
   std::ifstream in(path);
   if (!in) return std::nullopt;
   std::stringstream ss;
   ss << in.rdbuf();
-  boost::system::error_code ec;
-  auto v = json::parse(ss.str(), ec);
-  if (ec || !v.is_object() || !v.as_object().contains("id") || !v.as_object().contains("credential")) {
-    return std::nullopt;
-  }
-  return Identity{std::string(v.as_object().at("id").as_string()),
-                  std::string(v.as_object().at("credential").as_string())};
+  return IdentityFromJson(ss.str());
 }
 
 Result<void> WriteState(const std::string& path, const Identity& id) {
@@ -169,8 +174,9 @@ Result<Identity> Resolve(const config::Config& cfg, log::Logger& logger) {
   auto r = CallApi(cfg.String("node.server"), cfg.String("node.user_key"), "POST", "/api/v1/nodes/register",
                    json::serialize(body));
   if (!r) return Error{r.error().kind, r.error().code, "registering: " + r.error().code + ": " + r.error().message};
-  auto v = json::parse(*r).as_object();
-  Identity id{std::string(v.at("id").as_string()), std::string(v.at("credential").as_string())};
+  auto registered = IdentityFromJson(*r);
+  if (!registered) return Error::Unavailable("bad_answer", "registering: the server's answer has no id and credential");
+  const Identity& id = *registered;
   SMART_TRY(WriteState(state, id));
   logger.Info("registered", {{"node_id", id.id}, {"name", name}, {"state_file", state}});
   return id;

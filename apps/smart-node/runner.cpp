@@ -35,6 +35,28 @@ Result<std::string> CallApi(const std::string& server, const std::string& creden
   return Error::Invalid(code, detail);
 }
 
+// One task of a claim's answer; nullopt when a field is missing or of the wrong type.
+std::optional<Runner::Leased> Runner::ParseLeased(const json::value& item) {
+  const auto* o = item.if_object();
+  if (!o) return std::nullopt;
+  const auto* id = o->if_contains("id");
+  const auto* type = o->if_contains("type");
+  const auto* input = o->if_contains("input");
+  const auto* params = o->if_contains("parameters");
+  const auto* lease = o->if_contains("lease");
+  if (!id || !id->is_string() || !type || !type->is_string() || !input || !lease || !lease->is_int64()) {
+    return std::nullopt;
+  }
+  Leased t;
+  t.job.id = std::string(id->as_string());
+  t.job.type = std::string(type->as_string());
+  t.job.input_is_json = !input->is_string();
+  t.job.input = input->is_string() ? std::string(input->as_string()) : json::serialize(*input);
+  t.job.parameters = params && params->is_object() ? json::serialize(*params) : "{}";
+  t.lease = static_cast<int>(lease->as_int64());
+  return t;
+}
+
 Runner::Runner(RunnerConfig config, const Executors& executors, log::Logger& logger)
     : config_(std::move(config)), executors_(executors), logger_(logger) {}
 
@@ -171,25 +193,20 @@ void Runner::Run(const std::atomic<bool>& stop) {
     pause = 200ms;
     boost::system::error_code ec;
     auto v = json::parse(*r, ec);
-    if (ec || !v.is_object() || !v.as_object().contains("tasks")) continue;
+    if (ec || !v.is_object()) continue;
+    const auto* tasks = v.as_object().if_contains("tasks");
+    if (!tasks || !tasks->is_array()) continue;
     std::lock_guard lk(mu_);
-    for (const auto& item : v.as_object().at("tasks").as_array()) {
-      const auto& o = item.as_object();
-      Leased t;
-      t.job.id = std::string(o.at("id").as_string());
-      t.job.type = std::string(o.at("type").as_string());
-      if (o.at("input").is_string()) {
-        t.job.input = std::string(o.at("input").as_string());
-      } else {
-        t.job.input = json::serialize(o.at("input"));
-        t.job.input_is_json = true;
+    for (const auto& item : tasks->as_array()) {
+      auto t = ParseLeased(item);
+      if (!t) {
+        logger_.Warn("ignoring a malformed task in a claim answer", {{"task", json::serialize(item).substr(0, 200)}});
+        continue;
       }
-      t.job.parameters = json::serialize(o.at("parameters"));
-      t.lease = static_cast<int>(o.at("lease").to_number<int64_t>());
-      if (held_.count(t.job.id)) continue;  // already ours
-      logger_.Info("task claimed", {{"task_id", t.job.id}, {"lease", t.lease}});
-      held_.insert(t.job.id);
-      queue_.push_back(std::move(t));
+      if (held_.count(t->job.id)) continue;  // already ours
+      logger_.Info("task claimed", {{"task_id", t->job.id}, {"lease", t->lease}});
+      held_.insert(t->job.id);
+      queue_.push_back(std::move(*t));
     }
     cv_.notify_all();
   }

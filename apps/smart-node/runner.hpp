@@ -5,10 +5,12 @@
 #pragma once
 
 #include <atomic>
+#include <boost/json/fwd.hpp>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -44,6 +46,7 @@ class Runner {
     Job job;
     int lease = 0;
   };
+  static std::optional<Leased> ParseLeased(const boost::json::value& item);
   void Work();
   void Handle(const Leased& t);
   // Retries `call` with back-off while it fails with kUnavailable, for up to `for_how_long`.

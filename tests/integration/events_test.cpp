@@ -117,6 +117,11 @@ TEST(SmartdEvents, TaskUpdatesNetworkStatsAndResume) {
   WsClient again(s.port(), alice.access);
   again.Send(R"({"type":"subscribe","tasks":"own"})");
   ASSERT_NE(again.Read().find("\"subscribed\""), std::string::npos);
+  for (const char* bad : {R"({"type":"resume","last_event_id":-1})", R"({"type":"resume","last_event_id":1.5})",
+                          R"({"type":"resume","last_event_id":1e300})", R"({"type":"resume"})", "not json"}) {
+    again.Send(bad);
+    EXPECT_NE(again.Read().find("\"error\""), std::string::npos) << bad;
+  }
   again.Send(R"({"type":"resume","last_event_id":)" + std::to_string(first_id) + "}");
   std::string replayed = again.ReadUntil("task_update");
   EXPECT_NE(replayed.find("\"status\":\"cancelled\""), std::string::npos) << replayed;

@@ -152,13 +152,18 @@ void RegisterEventRoutes(http::Router& router, const Deps& deps) {
         return;
       }
       if (type == "resume") {
+        // A non-negative integer; anything else (a fraction, -1, 1e30) is refused, never thrown on.
         auto last = o.if_contains("last_event_id");
-        if (!last || !last->is_number()) {
-          ws->Send(Reply("error", {{"code", "invalid_message"}, {"detail", "resume needs last_event_id"}}));
+        std::optional<uint64_t> since;
+        if (last && last->is_uint64()) since = last->as_uint64();
+        if (last && last->is_int64() && last->as_int64() >= 0) since = static_cast<uint64_t>(last->as_int64());
+        if (!since) {
+          ws->Send(
+              Reply("error", {{"code", "invalid_message"}, {"detail", "resume needs last_event_id, an integer >= 0"}}));
           return;
         }
         bool complete = false;
-        auto missed = deps.bus.Since(last->to_number<uint64_t>(), &complete);
+        auto missed = deps.bus.Since(*since, &complete);
         if (!complete) {
           ws->Send(
               Reply("gap", {{"detail", "some events since then are no longer kept; re-read the state over HTTP"}}));

@@ -139,21 +139,21 @@ std::optional<std::string> FieldReader::Object(std::string_view key, bool requir
   return text;
 }
 
-std::optional<std::string> FieldReader::AmountText(std::string_view key, bool required) {
+std::optional<ledger::Amount> FieldReader::Amount(std::string_view key, bool required) {
   auto it = o_.find(key);
   if (it != o_.end() && it->value().is_number()) {
     errors_.push_back({std::string(key), "must be a string of integer base units, e.g. \"250000\", not a number"});
+    invalid_amount_ = true;
     return std::nullopt;
   }
   auto text = String(key, required);
   if (!text) return std::nullopt;
-  bool digits = !text->empty() && text->size() <= 39 && (text->size() == 1 || (*text)[0] != '0') &&
-                std::all_of(text->begin(), text->end(), [](char c) { return c >= '0' && c <= '9'; });
-  if (!digits) {
-    errors_.push_back({std::string(key), "must be a string of integer base units, e.g. \"250000\""});
-    return std::nullopt;
+  auto amount = ledger::ParseAmount(*text);
+  if (!amount) {
+    errors_.push_back({std::string(key), "must be a string of integer base units below 2^128, e.g. \"250000\""});
+    invalid_amount_ = true;
   }
-  return text;
+  return amount;
 }
 
 std::variant<PageQuery, http::Response> ParsePageQuery(const http::Request& req) {

@@ -12,6 +12,7 @@
 
 #include "smart/core/result.hpp"
 #include "smart/http/message.hpp"
+#include "smart/ledger/amount.hpp"
 
 namespace smart::api {
 
@@ -33,14 +34,17 @@ class FieldReader {
   std::optional<bool> Bool(std::string_view key, bool required);
   // A JSON object, serialized; `max_bytes` bounds its text.
   std::optional<std::string> Object(std::string_view key, bool required, size_t max_bytes);
-  // An amount: a string of integer base units (never a JSON number).
-  std::optional<std::string> AmountText(std::string_view key, bool required);
+  // An amount: a string of integer base units below 2^128 (never a JSON number).
+  std::optional<ledger::Amount> Amount(std::string_view key, bool required);
   bool ok() const { return errors_.empty(); }
+  // An amount was given but is not one (routes that answer invalid_amount for it).
+  bool invalid_amount() const { return invalid_amount_; }
   http::Response Problem(const http::Request& req) const;
 
  private:
   const boost::json::object& o_;
   std::vector<http::FieldError> errors_;
+  bool invalid_amount_ = false;
 };
 
 // `?limit=` (default 50, 1..500) and `?cursor=`; nullopt limit means a bad value (answer 422).

@@ -82,23 +82,33 @@ std::variant<std::string, http::Response> IdempotencyKey(const http::Request& re
   return std::string(*key);
 }
 
-// An amount field: a string of base units, never a number.
-std::optional<ledger::Amount> ReadAmount(FieldReader& f, const json::object& body) {
-  auto it = body.find("amount");
-  if (it != body.end() && it->value().is_number()) {
-    return std::nullopt;  // reported by the caller, with the convention spelled out
-  }
-  auto text = f.String("amount", true);
-  if (!text) return std::nullopt;
-  return ledger::ParseAmount(*text);
-}
-
 http::Response AmountProblem(const http::Request& req) {
   return http::MakeProblem(req,
                            {.status = 422,
                             .code = "invalid_amount",
                             .detail = "amount must be a string of integer base units, e.g. \"250000\" for 0.25 USDC",
                             .errors = {{"amount", "a decimal string of base units, greater than zero, below 2^128"}}});
+}
+
+// A request that moves value: its Idempotency-Key and {<party>, asset, amount, memo}.
+struct Move {
+  std::string key, party, asset;
+  ledger::Amount amount = 0;
+  std::optional<std::string> memo;
+};
+
+std::variant<Move, http::Response> ParseMove(const http::Request& req, std::string_view party) {
+  auto key = IdempotencyKey(req);
+  if (auto* res = std::get_if<http::Response>(&key)) return std::move(*res);
+  auto body = ParseJsonObject(req, {party, "asset", "amount", "memo"});
+  if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
+  FieldReader f(std::get<json::object>(body));
+  auto who = f.String(party, true), asset = f.String("asset", true), memo = f.String("memo", false);
+  auto amount = f.Amount("amount", true);
+  if (f.invalid_amount()) return AmountProblem(req);
+  if (!f.ok()) return f.Problem(req);
+  if (*amount == 0) return AmountProblem(req);
+  return Move{std::move(std::get<std::string>(key)), std::move(*who), std::move(*asset), *amount, std::move(memo)};
 }
 
 std::variant<std::string, http::Response> Metadata(const http::Request& req, const std::optional<std::string>& memo,
@@ -133,27 +143,20 @@ http::Response Faucet(const Deps& deps, http::Request& req, bool mint) {
                               .code = "faucet_disabled",
                               .detail = "Minting and burning are off; set ledger.dev_faucet = true (development)."});
   }
-  auto key = IdempotencyKey(req);
-  if (auto* res = std::get_if<http::Response>(&key)) return std::move(*res);
-  auto body = ParseJsonObject(req, {"user", "asset", "amount", "memo"});
-  if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
-  const auto& o = std::get<json::object>(body);
-  FieldReader f(o);
-  auto user = f.String("user", true), asset = f.String("asset", true), memo = f.String("memo", false);
-  auto amount = ReadAmount(f, o);
-  if (!f.ok()) return f.Problem(req);
-  if (!amount || *amount == 0) return AmountProblem(req);
-  auto target = deps.auth.FindUser(*user);
+  auto parsed = ParseMove(req, "user");
+  if (auto* res = std::get_if<http::Response>(&parsed)) return std::move(*res);
+  const Move& m = std::get<Move>(parsed);
+  auto target = deps.auth.FindUser(m.party);
   if (!target) return ErrorResponse(req, target.error());
   const auto& admin = std::get<auth::Principal>(who);
-  auto metadata = Metadata(req, memo, admin.user_id);
+  auto metadata = Metadata(req, m.memo, admin.user_id);
   if (auto* res = std::get_if<http::Response>(&metadata)) return std::move(*res);
-  ledger::AccountRef issuer{std::string(ledger::kPlatform), std::string(ledger::kind::kIssuer), *asset};
-  ledger::AccountRef holder{target->id, std::string(ledger::kind::kAvailable), *asset};
-  ledger::TransferRequest t{.key = "admin/" + admin.user_id + "/" + std::get<std::string>(key),
+  ledger::AccountRef issuer{std::string(ledger::kPlatform), std::string(ledger::kind::kIssuer), m.asset};
+  ledger::AccountRef holder{target->id, std::string(ledger::kind::kAvailable), m.asset};
+  ledger::TransferRequest t{.key = "admin/" + admin.user_id + "/" + m.key,
                             .debit = mint ? issuer : holder,
                             .credit = mint ? holder : issuer,
-                            .amount = *amount,
+                            .amount = m.amount,
                             .code = mint ? "mint" : "burn",
                             .metadata = std::get<std::string>(metadata)};
   auto r = deps.ledger.Execute({std::move(t)});
@@ -234,18 +237,11 @@ void RegisterLedgerRoutes(http::Router& router, const Deps& deps) {
       [&deps](http::Request& req) {
         auto who = Require(deps, req, auth::scope::kLedgerWrite);
         if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
-        auto key = IdempotencyKey(req);
-        if (auto* res = std::get_if<http::Response>(&key)) return std::move(*res);
-        auto body = ParseJsonObject(req, {"to", "asset", "amount", "memo"});
-        if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
-        const auto& o = std::get<json::object>(body);
-        FieldReader f(o);
-        auto to = f.String("to", true), asset = f.String("asset", true), memo = f.String("memo", false);
-        auto amount = ReadAmount(f, o);
-        if (!f.ok()) return f.Problem(req);
-        if (!amount || *amount == 0) return AmountProblem(req);
+        auto parsed = ParseMove(req, "to");
+        if (auto* res = std::get_if<http::Response>(&parsed)) return std::move(*res);
+        const Move& m = std::get<Move>(parsed);
         const auto& sender = std::get<auth::Principal>(who);
-        auto recipient = deps.auth.FindUser(*to);
+        auto recipient = deps.auth.FindUser(m.party);
         if (!recipient) {
           return http::MakeProblem(req, {.status = 404,
                                          .code = "recipient_not_found",
@@ -258,12 +254,12 @@ void RegisterLedgerRoutes(http::Router& router, const Deps& deps) {
                                          .detail = "The recipient's account is disabled.",
                                          .errors = {{"to", "disabled"}}});
         }
-        auto metadata = Metadata(req, memo, "");
+        auto metadata = Metadata(req, m.memo, "");
         if (auto* res = std::get_if<http::Response>(&metadata)) return std::move(*res);
-        ledger::TransferRequest t{.key = "user/" + sender.user_id + "/" + std::get<std::string>(key),
-                                  .debit = {sender.user_id, std::string(ledger::kind::kAvailable), *asset},
-                                  .credit = {recipient->id, std::string(ledger::kind::kAvailable), *asset},
-                                  .amount = *amount,
+        ledger::TransferRequest t{.key = "user/" + sender.user_id + "/" + m.key,
+                                  .debit = {sender.user_id, std::string(ledger::kind::kAvailable), m.asset},
+                                  .credit = {recipient->id, std::string(ledger::kind::kAvailable), m.asset},
+                                  .amount = m.amount,
                                   .code = "transfer",
                                   .metadata = std::get<std::string>(metadata)};
         auto r = deps.ledger.Execute({std::move(t)});

@@ -165,7 +165,7 @@ void RegisterTaskRoutes(http::Router& router, const Deps& deps) {
         auto type = f.String("type", true);
         auto params = f.Object("parameters", false, 64 * 1024);
         auto priority = f.String("priority", false);
-        auto max_cost = f.AmountText("max_cost", false);
+        auto max_cost = f.Amount("max_cost", false);
         auto timeout = f.Int("timeout_s", false, 1, 86400);
         auto attempts = f.Int("max_attempts", false, 1, 10);
         auto not_before = f.Timestamp("not_before", false), deadline = f.Timestamp("deadline", false);
@@ -192,7 +192,7 @@ void RegisterTaskRoutes(http::Router& router, const Deps& deps) {
         s.type = *type;
         if (params) s.parameters = *params;
         if (priority) s.priority = *tasks::ParsePriority(*priority);
-        if (max_cost) s.max_cost = ledger::ParseAmount(*max_cost);
+        s.max_cost = max_cost;
         s.timeout_s = timeout;
         if (attempts) s.max_attempts = static_cast<int>(*attempts);
         if (not_before) s.not_before_ms = *not_before * 1000;
@@ -570,14 +570,14 @@ void RegisterTaskRoutes(http::Router& router, const Deps& deps) {
         if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
         FieldReader f(std::get<json::object>(body));
         auto paused = f.Bool("paused", false);
-        auto stake = f.AmountText("min_stake", false);
+        auto stake = f.Amount("min_stake", false);
         auto per_node = f.Int("max_tasks_per_node", false, 1, 100);
         auto min_t = f.Int("min_timeout_s", false, 1, 86400), max_t = f.Int("max_timeout_s", false, 1, 86400);
         if (!f.ok()) return f.Problem(req);
         auto s = deps.tasks.GetSettings();
         if (!s) return TaskError(req, s.error());
         if (paused) s->paused = *paused;
-        if (stake) s->min_stake = *ledger::ParseAmount(*stake);
+        if (stake) s->min_stake = *stake;
         if (per_node) s->max_tasks_per_node = static_cast<int>(*per_node);
         if (min_t) s->min_timeout_s = *min_t;
         if (max_t) s->max_timeout_s = *max_t;
