@@ -35,25 +35,6 @@ std::string Fingerprint(const SubmitRequest& r) {
   return crypto::Sha256Hex(s);
 }
 
-// The current lease holder's check: the node, its operator and the fencing token.
-Result<Task> LoadLeased(store::Tx& tx, std::string_view operator_id, std::string_view node_id, std::string_view task_id,
-                        int lease) {
-  SMART_TRY(LoadOwnNode(tx, node_id, operator_id));
-  auto t = LoadTask(tx, task_id);
-  if (!t) return t;
-  if (t->node_id != node_id || t->attempt != lease || (t->status != "assigned" && t->status != "in_progress")) {
-    return Error::Conflict("lease_stale", "task " + t->id + ": this node does not hold lease " + std::to_string(lease) +
-                                              " (status " + t->status + ")");
-  }
-  return t;
-}
-
-Result<void> UpdateStatus(store::Tx& tx, const Task& t, std::string_view status, int64_t now) {
-  SMART_TRY(tx.Exec("UPDATE tasks SET status = $2, updated_ms = $3 WHERE id = $1",
-                    {Value{t.id}, Value{std::string(status)}, Value{now}}));
-  return Ok();
-}
-
 }  // namespace
 
 Result<ledger::Amount> Coordinator::Estimate(std::string_view type, size_t input_bytes) const {
@@ -378,24 +359,38 @@ Result<std::vector<Task>> Coordinator::Claim(std::string_view operator_id, std::
   }
 }
 
-Result<Task> Coordinator::Start(std::string_view operator_id, std::string_view node_id, std::string_view task_id,
-                                int lease) {
+Result<Task> Coordinator::OnLease(std::string_view operator_id, std::string_view node_id, std::string_view task_id,
+                                  int lease, const LeaseChange& change) {
   Task out;
   SMART_TRY(writer_.Transact([&](store::Tx& tx) -> Result<void> {
-    auto t = LoadLeased(tx, operator_id, node_id, task_id, lease);
+    auto node = LoadOwnNode(tx, node_id, operator_id);
+    if (!node) return node.take_error();
+    auto t = LoadTask(tx, task_id);
     if (!t) return t.take_error();
-    if (t->status == "assigned") {
-      int64_t now = clock_.NowMs();
-      SMART_TRY(UpdateStatus(tx, *t, "in_progress", now));
-      SMART_TRY(AddEvent(tx, t->id, now, "in_progress", node_id));
+    if (t->node_id != node_id || t->attempt != lease || (t->status != "assigned" && t->status != "in_progress")) {
+      return Error::Conflict("lease_stale", "task " + t->id + ": this node does not hold lease " +
+                                                std::to_string(lease) + " (status " + t->status + ")");
     }
+    SMART_TRY(change(tx, *t, *node, clock_.NowMs()));
     auto done = LoadTask(tx, task_id);
     if (!done) return done.take_error();
     out = std::move(done).value();
     return Ok();
   }));
+  if (out.status == "pending") WakeClaimers();  // given back: claimable again
   Notify(out);
   return out;
+}
+
+Result<Task> Coordinator::Start(std::string_view operator_id, std::string_view node_id, std::string_view task_id,
+                                int lease) {
+  return OnLease(operator_id, node_id, task_id, lease,
+                 [](store::Tx& tx, const Task& t, const Node& n, int64_t now) -> Result<void> {
+                   if (t.status != "assigned") return Ok();  // started already: the same answer again
+                   SMART_TRY(tx.Exec("UPDATE tasks SET status = 'in_progress', updated_ms = $2 WHERE id = $1",
+                                     {Value{t.id}, Value{now}}));
+                   return AddEvent(tx, t.id, now, "in_progress", n.id);
+                 });
 }
 
 Result<Task> Coordinator::Progress(std::string_view operator_id, std::string_view node_id, std::string_view task_id,
@@ -404,22 +399,15 @@ Result<Task> Coordinator::Progress(std::string_view operator_id, std::string_vie
   if (message.size() > kMaxMessage || !IsValidUtf8(message)) {
     return Error::Invalid("invalid_message", "message: at most 256 bytes of UTF-8");
   }
-  Task out;
-  SMART_TRY(writer_.Transact([&](store::Tx& tx) -> Result<void> {
-    auto t = LoadLeased(tx, operator_id, node_id, task_id, lease);
-    if (!t) return t.take_error();
-    int64_t now = clock_.NowMs();
-    SMART_TRY(tx.Exec(
-        "UPDATE tasks SET status = 'in_progress', progress = $2, progress_message = $3, updated_ms = $4 WHERE id = $1",
-        {Value{t->id}, Value{int64_t{percent}}, Value{std::string(message)}, Value{now}}));
-    if (t->status == "assigned") SMART_TRY(AddEvent(tx, t->id, now, "in_progress", node_id));
-    auto done = LoadTask(tx, task_id);
-    if (!done) return done.take_error();
-    out = std::move(done).value();
-    return Ok();
-  }));
-  Notify(out);
-  return out;
+  return OnLease(operator_id, node_id, task_id, lease,
+                 [&](store::Tx& tx, const Task& t, const Node& n, int64_t now) -> Result<void> {
+                   SMART_TRY(
+                       tx.Exec("UPDATE tasks SET status = 'in_progress', progress = $2, progress_message = $3, "
+                               "updated_ms = $4 WHERE id = $1",
+                               {Value{t.id}, Value{int64_t{percent}}, Value{std::string(message)}, Value{now}}));
+                   if (t.status == "assigned") SMART_TRY(AddEvent(tx, t.id, now, "in_progress", n.id));
+                   return Ok();
+                 });
 }
 
 Result<Task> Coordinator::Complete(std::string_view operator_id, std::string_view node_id, std::string_view task_id,
@@ -431,106 +419,79 @@ Result<Task> Coordinator::Complete(std::string_view operator_id, std::string_vie
   if (proof_hash != crypto::Sha256Hex(output)) {
     return Error::Invalid("invalid_proof", "proof_hash: must be the lowercase hex SHA-256 of output");
   }
-  Task out;
-  SMART_TRY(writer_.Transact([&](store::Tx& tx) -> Result<void> {
-    auto t = LoadLeased(tx, operator_id, node_id, task_id, lease);
-    if (!t) {
-      // A retry of a result whose answer was lost: the same lease, the same proof.
-      auto again = LoadTask(tx, task_id);
-      if (again && again->status == "completed" && again->node_id == node_id && again->attempt == lease &&
-          again->proof_hash == proof_hash) {
-        out = std::move(again).value();
-        return Ok();
-      }
-      return t.take_error();
-    }
-    auto node = LoadOwnNode(tx, node_id, operator_id);
-    if (!node) return node.take_error();
-    int64_t now = clock_.NowMs();
-    ledger::Amount fee = t->cost * static_cast<unsigned>(config_.fee_pct) / 100;
-    ledger::Amount pay = t->cost - fee;
-    std::vector<ledger::TransferRequest> settle{{.key = EscrowKey(*t, "post"),
-                                                 .type = ledger::TransferType::kPost,
-                                                 .pending_id = t->escrow_id,
-                                                 .code = "task_settle"}};
-    std::string meta = JsonObject({{"task_id", t->id}, {"node_id", node->id}});
-    if (pay > 0) {
-      settle.push_back({.key = EscrowKey(*t, "pay"),
-                        .debit = Account(std::string(ledger::kPlatform), ledger::kind::kEscrow, t->asset),
-                        .credit = Account(node->operator_id, ledger::kind::kAvailable, t->asset),
-                        .amount = pay,
-                        .code = "task_reward",
-                        .metadata = meta});
-    }
-    if (fee > 0) {
-      settle.push_back({.key = EscrowKey(*t, "fee"),
-                        .debit = Account(std::string(ledger::kPlatform), ledger::kind::kEscrow, t->asset),
-                        .credit = Account(std::string(ledger::kPlatform), ledger::kind::kFees, t->asset),
-                        .amount = fee,
-                        .code = "task_fee",
-                        .metadata = meta});
-    }
-    SMART_TRY(ledger_.ExecuteIn(tx, settle));
-    SMART_TRY(
-        tx.Exec("UPDATE tasks SET status = 'completed', output = $2, proof_hash = $3, progress = 100, updated_ms = $4, "
-                "completed_ms = $4, lease_expires_ms = 0 WHERE id = $1",
-                {Value{t->id}, Value{std::string(output)}, Value{std::string(proof_hash)}, Value{now}}));
-    SMART_TRY(
-        tx.Exec("UPDATE nodes SET completed = completed + 1, last_heartbeat_ms = $2, "
-                "reputation = CASE WHEN reputation + 10 > 1000 THEN 1000 ELSE reputation + 10 END "
-                "WHERE id = $1",
-                {Value{node->id}, Value{now}}));
-    SMART_TRY(AddEvent(tx, t->id, now, "completed", node_id, JsonObject({{"proof_hash", std::string(proof_hash)}})));
-    auto done = LoadTask(tx, task_id);
-    if (!done) return done.take_error();
-    out = std::move(done).value();
+  auto done = OnLease(
+      operator_id, node_id, task_id, lease,
+      [&](store::Tx& tx, const Task& t, const Node& n, int64_t now) -> Result<void> {
+        ledger::Amount fee = t.cost * static_cast<unsigned>(config_.fee_pct) / 100;
+        ledger::Amount pay = t.cost - fee;
+        std::vector<ledger::TransferRequest> settle{{.key = EscrowKey(t, "post"),
+                                                     .type = ledger::TransferType::kPost,
+                                                     .pending_id = t.escrow_id,
+                                                     .code = "task_settle"}};
+        std::string meta = JsonObject({{"task_id", t.id}, {"node_id", n.id}});
+        if (pay > 0) {
+          settle.push_back({.key = EscrowKey(t, "pay"),
+                            .debit = Account(std::string(ledger::kPlatform), ledger::kind::kEscrow, t.asset),
+                            .credit = Account(n.operator_id, ledger::kind::kAvailable, t.asset),
+                            .amount = pay,
+                            .code = "task_reward",
+                            .metadata = meta});
+        }
+        if (fee > 0) {
+          settle.push_back({.key = EscrowKey(t, "fee"),
+                            .debit = Account(std::string(ledger::kPlatform), ledger::kind::kEscrow, t.asset),
+                            .credit = Account(std::string(ledger::kPlatform), ledger::kind::kFees, t.asset),
+                            .amount = fee,
+                            .code = "task_fee",
+                            .metadata = meta});
+        }
+        SMART_TRY(ledger_.ExecuteIn(tx, settle));
+        SMART_TRY(tx.Exec(
+            "UPDATE tasks SET status = 'completed', output = $2, proof_hash = $3, progress = 100, updated_ms = $4, "
+            "completed_ms = $4, lease_expires_ms = 0 WHERE id = $1",
+            {Value{t.id}, Value{std::string(output)}, Value{std::string(proof_hash)}, Value{now}}));
+        SMART_TRY(
+            tx.Exec("UPDATE nodes SET completed = completed + 1, last_heartbeat_ms = $2, "
+                    "reputation = CASE WHEN reputation + 10 > 1000 THEN 1000 ELSE reputation + 10 END WHERE id = $1",
+                    {Value{n.id}, Value{now}}));
+        return AddEvent(tx, t.id, now, "completed", n.id, JsonObject({{"proof_hash", std::string(proof_hash)}}));
+      });
+  if (done || done.error().code != "lease_stale") return done;
+  // A retry of a result whose answer was lost: the same lease, the same proof, answered again.
+  Task again;
+  SMART_TRY(db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
+    auto t = LoadTask(tx, task_id);
+    if (!t) return t.take_error();
+    again = std::move(t).value();
     return Ok();
   }));
-  Notify(out);
-  return out;
+  if (again.status == "completed" && again.node_id == node_id && again.attempt == lease &&
+      again.proof_hash == proof_hash) {
+    return again;
+  }
+  return done;
 }
 
 Result<Task> Coordinator::Fail(std::string_view operator_id, std::string_view node_id, std::string_view task_id,
                                int lease, std::string_view error) {
-  if (error.size() > 4096 || !IsValidUtf8(error))
+  if (error.size() > 4096 || !IsValidUtf8(error)) {
     return Error::Invalid("invalid_error", "error: at most 4 KiB of UTF-8");
-  Task out;
-  bool requeued = false;
-  SMART_TRY(writer_.Transact([&](store::Tx& tx) -> Result<void> {
-    auto t = LoadLeased(tx, operator_id, node_id, task_id, lease);
-    if (!t) return t.take_error();
-    int64_t now = clock_.NowMs();
-    SMART_TRY(tx.Exec("UPDATE nodes SET failed = failed + 1 WHERE id = $1", {Value{std::string(node_id)}}));
-    SMART_TRY(AddEvent(tx, t->id, now, "failed", node_id, JsonObject({{"error", std::string(error)}})));
-    requeued = t->failures + 1 < t->max_attempts;
-    SMART_TRY(Requeue(tx, *t, "failed", std::string(error), /*counts=*/true, now));
-    auto done = LoadTask(tx, task_id);
-    if (!done) return done.take_error();
-    out = std::move(done).value();
-    return Ok();
-  }));
-  if (requeued) WakeClaimers();
-  Notify(out);
-  return out;
+  }
+  return OnLease(operator_id, node_id, task_id, lease,
+                 [&](store::Tx& tx, const Task& t, const Node& n, int64_t now) -> Result<void> {
+                   SMART_TRY(tx.Exec("UPDATE nodes SET failed = failed + 1 WHERE id = $1", {Value{n.id}}));
+                   SMART_TRY(AddEvent(tx, t.id, now, "failed", n.id, JsonObject({{"error", std::string(error)}})));
+                   return Requeue(tx, t, "failed", std::string(error), /*counts=*/true, now);
+                 });
 }
 
 Result<Task> Coordinator::Release(std::string_view operator_id, std::string_view node_id, std::string_view task_id,
                                   int lease) {
-  Task out;
-  SMART_TRY(writer_.Transact([&](store::Tx& tx) -> Result<void> {
-    auto t = LoadLeased(tx, operator_id, node_id, task_id, lease);
-    if (!t) return t.take_error();
-    int64_t now = clock_.NowMs();
-    SMART_TRY(AddEvent(tx, t->id, now, "released", node_id));
-    SMART_TRY(Requeue(tx, *t, "failed", "", /*counts=*/false, now));
-    auto done = LoadTask(tx, task_id);
-    if (!done) return done.take_error();
-    out = std::move(done).value();
-    return Ok();
-  }));
-  WakeClaimers();
-  Notify(out);
-  return out;
+  return OnLease(operator_id, node_id, task_id, lease,
+                 [&](store::Tx& tx, const Task& t, const Node& n, int64_t now) -> Result<void> {
+                   SMART_TRY(AddEvent(tx, t.id, now, "released", n.id));
+                   return Requeue(tx, t, "failed", "", /*counts=*/false, now);
+                 });
 }
 
 Result<void> Coordinator::Requeue(store::Tx& tx, const Task& t, std::string_view final_status, std::string error,

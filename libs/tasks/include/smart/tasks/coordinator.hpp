@@ -240,6 +240,12 @@ class Coordinator {
   static std::vector<store::Migration> Migrations();
 
  private:
+  // Runs `change` on a task under the lease of `node_id` (run by
+  // `operator_id`; else node_not_found, node_not_yours, lease_stale), then
+  // answers the task as it is afterwards and publishes it.
+  using LeaseChange = std::function<Result<void>(store::Tx& tx, const Task& t, const Node& n, int64_t now)>;
+  Result<Task> OnLease(std::string_view operator_id, std::string_view node_id, std::string_view task_id, int lease,
+                       const LeaseChange& change);
   void RunSweeper();
   void WakeClaimers();
   void Notify(const Task& t) const {
