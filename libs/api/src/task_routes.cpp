@@ -93,7 +93,7 @@ json::object NodeJson(const Deps& deps, const tasks::Node& n) {
   };
 }
 
-json::object TaskPageJson(const Deps& deps, const tasks::Page<tasks::Task>& page) {
+json::object TaskPageJson(const Deps& deps, const Page<tasks::Task>& page) {
   json::array items;
   for (const auto& t : page.items) items.push_back(TaskJson(deps, t, false));
   json::object o{{"items", std::move(items)}};

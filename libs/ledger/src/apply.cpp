@@ -252,15 +252,10 @@ Result<Applier::AccountState*> Applier::LoadAccount(const AccountRef& ref) {
 
 Result<Applier::PendingState*> Applier::LoadPending(const std::string& id) {
   if (auto it = pendings_.find(id); it != pendings_.end()) return &it->second;
-  std::string sql = "SELECT ";
-  sql += kTransferColumns;
-  sql += kTransferJoins;
-  sql += " WHERE t.id = $1";
-  auto row = tx_.QueryOne(sql, {Value{id}});
-  if (!row) return row.take_error();
-  if (!*row) return Error::NotFound("pending_not_found", "pending_id: no transfer " + id);
-  auto t = TransferFromRow(**row);
-  if (!t) return t.take_error();
+  auto loaded = LoadTransfer(tx_, id);
+  if (!loaded) return loaded.take_error();
+  if (!*loaded) return Error::NotFound("pending_not_found", "pending_id: no transfer " + id);
+  auto& t = *loaded;
   if (t->type != TransferType::kPending) {
     return Error::NotFound("pending_not_found", "pending_id: " + id + " is not a pending transfer");
   }
@@ -290,17 +285,11 @@ Result<std::optional<Transfer>> Applier::FindByKey(const std::string& key, std::
     *fingerprint = (*hit)->Text(0);
     id = (*hit)->Text(1);
   }
-  std::string sql = "SELECT ";
-  sql += kTransferColumns;
-  sql += kTransferJoins;
-  sql += " WHERE t.id = $1";
-  auto row = tx_.QueryOne(sql, {Value{id}});
-  if (!row) return row.take_error();
-  if (!*row) return Error::Internal("ledger_inconsistent", "transfer " + id + " lost its accounts");
-  auto t = TransferFromRow(**row);
+  auto t = LoadTransfer(tx_, id);
   if (!t) return t.take_error();
-  if (auto it = pendings_.find(t->id); it != pendings_.end()) t->state = it->second.transfer.state;
-  return std::optional<Transfer>(std::move(t).value());
+  if (!*t) return Error::Internal("ledger_inconsistent", "transfer " + id + " lost its accounts");
+  if (auto it = pendings_.find((*t)->id); it != pendings_.end()) (*t)->state = it->second.transfer.state;
+  return t;
 }
 
 Result<Transfer> Applier::ApplyOne(const TransferRequest& req, bool internal) {

@@ -28,6 +28,9 @@ Result<Transfer> TransferFromRow(const store::Row& row);
 std::optional<TransferType> ParseTransferType(std::string_view s);
 Result<Amount> AmountColumn(const store::Row& row, size_t i);
 
+// The transfer with this id, if any (with both accounts' owners and kinds).
+Result<std::optional<Transfer>> LoadTransfer(store::Tx& tx, std::string_view id);
+
 // sha256(previous hash || the transfer's immutable fields, length-prefixed).
 std::string ChainHash(std::string_view prev_hash, const Transfer& t);
 

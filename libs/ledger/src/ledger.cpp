@@ -126,6 +126,19 @@ Result<Transfer> TransferFromRow(const store::Row& r) {
   return t;
 }
 
+Result<std::optional<Transfer>> LoadTransfer(store::Tx& tx, std::string_view id) {
+  std::string sql = "SELECT ";
+  sql += kTransferColumns;
+  sql += kTransferJoins;
+  sql += " WHERE t.id = $1";
+  auto row = tx.QueryOne(sql, {Value{std::string(id)}});
+  if (!row) return row.take_error();
+  if (!*row) return std::optional<Transfer>();
+  auto t = TransferFromRow(**row);
+  if (!t) return t.take_error();
+  return std::optional<Transfer>(std::move(t).value());
+}
+
 std::string ChainHash(std::string_view prev_hash, const Transfer& t) {
   std::string s(prev_hash);
   AppendField(s, std::to_string(t.seq));
@@ -361,14 +374,7 @@ Result<Page<Account>> Ledger::ListAccounts(const AccountFilter& filter, int limi
 Result<Transfer> Ledger::GetTransfer(std::string_view id) {
   std::optional<Transfer> out;
   SMART_TRY(db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
-    std::string sql = "SELECT ";
-    sql += kTransferColumns;
-    sql += kTransferJoins;
-    sql += " WHERE t.id = $1";
-    auto row = tx.QueryOne(sql, {Value{std::string(id)}});
-    if (!row) return row.take_error();
-    if (!*row) return Ok();
-    auto t = TransferFromRow(**row);
+    auto t = LoadTransfer(tx, id);
     if (!t) return t.take_error();
     out = std::move(t).value();
     return Ok();

@@ -14,6 +14,7 @@
 #include "smart/auth/jwt.hpp"
 #include "smart/auth/password.hpp"
 #include "smart/core/clock.hpp"
+#include "smart/core/page.hpp"
 #include "smart/store/migrations.hpp"
 
 namespace smart::auth {
@@ -88,11 +89,7 @@ struct AuditEntry {
   std::string id, ts, actor, action, target, client, detail;  // detail is a JSON object
 };
 
-template <class T>
-struct Page {
-  std::vector<T> items;
-  std::optional<std::string> next_cursor;
-};
+using smart::Page;  // smart/core/page.hpp
 
 class AuthService {
  public:

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "smart/core/clock.hpp"
+#include "smart/core/page.hpp"
 #include "smart/core/result.hpp"
 #include "smart/ledger/amount.hpp"
 #include "smart/store/migrations.hpp"
@@ -123,11 +124,7 @@ struct Transfer {
   bool replayed = false;  // this call found it already done (same key, same request)
 };
 
-template <class T>
-struct Page {
-  std::vector<T> items;
-  std::optional<std::string> next_cursor;
-};
+using smart::Page;  // smart/core/page.hpp
 
 struct HistoryFilter {
   std::optional<std::string> asset;

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "smart/core/clock.hpp"
+#include "smart/core/page.hpp"
 #include "smart/core/result.hpp"
 #include "smart/ledger/ledger.hpp"
 #include "smart/store/group_commit.hpp"
@@ -157,11 +158,7 @@ struct Stats {
   int64_t pending = 0, running = 0, completed = 0, failed = 0;
 };
 
-template <class T>
-struct Page {
-  std::vector<T> items;
-  std::optional<std::string> next_cursor;
-};
+using smart::Page;  // smart/core/page.hpp
 
 class Coordinator {
  public:
