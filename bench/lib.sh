@@ -88,3 +88,33 @@ median() {
   local name=$1
   eval "echo \"\$(median_of \"\$rps_$name\") \$(median_of \"\$p50_$name\") \$(median_of \"\$p99_$name\")\""
 }
+
+# The ledger and task benchmarks' accounts, against the smartd at $base whose
+# data directory is $work/smartd.log.data (started by start_smartd "$work/smartd.log" ...).
+bench_json=(-H 'Content-Type: application/json')
+# bench_login EMAIL PASSWORD: prints an access token.
+bench_login() {
+  curl -sf "${bench_json[@]}" -d "{\"email\":\"$1\",\"password\":\"$2\"}" "$base/api/v1/auth/login" \
+    | sed 's/.*"access_token":"\([^"]*\)".*/\1/'
+}
+# bench_funded_users NAME...: registers NAME@example.com (password "bench password 1") and funds each
+# with 10^15 base units of USDC through the dev faucet (smartd needs SMART_LEDGER_DEV_FAUCET=true).
+bench_funded_users() {
+  echo 'admin password 1' | "$SMARTD" admin create --email root@example.com --password-stdin \
+    --data-dir "$work/smartd.log.data" >/dev/null
+  local root who
+  root=$(bench_login root@example.com 'admin password 1')
+  for who in "$@"; do
+    curl -sf "${bench_json[@]}" -d "{\"email\":\"$who@example.com\",\"password\":\"bench password 1\",\"name\":\"B\"}" \
+      "$base/api/v1/auth/register" >/dev/null
+    curl -sf "${bench_json[@]}" -H "Authorization: Bearer $root" -H "Idempotency-Key: fund-$who" \
+      -d "{\"user\":\"$who@example.com\",\"asset\":\"USDC\",\"amount\":\"1000000000000000\"}" \
+      "$base/api/v1/admin/mint" >/dev/null
+  done
+}
+# bench_key NAME SCOPE: prints a new API key of NAME@example.com with that scope.
+bench_key() {
+  local t; t=$(bench_login "$1@example.com" 'bench password 1')
+  curl -sf "${bench_json[@]}" -H "Authorization: Bearer $t" -d "{\"name\":\"bench\",\"scopes\":[\"$2\"]}" \
+    "$base/api/v1/user/api-keys" | sed 's/.*"key":"\([^"]*\)".*/\1/'
+}

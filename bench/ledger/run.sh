@@ -37,19 +37,8 @@ echo "target: >= 50000 transfers/s through the library on SQLite"
 port=$(start_smartd "$work/smartd.log" SMART_LOG_ACCESS=false SMART_RATE_LIMIT_ENABLED=false \
   SMART_LEDGER_DEV_FAUCET=true SMART_HTTP_WORKER_THREADS=64)
 base="http://127.0.0.1:$port"
-json=(-H 'Content-Type: application/json')
-for who in payer payee; do
-  curl -sf "${json[@]}" -d "{\"email\":\"$who@example.com\",\"password\":\"bench password 1\",\"name\":\"B\"}" \
-    "$base/api/v1/auth/register" >/dev/null
-done
-echo 'admin password 1' | "$SMARTD" admin create --email root@example.com --password-stdin --data-dir "$work/smartd.log.data" >/dev/null
-login() { curl -sf "${json[@]}" -d "{\"email\":\"$1\",\"password\":\"$2\"}" "$base/api/v1/auth/login" | sed 's/.*"access_token":"\([^"]*\)".*/\1/'; }
-root=$(login root@example.com 'admin password 1')
-payer=$(login payer@example.com 'bench password 1')
-curl -sf "${json[@]}" -H "Authorization: Bearer $root" -H 'Idempotency-Key: fund' \
-  -d '{"user":"payer@example.com","asset":"USDC","amount":"1000000000000000"}' "$base/api/v1/admin/mint" >/dev/null
-key=$(curl -sf "${json[@]}" -H "Authorization: Bearer $payer" -d '{"name":"bench","scopes":["ledger:write"]}' \
-  "$base/api/v1/user/api-keys" | sed 's/.*"key":"\([^"]*\)".*/\1/')
+bench_funded_users payer payee
+key=$(bench_key payer ledger:write)
 cat >"$work/transfer.lua" <<'LUA'
 local counter = 0
 id = tostring(math.random(1, 1e9))

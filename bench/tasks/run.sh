@@ -18,25 +18,9 @@ port=$(start_smartd "$work/smartd.log" SMART_LOG_ACCESS=false SMART_RATE_LIMIT_E
   SMART_LEDGER_DEV_FAUCET=true SMART_HTTP_WORKER_THREADS=32 SMART_TASKS_MAX_PER_REQUESTER=1000000 \
   SMART_TASKS_MIN_STAKE=1 SMART_TASKS_MAX_TASKS_PER_NODE=100)
 base="http://127.0.0.1:$port"
-json=(-H 'Content-Type: application/json')
-for who in client operator; do
-  curl -sf "${json[@]}" -d "{\"email\":\"$who@example.com\",\"password\":\"bench password 1\",\"name\":\"B\"}" \
-    "$base/api/v1/auth/register" >/dev/null
-done
-echo 'admin password 1' | "$SMARTD" admin create --email root@example.com --password-stdin --data-dir "$work/smartd.log.data" >/dev/null
-login() { curl -sf "${json[@]}" -d "{\"email\":\"$1\",\"password\":\"$2\"}" "$base/api/v1/auth/login" | sed 's/.*"access_token":"\([^"]*\)".*/\1/'; }
-root=$(login root@example.com 'admin password 1')
-for who in client operator; do
-  curl -sf "${json[@]}" -H "Authorization: Bearer $root" -H "Idempotency-Key: fund-$who" \
-    -d "{\"user\":\"$who@example.com\",\"asset\":\"USDC\",\"amount\":\"1000000000000000\"}" "$base/api/v1/admin/mint" >/dev/null
-done
-key() {
-  local t; t=$(login "$1@example.com" 'bench password 1')
-  curl -sf "${json[@]}" -H "Authorization: Bearer $t" -d "{\"name\":\"bench\",\"scopes\":[\"$2\"]}" \
-    "$base/api/v1/user/api-keys" | sed 's/.*"key":"\([^"]*\)".*/\1/'
-}
-client_key=$(key client tasks:write)
-operator_key=$(key operator nodes)
+bench_funded_users client operator
+client_key=$(bench_key client tasks:write)
+operator_key=$(bench_key operator nodes)
 
 echo "bench/tasks: $(nproc) cores, $SECONDS_EACH s each, echo tasks"
 printf '%-64s %12s %12s %10s %10s\n' "system" "completed/s" "submitted/s" "p50 ms" "p99 ms"
