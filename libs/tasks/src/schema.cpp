@@ -98,7 +98,9 @@ CREATE TABLE task_clock (
 );
 INSERT INTO task_clock (id, vtime) VALUES (1, 0);
 )sql";
-  return {{300, "tasks", sql, ""}, {301, "tasks_fair_scheduled", fair, ""}};
+  // Dead letters per requester, and their count for the network's stats.
+  const char* dead = "CREATE INDEX tasks_dead ON tasks (requester, id) WHERE status IN ('failed', 'timed_out');";
+  return {{300, "tasks", sql, ""}, {301, "tasks_fair_scheduled", fair, ""}, {302, "tasks_dead_letters", dead, ""}};
 }
 
 }  // namespace smart::tasks
