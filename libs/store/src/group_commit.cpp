@@ -1,6 +1,7 @@
 #include "smart/store/group_commit.hpp"
 
 #include <exception>
+#include <future>
 #include <vector>
 
 namespace smart::store {
@@ -17,16 +18,26 @@ GroupCommitter::~GroupCommitter() {
   committer_.join();
 }
 
-Result<void> GroupCommitter::Transact(const std::function<Result<void>(Tx&)>& fn) {
-  std::future<Result<void>> done;
+Result<void> GroupCommitter::Transact(const Fn& fn) {
+  if (std::this_thread::get_id() == committer_.get_id()) {
+    return Error::Internal("commit_deadlock", "Transact called on the committer thread");
+  }
+  std::promise<Result<void>> promise;
+  auto done = promise.get_future();
+  TransactAsync(std::cref(fn), [&promise](Result<void> r) { promise.set_value(std::move(r)); });
+  return done.get();
+}
+
+void GroupCommitter::TransactAsync(Fn fn, Done done) {
   {
     std::lock_guard lk(mu_);
-    if (stopping_) return Error::Unavailable("database_stopping", "the database is shutting down");
-    queue_.push_back(Job{&fn, {}});
-    done = queue_.back().done.get_future();
+    if (!stopping_) {
+      queue_.push_back(Job{std::move(fn), std::move(done)});
+      cv_.notify_one();
+      return;
+    }
   }
-  cv_.notify_one();
-  return done.get();
+  done(Error::Unavailable("database_stopping", "the database is shutting down"));
 }
 
 void GroupCommitter::Run() {
@@ -48,7 +59,7 @@ void GroupCommitter::Run() {
         Result<void> r;
         for (int attempt = 0; attempt < 3; ++attempt) {
           try {
-            r = (*jobs[i].fn)(tx);
+            r = jobs[i].fn(tx);
           } catch (const std::exception& e) {
             r = Error::Internal("exception", e.what());
           }
@@ -61,7 +72,7 @@ void GroupCommitter::Run() {
       }
       return Ok();
     });
-    for (size_t i = 0; i < jobs.size(); ++i) jobs[i].done.set_value(committed ? std::move(results[i]) : committed);
+    for (size_t i = 0; i < jobs.size(); ++i) jobs[i].done(committed ? std::move(results[i]) : committed);
     lk.lock();
   }
 }

@@ -4,7 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <condition_variable>
 #include <cstdlib>
+#include <mutex>
+#include <optional>
 #include <thread>
 
 #include "smart/core/crypto.hpp"
@@ -516,6 +519,105 @@ TEST_F(CoordinatorTest, DeadLettersCanBeRetried) {
   std::string out = "fine";
   ASSERT_TRUE(coord_->Complete("usr_op", n.id, t.id, 3, out, crypto::Sha256Hex(out)).ok());
   EXPECT_EQ(Balance("usr_req"), "975000") << "paid once, for the run that completed";
+}
+
+// Pushed work (the node WebSocket): collects what is pushed to one attachment.
+struct Pushed {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<Task> tasks;
+  std::optional<Error> error;
+  Coordinator::Push Fn() {
+    return [this](Result<std::vector<Task>> r) {
+      std::lock_guard lk(mu);
+      if (!r) {
+        error = r.error();
+      } else {
+        for (auto& t : *r) tasks.push_back(std::move(t));
+      }
+      cv.notify_all();
+    };
+  }
+  // Waits until `n` tasks (or an error) arrived.
+  bool WaitFor(size_t n, std::chrono::milliseconds within = 5s) {
+    std::unique_lock lk(mu);
+    return cv.wait_for(lk, within, [&] { return tasks.size() >= n || error; }) && tasks.size() >= n;
+  }
+  size_t Count() {
+    std::lock_guard lk(mu);
+    return tasks.size();
+  }
+};
+
+TEST_F(CoordinatorTest, AttachedNodesGetWorkPushedWithinTheirCredit) {
+  Fund("usr_req", 1'000'000);
+  Node n = MakeNode("usr_op", "n", {"echo"}, 10);
+  Pushed pushed;
+  uint64_t a = coord_->Attach("usr_op", n.id, {}, pushed.Fn());
+  EXPECT_EQ(coord_->Attached(), 1u);
+  Submit("usr_req", "one");
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(pushed.Count(), 0u) << "no credit, no work";
+  coord_->Credit(a, 2);
+  ASSERT_TRUE(pushed.WaitFor(1));
+  Submit("usr_req", "two");
+  Submit("usr_req", "three");
+  ASSERT_TRUE(pushed.WaitFor(2)) << "pushed as it arrives";
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(pushed.Count(), 2u) << "the credit is used up";
+  coord_->Credit(a, 5);
+  ASSERT_TRUE(pushed.WaitFor(3));
+  for (const auto& t : pushed.tasks) {
+    EXPECT_EQ(t.status, "assigned");
+    std::string out = t.input;
+    ASSERT_TRUE(coord_->Complete("usr_op", n.id, t.id, t.attempt, out, crypto::Sha256Hex(out)).ok());
+  }
+  coord_->Detach(a);
+  EXPECT_EQ(coord_->Attached(), 0u);
+}
+
+TEST_F(CoordinatorTest, PushGoesToTheBetterNodeAndRedeliversLostAssignments) {
+  Fund("usr_req", 1'000'000);
+  Node good = MakeNode("usr_a", "good");
+  Node poor = MakeNode("usr_b", "poor");
+  // good earns reputation by completing a task
+  Task warm = Submit("usr_req", "warm");
+  ASSERT_EQ(coord_->Claim("usr_a", good.id, 1, 0)->size(), 1u);
+  ASSERT_TRUE(coord_->Complete("usr_a", good.id, warm.id, 1, "warm", crypto::Sha256Hex("warm")).ok());
+
+  Pushed to_poor, to_good;
+  uint64_t p = coord_->Attach("usr_b", poor.id, {}, to_poor.Fn());
+  uint64_t g = coord_->Attach("usr_a", good.id, {}, to_good.Fn());
+  coord_->Credit(p, 1);
+  coord_->Credit(g, 1);
+  std::this_thread::sleep_for(300ms);  // both attached and known
+  Task t = Submit("usr_req", "x");
+  ASSERT_TRUE(to_good.WaitFor(1));
+  EXPECT_EQ(to_good.tasks[0].id, t.id);
+  EXPECT_EQ(to_poor.Count(), 0u);
+
+  // The connection drops with the task unseen; the node attaches again and says what it holds (nothing).
+  coord_->Detach(g);
+  Pushed again;
+  uint64_t g2 = coord_->Attach("usr_a", good.id, {}, again.Fn());
+  coord_->Credit(g2, 1);
+  ASSERT_TRUE(again.WaitFor(1));
+  EXPECT_EQ(again.tasks[0].id, t.id);
+  EXPECT_EQ(again.tasks[0].attempt, 1) << "the same lease";
+  coord_->Detach(p);
+  coord_->Detach(g2);
+}
+
+TEST_F(CoordinatorTest, AnAttachmentOfAnotherOperatorsNodeEndsWithAnError) {
+  Node n = MakeNode("usr_op", "n");
+  Pushed pushed;
+  uint64_t a = coord_->Attach("usr_other", n.id, {}, pushed.Fn());
+  coord_->Credit(a, 1);
+  std::unique_lock lk(pushed.mu);
+  ASSERT_TRUE(pushed.cv.wait_for(lk, 5s, [&] { return pushed.error.has_value(); }));
+  EXPECT_EQ(pushed.error->code, "node_not_yours");
+  lk.unlock();
+  EXPECT_EQ(coord_->Attached(), 0u);
 }
 
 }  // namespace

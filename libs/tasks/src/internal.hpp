@@ -1,6 +1,7 @@
 // Shared by the coordinator's sources: row formats, events and validation.
 #pragma once
 
+#include <future>
 #include <string>
 #include <string_view>
 
@@ -33,6 +34,15 @@ std::string EscrowKey(const Task& t, std::string_view step);
 // Appends to a task's history.
 Result<void> AddEvent(store::Tx& tx, std::string_view task_id, int64_t ts_ms, std::string_view status,
                       std::string_view node_id, std::string detail_json = "{}");
+
+// Runs an asynchronous operation and waits for its callback.
+template <class T, class Start>
+Result<T> Wait(Start start) {
+  std::promise<Result<T>> promise;
+  auto result = promise.get_future();
+  start([&promise](Result<T> r) { promise.set_value(std::move(r)); });
+  return result.get();
+}
 
 bool IsJsonObject(std::string_view text, size_t max_bytes);
 std::string JsonObject(std::initializer_list<std::pair<std::string_view, std::string>> string_fields);

@@ -40,11 +40,13 @@ Coordinator::Coordinator(store::Database& db, ledger::Ledger& ledger, TasksConfi
     return Ok();
   });
   sweeper_ = std::thread([this] { RunSweeper(); });
+  dispatcher_ = std::thread([this] { RunDispatcher(); });
 }
 
 Coordinator::~Coordinator() {
   StopWaiting();
   sweeper_.join();
+  dispatcher_.join();
 }
 
 void Coordinator::StopWaiting() {
@@ -53,6 +55,11 @@ void Coordinator::StopWaiting() {
     stopping_ = true;
   }
   wake_cv_.notify_all();
+  {
+    std::lock_guard lk(push_mu_);
+    push_stopping_ = true;
+  }
+  push_cv_.notify_all();
 }
 
 void Coordinator::RunSweeper() {
@@ -184,27 +191,42 @@ Result<Page<Node>> Coordinator::ListNodes(int limit, std::string_view cursor) {
 }
 
 Result<Node> Coordinator::Heartbeat(std::string_view operator_id, std::string_view node_id, int load, int running) {
-  if (load < 0 || load > 100) return Error::Invalid("invalid_load", "load: 0 to 100 (percent)");
-  if (running < 0 || running > 10000) return Error::Invalid("invalid_running", "running: 0 to 10000");
-  Node out;
-  bool was_online = true;
-  SMART_TRY(writer_.Transact([&](store::Tx& tx) -> Result<void> {
-    auto n = LoadOwnNode(tx, node_id, operator_id);
-    if (!n) return n.take_error();
-    if (n->state == "deactivated") return Error::Conflict("node_deactivated", "node " + n->id + " is deactivated");
-    int64_t now = clock_.NowMs();
-    SMART_TRY(tx.Exec("UPDATE nodes SET last_heartbeat_ms = $2, load = $3, running = $4 WHERE id = $1",
-                      {Value{n->id}, Value{now}, Value{int64_t{load}}, Value{int64_t{running}}}));
-    was_online = Status(*n, now, config_.offline_after_s) == "online";
-    out = std::move(n).value();
-    out.last_heartbeat_ms = now;
-    out.load = load;
-    out.running = running;
-    out.status = Status(out, now, config_.offline_after_s);
-    return Ok();
-  }));
-  if (!was_online && on_node_update_) on_node_update_(out);
-  return out;
+  return Wait<Node>([&](Callback<Node> done) {
+    HeartbeatAsync(std::string(operator_id), std::string(node_id), load, running, std::move(done));
+  });
+}
+
+void Coordinator::HeartbeatAsync(std::string operator_id, std::string node_id, int load, int running,
+                                 Callback<Node> done) {
+  if (load < 0 || load > 100) return done(Error::Invalid("invalid_load", "load: 0 to 100 (percent)"));
+  if (running < 0 || running > 10000) return done(Error::Invalid("invalid_running", "running: 0 to 10000"));
+  struct Out {
+    Node node;
+    bool was_online = true;
+  };
+  auto out = std::make_shared<Out>();
+  writer_.TransactAsync(
+      [this, operator_id = std::move(operator_id), node_id = std::move(node_id), load, running,
+       out](store::Tx& tx) -> Result<void> {
+        auto n = LoadOwnNode(tx, node_id, operator_id);
+        if (!n) return n.take_error();
+        if (n->state == "deactivated") return Error::Conflict("node_deactivated", "node " + n->id + " is deactivated");
+        int64_t now = clock_.NowMs();
+        SMART_TRY(tx.Exec("UPDATE nodes SET last_heartbeat_ms = $2, load = $3, running = $4 WHERE id = $1",
+                          {Value{n->id}, Value{now}, Value{int64_t{load}}, Value{int64_t{running}}}));
+        out->was_online = Status(*n, now, config_.offline_after_s) == "online";
+        out->node = std::move(n).value();
+        out->node.last_heartbeat_ms = now;
+        out->node.load = load;
+        out->node.running = running;
+        out->node.status = Status(out->node, now, config_.offline_after_s);
+        return Ok();
+      },
+      [this, out, done = std::move(done)](Result<void> r) {
+        if (!r) return done(r.take_error());
+        if (!out->was_online && on_node_update_) on_node_update_(out->node);
+        done(std::move(out->node));
+      });
 }
 
 Result<Node> Coordinator::Deactivate(std::string_view operator_id, std::string_view node_id) {

@@ -18,6 +18,10 @@ constexpr size_t kMaxMessage = 256;
 
 constexpr int64_t kFairUnit = 1'000'000;  // a weight-1 requester's step in virtual time
 constexpr int64_t kMaxScheduleMs = 30LL * 86400 * 1000;
+constexpr int kMaxCredit = 1000;
+
+// Claims go to better nodes first: reputation, then lower load.
+int64_t Score(const Node& n) { return int64_t{n.reputation} * 1000 + (100 - n.load); }
 
 ledger::AccountRef Account(std::string owner, std::string_view kind, const std::string& asset) {
   return {std::move(owner), std::string(kind), asset};
@@ -243,11 +247,92 @@ Result<Task> Coordinator::Cancel(std::string_view requester, std::string_view id
   return out;
 }
 
+Result<void> Coordinator::ClaimIn(store::Tx& tx, std::string_view operator_id, std::string_view node_id, int max,
+                                  const std::vector<std::string>* holding, std::vector<Task>& claimed, Node& claimer) {
+  const bool postgres = db_.backend() == "postgresql";
+  claimed.clear();
+  auto node = LoadOwnNode(tx, node_id, operator_id);
+  if (!node) return node.take_error();
+  claimer = *node;
+  if (node->state == "deactivated") return Error::Conflict("node_deactivated", "node " + node->id + " is deactivated");
+  int64_t now = clock_.NowMs();
+  SMART_TRY(tx.Exec("UPDATE nodes SET last_heartbeat_ms = $2 WHERE id = $1", {Value{node->id}, Value{now}}));
+  if (node->state != "active") return Ok();
+  auto settings = LoadSettings(tx);
+  if (!settings) return settings.take_error();
+  auto held = tx.QueryOne("SELECT COUNT(*) FROM tasks WHERE node_id = $1 AND status IN ('assigned', 'in_progress')",
+                          {Value{node->id}});
+  if (!held) return held.take_error();
+  if (holding) {
+    std::string sql = "SELECT ";
+    sql += kTaskColumns;
+    sql += " FROM tasks WHERE node_id = $1 AND status = 'assigned'";
+    auto mine = tx.Query(sql, {Value{node->id}});
+    if (!mine) return mine.take_error();
+    for (const auto& r : *mine) {
+      auto t = TaskFromRow(r);
+      if (!t) return t.take_error();
+      if (std::find(holding->begin(), holding->end(), t->id) != holding->end()) continue;
+      SMART_TRY(AddEvent(tx, t->id, now, "redelivered", node->id, "{\"lease\":" + std::to_string(t->attempt) + "}"));
+      claimed.push_back(std::move(t).value());
+    }
+    if (!claimed.empty()) return Ok();  // the lost ones first, alone
+  }
+  int free = std::min(node->capacity, settings->max_tasks_per_node) - static_cast<int>((*held)->Int(0));
+  int want = std::min(max, free);
+  if (want <= 0 || node->capabilities.empty()) return Ok();
+  std::vector<Value> params;
+  std::string in;
+  for (const auto& c : node->capabilities) {
+    params.emplace_back(c);
+    in += (in.empty() ? "$" : ", $") + std::to_string(params.size());
+  }
+  params.emplace_back(int64_t{want} * 4 + 8);
+  params.emplace_back(now);
+  std::string sql = "SELECT id, requester, fair_key FROM tasks WHERE status = 'pending' AND type IN (" + in +
+                    ") AND not_before_ms <= $" + std::to_string(params.size()) +
+                    " ORDER BY priority DESC, fair_key, created_ms LIMIT $" + std::to_string(params.size() - 1);
+  if (postgres) sql += " FOR UPDATE SKIP LOCKED";  // instances claiming at once take different tasks
+  auto candidates = tx.Query(sql, params);
+  if (!candidates) return candidates.take_error();
+  std::map<std::string, int64_t> in_flight;  // per requester
+  int64_t max_key = 0;
+  for (const auto& c : *candidates) {
+    if (static_cast<int>(claimed.size()) >= want) break;
+    const std::string& requester = c.Text(1);
+    if (!in_flight.count(requester)) {
+      auto n = tx.QueryOne("SELECT COUNT(*) FROM tasks WHERE requester = $1 AND status IN ('assigned', 'in_progress')",
+                           {Value{requester}});
+      if (!n) return n.take_error();
+      in_flight[requester] = (*n)->Int(0);
+    }
+    if (in_flight[requester] >= config_.max_per_requester) continue;
+    auto changed = tx.Exec(
+        "UPDATE tasks SET status = 'assigned', node_id = $2, attempt = attempt + 1, "
+        "lease_expires_ms = CASE WHEN deadline_ms > 0 AND deadline_ms < $3 + timeout_s * 1000 THEN deadline_ms "
+        "ELSE $3 + timeout_s * 1000 END, progress = 0, progress_message = '', updated_ms = $3 "
+        "WHERE id = $1 AND status = 'pending'",
+        {c.at(0), Value{node->id}, Value{now}});
+    if (!changed) return changed.take_error();
+    if (*changed != 1) continue;
+    auto t = LoadTask(tx, c.Text(0));
+    if (!t) return t.take_error();
+    SMART_TRY(AddEvent(tx, t->id, now, "assigned", node->id, "{\"lease\":" + std::to_string(t->attempt) + "}"));
+    ++in_flight[requester];
+    max_key = std::max(max_key, c.Int(2));
+    claimed.push_back(std::move(t).value());
+  }
+  // Virtual time advances to the work handed out: later submissions queue from here.
+  if (max_key > 0) {
+    SMART_TRY(tx.Exec("UPDATE task_clock SET vtime = $1 WHERE id = 1 AND vtime < $1", {Value{max_key}}));
+  }
+  return Ok();
+}
+
 Result<std::vector<Task>> Coordinator::Claim(std::string_view operator_id, std::string_view node_id, int max,
                                              int64_t wait_ms, const std::vector<std::string>* holding) {
   if (max < 1 || max > 100) return Error::Invalid("invalid_max", "max: 1 to 100");
   if (wait_ms < 0 || wait_ms > 60'000) return Error::Invalid("invalid_wait", "wait_s: 0 to 60");
-  const bool postgres = db_.backend() == "postgresql";
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
   while (true) {
     uint64_t gen;
@@ -256,89 +341,10 @@ Result<std::vector<Task>> Coordinator::Claim(std::string_view operator_id, std::
       gen = wake_gen_;
     }
     std::vector<Task> claimed;
-    int64_t score = 0;
-    SMART_TRY(writer_.Transact([&](store::Tx& tx) -> Result<void> {
-      claimed.clear();
-      auto node = LoadOwnNode(tx, node_id, operator_id);
-      if (!node) return node.take_error();
-      score = int64_t{node->reputation} * 1000 + (100 - node->load);
-      if (node->state == "deactivated")
-        return Error::Conflict("node_deactivated", "node " + node->id + " is deactivated");
-      int64_t now = clock_.NowMs();
-      SMART_TRY(tx.Exec("UPDATE nodes SET last_heartbeat_ms = $2 WHERE id = $1", {Value{node->id}, Value{now}}));
-      if (node->state != "active") return Ok();
-      auto settings = LoadSettings(tx);
-      if (!settings) return settings.take_error();
-      auto held = tx.QueryOne("SELECT COUNT(*) FROM tasks WHERE node_id = $1 AND status IN ('assigned', 'in_progress')",
-                              {Value{node->id}});
-      if (!held) return held.take_error();
-      if (holding) {
-        std::string sql = "SELECT ";
-        sql += kTaskColumns;
-        sql += " FROM tasks WHERE node_id = $1 AND status = 'assigned'";
-        auto mine = tx.Query(sql, {Value{node->id}});
-        if (!mine) return mine.take_error();
-        for (const auto& r : *mine) {
-          auto t = TaskFromRow(r);
-          if (!t) return t.take_error();
-          if (std::find(holding->begin(), holding->end(), t->id) != holding->end()) continue;
-          SMART_TRY(
-              AddEvent(tx, t->id, now, "redelivered", node->id, "{\"lease\":" + std::to_string(t->attempt) + "}"));
-          claimed.push_back(std::move(t).value());
-        }
-        if (!claimed.empty()) return Ok();  // the lost ones first, alone
-      }
-      int free = std::min(node->capacity, settings->max_tasks_per_node) - static_cast<int>((*held)->Int(0));
-      int want = std::min(max, free);
-      if (want <= 0 || node->capabilities.empty()) return Ok();
-      std::vector<Value> params;
-      std::string in;
-      for (const auto& c : node->capabilities) {
-        params.emplace_back(c);
-        in += (in.empty() ? "$" : ", $") + std::to_string(params.size());
-      }
-      params.emplace_back(int64_t{want} * 4 + 8);
-      params.emplace_back(now);
-      std::string sql = "SELECT id, requester, fair_key FROM tasks WHERE status = 'pending' AND type IN (" + in +
-                        ") AND not_before_ms <= $" + std::to_string(params.size()) +
-                        " ORDER BY priority DESC, fair_key, created_ms LIMIT $" + std::to_string(params.size() - 1);
-      if (postgres) sql += " FOR UPDATE SKIP LOCKED";  // instances claiming at once take different tasks
-      auto candidates = tx.Query(sql, params);
-      if (!candidates) return candidates.take_error();
-      std::map<std::string, int64_t> in_flight;  // per requester
-      int64_t max_key = 0;
-      for (const auto& c : *candidates) {
-        if (static_cast<int>(claimed.size()) >= want) break;
-        const std::string& requester = c.Text(1);
-        if (!in_flight.count(requester)) {
-          auto n =
-              tx.QueryOne("SELECT COUNT(*) FROM tasks WHERE requester = $1 AND status IN ('assigned', 'in_progress')",
-                          {Value{requester}});
-          if (!n) return n.take_error();
-          in_flight[requester] = (*n)->Int(0);
-        }
-        if (in_flight[requester] >= config_.max_per_requester) continue;
-        auto changed = tx.Exec(
-            "UPDATE tasks SET status = 'assigned', node_id = $2, attempt = attempt + 1, "
-            "lease_expires_ms = CASE WHEN deadline_ms > 0 AND deadline_ms < $3 + timeout_s * 1000 THEN deadline_ms "
-            "ELSE $3 + timeout_s * 1000 END, progress = 0, progress_message = '', updated_ms = $3 "
-            "WHERE id = $1 AND status = 'pending'",
-            {c.at(0), Value{node->id}, Value{now}});
-        if (!changed) return changed.take_error();
-        if (*changed != 1) continue;
-        auto t = LoadTask(tx, c.Text(0));
-        if (!t) return t.take_error();
-        SMART_TRY(AddEvent(tx, t->id, now, "assigned", node->id, "{\"lease\":" + std::to_string(t->attempt) + "}"));
-        ++in_flight[requester];
-        max_key = std::max(max_key, c.Int(2));
-        claimed.push_back(std::move(t).value());
-      }
-      // Virtual time advances to the work handed out: later submissions queue from here.
-      if (max_key > 0) {
-        SMART_TRY(tx.Exec("UPDATE task_clock SET vtime = $1 WHERE id = 1 AND vtime < $1", {Value{max_key}}));
-      }
-      return Ok();
-    }));
+    Node node;
+    SMART_TRY(writer_.Transact(
+        [&](store::Tx& tx) -> Result<void> { return ClaimIn(tx, operator_id, node_id, max, holding, claimed, node); }));
+    int64_t score = Score(node);
     for (const auto& t : claimed) Notify(t);
     if (!claimed.empty() || std::chrono::steady_clock::now() >= deadline) return claimed;
     // Wait for a submission here, or re-check each second (another instance's
@@ -359,139 +365,202 @@ Result<std::vector<Task>> Coordinator::Claim(std::string_view operator_id, std::
   }
 }
 
-Result<Task> Coordinator::OnLease(std::string_view operator_id, std::string_view node_id, std::string_view task_id,
-                                  int lease, const LeaseChange& change) {
-  Task out;
-  SMART_TRY(writer_.Transact([&](store::Tx& tx) -> Result<void> {
-    auto node = LoadOwnNode(tx, node_id, operator_id);
-    if (!node) return node.take_error();
-    auto t = LoadTask(tx, task_id);
-    if (!t) return t.take_error();
-    if (t->node_id != node_id || t->attempt != lease || (t->status != "assigned" && t->status != "in_progress")) {
-      return Error::Conflict("lease_stale", "task " + t->id + ": this node does not hold lease " +
-                                                std::to_string(lease) + " (status " + t->status + ")");
+void Coordinator::OnLease(std::string operator_id, std::string node_id, std::string task_id, int lease,
+                          LeaseChange change, Callback<Task> done) {
+  auto out = std::make_shared<Task>();
+  writer_.TransactAsync(
+      [this, operator_id = std::move(operator_id), node_id = std::move(node_id), task_id = std::move(task_id), lease,
+       change = std::move(change), out](store::Tx& tx) -> Result<void> {
+        auto node = LoadOwnNode(tx, node_id, operator_id);
+        if (!node) return node.take_error();
+        auto t = LoadTask(tx, task_id);
+        if (!t) return t.take_error();
+        if (t->node_id != node_id || t->attempt != lease || (t->status != "assigned" && t->status != "in_progress")) {
+          return Error::Conflict("lease_stale", "task " + t->id + ": this node does not hold lease " +
+                                                    std::to_string(lease) + " (status " + t->status + ")");
+        }
+        SMART_TRY(change(tx, *t, *node, clock_.NowMs()));
+        auto after = LoadTask(tx, task_id);
+        if (!after) return after.take_error();
+        *out = std::move(after).value();
+        return Ok();
+      },
+      [this, out, done = std::move(done)](Result<void> r) {
+        if (!r) return done(r.take_error());
+        if (out->status == "pending") WakeClaimers();  // given back: claimable again
+        Notify(*out);
+        done(std::move(*out));
+      });
+}
+
+void Coordinator::Apply(std::string operator_id, std::string node_id, LeaseOp op, Callback<Task> done) {
+  using Kind = LeaseOp::Kind;
+  LeaseChange change;
+  switch (op.kind) {
+    case Kind::kStart:
+      change = [](store::Tx& tx, const Task& t, const Node& n, int64_t now) -> Result<void> {
+        if (t.status != "assigned") return Ok();  // started already: the same answer again
+        SMART_TRY(tx.Exec("UPDATE tasks SET status = 'in_progress', updated_ms = $2 WHERE id = $1",
+                          {Value{t.id}, Value{now}}));
+        return AddEvent(tx, t.id, now, "in_progress", n.id);
+      };
+      break;
+    case Kind::kProgress:
+      if (op.percent < 0 || op.percent > 100) return done(Error::Invalid("invalid_percent", "percent: 0 to 100"));
+      if (op.message.size() > kMaxMessage || !IsValidUtf8(op.message)) {
+        return done(Error::Invalid("invalid_message", "message: at most 256 bytes of UTF-8"));
+      }
+      change = [percent = op.percent, message = op.message](store::Tx& tx, const Task& t, const Node& n,
+                                                            int64_t now) -> Result<void> {
+        SMART_TRY(
+            tx.Exec("UPDATE tasks SET status = 'in_progress', progress = $2, progress_message = $3, updated_ms = $4 "
+                    "WHERE id = $1",
+                    {Value{t.id}, Value{int64_t{percent}}, Value{message}, Value{now}}));
+        if (t.status == "assigned") SMART_TRY(AddEvent(tx, t.id, now, "in_progress", n.id));
+        return Ok();
+      };
+      break;
+    case Kind::kResult: {
+      if (op.output.size() > config_.max_input_bytes) {
+        return done(Error::Invalid("output_too_large",
+                                   "output: at most " + std::to_string(config_.max_input_bytes) + " bytes"));
+      }
+      if (!IsValidUtf8(op.output)) return done(Error::Invalid("invalid_output", "output: not UTF-8 text"));
+      if (op.proof_hash != crypto::Sha256Hex(op.output)) {
+        return done(Error::Invalid("invalid_proof", "proof_hash: must be the lowercase hex SHA-256 of output"));
+      }
+      auto output = std::make_shared<const std::string>(std::move(op.output));
+      change = [this, output, proof = op.proof_hash](store::Tx& tx, const Task& t, const Node& n,
+                                                     int64_t now) -> Result<void> {
+        return CompleteIn(tx, t, n, *output, proof, now);
+      };
+      // A retry of a result whose answer was lost (the same lease, the same
+      // proof) gets the same answer again.
+      done = [this, node_id, task_id = op.task_id, lease = op.lease, proof = op.proof_hash,
+              done = std::move(done)](Result<Task> r) {
+        if (r || r.error().code != "lease_stale") return done(std::move(r));
+        Task again;
+        auto read = db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
+          auto t = LoadTask(tx, task_id);
+          if (!t) return t.take_error();
+          again = std::move(t).value();
+          return Ok();
+        });
+        if (read && again.status == "completed" && again.node_id == node_id && again.attempt == lease &&
+            again.proof_hash == proof) {
+          return done(std::move(again));
+        }
+        done(std::move(r));
+      };
+      break;
     }
-    SMART_TRY(change(tx, *t, *node, clock_.NowMs()));
-    auto done = LoadTask(tx, task_id);
-    if (!done) return done.take_error();
-    out = std::move(done).value();
-    return Ok();
-  }));
-  if (out.status == "pending") WakeClaimers();  // given back: claimable again
-  Notify(out);
-  return out;
+    case Kind::kFail:
+      if (op.error.size() > 4096 || !IsValidUtf8(op.error)) {
+        return done(Error::Invalid("invalid_error", "error: at most 4 KiB of UTF-8"));
+      }
+      change = [this, error = op.error](store::Tx& tx, const Task& t, const Node& n, int64_t now) -> Result<void> {
+        SMART_TRY(tx.Exec("UPDATE nodes SET failed = failed + 1 WHERE id = $1", {Value{n.id}}));
+        SMART_TRY(AddEvent(tx, t.id, now, "failed", n.id, JsonObject({{"error", error}})));
+        return Requeue(tx, t, "failed", error, /*counts=*/true, now);
+      };
+      break;
+    case Kind::kRelease:
+      change = [this](store::Tx& tx, const Task& t, const Node& n, int64_t now) -> Result<void> {
+        SMART_TRY(AddEvent(tx, t.id, now, "released", n.id));
+        return Requeue(tx, t, "failed", "", /*counts=*/false, now);
+      };
+      break;
+  }
+  OnLease(std::move(operator_id), std::move(node_id), std::move(op.task_id), op.lease, std::move(change),
+          std::move(done));
+}
+
+Result<void> Coordinator::CompleteIn(store::Tx& tx, const Task& t, const Node& n, const std::string& output,
+                                     const std::string& proof_hash, int64_t now) {
+  ledger::Amount fee = t.cost * static_cast<unsigned>(config_.fee_pct) / 100;
+  ledger::Amount pay = t.cost - fee;
+  std::vector<ledger::TransferRequest> settle{{.key = EscrowKey(t, "post"),
+                                               .type = ledger::TransferType::kPost,
+                                               .pending_id = t.escrow_id,
+                                               .code = "task_settle"}};
+  std::string meta = JsonObject({{"task_id", t.id}, {"node_id", n.id}});
+  if (pay > 0) {
+    settle.push_back({.key = EscrowKey(t, "pay"),
+                      .debit = Account(std::string(ledger::kPlatform), ledger::kind::kEscrow, t.asset),
+                      .credit = Account(n.operator_id, ledger::kind::kAvailable, t.asset),
+                      .amount = pay,
+                      .code = "task_reward",
+                      .metadata = meta});
+  }
+  if (fee > 0) {
+    settle.push_back({.key = EscrowKey(t, "fee"),
+                      .debit = Account(std::string(ledger::kPlatform), ledger::kind::kEscrow, t.asset),
+                      .credit = Account(std::string(ledger::kPlatform), ledger::kind::kFees, t.asset),
+                      .amount = fee,
+                      .code = "task_fee",
+                      .metadata = meta});
+  }
+  SMART_TRY(ledger_.ExecuteIn(tx, settle));
+  SMART_TRY(
+      tx.Exec("UPDATE tasks SET status = 'completed', output = $2, proof_hash = $3, progress = 100, updated_ms = $4, "
+              "completed_ms = $4, lease_expires_ms = 0 WHERE id = $1",
+              {Value{t.id}, Value{output}, Value{proof_hash}, Value{now}}));
+  SMART_TRY(
+      tx.Exec("UPDATE nodes SET completed = completed + 1, last_heartbeat_ms = $2, "
+              "reputation = CASE WHEN reputation + 10 > 1000 THEN 1000 ELSE reputation + 10 END WHERE id = $1",
+              {Value{n.id}, Value{now}}));
+  return AddEvent(tx, t.id, now, "completed", n.id, JsonObject({{"proof_hash", proof_hash}}));
 }
 
 Result<Task> Coordinator::Start(std::string_view operator_id, std::string_view node_id, std::string_view task_id,
                                 int lease) {
-  return OnLease(operator_id, node_id, task_id, lease,
-                 [](store::Tx& tx, const Task& t, const Node& n, int64_t now) -> Result<void> {
-                   if (t.status != "assigned") return Ok();  // started already: the same answer again
-                   SMART_TRY(tx.Exec("UPDATE tasks SET status = 'in_progress', updated_ms = $2 WHERE id = $1",
-                                     {Value{t.id}, Value{now}}));
-                   return AddEvent(tx, t.id, now, "in_progress", n.id);
-                 });
+  return Wait<Task>([&](Callback<Task> done) {
+    Apply(std::string(operator_id), std::string(node_id),
+          {.kind = LeaseOp::Kind::kStart, .task_id = std::string(task_id), .lease = lease}, std::move(done));
+  });
 }
 
 Result<Task> Coordinator::Progress(std::string_view operator_id, std::string_view node_id, std::string_view task_id,
                                    int lease, int percent, std::string_view message) {
-  if (percent < 0 || percent > 100) return Error::Invalid("invalid_percent", "percent: 0 to 100");
-  if (message.size() > kMaxMessage || !IsValidUtf8(message)) {
-    return Error::Invalid("invalid_message", "message: at most 256 bytes of UTF-8");
-  }
-  return OnLease(operator_id, node_id, task_id, lease,
-                 [&](store::Tx& tx, const Task& t, const Node& n, int64_t now) -> Result<void> {
-                   SMART_TRY(
-                       tx.Exec("UPDATE tasks SET status = 'in_progress', progress = $2, progress_message = $3, "
-                               "updated_ms = $4 WHERE id = $1",
-                               {Value{t.id}, Value{int64_t{percent}}, Value{std::string(message)}, Value{now}}));
-                   if (t.status == "assigned") SMART_TRY(AddEvent(tx, t.id, now, "in_progress", n.id));
-                   return Ok();
-                 });
+  return Wait<Task>([&](Callback<Task> done) {
+    Apply(std::string(operator_id), std::string(node_id),
+          {.kind = LeaseOp::Kind::kProgress,
+           .task_id = std::string(task_id),
+           .lease = lease,
+           .percent = percent,
+           .message = std::string(message)},
+          std::move(done));
+  });
 }
 
 Result<Task> Coordinator::Complete(std::string_view operator_id, std::string_view node_id, std::string_view task_id,
                                    int lease, std::string_view output, std::string_view proof_hash) {
-  if (output.size() > config_.max_input_bytes) {
-    return Error::Invalid("output_too_large", "output: at most " + std::to_string(config_.max_input_bytes) + " bytes");
-  }
-  if (!IsValidUtf8(output)) return Error::Invalid("invalid_output", "output: not UTF-8 text");
-  if (proof_hash != crypto::Sha256Hex(output)) {
-    return Error::Invalid("invalid_proof", "proof_hash: must be the lowercase hex SHA-256 of output");
-  }
-  auto done = OnLease(
-      operator_id, node_id, task_id, lease,
-      [&](store::Tx& tx, const Task& t, const Node& n, int64_t now) -> Result<void> {
-        ledger::Amount fee = t.cost * static_cast<unsigned>(config_.fee_pct) / 100;
-        ledger::Amount pay = t.cost - fee;
-        std::vector<ledger::TransferRequest> settle{{.key = EscrowKey(t, "post"),
-                                                     .type = ledger::TransferType::kPost,
-                                                     .pending_id = t.escrow_id,
-                                                     .code = "task_settle"}};
-        std::string meta = JsonObject({{"task_id", t.id}, {"node_id", n.id}});
-        if (pay > 0) {
-          settle.push_back({.key = EscrowKey(t, "pay"),
-                            .debit = Account(std::string(ledger::kPlatform), ledger::kind::kEscrow, t.asset),
-                            .credit = Account(n.operator_id, ledger::kind::kAvailable, t.asset),
-                            .amount = pay,
-                            .code = "task_reward",
-                            .metadata = meta});
-        }
-        if (fee > 0) {
-          settle.push_back({.key = EscrowKey(t, "fee"),
-                            .debit = Account(std::string(ledger::kPlatform), ledger::kind::kEscrow, t.asset),
-                            .credit = Account(std::string(ledger::kPlatform), ledger::kind::kFees, t.asset),
-                            .amount = fee,
-                            .code = "task_fee",
-                            .metadata = meta});
-        }
-        SMART_TRY(ledger_.ExecuteIn(tx, settle));
-        SMART_TRY(tx.Exec(
-            "UPDATE tasks SET status = 'completed', output = $2, proof_hash = $3, progress = 100, updated_ms = $4, "
-            "completed_ms = $4, lease_expires_ms = 0 WHERE id = $1",
-            {Value{t.id}, Value{std::string(output)}, Value{std::string(proof_hash)}, Value{now}}));
-        SMART_TRY(
-            tx.Exec("UPDATE nodes SET completed = completed + 1, last_heartbeat_ms = $2, "
-                    "reputation = CASE WHEN reputation + 10 > 1000 THEN 1000 ELSE reputation + 10 END WHERE id = $1",
-                    {Value{n.id}, Value{now}}));
-        return AddEvent(tx, t.id, now, "completed", n.id, JsonObject({{"proof_hash", std::string(proof_hash)}}));
-      });
-  if (done || done.error().code != "lease_stale") return done;
-  // A retry of a result whose answer was lost: the same lease, the same proof, answered again.
-  Task again;
-  SMART_TRY(db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
-    auto t = LoadTask(tx, task_id);
-    if (!t) return t.take_error();
-    again = std::move(t).value();
-    return Ok();
-  }));
-  if (again.status == "completed" && again.node_id == node_id && again.attempt == lease &&
-      again.proof_hash == proof_hash) {
-    return again;
-  }
-  return done;
+  return Wait<Task>([&](Callback<Task> done) {
+    Apply(std::string(operator_id), std::string(node_id),
+          {.kind = LeaseOp::Kind::kResult,
+           .task_id = std::string(task_id),
+           .lease = lease,
+           .output = std::string(output),
+           .proof_hash = std::string(proof_hash)},
+          std::move(done));
+  });
 }
 
 Result<Task> Coordinator::Fail(std::string_view operator_id, std::string_view node_id, std::string_view task_id,
                                int lease, std::string_view error) {
-  if (error.size() > 4096 || !IsValidUtf8(error)) {
-    return Error::Invalid("invalid_error", "error: at most 4 KiB of UTF-8");
-  }
-  return OnLease(operator_id, node_id, task_id, lease,
-                 [&](store::Tx& tx, const Task& t, const Node& n, int64_t now) -> Result<void> {
-                   SMART_TRY(tx.Exec("UPDATE nodes SET failed = failed + 1 WHERE id = $1", {Value{n.id}}));
-                   SMART_TRY(AddEvent(tx, t.id, now, "failed", n.id, JsonObject({{"error", std::string(error)}})));
-                   return Requeue(tx, t, "failed", std::string(error), /*counts=*/true, now);
-                 });
+  return Wait<Task>([&](Callback<Task> done) {
+    Apply(std::string(operator_id), std::string(node_id),
+          {.kind = LeaseOp::Kind::kFail, .task_id = std::string(task_id), .lease = lease, .error = std::string(error)},
+          std::move(done));
+  });
 }
 
 Result<Task> Coordinator::Release(std::string_view operator_id, std::string_view node_id, std::string_view task_id,
                                   int lease) {
-  return OnLease(operator_id, node_id, task_id, lease,
-                 [&](store::Tx& tx, const Task& t, const Node& n, int64_t now) -> Result<void> {
-                   SMART_TRY(AddEvent(tx, t.id, now, "released", n.id));
-                   return Requeue(tx, t, "failed", "", /*counts=*/false, now);
-                 });
+  return Wait<Task>([&](Callback<Task> done) {
+    Apply(std::string(operator_id), std::string(node_id),
+          {.kind = LeaseOp::Kind::kRelease, .task_id = std::string(task_id), .lease = lease}, std::move(done));
+  });
 }
 
 Result<void> Coordinator::Requeue(store::Tx& tx, const Task& t, std::string_view final_status, std::string error,
@@ -606,6 +675,161 @@ void Coordinator::WakeClaimers() {
     woken_scores_ = waiting_scores_;
   }
   wake_cv_.notify_all();
+  {
+    std::lock_guard lk(push_mu_);
+    if (attached_.empty()) return;
+    push_wake_ = true;
+  }
+  push_cv_.notify_one();
+}
+
+uint64_t Coordinator::Attach(std::string operator_id, std::string node_id, std::vector<std::string> holding,
+                             Push push) {
+  uint64_t id;
+  {
+    std::lock_guard lk(push_mu_);
+    id = next_attachment_++;
+    attached_[id] = Attachment{.operator_id = std::move(operator_id),
+                               .node_id = std::move(node_id),
+                               .holding = std::move(holding),
+                               .push = std::move(push)};
+  }
+  return id;
+}
+
+void Coordinator::Credit(uint64_t attachment, int n) {
+  {
+    std::lock_guard lk(push_mu_);
+    auto it = attached_.find(attachment);
+    if (it == attached_.end() || n <= 0) return;
+    it->second.credit = std::min(it->second.credit + n, kMaxCredit);
+    push_wake_ = true;
+  }
+  push_cv_.notify_one();
+}
+
+void Coordinator::Detach(uint64_t attachment) {
+  std::lock_guard lk(push_mu_);
+  attached_.erase(attachment);
+}
+
+size_t Coordinator::Attached() {
+  std::lock_guard lk(push_mu_);
+  return attached_.size();
+}
+
+void Coordinator::RunDispatcher() {
+  std::unique_lock lk(push_mu_);
+  while (!push_stopping_) {
+    // Work arrived, credit arrived, or a second passed (another instance's
+    // submissions, scheduled tasks coming due).
+    push_cv_.wait_for(lk, std::chrono::seconds(1), [&] { return push_wake_ || push_stopping_; });
+    if (push_stopping_) break;
+    push_wake_ = false;
+    bool any = false;
+    for (const auto& [id, a] : attached_) any = any || a.credit > 0;
+    if (!any) continue;
+    lk.unlock();
+    DispatchRound();
+    lk.lock();
+  }
+}
+
+void Coordinator::DispatchRound() {
+  struct Want {
+    uint64_t id;
+    std::string operator_id, node_id;
+    std::vector<std::string> holding, capabilities;
+    bool first;
+    int credit;
+    int64_t score;
+  };
+  std::vector<Want> wants;
+  {
+    std::lock_guard lk(push_mu_);
+    for (const auto& [id, a] : attached_) {
+      if (a.credit > 0)
+        wants.push_back({id, a.operator_id, a.node_id, a.holding, a.capabilities, a.first, a.credit, a.score});
+    }
+  }
+  // What is claimable now, by type (bounded: a deep backlog needs no exact count).
+  constexpr int64_t kLook = 2000;
+  std::map<std::string, int64_t> claimable;
+  int64_t seen = 0;
+  auto read = db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
+    claimable.clear();
+    auto rows = tx.Query("SELECT type FROM tasks WHERE status = 'pending' AND not_before_ms <= $1 LIMIT $2",
+                         {Value{clock_.NowMs()}, Value{kLook}});
+    if (!rows) return rows.take_error();
+    seen = static_cast<int64_t>(rows->size());
+    for (const auto& r : *rows) ++claimable[r.Text(0)];
+    return Ok();
+  });
+  if (!read) return;  // tried again at the next wake-up or tick
+  std::stable_sort(wants.begin(), wants.end(), [](const Want& a, const Want& b) { return a.score > b.score; });
+  struct Round {
+    std::mutex mu;
+    std::condition_variable cv;
+    int open = 0;
+  };
+  auto round = std::make_shared<Round>();
+  for (auto& w : wants) {
+    int quota = 0;
+    if (w.first) {
+      quota = w.credit;  // unknown capabilities, and lost assignments to deliver again
+    } else {
+      for (const auto& c : w.capabilities) {
+        auto it = claimable.find(c);
+        if (it == claimable.end()) continue;
+        int64_t take = std::min<int64_t>(it->second, w.credit - quota);
+        it->second -= take;
+        quota += static_cast<int>(take);
+      }
+    }
+    if (quota <= 0) continue;
+    {
+      std::lock_guard lk(round->mu);
+      ++round->open;
+    }
+    auto claimed = std::make_shared<std::vector<Task>>();
+    auto node = std::make_shared<Node>();
+    auto holding = std::make_shared<std::vector<std::string>>(std::move(w.holding));
+    writer_.TransactAsync(
+        [this, w, quota, claimed, node, holding](store::Tx& tx) -> Result<void> {
+          return ClaimIn(tx, w.operator_id, w.node_id, quota, w.first ? holding.get() : nullptr, *claimed, *node);
+        },
+        [this, id = w.id, claimed, node, round](Result<void> r) {
+          Push push;
+          {
+            std::lock_guard lk(push_mu_);
+            auto it = attached_.find(id);
+            if (it != attached_.end()) {
+              push = it->second.push;
+              if (r) {
+                it->second.credit -= static_cast<int>(claimed->size());
+                it->second.first = false;
+                it->second.holding.clear();
+                it->second.capabilities = node->capabilities;
+                it->second.score = Score(*node);
+              } else if (r.error().kind != ErrorKind::kUnavailable && r.error().kind != ErrorKind::kRetryable) {
+                attached_.erase(it);  // node_deactivated, node_not_found...: the attachment ends
+              }
+            }
+          }
+          // Assigned to a connection that is gone: delivered again when it
+          // reconnects with `holding`, or released when it stays offline.
+          if (push) push(r ? Result<std::vector<Task>>(*claimed) : Result<std::vector<Task>>(r.take_error()));
+          for (const auto& t : *claimed) Notify(t);
+          std::lock_guard lk(round->mu);
+          if (--round->open == 0) round->cv.notify_all();
+        });
+  }
+  std::unique_lock lk(round->mu);
+  round->cv.wait(lk, [&] { return round->open == 0; });
+  if (seen == kLook) {
+    std::lock_guard plk(push_mu_);
+    push_wake_ = true;  // more than was looked at: another round
+  }
 }
 
 }  // namespace smart::tasks

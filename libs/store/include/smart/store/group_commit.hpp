@@ -1,14 +1,13 @@
 // Group commit for any write transaction: concurrent callers' functions run
 // one after another inside one database transaction, each in a savepoint,
-// and each caller returns once that transaction has committed (one fsync for
-// the group). A function's refusal (an error it returns) rolls back its own
-// savepoint only; the others commit. Thread-safe.
+// and each caller learns its result once that transaction has committed (one
+// fsync for the group). A function's refusal (an error it returns) rolls back
+// its own savepoint only; the others commit. Thread-safe.
 #pragma once
 
 #include <condition_variable>
 #include <deque>
 #include <functional>
-#include <future>
 #include <mutex>
 #include <thread>
 
@@ -18,6 +17,9 @@ namespace smart::store {
 
 class GroupCommitter {
  public:
+  using Fn = std::function<Result<void>(Tx&)>;
+  using Done = std::function<void(Result<void>)>;
+
   explicit GroupCommitter(Database& db, size_t max_group = 256);
   ~GroupCommitter();  // finishes what is queued
   GroupCommitter(const GroupCommitter&) = delete;
@@ -25,13 +27,18 @@ class GroupCommitter {
 
   // Like Database::Transact(kWrite, fn), with the commit shared. `fn` may run
   // more than once (a retried group), so it must only touch the transaction
-  // and its own captured results.
-  Result<void> Transact(const std::function<Result<void>(Tx&)>& fn);
+  // and its own captured results. Refused (kInternal) on the committer thread.
+  Result<void> Transact(const Fn& fn);
+
+  // The same without waiting: `done` gets the result on the committer thread
+  // once the group has committed (or failed). Keep `done` quick; it may queue
+  // more work with TransactAsync but must not call Transact.
+  void TransactAsync(Fn fn, Done done);
 
  private:
   struct Job {
-    const std::function<Result<void>(Tx&)>* fn;
-    std::promise<Result<void>> done;
+    Fn fn;
+    Done done;
   };
   void Run();
 

@@ -148,6 +148,21 @@ struct RegisterNodeRequest {
   std::string endpoint;
 };
 
+// An operation of the node holding a task's lease (HTTP or the node WebSocket).
+struct LeaseOp {
+  enum class Kind { kStart, kProgress, kResult, kFail, kRelease };
+  Kind kind = Kind::kStart;
+  std::string task_id;
+  int lease = 0;
+  int percent = 0;                 // kProgress
+  std::string message;             // kProgress
+  std::string output, proof_hash;  // kResult
+  std::string error;               // kFail
+};
+
+template <class T>
+using Callback = std::function<void(Result<T>)>;
+
 struct TaskFilter {
   std::optional<std::string> status, type;
   bool dead_letters = false;  // only tasks that used up their attempts (failed, timed_out)
@@ -211,6 +226,21 @@ class Coordinator {
   // The lease holder gives the task back unstarted or unfinished (a node
   // shutting down): pending again, no attempt used, nothing slashed.
   Result<Task> Release(std::string_view operator_id, std::string_view node_id, std::string_view task_id, int lease);
+  // Any of the five without waiting: `done` gets the task as it is afterwards,
+  // on the committer's thread (keep it quick) or, for a refused request, at once.
+  void Apply(std::string operator_id, std::string node_id, LeaseOp op, Callback<Task> done);
+  void HeartbeatAsync(std::string operator_id, std::string node_id, int load, int running, Callback<Node> done);
+
+  // Pushed work (the node WebSocket): while attached with credit, a node is
+  // given tasks the moment they are claimable, best nodes first; `push` gets
+  // them (or the error that ends the attachment: node_deactivated, ...) on the
+  // committer's thread. `holding` as for Claim, checked on the first claim.
+  using Push = std::function<void(Result<std::vector<Task>>)>;
+  uint64_t Attach(std::string operator_id, std::string node_id, std::vector<std::string> holding, Push push);
+  // The node can take `n` more tasks (its credit grows by n, to at most 100).
+  void Credit(uint64_t attachment, int n);
+  void Detach(uint64_t attachment);
+  size_t Attached();
 
   // Called after every committed transition of a task (on the thread that
   // made it: keep it quick). Set before serving; events/WebSocket fan-out.
@@ -241,8 +271,15 @@ class Coordinator {
   // `operator_id`; else node_not_found, node_not_yours, lease_stale), then
   // answers the task as it is afterwards and publishes it.
   using LeaseChange = std::function<Result<void>(store::Tx& tx, const Task& t, const Node& n, int64_t now)>;
-  Result<Task> OnLease(std::string_view operator_id, std::string_view node_id, std::string_view task_id, int lease,
-                       const LeaseChange& change);
+  void OnLease(std::string operator_id, std::string node_id, std::string task_id, int lease, LeaseChange change,
+               Callback<Task> done);
+  // One claim's transaction: `claimed` gets the tasks, `node` the claimer.
+  Result<void> ClaimIn(store::Tx& tx, std::string_view operator_id, std::string_view node_id, int max,
+                       const std::vector<std::string>* holding, std::vector<Task>& claimed, Node& node);
+  // Pushed work: rounds that match claimable tasks to attached nodes with
+  // credit, best first, and claim for all of them in one group commit.
+  void RunDispatcher();
+  void DispatchRound();
   void RunSweeper();
   void WakeClaimers();
   void Notify(const Task& t) const {
@@ -253,6 +290,9 @@ class Coordinator {
   // else final with `final_status` and the escrow voided.
   Result<void> Requeue(store::Tx& tx, const Task& t, std::string_view final_status, std::string error, bool counts,
                        int64_t now);
+  // Settles a completed task: posts the escrow, pays the node's operator and the fee.
+  Result<void> CompleteIn(store::Tx& tx, const Task& t, const Node& n, const std::string& output,
+                          const std::string& proof_hash, int64_t now);
   // Takes slash_pct of the node's stake to platform/treasury; the rest stays held.
   Result<void> Slash(store::Tx& tx, const Node& node);
   Result<void> ExpireLease(std::string_view task_id);
@@ -266,7 +306,6 @@ class Coordinator {
   ledger::Ledger& ledger_;
   TasksConfig config_;
   const Clock& clock_;
-  store::GroupCommitter writer_;  // every write: concurrent transitions share a commit
 
   std::mutex wake_mu_;
   std::condition_variable wake_cv_;  // claims waiting for work
@@ -274,9 +313,26 @@ class Coordinator {
   std::multiset<int64_t> waiting_scores_;  // of claims waiting here: reputation first, then low load
   std::multiset<int64_t> woken_scores_;    // those waiting at the last wake-up
   bool stopping_ = false;
+  struct Attachment {
+    std::string operator_id, node_id;
+    std::vector<std::string> holding;
+    bool first = true;  // `holding` is checked on the first claim only
+    Push push;
+    int credit = 0;
+    int64_t score = 0;
+    std::vector<std::string> capabilities;  // known after the first claim
+  };
+  std::mutex push_mu_;
+  std::condition_variable push_cv_;
+  std::map<uint64_t, Attachment> attached_;
+  uint64_t next_attachment_ = 1;
+  bool push_wake_ = false, push_stopping_ = false;
+
   std::function<void(const Task&)> on_update_;
   std::function<void(const Node&)> on_node_update_;
-  std::thread sweeper_;  // last: stops first
+  store::GroupCommitter writer_;  // every write: concurrent transitions share a commit; its callbacks use the above
+  std::thread sweeper_;           // last: stop first
+  std::thread dispatcher_;
 };
 
 }  // namespace smart::tasks
