@@ -1,9 +1,6 @@
 // Real-time events over /api/v1/ws from the real smartd, read with Beast's
 // WebSocket client.
-#include <boost/asio/connect.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/websocket.hpp>
+#include <boost/system/system_error.hpp>
 #include <regex>
 
 #include "harness.hpp"
@@ -11,46 +8,7 @@
 namespace smart::itest {
 namespace {
 
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace websocket = beast::websocket;
-using tcp = asio::ip::tcp;
 using namespace std::chrono_literals;
-
-class WsClient {
- public:
-  WsClient(uint16_t port, const std::string& token) : ws_(ioc_) {
-    tcp::resolver resolver(ioc_);
-    asio::connect(beast::get_lowest_layer(ws_), resolver.resolve("127.0.0.1", std::to_string(port)));
-    if (!token.empty()) {
-      ws_.set_option(websocket::stream_base::decorator(
-          [token](websocket::request_type& req) { req.set(beast::http::field::authorization, "Bearer " + token); }));
-    }
-    ws_.handshake("127.0.0.1", "/api/v1/ws");
-  }
-  void Send(const std::string& text) { ws_.write(asio::buffer(text)); }
-  // The next message; empty when the connection closed.
-  std::string Read() {
-    beast::flat_buffer buffer;
-    beast::error_code ec;
-    ws_.read(buffer, ec);
-    if (ec) return "";
-    return beast::buffers_to_string(buffer.data());
-  }
-  // Reads until a message contains `needle` (skipping others).
-  std::string ReadUntil(const std::string& needle, int max_messages = 50) {
-    for (int i = 0; i < max_messages; ++i) {
-      std::string m = Read();
-      if (m.empty() || m.find(needle) != std::string::npos) return m;
-    }
-    return "";
-  }
-  uint16_t close_code() const { return ws_.reason().code; }
-
- private:
-  asio::io_context ioc_;
-  websocket::stream<tcp::socket> ws_;
-};
 
 uint64_t EventId(const std::string& m) {
   std::smatch match;
@@ -79,11 +37,11 @@ TEST(SmartdEvents, TaskUpdatesNetworkStatsAndResume) {
                   ->status,
               201);
   }
-  WsClient a(s.port(), alice.access);
+  WsClient a(s.port(), "/api/v1/ws", alice.access);
   a.Send(R"({"type":"subscribe","tasks":"own"})");
   ASSERT_NE(a.Read().find("\"subscribed\""), std::string::npos);
   // Eve authenticates in her first message and watches everything she may.
-  WsClient e(s.port(), "");
+  WsClient e(s.port(), "/api/v1/ws", "");
   e.Send(R"({"type":"auth","token":")" + eve.access + R"("})");
   ASSERT_NE(e.Read().find("\"authenticated\""), std::string::npos);
   e.Send(R"({"type":"subscribe","tasks":"own","network_stats":true})");
@@ -114,7 +72,7 @@ TEST(SmartdEvents, TaskUpdatesNetworkStatsAndResume) {
   }
 
   // Reconnecting with the last id seen gets what was missed.
-  WsClient again(s.port(), alice.access);
+  WsClient again(s.port(), "/api/v1/ws", alice.access);
   again.Send(R"({"type":"subscribe","tasks":"own"})");
   ASSERT_NE(again.Read().find("\"subscribed\""), std::string::npos);
   for (const char* bad : {R"({"type":"resume","last_event_id":-1})", R"({"type":"resume","last_event_id":1.5})",
@@ -132,13 +90,13 @@ TEST(SmartdEvents, BadClientsAreRefusedOrClosed) {
   Smartd s(Env());
   ASSERT_NE(s.port(), 0);
   // A bad header credential: the upgrade itself is refused.
-  EXPECT_THROW(WsClient(s.port(), "not-a-token"), boost::system::system_error);
+  EXPECT_THROW(WsClient(s.port(), "/api/v1/ws", "not-a-token"), boost::system::system_error);
   // No credential and a first message that is not auth: closed with 1008.
-  WsClient c(s.port(), "");
+  WsClient c(s.port(), "/api/v1/ws", "");
   c.Send(R"({"type":"subscribe","tasks":"own"})");
   EXPECT_EQ(c.Read(), "");
   EXPECT_EQ(c.close_code(), 1008);
-  WsClient d(s.port(), "");
+  WsClient d(s.port(), "/api/v1/ws", "");
   d.Send(R"({"type":"auth","token":"sk_wrong"})");
   EXPECT_EQ(d.Read(), "");
   EXPECT_EQ(d.close_code(), 1008);

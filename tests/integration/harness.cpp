@@ -6,6 +6,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/websocket.hpp>
 #include <regex>
 
 namespace smart::itest {
@@ -90,5 +94,49 @@ Session CreateAdmin(Smartd& s, const std::string& email, const std::string& extr
   EXPECT_EQ(code, 0) << out;
   return Login(s.port(), email, "admin password 1");
 }
+
+namespace {
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace websocket = beast::websocket;
+}  // namespace
+
+struct WsClient::Impl {
+  asio::io_context ioc;
+  websocket::stream<asio::ip::tcp::socket> ws{ioc};
+};
+
+WsClient::WsClient(uint16_t port, const std::string& target, const std::string& token)
+    : impl_(std::make_unique<Impl>()) {
+  asio::ip::tcp::resolver resolver(impl_->ioc);
+  asio::connect(beast::get_lowest_layer(impl_->ws), resolver.resolve("127.0.0.1", std::to_string(port)));
+  if (!token.empty()) {
+    impl_->ws.set_option(websocket::stream_base::decorator(
+        [token](websocket::request_type& req) { req.set(beast::http::field::authorization, "Bearer " + token); }));
+  }
+  impl_->ws.handshake("127.0.0.1", target);
+}
+
+WsClient::~WsClient() = default;
+
+void WsClient::Send(const std::string& text) { impl_->ws.write(asio::buffer(text)); }
+
+std::string WsClient::Read() {
+  beast::flat_buffer buffer;
+  beast::error_code ec;
+  impl_->ws.read(buffer, ec);
+  if (ec) return "";
+  return beast::buffers_to_string(buffer.data());
+}
+
+std::string WsClient::ReadUntil(const std::string& needle, int max_messages) {
+  for (int i = 0; i < max_messages; ++i) {
+    std::string m = Read();
+    if (m.empty() || m.find(needle) != std::string::npos) return m;
+  }
+  return "";
+}
+
+uint16_t WsClient::close_code() const { return impl_->ws.reason().code; }
 
 }  // namespace smart::itest

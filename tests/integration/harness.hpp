@@ -55,4 +55,23 @@ std::optional<testing::HttpResponse> As(uint16_t port, const std::string& method
 // `smartd admin create` against the data directory of `s` (password "admin password 1"); then logs in.
 Session CreateAdmin(Smartd& s, const std::string& email, const std::string& extra_env = "");
 
+// A blocking WebSocket client (Beast) for `target` on 127.0.0.1:port, with
+// `Authorization: Bearer token` when a token is given. Throws when the
+// handshake is refused.
+class WsClient {
+ public:
+  WsClient(uint16_t port, const std::string& target, const std::string& token);
+  ~WsClient();
+  void Send(const std::string& text);
+  // The next message; empty when the connection closed.
+  std::string Read();
+  // Reads until a message contains `needle` (skipping others); empty if none came.
+  std::string ReadUntil(const std::string& needle, int max_messages = 50);
+  uint16_t close_code() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 }  // namespace smart::itest

@@ -325,6 +325,86 @@ TEST(SmartdTasks, LeasesSurviveARestart) {
   EXPECT_EQ(vcode, 0) << vout;
 }
 
+// The node WebSocket: hello, pushed work within the credit, results and
+// heartbeats on the same connection, and what a bad node is told.
+TEST(SmartdTasks, NodeSocketPushesWorkAndTakesResults) {
+  Smartd s(TaskEnv());
+  ASSERT_NE(s.port(), 0);
+  Network n = StartNetwork(s);
+  WsClient node(s.port(), "/api/v1/nodes/ws", n.node_key);
+  node.Send(R"({"type":"hello","node_id":")" + n.node_id + R"(","credit":1})");
+  std::string m = node.Read();
+  EXPECT_NE(m.find("\"type\":\"welcome\""), std::string::npos) << m;
+  EXPECT_NE(m.find("\"heartbeat_s\":5"), std::string::npos) << m;
+
+  auto submit = [&](const std::string& input) {
+    auto r = As(s.port(), "POST", "/api/v1/tasks", n.alice.access,
+                R"({"type":"echo","input":")" + input + R"(","timeout_s":60})");
+    EXPECT_EQ(r->status, 201) << r->body;
+    return JsonField(r->body, "id");
+  };
+  std::string t1 = submit("first"), t2 = submit("second");
+  m = node.ReadUntil("\"type\":\"tasks\"");
+  ASSERT_NE(m.find(t1), std::string::npos) << "pushed without asking: " << m;
+  EXPECT_EQ(m.find(t2), std::string::npos) << "one credit, one task: " << m;
+  EXPECT_NE(m.find("\"input\":\"first\""), std::string::npos) << m;
+
+  // The result, with a ref and one more credit: the ack, then the second task.
+  node.Send(
+      R"({"type":"result","ref":7,"credit":1,"task_id":")" + t1 +
+      R"(","lease":1,"output":"first","proof_hash":"a7937b64b8caa58f03721bb6bacf5c78cb235febe0e70b1b84cd99541461a08e"})");
+  std::string ack, pushed;
+  for (int i = 0; i < 4 && (ack.empty() || pushed.empty()); ++i) {
+    m = node.Read();
+    if (m.find("\"type\":\"ack\"") != std::string::npos) ack = m;
+    if (m.find("\"type\":\"tasks\"") != std::string::npos) pushed = m;
+  }
+  EXPECT_NE(ack.find("\"ref\":7"), std::string::npos) << ack;
+  EXPECT_NE(ack.find("\"status\":\"completed\""), std::string::npos) << ack;
+  EXPECT_NE(pushed.find(t2), std::string::npos) << pushed;
+  auto r = As(s.port(), "GET", "/api/v1/tasks/" + t1, n.alice.access);
+  EXPECT_EQ(JsonField(r->body, "status"), "completed");
+  EXPECT_EQ(Available(s.port(), n.op.access), "9022500") << "paid 90% of 25000 once";
+
+  // Refusals are answered on the connection, which stays open.
+  node.Send(R"({"type":"result","ref":"x","task_id":")" + t2 + R"(","lease":1,"output":"second","proof_hash":"00"})");
+  m = node.ReadUntil("\"type\":\"error\"");
+  EXPECT_NE(m.find("invalid_proof"), std::string::npos) << m;
+  EXPECT_NE(m.find("\"ref\":\"x\""), std::string::npos) << m;
+  node.Send(R"({"type":"start","task_id":")" + t2 + R"(","lease":9})");
+  EXPECT_NE(node.ReadUntil("\"type\":\"error\"").find("lease_stale"), std::string::npos);
+  node.Send(R"({"type":"progress","task_id":")" + t2 + R"(","lease":1,"percent":250})");
+  EXPECT_NE(node.ReadUntil("\"type\":\"error\"").find("invalid_percent"), std::string::npos);
+  node.Send("not json");
+  EXPECT_NE(node.ReadUntil("\"type\":\"error\"").find("invalid_message"), std::string::npos);
+  node.Send(R"({"type":"dance"})");
+  EXPECT_NE(node.ReadUntil("\"type\":\"error\"").find("unknown_type"), std::string::npos);
+  node.Send(R"({"type":"credit","n":0})");
+  EXPECT_NE(node.ReadUntil("\"type\":\"error\"").find("invalid_message"), std::string::npos);
+  node.Send(R"({"type":"heartbeat","ref":1,"load":20,"running":1})");
+  m = node.ReadUntil("\"type\":\"heartbeat\"");
+  EXPECT_NE(m.find("\"status\":\"online\""), std::string::npos) << m;
+  node.Send(R"({"type":"fail","task_id":")" + t2 + R"(","lease":1,"error":"no luck"})");
+  m = node.ReadUntil("\"type\":\"ack\"");
+  EXPECT_NE(m.find("\"status\":\"pending\""), std::string::npos) << "requeued: " << m;
+
+  // A node that is not the caller's is told so and closed.
+  auto other = RegisterAndLogin(s.port(), "mallory@example.com");
+  WsClient bad(s.port(), "/api/v1/nodes/ws", "");
+  bad.Send(R"({"type":"hello","token":")" + other.access + R"(","node_id":")" + n.node_id + R"(","credit":1})");
+  // (her session has the scope nodes; the node is not hers)
+  m = bad.ReadUntil("node_not_yours");
+  EXPECT_NE(m.find("node_not_yours"), std::string::npos) << m;
+  EXPECT_EQ(bad.Read(), "");
+  EXPECT_EQ(bad.close_code(), 1008);
+  // Anything before hello closes the connection.
+  WsClient early(s.port(), "/api/v1/nodes/ws", n.node_key);
+  early.Send(R"({"type":"credit","n":1})");
+  EXPECT_EQ(early.Read(), "");
+  EXPECT_EQ(early.close_code(), 1008);
+  EXPECT_THROW(WsClient(s.port(), "/api/v1/nodes/ws", "sk_wrong"), std::exception);
+}
+
 TEST(SmartdPostgres, TasksOnPostgres) {
   std::string url = testing::FreshPostgresDatabase();
   ASSERT_FALSE(url.empty());

@@ -80,6 +80,7 @@ void RegisterRoutes(http::Router& router, const Deps& deps) {
   RegisterLedgerRoutes(router, deps);
   RegisterTaskRoutes(router, deps);
   RegisterEventRoutes(router, deps);
+  RegisterNodeSocket(router, deps);
   router.Add(http::Method::kGet, "/api/v1/version", [&deps](http::Request&) {
     std::string body = "{\"version\":";
     AppendJsonString(body, deps.build.version);

@@ -6,6 +6,10 @@
 #include "smart/api/routes.hpp"
 #include "smart/auth/service.hpp"
 
+namespace smart::tasks {
+struct Task;
+}
+
 namespace smart::api {
 
 // Password hashing and durable writes run on the server's worker pool.
@@ -20,6 +24,11 @@ void RegisterLedgerRoutes(http::Router& router, const Deps& deps);
 void RegisterTaskRoutes(http::Router& router, const Deps& deps);
 
 void RegisterEventRoutes(http::Router& router, const Deps& deps);
+
+void RegisterNodeSocket(http::Router& router, const Deps& deps);
+
+// A task as the API shows it; `full` adds the input, parameters and output, which lists leave out.
+boost::json::object TaskJson(const Deps& deps, const tasks::Task& t, bool full);
 
 boost::json::object UserJson(const auth::User& u);
 

@@ -19,7 +19,8 @@ std::string Display(const Deps& deps, const std::string& asset, ledger::Amount a
   return ledger::DisplayAmount(a, info ? info->decimals : 0, asset);
 }
 
-// `full` adds the input and output, which lists leave out.
+}  // namespace
+
 json::object TaskJson(const Deps& deps, const tasks::Task& t, bool full) {
   json::object o{
       {"id", t.id},
@@ -62,6 +63,8 @@ json::object TaskJson(const Deps& deps, const tasks::Task& t, bool full) {
   }
   return o;
 }
+
+namespace {
 
 json::object NodeJson(const Deps& deps, const tasks::Node& n) {
   json::array caps;

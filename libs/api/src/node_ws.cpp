@@ -1,0 +1,265 @@
+// GET /api/v1/nodes/ws: a node's connection for pushed work.
+//
+// Authenticate with the upgrade's Authorization / X-API-Key header (a node
+// credential, scope `nodes`) or with `token` in the first message, which must be
+//   {"type":"hello","node_id":"node_…","credit":N,"holding":["task_…"]}
+// answered by {"type":"welcome","node_id","heartbeat_s"}. From then on the
+// server pushes {"type":"tasks","tasks":[…]} the moment work exists for the
+// node, never more than its credit (tasks it asked for and has not received);
+// the node sends, each with an optional `ref` echoed in the answer and an
+// optional `credit` to ask for more work:
+//   {"type":"credit","n":K}
+//   {"type":"heartbeat","load":0-100,"running":N}        -> {"type":"heartbeat","status"}
+//   {"type":"start"|"progress"|"result"|"fail"|"release","task_id","lease",
+//    "percent","message" | "output","proof_hash" | "error"} -> {"type":"ack","task_id","status"}
+// A refused operation answers {"type":"error","ref","task_id","code","detail"};
+// a node that cannot take work (deactivated, not this operator's) is told so
+// and closed with 1008.
+#include <boost/json.hpp>
+
+#include "routes_internal.hpp"
+#include "smart/tasks/coordinator.hpp"
+
+namespace smart::api {
+namespace json = boost::json;
+namespace {
+
+struct NodeConn {
+  std::mutex mu;
+  std::weak_ptr<http::WebSocket> ws;
+  std::string operator_id;  // from the upgrade's credentials, else from hello
+  uint64_t attachment = 0;  // 0 until hello
+  std::string node_id;
+  bool closed = false;
+};
+
+void Send(const std::weak_ptr<http::WebSocket>& weak, const json::object& o) {
+  auto ws = weak.lock();
+  if (!ws) return;
+  if (ws->Send(json::serialize(o)) == http::WebSocket::SendResult::kQueueFull) {
+    ws->Close(http::close_code::kPolicyViolation, "slow consumer: answers were not read in time");
+  }
+}
+
+json::object Problem(const json::value* ref, std::string_view task_id, std::string_view code, std::string detail) {
+  json::object o{{"type", "error"}, {"code", code}, {"detail", std::move(detail)}};
+  if (ref) o["ref"] = *ref;
+  if (!task_id.empty()) o["task_id"] = task_id;
+  return o;
+}
+
+// An integer field within [lo, hi], or nullopt.
+std::optional<int64_t> IntField(const json::object& o, std::string_view name, int64_t lo, int64_t hi) {
+  auto v = o.if_contains(name);
+  if (!v || !v->is_int64()) return std::nullopt;
+  int64_t n = v->as_int64();
+  if (n < lo || n > hi) return std::nullopt;
+  return n;
+}
+
+std::optional<std::string> StringField(const json::object& o, std::string_view name) {
+  auto v = o.if_contains(name);
+  if (!v || !v->is_string()) return std::nullopt;
+  return std::string(v->as_string());
+}
+
+std::optional<tasks::LeaseOp::Kind> OpKind(std::string_view type) {
+  using Kind = tasks::LeaseOp::Kind;
+  if (type == "start") return Kind::kStart;
+  if (type == "progress") return Kind::kProgress;
+  if (type == "result") return Kind::kResult;
+  if (type == "fail") return Kind::kFail;
+  if (type == "release") return Kind::kRelease;
+  return std::nullopt;
+}
+
+void Hello(const Deps& deps, const std::shared_ptr<NodeConn>& conn, const std::shared_ptr<http::WebSocket>& ws,
+           const json::object& o) {
+  std::string operator_id;
+  {
+    std::lock_guard lk(conn->mu);
+    operator_id = conn->operator_id;
+  }
+  if (operator_id.empty()) {
+    auto token = StringField(o, "token");
+    auto who = token ? deps.auth.Authenticate(*token) : Result<auth::Principal>(Error::Unauthenticated("", ""));
+    if (!who || !who->Has(auth::scope::kNodes)) {
+      ws->Close(http::close_code::kPolicyViolation, "hello needs a node credential (scope nodes) as token");
+      return;
+    }
+    operator_id = who->user_id;
+  }
+  auto node_id = StringField(o, "node_id");
+  auto credit = o.contains("credit") ? IntField(o, "credit", 0, 1000) : std::optional<int64_t>(0);
+  std::vector<std::string> holding;
+  bool holding_ok = true;
+  if (auto h = o.if_contains("holding")) {
+    holding_ok = h->is_array() && h->as_array().size() <= 1000;
+    if (holding_ok) {
+      for (const auto& id : h->as_array()) {
+        if (!id.is_string()) holding_ok = false;
+        if (id.is_string()) holding.emplace_back(id.as_string());
+      }
+    }
+  }
+  if (!node_id || node_id->empty() || !credit || !holding_ok) {
+    ws->Send(json::serialize(Problem(nullptr, "", "invalid_message",
+                                     "hello: node_id (a string), credit (0 to 1000), holding (at most 1000 task ids)")));
+    ws->Close(http::close_code::kPolicyViolation, "invalid hello");
+    return;
+  }
+  std::weak_ptr<http::WebSocket> weak = ws;
+  uint64_t attachment =
+      deps.tasks.Attach(operator_id, *node_id, std::move(holding), [&deps, weak](Result<std::vector<tasks::Task>> r) {
+        if (!r) {
+          Send(weak, Problem(nullptr, "", r.error().code, r.error().message));
+          if (auto ws = weak.lock()) ws->Close(http::close_code::kPolicyViolation, r.error().code);
+          return;
+        }
+        if (r->empty()) return;
+        json::array items;
+        for (const auto& t : *r) items.push_back(TaskJson(deps, t, true));
+        Send(weak, {{"type", "tasks"}, {"tasks", std::move(items)}});
+      });
+  {
+    std::lock_guard lk(conn->mu);
+    conn->operator_id = operator_id;
+    conn->node_id = *node_id;
+    conn->attachment = attachment;
+    if (conn->closed) {  // closed meanwhile: on_close found nothing to detach
+      deps.tasks.Detach(attachment);
+      return;
+    }
+  }
+  ws->Send(json::serialize(
+      json::object{{"type", "welcome"}, {"node_id", *node_id}, {"heartbeat_s", deps.tasks.config().heartbeat_s}}));
+  if (*credit > 0) deps.tasks.Credit(attachment, static_cast<int>(*credit));
+}
+
+void OnMessage(const Deps& deps, const std::shared_ptr<NodeConn>& conn, std::string_view message) {
+  auto ws = conn->ws.lock();
+  if (!ws) return;
+  boost::system::error_code ec;
+  auto v = json::parse(message, ec);
+  if (ec || !v.is_object() || !v.as_object().contains("type") || !v.as_object().at("type").is_string()) {
+    ws->Send(json::serialize(Problem(nullptr, "", "invalid_message", "send a JSON object with a type")));
+    return;
+  }
+  const auto& o = v.as_object();
+  std::string type(o.at("type").as_string());
+  const json::value* ref = o.if_contains("ref");
+  uint64_t attachment;
+  std::string operator_id, node_id;
+  {
+    std::lock_guard lk(conn->mu);
+    attachment = conn->attachment;
+    operator_id = conn->operator_id;
+    node_id = conn->node_id;
+  }
+  if (attachment == 0) {
+    if (type == "hello") return Hello(deps, conn, ws, o);
+    ws->Close(http::close_code::kPolicyViolation, "say hello first: {\"type\":\"hello\",\"node_id\":\"...\"}");
+    return;
+  }
+  if (o.contains("credit")) {
+    auto credit = IntField(o, "credit", 0, 1000);
+    if (!credit) {
+      ws->Send(json::serialize(Problem(ref, "", "invalid_message", "credit: 0 to 1000")));
+      return;
+    }
+    deps.tasks.Credit(attachment, static_cast<int>(*credit));
+  }
+  std::weak_ptr<http::WebSocket> weak = ws;
+  if (type == "credit") {
+    auto n = IntField(o, "n", 1, 1000);
+    if (!n) {
+      ws->Send(json::serialize(Problem(ref, "", "invalid_message", "n: 1 to 1000")));
+      return;
+    }
+    deps.tasks.Credit(attachment, static_cast<int>(*n));
+    return;
+  }
+  if (type == "heartbeat") {
+    auto load = IntField(o, "load", 0, 100), running = IntField(o, "running", 0, 10000);
+    if ((o.contains("load") && !load) || (o.contains("running") && !running)) {
+      ws->Send(json::serialize(Problem(ref, "", "invalid_message", "heartbeat: load 0 to 100, running 0 to 10000")));
+      return;
+    }
+    json::value echo = ref ? *ref : json::value(nullptr);
+    deps.tasks.HeartbeatAsync(operator_id, node_id, static_cast<int>(load.value_or(0)),
+                              static_cast<int>(running.value_or(0)), [weak, echo](Result<tasks::Node> n) {
+                                if (!n) return Send(weak, Problem(&echo, "", n.error().code, n.error().message));
+                                Send(weak, {{"type", "heartbeat"}, {"ref", echo}, {"status", n->status}});
+                              });
+    return;
+  }
+  auto kind = OpKind(type);
+  if (!kind) {
+    ws->Send(json::serialize(Problem(ref, "", "unknown_type",
+                                     "credit, heartbeat, start, progress, result, fail or release")));
+    return;
+  }
+  tasks::LeaseOp op{.kind = *kind};
+  auto task_id = StringField(o, "task_id");
+  auto lease = IntField(o, "lease", 1, 1'000'000);
+  if (!task_id || !lease) {
+    ws->Send(json::serialize(Problem(ref, task_id.value_or(""), "invalid_message", "task_id and lease are required")));
+    return;
+  }
+  op.task_id = *task_id;
+  op.lease = static_cast<int>(*lease);
+  std::string missing;
+  if (*kind == tasks::LeaseOp::Kind::kProgress) {
+    auto percent = IntField(o, "percent", -1000, 1000);  // the range is the coordinator's to check
+    if (!percent) missing = "percent (an integer)";
+    op.percent = static_cast<int>(percent.value_or(0));
+    op.message = StringField(o, "message").value_or("");
+  } else if (*kind == tasks::LeaseOp::Kind::kResult) {
+    auto output = StringField(o, "output"), proof = StringField(o, "proof_hash");
+    if (!output || !proof) missing = "output and proof_hash (strings)";
+    op.output = output.value_or("");
+    op.proof_hash = proof.value_or("");
+  } else if (*kind == tasks::LeaseOp::Kind::kFail) {
+    auto error = StringField(o, "error");
+    if (!error) missing = "error (a string)";
+    op.error = error.value_or("");
+  }
+  if (!missing.empty()) {
+    ws->Send(json::serialize(Problem(ref, op.task_id, "invalid_message", type + " needs " + missing)));
+    return;
+  }
+  json::value echo = ref ? *ref : json::value(nullptr);
+  deps.tasks.Apply(operator_id, node_id, std::move(op), [weak, echo, id = *task_id](Result<tasks::Task> t) {
+    if (!t) return Send(weak, Problem(&echo, id, t.error().code, t.error().message));
+    Send(weak, {{"type", "ack"}, {"ref", echo}, {"task_id", t->id}, {"status", t->status}});
+  });
+}
+
+}  // namespace
+
+void RegisterNodeSocket(http::Router& router, const Deps& deps) {
+  router.AddWebSocket("/api/v1/nodes/ws", [&deps](http::Request& req, std::shared_ptr<http::WebSocket> ws) {
+    auto conn = std::make_shared<NodeConn>();
+    conn->ws = ws;
+    if (HasCredentials(req)) {
+      auto who = Authenticate(deps, req);
+      if (!who) return http::WsAccept{.reject = Unauthorized(req, who.error())};
+      if (!who->Has(auth::scope::kNodes)) {
+        return http::WsAccept{.reject = http::MakeProblem(req, {.status = 403,
+                                                                .code = "insufficient_scope",
+                                                                .detail = "The node socket needs the scope nodes."})};
+      }
+      conn->operator_id = who->user_id;
+    }
+    http::WsCallbacks callbacks;
+    callbacks.on_message = [&deps, conn](std::string_view message) { OnMessage(deps, conn, message); };
+    callbacks.on_close = [&deps, conn](uint16_t) {
+      std::lock_guard lk(conn->mu);
+      conn->closed = true;
+      if (conn->attachment != 0) deps.tasks.Detach(conn->attachment);
+    };
+    return http::WsAccept{.callbacks = std::move(callbacks)};
+  });
+}
+
+}  // namespace smart::api
