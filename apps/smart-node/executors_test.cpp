@@ -6,6 +6,7 @@
 
 #include <boost/json.hpp>
 
+#include "channel.hpp"
 #include "smart/core/crypto.hpp"
 #include "smart/core/log.hpp"
 #include "smart/http/server.hpp"
@@ -163,6 +164,19 @@ TEST_F(ExecutorsTest, ErrorRepliesBecomeFailures) {
   EXPECT_NE(r.error().message.find("429: slow down"), std::string::npos) << r.error().message;
   Executors nowhere({.base_url = "http://127.0.0.1:1/v1", .model = "m"});
   EXPECT_EQ(Run(nowhere, {.type = "inference", .input = "x"}).error().code, "http_unreachable");
+}
+
+// Where there is no node socket, the runner learns it at once (and claims over HTTP).
+TEST_F(ExecutorsTest, TheNodeSocketIsUnavailableWithoutTheRoute) {
+  // model_.url() is an http:// server without /api/v1/nodes/ws: the upgrade is answered 404.
+  auto base = model_.url().substr(0, model_.url().size() - 3);
+  auto t0 = std::chrono::steady_clock::now();
+  auto ch = Channel::Open(base, "sk_x", "node_x", 1, {}, nullptr);
+  ASSERT_FALSE(ch.ok());
+  EXPECT_EQ(ch.error().kind, ErrorKind::kUnavailable) << ch.error().message;
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(3)) << ch.error().message;
+  EXPECT_EQ(Channel::Open("https://example.invalid", "k", "n", 1, {}, nullptr).error().kind, ErrorKind::kUnavailable);
+  EXPECT_EQ(Channel::Open("http://127.0.0.1:1", "k", "n", 1, {}, nullptr).error().kind, ErrorKind::kUnavailable);
 }
 
 }  // namespace

@@ -87,6 +87,12 @@ std::vector<config::Key> Schema() {
        .help = "On SIGTERM, how long running tasks may finish before they are given back.",
        .min = 0,
        .max = 3600},
+      {.name = "node.transport",
+       .type = Type::kString,
+       .default_value = "auto",
+       .help = "auto: work pushed over the node WebSocket (http:// servers), HTTP long-poll claims while it is "
+               "unavailable; http: HTTP claims only.",
+       .choices = {"auto", "http"}},
       {.name = "openai.base_url",
        .type = Type::kString,
        .default_value = "",
@@ -241,7 +247,8 @@ int Main(int argc, char** argv) {
                  .workers = static_cast<int>(cfg.Int("node.capacity")),
                  .claim_wait_s = static_cast<int>(cfg.Int("node.claim_wait_s")),
                  .heartbeat = std::chrono::seconds(cfg.Int("node.heartbeat_s")),
-                 .drain = std::chrono::seconds(cfg.Int("node.drain_s"))},
+                 .drain = std::chrono::seconds(cfg.Int("node.drain_s")),
+                 .transport = cfg.String("node.transport")},
                 executors, logger);
   std::atomic<bool> stop{false};
   std::thread waiter([&] {

@@ -60,13 +60,6 @@ std::optional<Runner::Leased> Runner::ParseLeased(const json::value& item) {
 Runner::Runner(RunnerConfig config, const Executors& executors, log::Logger& logger)
     : config_(std::move(config)), executors_(executors), logger_(logger) {}
 
-std::string Runner::LeaseBody(const Leased& t, const std::string& extra) const {
-  std::string body = "{\"node_id\":";
-  AppendJsonString(body, config_.node_id);
-  body += ",\"lease\":" + std::to_string(t.lease) + extra + "}";
-  return body;
-}
-
 Result<std::string> Runner::Retry(const std::string& path, const std::string& body,
                                   std::chrono::milliseconds for_how_long) {
   auto deadline = std::chrono::steady_clock::now() + for_how_long;
@@ -80,13 +73,33 @@ Result<std::string> Runner::Retry(const std::string& path, const std::string& bo
   }
 }
 
+std::shared_ptr<Channel> Runner::channel() {
+  std::lock_guard lk(mu_);
+  return channel_ && channel_->open() ? channel_ : nullptr;
+}
+
+Result<void> Runner::Report(const Leased& t, const std::string& op, json::object fields,
+                            std::chrono::milliseconds for_how_long) {
+  fields["lease"] = t.lease;
+  if (auto ch = channel()) {
+    json::object message = fields;
+    message["type"] = op;
+    message["task_id"] = t.job.id;
+    auto r = ch->Call(std::move(message), 30s);
+    if (r || r.error().kind != ErrorKind::kUnavailable) return r ? Ok() : Result<void>(r.take_error());
+    logger_.Warn("node socket lost; reporting over HTTP", {{"task_id", t.job.id}, {"op", op}});
+  }
+  fields["node_id"] = config_.node_id;
+  auto r = Retry("/api/v1/tasks/" + t.job.id + "/" + op, json::serialize(fields), for_how_long);
+  return r ? Ok() : Result<void>(r.take_error());
+}
+
 void Runner::Handle(const Leased& t) {
-  const std::string base = "/api/v1/tasks/" + t.job.id;
   if (cancel_.load()) {  // never started: give it back
-    (void)Retry(base + "/release", LeaseBody(t), 10s);
+    (void)Report(t, "release", {}, 10s);
     return;
   }
-  auto started = Retry(base + "/start", LeaseBody(t), 60s);
+  auto started = Report(t, "start", {}, 60s);
   if (!started) {
     logger_.Warn("cannot start task", {{"task_id", t.job.id}, {"error", started.error().message}});
     return;
@@ -96,25 +109,29 @@ void Runner::Handle(const Leased& t) {
     auto now = std::chrono::steady_clock::now();
     if (now - last_progress < 1s) return;  // at most one report a second
     last_progress = now;
-    std::string extra = ",\"percent\":" + std::to_string(std::clamp(percent, 0, 100)) + ",\"message\":";
-    AppendJsonString(extra, message.substr(0, 200));
-    (void)CallApi(config_.server, config_.credential, "POST", base + "/progress", LeaseBody(t, extra), 5s);
+    json::object fields{{"percent", std::clamp(percent, 0, 100)}, {"message", message.substr(0, 200)}};
+    if (auto ch = channel()) {
+      fields["type"] = "progress";
+      fields["task_id"] = t.job.id;
+      fields["lease"] = t.lease;
+      (void)ch->Call(std::move(fields), 5s);
+      return;
+    }
+    fields["node_id"] = config_.node_id;
+    fields["lease"] = t.lease;
+    (void)CallApi(config_.server, config_.credential, "POST", "/api/v1/tasks/" + t.job.id + "/progress",
+                  json::serialize(fields), 5s);
   };
   auto out = executors_.Run(t.job, progress, cancel_);
-  Result<std::string> reported = std::string();
+  Result<void> reported = Ok();
   if (out) {
-    std::string extra = ",\"output\":";
-    AppendJsonString(extra, *out);
-    extra += ",\"proof_hash\":\"" + crypto::Sha256Hex(*out) + "\"";
-    reported = Retry(base + "/result", LeaseBody(t, extra), 120s);
+    reported = Report(t, "result", {{"output", *out}, {"proof_hash", crypto::Sha256Hex(*out)}}, 120s);
     if (reported) logger_.Info("task completed", {{"task_id", t.job.id}, {"type", t.job.type}});
   } else if (out.error().code == "cancelled") {
-    reported = Retry(base + "/release", LeaseBody(t), 10s);
+    reported = Report(t, "release", {}, 10s);
     if (reported) logger_.Info("task released", {{"task_id", t.job.id}});
   } else {
-    std::string extra = ",\"error\":";
-    AppendJsonString(extra, out.error().message.substr(0, 4000));
-    reported = Retry(base + "/fail", LeaseBody(t, extra), 120s);
+    reported = Report(t, "fail", {{"error", out.error().message.substr(0, 4000)}}, 120s);
     if (reported) logger_.Info("task failed", {{"task_id", t.job.id}, {"error", out.error().message}});
   }
   if (!reported) logger_.Warn("cannot report task", {{"task_id", t.job.id}, {"error", reported.error().message}});
@@ -138,7 +155,120 @@ void Runner::Work() {
       held_.erase(t.job.id);
     }
     cv_.notify_all();
+    if (auto ch = channel()) ch->Send({{"type", "credit"}, {"n", 1}});  // a worker is free again
   }
+}
+
+int Runner::Accept(const json::array& tasks) {
+  int fresh = 0;
+  {
+    std::lock_guard lk(mu_);
+    for (const auto& item : tasks) {
+      auto t = ParseLeased(item);
+      if (!t) {
+        logger_.Warn("ignoring a malformed task", {{"task", json::serialize(item).substr(0, 200)}});
+        continue;
+      }
+      if (held_.count(t->job.id)) continue;  // already ours
+      logger_.Info("task assigned", {{"task_id", t->job.id}, {"lease", t->lease}});
+      held_.insert(t->job.id);
+      queue_.push_back(std::move(*t));
+      ++fresh;
+    }
+  }
+  cv_.notify_all();
+  return fresh;
+}
+
+void Runner::Heartbeat() {
+  int running;
+  {
+    std::lock_guard lk(mu_);
+    running = busy_ + static_cast<int>(queue_.size());
+  }
+  int load = std::min(100, running * 100 / std::max(1, config_.workers));
+  json::object body{{"load", load}, {"running", running}};
+  if (auto ch = channel()) {
+    body["type"] = "heartbeat";
+    auto r = ch->Call(std::move(body), 5s);
+    if (!r) logger_.Warn("heartbeat failed", {{"error", r.error().message}});
+    return;
+  }
+  auto r = CallApi(config_.server, config_.credential, "POST", "/api/v1/nodes/" + config_.node_id + "/heartbeat",
+                   json::serialize(body), 5s);
+  if (!r) logger_.Warn("heartbeat failed", {{"error", r.error().message}});
+}
+
+bool Runner::ServeSocket(const std::atomic<bool>& stop) {
+  std::vector<std::string> holding;
+  int free;
+  {
+    std::lock_guard lk(mu_);
+    holding.assign(held_.begin(), held_.end());
+    free = std::max(0, config_.workers - busy_ - static_cast<int>(queue_.size()));
+  }
+  // Pushed tasks that were ours already used a credit for nothing: give it back.
+  auto weak = std::make_shared<std::weak_ptr<Channel>>();
+  auto opened = Channel::Open(config_.server, config_.credential, config_.node_id, free, holding,
+                              [this, weak](const json::array& tasks) {
+                                int fresh = Accept(tasks);
+                                int wasted = static_cast<int>(tasks.size()) - fresh;
+                                if (auto ch = weak->lock(); ch && wasted > 0) {
+                                  ch->Send({{"type", "credit"}, {"n", wasted}});
+                                }
+                              });
+  if (!opened) {
+    logger_.Warn("node socket unavailable; claiming over HTTP",
+                 {{"error", opened.error().message}, {"retry_in_ms", config_.ws_retry.count()}});
+    return false;
+  }
+  std::shared_ptr<Channel> ch = std::move(opened).value();
+  *weak = ch;
+  {
+    std::lock_guard lk(mu_);
+    channel_ = ch;
+  }
+  logger_.Info("node socket open: work is pushed", {{"credit", free}});
+  while (!stop.load() && ch->open()) std::this_thread::sleep_for(50ms);
+  {
+    std::lock_guard lk(mu_);
+    channel_.reset();
+  }
+  ch->Close();
+  if (!stop.load()) logger_.Warn("node socket closed; claiming over HTTP until it is back");
+  return true;
+}
+
+void Runner::ClaimOverHttp(const std::atomic<bool>& stop, std::chrono::milliseconds& pause) {
+  int free;
+  std::string holding;
+  {
+    std::unique_lock lk(mu_);
+    cv_.wait_for(lk, 200ms, [&] { return busy_ + static_cast<int>(queue_.size()) < config_.workers || stop.load(); });
+    free = config_.workers - busy_ - static_cast<int>(queue_.size());
+    // The tasks it holds, so that any assignment whose answer was lost comes again.
+    for (const auto& id : held_) holding += (holding.empty() ? "\"" : ",\"") + id + "\"";
+  }
+  if (free <= 0 || stop.load()) return;
+  // A short wait: stop requests are noticed within a couple of seconds.
+  std::string body = "{\"max\":" + std::to_string(free) +
+                     ",\"wait_s\":" + std::to_string(std::min(config_.claim_wait_s, 2)) + ",\"holding\":[" + holding +
+                     "]}";
+  auto r = CallApi(config_.server, config_.credential, "POST", "/api/v1/nodes/" + config_.node_id + "/claim", body,
+                   std::chrono::seconds(config_.claim_wait_s + 10));
+  if (!r) {
+    logger_.Warn("claim failed", {{"error", r.error().message}, {"retry_in_ms", pause.count()}});
+    if (r.error().kind != ErrorKind::kUnavailable) pause = 5s;  // a refusal: no point hurrying
+    for (auto slept = 0ms; slept < pause && !stop.load(); slept += 50ms) std::this_thread::sleep_for(50ms);
+    pause = std::min<std::chrono::milliseconds>(pause * 2, 10s);
+    return;
+  }
+  pause = 200ms;
+  boost::system::error_code ec;
+  auto v = json::parse(*r, ec);
+  if (ec || !v.is_object()) return;
+  const auto* tasks = v.as_object().if_contains("tasks");
+  if (tasks && tasks->is_array()) Accept(tasks->as_array());
 }
 
 void Runner::Run(const std::atomic<bool>& stop) {
@@ -147,68 +277,22 @@ void Runner::Run(const std::atomic<bool>& stop) {
   std::atomic<bool> beat_stop{false};
   std::thread heartbeats([&] {
     while (!beat_stop.load()) {
-      int running;
-      {
-        std::lock_guard lk(mu_);
-        running = busy_ + static_cast<int>(queue_.size());
-      }
-      std::string body = "{\"load\":" + std::to_string(std::min(100, running * 100 / std::max(1, config_.workers))) +
-                         ",\"running\":" + std::to_string(running) + "}";
-      auto r = CallApi(config_.server, config_.credential, "POST", "/api/v1/nodes/" + config_.node_id + "/heartbeat",
-                       body, 5s);
-      if (!r) logger_.Warn("heartbeat failed", {{"error", r.error().message}});
+      Heartbeat();
       for (auto slept = 0ms; slept < config_.heartbeat && !beat_stop.load(); slept += 50ms)
         std::this_thread::sleep_for(50ms);
     }
   });
 
   auto pause = 200ms;
+  auto next_socket = std::chrono::steady_clock::now();
   while (!stop.load()) {
-    int free;
-    {
-      std::unique_lock lk(mu_);
-      cv_.wait_for(lk, 200ms, [&] { return busy_ + static_cast<int>(queue_.size()) < config_.workers || stop.load(); });
-      free = config_.workers - busy_ - static_cast<int>(queue_.size());
-    }
-    if (free <= 0 || stop.load()) continue;
-    // A short wait: stop requests are noticed within a couple of seconds.
-    // The tasks it holds, so that any assignment whose answer was lost comes again.
-    std::string holding;
-    {
-      std::lock_guard lk(mu_);
-      for (const auto& id : held_) holding += (holding.empty() ? "\"" : ",\"") + id + "\"";
-    }
-    std::string body = "{\"max\":" + std::to_string(free) +
-                       ",\"wait_s\":" + std::to_string(std::min(config_.claim_wait_s, 2)) + ",\"holding\":[" + holding +
-                       "]}";
-    auto r = CallApi(config_.server, config_.credential, "POST", "/api/v1/nodes/" + config_.node_id + "/claim", body,
-                     std::chrono::seconds(config_.claim_wait_s + 10));
-    if (!r) {
-      logger_.Warn("claim failed", {{"error", r.error().message}, {"retry_in_ms", pause.count()}});
-      if (r.error().kind != ErrorKind::kUnavailable) pause = 5s;  // a refusal: no point hurrying
-      for (auto slept = 0ms; slept < pause && !stop.load(); slept += 50ms) std::this_thread::sleep_for(50ms);
-      pause = std::min<std::chrono::milliseconds>(pause * 2, 10s);
+    if (config_.transport != "http" && std::chrono::steady_clock::now() >= next_socket) {
+      bool served = ServeSocket(stop);
+      // Closed after serving: try again soon; could not open: HTTP for a while.
+      next_socket = std::chrono::steady_clock::now() + (served ? 1s : config_.ws_retry);
       continue;
     }
-    pause = 200ms;
-    boost::system::error_code ec;
-    auto v = json::parse(*r, ec);
-    if (ec || !v.is_object()) continue;
-    const auto* tasks = v.as_object().if_contains("tasks");
-    if (!tasks || !tasks->is_array()) continue;
-    std::lock_guard lk(mu_);
-    for (const auto& item : tasks->as_array()) {
-      auto t = ParseLeased(item);
-      if (!t) {
-        logger_.Warn("ignoring a malformed task in a claim answer", {{"task", json::serialize(item).substr(0, 200)}});
-        continue;
-      }
-      if (held_.count(t->job.id)) continue;  // already ours
-      logger_.Info("task claimed", {{"task_id", t->job.id}, {"lease", t->lease}});
-      held_.insert(t->job.id);
-      queue_.push_back(std::move(*t));
-    }
-    cv_.notify_all();
+    ClaimOverHttp(stop, pause);
   }
 
   // Draining: finish what runs, give back what waits, then cancel the rest.
@@ -220,7 +304,7 @@ void Runner::Run(const std::atomic<bool>& stop) {
     closing_ = true;
   }
   cv_.notify_all();
-  for (const auto& t : waiting) (void)Retry("/api/v1/tasks/" + t.job.id + "/release", LeaseBody(t), 10s);
+  for (const auto& t : waiting) (void)Report(t, "release", {}, 10s);
   {
     std::unique_lock lk(mu_);
     if (!cv_.wait_for(lk, config_.drain, [&] { return busy_ == 0; })) cancel_ = true;

@@ -1,6 +1,7 @@
-// The node's loop: heartbeats, long-poll claims, a bounded pool of workers
-// that start, run, and report each task under its lease, with back-off on
-// network errors. Stopping stops claiming, lets running tasks finish for
+// The node's loop: heartbeats, work pushed on the node WebSocket (or
+// long-poll claims over HTTP while it is unavailable), a bounded pool of
+// workers that start, run, and report each task under its lease, with
+// back-off on network errors. Stopping stops claiming, lets running tasks finish for
 // `drain`, then gives back (releases) whatever is left.
 #pragma once
 
@@ -9,11 +10,13 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
 #include <string>
 
+#include "channel.hpp"
 #include "executors.hpp"
 #include "smart/core/log.hpp"
 
@@ -27,6 +30,10 @@ struct RunnerConfig {
   int claim_wait_s = 20;
   std::chrono::milliseconds heartbeat{5000};
   std::chrono::milliseconds drain{30'000};
+  // "auto": pushed work over the node WebSocket, HTTP claims while it is
+  // unavailable (tried again every ws_retry); "http": HTTP claims only.
+  std::string transport = "auto";
+  std::chrono::milliseconds ws_retry{30'000};
 };
 
 // One call to smartd's API: the JSON answer, or the problem's code and
@@ -51,7 +58,17 @@ class Runner {
   void Handle(const Leased& t);
   // Retries `call` with back-off while it fails with kUnavailable, for up to `for_how_long`.
   Result<std::string> Retry(const std::string& path, const std::string& body, std::chrono::milliseconds for_how_long);
-  std::string LeaseBody(const Leased& t, const std::string& extra = "") const;
+  // A leased operation ("start", "result", ...) with its `fields`: on the node
+  // socket while it is open, else over HTTP with retries for `for_how_long`.
+  Result<void> Report(const Leased& t, const std::string& op, boost::json::object fields,
+                      std::chrono::milliseconds for_how_long);
+  // Queues the tasks of a claim's answer or of a push; returns how many were new.
+  int Accept(const boost::json::array& tasks);
+  std::shared_ptr<Channel> channel();
+  void Heartbeat();
+  // Serves pushed work until the socket closes or `stop`; false if it could not open.
+  bool ServeSocket(const std::atomic<bool>& stop);
+  void ClaimOverHttp(const std::atomic<bool>& stop, std::chrono::milliseconds& pause);
 
   RunnerConfig config_;
   const Executors& executors_;
@@ -62,8 +79,9 @@ class Runner {
   std::deque<Leased> queue_;
   std::set<std::string> held_;  // ids of the tasks queued or running here
   int busy_ = 0;
-  bool closing_ = false;             // no new work is taken
-  std::atomic<bool> cancel_{false};  // the drain is over: running jobs stop
+  std::shared_ptr<Channel> channel_;  // the node socket while open
+  bool closing_ = false;              // no new work is taken
+  std::atomic<bool> cancel_{false};   // the drain is over: running jobs stop
 };
 
 }  // namespace smart::node

@@ -47,12 +47,13 @@ Operator MakeOperator(Smartd& s, const Session& root, const std::string& email) 
 
 // A smart-node process that registers itself with the operator's key.
 std::unique_ptr<testing::Process> StartNode(const Smartd& s, const Operator& op, const std::string& name,
-                                            const std::string& state_dir, const std::string& drain_s = "30") {
+                                            const std::string& state_dir, const std::string& drain_s = "30",
+                                            const std::string& transport = "auto") {
   return std::make_unique<testing::Process>(
       std::vector<std::string>{SMART_NODE_PATH, "--server", "http://127.0.0.1:" + std::to_string(s.port()), "--set",
                                "node.name=" + name, "--set", "node.state_file=" + state_dir + "/" + name + ".state",
                                "--set", "node.heartbeat_s=1", "--set", "node.claim_wait_s=1", "--set",
-                               "node.drain_s=" + drain_s},
+                               "node.drain_s=" + drain_s, "--set", "node.transport=" + transport},
       std::vector<std::string>{"SMART_NODE_USER_KEY=" + op.key});
 }
 
@@ -92,6 +93,10 @@ TEST(SmartdNodes, RealNodesCompleteTasksAndArePaidOnce) {
   Operator op = MakeOperator(s, root, "op@example.com");
   auto node = StartNode(s, op, "worker-1", state.path());
   ASSERT_TRUE(node->WaitForLine("\"msg\":\"running\"", 20s)) << node->output();
+  ASSERT_TRUE(node->WaitForLine("node socket open", 10s)) << "work is pushed: " << node->output();
+  // A second node on HTTP claims only, sharing the work.
+  auto http_node = StartNode(s, op, "worker-2", state.path(), "30", "http");
+  ASSERT_TRUE(http_node->WaitForLine("\"msg\":\"running\"", 20s)) << http_node->output();
 
   std::vector<std::string> tasks;
   for (int i = 0; i < 4; ++i) {
@@ -104,10 +109,14 @@ TEST(SmartdNodes, RealNodesCompleteTasksAndArePaidOnce) {
   EXPECT_EQ(JsonField(r->body, "output"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   r = As(s.port(), "GET", "/api/v1/tasks/" + tasks[2] + "/result", alice.access);
   EXPECT_EQ(JsonField(r->body, "output"), "hello 2");
-  EXPECT_EQ(Available(s.port(), alice.access), "875000");        // 5 x 25,000
-  EXPECT_EQ(Available(s.port(), op.session.access), "4112500");  // 5,000,000 - 1,000,000 stake + 5 x 22,500
+  EXPECT_EQ(Available(s.port(), alice.access), "875000");  // 5 x 25,000
+  // 5,000,000 - 2 x 1,000,000 stake + 5 x 22,500, whichever node ran them
+  EXPECT_EQ(Available(s.port(), op.session.access), "3112500");
   node->Signal(SIGTERM);
+  http_node->Signal(SIGTERM);
   EXPECT_EQ(node->Wait(20s), 0);
+  EXPECT_EQ(http_node->Wait(20s), 0);
+  EXPECT_EQ(http_node->output().find("node socket open"), std::string::npos) << "transport http: no socket";
   auto [code, out] = testing::RunCommand({SMARTD_PATH, "ledger", "verify", "--data-dir", s.data_dir()});
   EXPECT_EQ(code, 0) << out;
 }

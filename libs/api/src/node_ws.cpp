@@ -103,8 +103,9 @@ void Hello(const Deps& deps, const std::shared_ptr<NodeConn>& conn, const std::s
     }
   }
   if (!node_id || node_id->empty() || !credit || !holding_ok) {
-    ws->Send(json::serialize(Problem(nullptr, "", "invalid_message",
-                                     "hello: node_id (a string), credit (0 to 1000), holding (at most 1000 task ids)")));
+    ws->Send(
+        json::serialize(Problem(nullptr, "", "invalid_message",
+                                "hello: node_id (a string), credit (0 to 1000), holding (at most 1000 task ids)")));
     ws->Close(http::close_code::kPolicyViolation, "invalid hello");
     return;
   }
@@ -195,8 +196,8 @@ void OnMessage(const Deps& deps, const std::shared_ptr<NodeConn>& conn, std::str
   }
   auto kind = OpKind(type);
   if (!kind) {
-    ws->Send(json::serialize(Problem(ref, "", "unknown_type",
-                                     "credit, heartbeat, start, progress, result, fail or release")));
+    ws->Send(json::serialize(
+        Problem(ref, "", "unknown_type", "credit, heartbeat, start, progress, result, fail or release")));
     return;
   }
   tasks::LeaseOp op{.kind = *kind};

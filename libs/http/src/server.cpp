@@ -224,8 +224,9 @@ class WsConnection final : public WebSocket, public Tracked, public std::enable_
   }
 
   void WriteNext() {
-    if (queue_.empty() || closing_) {
+    if (queue_.empty()) {
       writing_ = false;
+      if (closing_) SendClose();  // what was queued before Close has been written
       return;
     }
     writing_ = true;
@@ -249,9 +250,21 @@ class WsConnection final : public WebSocket, public Tracked, public std::enable_
       beast::get_lowest_layer(*ws_).close();
       return;
     }
-    ws_->async_close(websocket::close_reason(static_cast<websocket::close_code>(code), reason),
-                     [self = shared_from_this()](error_code) {});
+    close_reason_ = websocket::close_reason(static_cast<websocket::close_code>(code), reason);
+    // Messages queued before the close go first (an error explaining it), unless
+    // there are many: a reader that far behind gets the close at once.
+    if (queue_.size() > kFlushOnClose) {
+      queued_.fetch_sub(writing_ ? queue_.size() - 1 : queue_.size());
+      queue_.erase(writing_ ? queue_.begin() + 1 : queue_.begin(), queue_.end());
+    }
+    if (!writing_) SendClose();
   }
+
+  void SendClose() {
+    ws_->async_close(close_reason_, [self = shared_from_this()](error_code) {});
+  }
+
+  static constexpr size_t kFlushOnClose = 16;
 
   Server::Impl& server_;
   asio::any_io_executor ex_;
@@ -265,6 +278,7 @@ class WsConnection final : public WebSocket, public Tracked, public std::enable_
   bool closing_ = false;
   bool tracked_ = false;
   uint16_t sent_code_ = 0;
+  websocket::close_reason close_reason_;
 };
 
 // ---------------------------------------------------------------------------

@@ -55,6 +55,11 @@ class ServerTest : public ::testing::Test {
                                         [this, weak](std::string_view msg) {
                                           auto self = weak.lock();
                                           if (!self) return;
+                                          if (msg == "explain and close") {  // the reason first, then the close
+                                            for (int i = 0; i < 3; ++i) self->Send("reason " + std::to_string(i));
+                                            self->Close(close_code::kPolicyViolation, "policy");
+                                            return;
+                                          }
                                           if (msg == "flood") {
                                             for (int i = 0; i < 100; ++i) {
                                               auto r = self->Send("x");
@@ -368,6 +373,16 @@ TEST_F(ServerTest, WebSocketEcho) {
   c.ws.close(websocket::close_code::normal);
   for (int i = 0; i < 200 && last_close_code_ == 0; ++i) std::this_thread::sleep_for(10ms);
   EXPECT_EQ(last_close_code_, 1000);
+}
+
+TEST_F(ServerTest, WebSocketMessagesQueuedBeforeACloseAreDelivered) {
+  StartServer();
+  WsClient c(port_);
+  EXPECT_EQ(c.Read(), "welcome");
+  c.ws.write(boost::asio::buffer(std::string("explain and close")));
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(c.Read(), "reason " + std::to_string(i));
+  EXPECT_THROW(c.Read(), boost::system::system_error);  // the close
+  EXPECT_EQ(c.ws.reason().code, 1008);
 }
 
 TEST_F(ServerTest, WebSocketUpgradeCanBeRejected) {
