@@ -113,8 +113,9 @@ bench_funded_users() {
   done
 }
 # bench_key NAME SCOPE: prints a new API key of NAME@example.com with that scope.
-bench_key() {
-  local t; t=$(bench_login "$1@example.com" 'bench password 1')
-  curl -sf "${bench_json[@]}" -H "Authorization: Bearer $t" -d "{\"name\":\"bench\",\"scopes\":[\"$2\"]}" \
+bench_key() { # user scope...
+  local t scopes; t=$(bench_login "$1@example.com" 'bench password 1')
+  scopes=$(printf '"%s",' "${@:2}")
+  curl -sf "${bench_json[@]}" -H "Authorization: Bearer $t" -d "{\"name\":\"bench\",\"scopes\":[${scopes%,}]}" \
     "$base/api/v1/user/api-keys" | sed 's/.*"key":"\([^"]*\)".*/\1/'
 }

@@ -1,9 +1,12 @@
-// Load for bench/tasks: clients submitting `echo` tasks and simulated nodes
-// (in this separate process) claiming them and reporting results over HTTP.
+// Load for bench/tasks: clients submitting `echo` tasks over HTTP and
+// simulated nodes (in this separate process) on the node WebSocket, taking
+// pushed tasks and sending their results on the same connection.
 //   tasks_sim --server URL --client-key KEY --operator-key KEY
-//             [--submitters N] [--nodes N] [--batch N] [--seconds S]
+//             [--submitters N] [--nodes N] [--credit N] [--seconds S] [--rate R]
+// --rate paces the submitters to R tasks/s in all (0: as fast as answered).
 // Prints: "completed_per_s submitted_per_s receive_p50_ms receive_p99_ms"
-// where receive is the time from sending a submission to a node receiving it.
+// where receive is the time from sending a submission to a node receiving
+// it, and completed counts the results smartd acknowledged in the window.
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "channel.hpp"
 #include "smart/core/crypto.hpp"
 #include "smart/http/client.hpp"
 
@@ -27,8 +31,9 @@ namespace {
 
 std::string server, client_key, operator_key;
 
-Result<std::string> Post(const std::string& key, const std::string& path, const std::string& body) {
-  auto r = http::Send({.method = "POST",
+Result<std::string> Call(const std::string& method, const std::string& key, const std::string& path,
+                         const std::string& body) {
+  auto r = http::Send({.method = method,
                        .url = server + path,
                        .headers = {{"X-API-Key", key}, {"Content-Type", "application/json"}},
                        .body = body,
@@ -42,11 +47,23 @@ int64_t NowUs() {
   return std::chrono::duration_cast<std::chrono::microseconds>(Clock::now().time_since_epoch()).count();
 }
 
+// Tasks the nodes completed so far, by smartd's count.
+int64_t Completed(const std::vector<std::string>& nodes) {
+  int64_t total = 0;
+  for (const auto& id : nodes) {
+    auto r = Call("GET", operator_key, "/api/v1/nodes/" + id, "");
+    if (!r) return -1;
+    json::value v = json::parse(*r);
+    total += v.as_object().at("completed").as_int64();
+  }
+  return total;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  int submitters = 8, nodes = 4, batch = 50;
-  double seconds = 10;
+  int submitters = 8, nodes = 4, credit = 100;
+  double seconds = 10, rate = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
     if (k == "--server")
@@ -59,73 +76,101 @@ int main(int argc, char** argv) {
       submitters = std::stoi(v);
     else if (k == "--nodes")
       nodes = std::stoi(v);
-    else if (k == "--batch")
-      batch = std::stoi(v);
+    else if (k == "--credit")
+      credit = std::stoi(v);
     else if (k == "--seconds")
       seconds = std::stod(v);
+    else if (k == "--rate")
+      rate = std::stod(v);
   }
   std::vector<std::string> node_ids;
   for (int i = 0; i < nodes; ++i) {
-    auto r = Post(operator_key, "/api/v1/nodes/register",
+    auto r = Call("POST", operator_key, "/api/v1/nodes/register",
                   R"({"name":"sim-)" + std::to_string(getpid()) + "-" + std::to_string(i) +
                       R"(","capabilities":["echo"],"capacity":100})");
     if (!r) {
       std::fprintf(stderr, "register: %s %s\n", r.error().code.c_str(), r.error().message.c_str());
       return 1;
     }
-    node_ids.push_back(std::string(json::parse(*r).as_object().at("id").as_string()));
+    json::value v = json::parse(*r);
+    node_ids.emplace_back(v.as_object().at("id").as_string());
   }
-  std::atomic<bool> stop{false};
-  std::atomic<int64_t> submitted{0}, completed{0}, errors{0};
+  std::atomic<bool> measuring{false}, stop{false};
+  std::atomic<int64_t> submitted{0}, errors{0};
   std::mutex mu;
   std::vector<double> latencies;
+  std::vector<std::shared_ptr<node::Channel>> channels;
+  for (const auto& id : node_ids) {
+    auto holder = std::make_shared<std::weak_ptr<node::Channel>>();
+    auto ch = node::Channel::Open(server, operator_key, id, credit, {}, [&, id, holder](const json::array& tasks) {
+      int64_t received = NowUs();
+      auto channel = holder->lock();
+      for (const auto& item : tasks) {
+        const auto& t = item.as_object();
+        std::string input(t.at("input").as_string());
+        if (measuring.load()) {
+          std::lock_guard lk(mu);
+          latencies.push_back(double(received - std::stoll(input)) / 1000.0);
+        }
+        if (!channel) continue;
+        channel->Send({{"type", "result"},
+                       {"credit", 1},
+                       {"task_id", t.at("id")},
+                       {"lease", t.at("lease")},
+                       {"output", input},
+                       {"proof_hash", crypto::Sha256Hex(input)}});
+      }
+    });
+    if (!ch) {
+      std::fprintf(stderr, "node socket: %s %s\n", ch.error().code.c_str(), ch.error().message.c_str());
+      return 1;
+    }
+    std::shared_ptr<node::Channel> shared = std::move(ch).value();
+    *holder = shared;
+    channels.push_back(std::move(shared));
+  }
   std::vector<std::thread> threads;
   for (int s = 0; s < submitters; ++s) {
     threads.emplace_back([&] {
+      auto interval = rate > 0 ? std::chrono::duration<double>(submitters / rate) : std::chrono::duration<double>(0);
+      auto next = Clock::now();
       while (!stop.load()) {
-        // The input is the time the submission was answered, filled in by the node side below.
-        auto r = Post(client_key, "/api/v1/tasks",
+        if (rate > 0) {
+          std::this_thread::sleep_until(next);
+          next += std::chrono::duration_cast<Clock::duration>(interval);
+        }
+        // The input is the time the submission was sent; the node side reads it.
+        auto r = Call("POST", client_key, "/api/v1/tasks",
                       R"({"type":"echo","input":")" + std::to_string(NowUs()) + R"(","timeout_s":600})");
-        r ? ++submitted : ++errors;
-      }
-    });
-  }
-  for (const auto& node : node_ids) {
-    threads.emplace_back([&, node] {
-      while (!stop.load()) {
-        auto r = Post(operator_key, "/api/v1/nodes/" + node + "/claim",
-                      "{\"max\":" + std::to_string(batch) + ",\"wait_s\":1}");
         if (!r) {
           ++errors;
-          continue;
-        }
-        int64_t received = NowUs();
-        json::value answer = json::parse(*r);  // kept alive for the loop (a temporary would dangle)
-        for (const auto& item : answer.as_object().at("tasks").as_array()) {
-          const auto& t = item.as_object();
-          std::string input(t.at("input").as_string());
-          {
-            std::lock_guard lk(mu);
-            latencies.push_back(double(received - std::stoll(input)) / 1000.0);
-          }
-          std::string body = R"({"node_id":")" + node + R"(","lease":)" + std::to_string(t.at("lease").as_int64()) +
-                             R"(,"output":")" + input + R"(","proof_hash":")" + crypto::Sha256Hex(input) + "\"}";
-          auto done = Post(operator_key, "/api/v1/tasks/" + std::string(t.at("id").as_string()) + "/result", body);
-          done ? ++completed : ++errors;
+        } else if (measuring.load()) {
+          ++submitted;
         }
       }
     });
   }
+  std::this_thread::sleep_for(std::chrono::seconds(1));  // warm up
+  int64_t done_before = Completed(node_ids);
+  measuring = true;
   auto start = Clock::now();
   std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
-  stop = true;
+  measuring = false;
+  int64_t done_after = Completed(node_ids);
   double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  stop = true;
   for (auto& t : threads) t.join();
+  for (auto& ch : channels) ch->Close();
   std::sort(latencies.begin(), latencies.end());
   auto pct = [&](double p) {
     return latencies.empty() ? 0.0 : latencies[std::min(latencies.size() - 1, size_t(p * latencies.size()))];
   };
   if (errors > 0) std::fprintf(stderr, "%lld requests failed\n", static_cast<long long>(errors.load()));
-  std::printf("%.0f %.0f %.2f %.2f\n", completed / elapsed, submitted / elapsed, pct(0.5), pct(0.99));
+  if (done_before < 0 || done_after < 0) {
+    std::fprintf(stderr, "could not read the nodes' counts\n");
+    return 1;
+  }
+  std::printf("%.0f %.0f %.2f %.2f\n", double(done_after - done_before) / elapsed, double(submitted) / elapsed,
+              pct(0.5), pct(0.99));
   return 0;
 }

@@ -45,24 +45,23 @@ struct Channel::Impl : std::enable_shared_from_this<Impl> {
     beast::get_lowest_layer(ws).expires_after(timeout);
     resolver.async_resolve(host, port, [self](beast::error_code ec, tcp::resolver::results_type results) {
       if (ec) return self->End(ec.message());
-      beast::get_lowest_layer(self->ws).async_connect(
-          results, [self](beast::error_code ec, const tcp::endpoint&) {
-            if (ec) return self->End(ec.message());
-            beast::get_lowest_layer(self->ws).expires_never();  // the WebSocket keeps its own time from here
-            auto opts = websocket::stream_base::timeout::suggested(beast::role_type::client);
-            opts.idle_timeout = std::chrono::seconds(40);  // pings at half; a dead server is noticed
-            opts.keep_alive_pings = true;
-            opts.handshake_timeout = self->timeout;
-            self->ws.set_option(opts);
-            self->ws.set_option(websocket::stream_base::decorator(
-                [cred = self->credential](websocket::request_type& req) { req.set("X-API-Key", cred); }));
-            self->ws.async_handshake(self->host + ":" + self->port, self->target, [self](beast::error_code ec) {
-              if (ec) return self->End(ec.message());
-              self->is_open = true;
-              self->Write();
-              self->Read();
-            });
-          });
+      beast::get_lowest_layer(self->ws).async_connect(results, [self](beast::error_code ec, const tcp::endpoint&) {
+        if (ec) return self->End(ec.message());
+        beast::get_lowest_layer(self->ws).expires_never();  // the WebSocket keeps its own time from here
+        auto opts = websocket::stream_base::timeout::suggested(beast::role_type::client);
+        opts.idle_timeout = std::chrono::seconds(40);  // pings at half; a dead server is noticed
+        opts.keep_alive_pings = true;
+        opts.handshake_timeout = self->timeout;
+        self->ws.set_option(opts);
+        self->ws.set_option(websocket::stream_base::decorator(
+            [cred = self->credential](websocket::request_type& req) { req.set("X-API-Key", cred); }));
+        self->ws.async_handshake(self->host + ":" + self->port, self->target, [self](beast::error_code ec) {
+          if (ec) return self->End(ec.message());
+          self->is_open = true;
+          self->Write();
+          self->Read();
+        });
+      });
     });
     thread = std::thread([self] { self->ioc.run(); });
   }
@@ -86,7 +85,8 @@ struct Channel::Impl : std::enable_shared_from_this<Impl> {
     const auto* type = o.if_contains("type");
     if (!type || !type->is_string()) return;
     if (*type == "tasks") {
-      if (const auto* tasks = o.if_contains("tasks"); tasks && tasks->is_array() && on_tasks) on_tasks(tasks->as_array());
+      if (const auto* tasks = o.if_contains("tasks"); tasks && tasks->is_array() && on_tasks)
+        on_tasks(tasks->as_array());
       return;
     }
     std::lock_guard lk(mu);

@@ -1,12 +1,13 @@
 // The peer: BullMQ doing the same no-op job flow on the same machine.
 // Producers add jobs as fast as they are acknowledged; a worker (concurrency
-// 64) completes them. Prints "completed_per_s submitted_per_s p50_ms p99_ms"
+// 64) completes them; RATE paces the producers (for latency at half load). Prints "completed_per_s submitted_per_s p50_ms p99_ms"
 // (from adding a job to the worker receiving it).
 import { Queue, Worker } from 'bullmq';
 
 const port = Number(process.env.REDIS_PORT);
 const seconds = Number(process.env.SECONDS_EACH || 10);
 const producers = Number(process.env.PRODUCERS || 8);
+const rate = Number(process.env.RATE || 0);  // tasks/s in all; 0: as fast as acknowledged
 const connection = { host: '127.0.0.1', port, maxRetriesPerRequest: null };
 const queue = new Queue('bench', { connection });
 const latencies = [];
@@ -20,7 +21,13 @@ const worker = new Worker('bench', async (job) => {
 worker.on('completed', () => { completed++; });
 await worker.waitUntilReady();
 const loops = Array.from({ length: producers }, async () => {
+  let next = Date.now();
   while (!stop) {
+    if (rate > 0) {
+      next += (producers / rate) * 1000;
+      const wait = next - Date.now();
+      if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+    }
     await queue.add('echo', { t: Date.now() }, { removeOnComplete: true, removeOnFail: true });
     submitted++;
   }

@@ -100,7 +100,16 @@ INSERT INTO task_clock (id, vtime) VALUES (1, 0);
 )sql";
   // Dead letters per requester, and their count for the network's stats.
   const char* dead = "CREATE INDEX tasks_dead ON tasks (requester, id) WHERE status IN ('failed', 'timed_out');";
-  return {{300, "tasks", sql, ""}, {301, "tasks_fair_scheduled", fair, ""}, {302, "tasks_dead_letters", dead, ""}};
+  // A requester's running tasks (the per-requester cap) without walking its
+  // whole history; the claimable types for pushed work from the index alone.
+  const char* active = R"sql(
+CREATE INDEX tasks_requester_active ON tasks (requester) WHERE status IN ('assigned', 'in_progress');
+CREATE INDEX tasks_pending_types ON tasks (not_before_ms, type) WHERE status = 'pending';
+)sql";
+  return {{300, "tasks", sql, ""},
+          {301, "tasks_fair_scheduled", fair, ""},
+          {302, "tasks_dead_letters", dead, ""},
+          {303, "tasks_active_indexes", active, ""}};
 }
 
 }  // namespace smart::tasks
