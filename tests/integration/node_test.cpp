@@ -112,6 +112,15 @@ TEST(SmartdNodes, RealNodesCompleteTasksAndArePaidOnce) {
   EXPECT_EQ(Available(s.port(), alice.access), "875000");  // 5 x 25,000
   // 5,000,000 - 2 x 1,000,000 stake + 5 x 22,500, whichever node ran them
   EXPECT_EQ(Available(s.port(), op.session.access), "3112500");
+
+  // Redundant execution: both nodes run it, agree, and both are paid.
+  std::string redundant =
+      Submit(s.port(), alice.access, R"({"type":"sha256","input":"abc","timeout_s":30,"replicas":2})");
+  std::string body = WaitFor(s.port(), alice.access, redundant, "completed");
+  EXPECT_NE(body.find("\"replicas\":2"), std::string::npos) << body;
+  EXPECT_EQ(JsonField(body, "cost"), "50000") << "two runs charged; the tie-breaker's share released";
+  EXPECT_EQ(Available(s.port(), alice.access), "825000");
+  EXPECT_EQ(Available(s.port(), op.session.access), "3157500");
   node->Signal(SIGTERM);
   http_node->Signal(SIGTERM);
   EXPECT_EQ(node->Wait(20s), 0);

@@ -48,6 +48,8 @@ json::object TaskJson(const Deps& deps, const tasks::Task& t, bool full) {
       {"not_before", TimeOrNull(t.not_before_ms)},
       {"deadline", TimeOrNull(t.deadline_ms)},
       {"retries", t.retries},
+      {"replicas", t.replicas},
+      {"parent_id", TextOrNull(t.parent_id)},
   };
   if (full) {
     boost::system::error_code ec;
@@ -160,7 +162,7 @@ void RegisterTaskRoutes(http::Router& router, const Deps& deps) {
         auto key = OptionalKey(req, &bad_key);
         if (bad_key) return std::move(*bad_key);
         auto body = ParseJsonObject(req, {"type", "input", "parameters", "priority", "max_cost", "timeout_s",
-                                          "max_attempts", "not_before", "deadline"});
+                                          "max_attempts", "not_before", "deadline", "replicas"});
         if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
         const auto& o = std::get<json::object>(body);
         FieldReader f(o);
@@ -172,6 +174,7 @@ void RegisterTaskRoutes(http::Router& router, const Deps& deps) {
         auto timeout = f.Int("timeout_s", false, 1, 86400);
         auto attempts = f.Int("max_attempts", false, 1, 10);
         auto not_before = f.Timestamp("not_before", false), deadline = f.Timestamp("deadline", false);
+        auto replicas = f.Int("replicas", false, 2, 3);
         std::vector<http::FieldError> extra;
         auto input = o.find("input");
         if (input == o.end() || input->value().is_null()) {
@@ -200,6 +203,7 @@ void RegisterTaskRoutes(http::Router& router, const Deps& deps) {
         if (attempts) s.max_attempts = static_cast<int>(*attempts);
         if (not_before) s.not_before_ms = *not_before * 1000;
         if (deadline) s.deadline_ms = *deadline * 1000;
+        if (replicas) s.replicas = static_cast<int>(*replicas);
         // Fair queueing shares follow the rate-limit tier.
         const auto& tier = std::get<auth::Principal>(who).tier;
         s.weight = tier == "pro" ? 4 : tier == "free" ? 1 : 2;

@@ -73,6 +73,8 @@ Result<Task> TaskFromRow(const store::Row& r) {
   t.not_before_ms = r.Int(28);
   t.deadline_ms = r.Int(29);
   t.retries = static_cast<int>(r.Int(30));
+  t.replicas = static_cast<int>(r.Int(31));
+  t.parent_id = TextOr(r, 32);
   return t;
 }
 

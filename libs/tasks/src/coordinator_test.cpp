@@ -620,5 +620,140 @@ TEST_F(CoordinatorTest, AnAttachmentOfAnotherOperatorsNodeEndsWithAnError) {
   EXPECT_EQ(coord_->Attached(), 0u);
 }
 
+// Redundant execution: replicas on different nodes, results compared by proof.
+class ReplicaTest : public CoordinatorTest {
+ protected:
+  Task SubmitReplicated(int replicas) {
+    auto t = coord_->Submit("usr_req", {.type = "echo", .input = "in", .timeout_s = 60, .replicas = replicas}, "");
+    EXPECT_TRUE(t.ok()) << t.error().message;
+    return t.ok() ? *t : Task{};
+  }
+  // The one replica `node` gets (never two of one task).
+  Task ClaimOne(const Node& n) {
+    auto c = coord_->Claim(n.operator_id, n.id, 5, 0);
+    EXPECT_TRUE(c.ok());
+    EXPECT_EQ(c.ok() ? c->size() : 0u, 1u) << "one replica per node";
+    return c.ok() && !c->empty() ? c->front() : Task{};
+  }
+  Result<Task> Finish(const Node& n, const Task& replica, const std::string& out) {
+    return coord_->Complete(n.operator_id, n.id, replica.id, replica.attempt, out, crypto::Sha256Hex(out));
+  }
+  Task Parent(const Task& t) { return *coord_->Get("usr_req", t.id); }
+};
+
+TEST_F(ReplicaTest, AgreementPaysEveryAgreeingNodeAndChargesOnlyThem) {
+  Fund("usr_req", 1'000'000);
+  Node a = MakeNode("usr_a", "a"), b = MakeNode("usr_b", "b");
+  Task t = SubmitReplicated(2);
+  EXPECT_EQ(FormatAmount(t.cost), "75000") << "held: two replicas and a tie-breaker";
+  EXPECT_EQ(t.replicas, 2);
+  EXPECT_EQ(Balance("usr_req"), "1000000");
+  EXPECT_EQ(FormatAmount(Acc("usr_req").Spendable()), "925000");
+  Task ra = ClaimOne(a);
+  EXPECT_EQ(ra.parent_id, t.id);
+  EXPECT_TRUE(coord_->Claim("usr_a", a.id, 5, 0)->empty()) << "the other replica is not for the same node";
+  Task rb = ClaimOne(b);
+  EXPECT_NE(ra.id, rb.id);
+  ASSERT_TRUE(Finish(a, ra, "same").ok());
+  EXPECT_EQ(Parent(t).status, "in_progress") << "one result is not an agreement";
+  ASSERT_TRUE(Finish(b, rb, "same").ok());
+  Task done = Parent(t);
+  EXPECT_EQ(done.status, "completed");
+  EXPECT_EQ(done.output, "same");
+  EXPECT_EQ(FormatAmount(done.cost), "50000") << "charged for the two replicas that ran";
+  EXPECT_EQ(Balance("usr_req"), "950000");
+  EXPECT_EQ(FormatAmount(Acc("usr_req").Spendable()), "950000") << "the tie-breaker's share is released";
+  EXPECT_EQ(Balance("usr_a"), "1022500");
+  EXPECT_EQ(Balance("usr_b"), "1022500");
+  EXPECT_EQ(Balance("platform", "fees"), "5000");
+  auto page = coord_->List("usr_req", {}, 10, "");
+  ASSERT_EQ(page->items.size(), 1u) << "replicas are not listed as tasks of their own";
+  EXPECT_EQ(coord_->Cancel("usr_req", ra.id).error().code, "task_final");
+}
+
+TEST_F(ReplicaTest, ADisagreementIsBrokenByAnotherNodeAndTheMinorityIsSlashed) {
+  Fund("usr_req", 1'000'000);
+  Node a = MakeNode("usr_a", "a"), b = MakeNode("usr_b", "b"), c = MakeNode("usr_c", "c");
+  Task t = SubmitReplicated(2);
+  Task ra = ClaimOne(a), rb = ClaimOne(b);
+  ASSERT_TRUE(Finish(a, ra, "right").ok());
+  ASSERT_TRUE(Finish(b, rb, "wrong").ok());
+  EXPECT_EQ(Parent(t).status, "disputed");
+  EXPECT_TRUE(coord_->Claim("usr_a", a.id, 5, 0)->empty()) << "the tie-breaker goes to a third node";
+  Task rc = ClaimOne(c);
+  EXPECT_EQ(rc.parent_id, t.id);
+  ASSERT_TRUE(Finish(c, rc, "right").ok());
+  Task done = Parent(t);
+  EXPECT_EQ(done.status, "completed");
+  EXPECT_EQ(done.output, "right");
+  EXPECT_EQ(FormatAmount(done.cost), "50000");
+  EXPECT_EQ(Balance("usr_req"), "950000");
+  EXPECT_EQ(Balance("usr_a"), "1022500");
+  EXPECT_EQ(Balance("usr_c"), "1022500");
+  Node slashed = *coord_->GetNode(b.id);
+  EXPECT_EQ(FormatAmount(slashed.slashed), "100000") << "10% of the stake";
+  EXPECT_EQ(slashed.reputation, 50);
+  EXPECT_EQ(Balance("usr_b"), "900000");
+  EXPECT_EQ(Balance("platform", "treasury"), "100000");
+  auto events = coord_->Events("usr_req", t.id);
+  bool disputed = false, slash_event = false;
+  for (const auto& e : *events) {
+    disputed = disputed || e.status == "disputed";
+    slash_event = slash_event || (e.status == "slashed" && e.node_id == b.id);
+  }
+  EXPECT_TRUE(disputed);
+  EXPECT_TRUE(slash_event);
+}
+
+TEST_F(ReplicaTest, ThreeReplicasSettleOnTheFirstTwoThatAgree) {
+  Fund("usr_req", 1'000'000);
+  Node a = MakeNode("usr_a", "a"), b = MakeNode("usr_b", "b"), c = MakeNode("usr_c", "c");
+  Task t = SubmitReplicated(3);
+  EXPECT_EQ(FormatAmount(t.cost), "100000");
+  Task ra = ClaimOne(a), rb = ClaimOne(b), rc = ClaimOne(c);
+  ASSERT_TRUE(Finish(a, ra, "x").ok());
+  ASSERT_TRUE(Finish(c, rc, "x").ok());
+  EXPECT_EQ(Parent(t).status, "completed");
+  auto late = Finish(b, rb, "x");
+  EXPECT_EQ(late.error().code, "lease_stale") << "the third replica was cancelled";
+  EXPECT_EQ(Balance("usr_req"), "950000");
+  EXPECT_EQ(Balance("usr_b"), "1000000") << "neither paid nor slashed";
+  EXPECT_EQ(FormatAmount(coord_->GetNode(b.id)->slashed), "0");
+}
+
+TEST_F(ReplicaTest, NoMajorityAfterTheTieBreakFailsAndRefunds) {
+  Fund("usr_req", 1'000'000);
+  Node a = MakeNode("usr_a", "a"), b = MakeNode("usr_b", "b"), c = MakeNode("usr_c", "c");
+  Task t = SubmitReplicated(2);
+  Task ra = ClaimOne(a), rb = ClaimOne(b);
+  ASSERT_TRUE(Finish(a, ra, "1").ok());
+  ASSERT_TRUE(Finish(b, rb, "2").ok());
+  Task rc = ClaimOne(c);
+  ASSERT_TRUE(Finish(c, rc, "3").ok());
+  Task done = Parent(t);
+  EXPECT_EQ(done.status, "failed");
+  EXPECT_EQ(done.error, "the replicas did not agree");
+  EXPECT_EQ(Balance("usr_req"), "1000000");
+  EXPECT_EQ(FormatAmount(Acc("usr_req").Spendable()), "1000000");
+  for (const Node& n : {a, b, c}) EXPECT_EQ(FormatAmount(coord_->GetNode(n.id)->slashed), "0");
+  EXPECT_EQ(coord_->Retry("usr_req", t.id).error().code, "not_retriable");
+}
+
+TEST_F(ReplicaTest, CancelEndsTheReplicasAndBadValuesAreRefused) {
+  Fund("usr_req", 1'000'000);
+  Node a = MakeNode("usr_a", "a");
+  for (int bad : {1, 4, -1}) {
+    EXPECT_EQ(coord_->Submit("usr_req", {.type = "echo", .input = "in", .replicas = bad}, "").error().code,
+              "invalid_replicas");
+  }
+  Task t = SubmitReplicated(3);
+  Task ra = ClaimOne(a);
+  EXPECT_EQ(coord_->Cancel("usr_req", ra.id).error().code, "task_is_replica");
+  ASSERT_TRUE(coord_->Cancel("usr_req", t.id).ok());
+  EXPECT_EQ(Finish(a, ra, "late").error().code, "lease_stale");
+  EXPECT_EQ(Balance("usr_req"), "1000000");
+  EXPECT_EQ(FormatAmount(Acc("usr_req").Spendable()), "1000000");
+}
+
 }  // namespace
 }  // namespace smart::tasks

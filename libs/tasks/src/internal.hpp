@@ -14,7 +14,7 @@ inline constexpr std::string_view kTaskColumns =
     "id, requester, type, input, input_is_json, parameters, priority, status, asset, cost, max_cost, timeout_s, "
     "max_attempts, attempt, failures, node_id, lease_expires_ms, progress, progress_message, output, proof_hash, "
     "error, escrow_id, created_ms, updated_ms, completed_ms, fingerprint, fair_key, not_before_ms, deadline_ms, "
-    "retries";
+    "retries, replicas, parent_id";
 Result<Task> TaskFromRow(const store::Row& r);
 
 inline constexpr std::string_view kNodeColumns =
@@ -30,6 +30,9 @@ Result<Settings> LoadSettings(store::Tx& tx);
 
 // The ledger key of one step of a task's escrow; a retried task's escrow is a new one.
 std::string EscrowKey(const Task& t, std::string_view step);
+
+// Adds a replica (a child task costing `price`) to the redundant task `parent_id`.
+Result<void> AddReplica(store::Tx& tx, std::string_view parent_id, ledger::Amount price, int64_t now);
 
 // Appends to a task's history.
 Result<void> AddEvent(store::Tx& tx, std::string_view task_id, int64_t ts_ms, std::string_view status,

@@ -106,10 +106,18 @@ INSERT INTO task_clock (id, vtime) VALUES (1, 0);
 CREATE INDEX tasks_requester_active ON tasks (requester) WHERE status IN ('assigned', 'in_progress');
 CREATE INDEX tasks_pending_types ON tasks (not_before_ms, type) WHERE status = 'pending';
 )sql";
+  // Redundant execution: a task with replicas (2 or 3) is run by as many
+  // child tasks on different nodes; their results are compared.
+  const char* replicas = R"sql(
+ALTER TABLE tasks ADD COLUMN replicas INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN parent_id TEXT;
+CREATE INDEX tasks_parent ON tasks (parent_id) WHERE parent_id IS NOT NULL;
+)sql";
   return {{300, "tasks", sql, ""},
           {301, "tasks_fair_scheduled", fair, ""},
           {302, "tasks_dead_letters", dead, ""},
-          {303, "tasks_active_indexes", active, ""}};
+          {303, "tasks_active_indexes", active, ""},
+          {304, "tasks_replicas", replicas, ""}};
 }
 
 }  // namespace smart::tasks

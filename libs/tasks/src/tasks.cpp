@@ -36,6 +36,7 @@ std::string Fingerprint(const SubmitRequest& r) {
         std::to_string(r.not_before_ms), std::to_string(r.deadline_ms)}) {
     s += std::to_string(f.size()) + ":" + f + ";";
   }
+  if (r.replicas > 0) s += "replicas:" + std::to_string(r.replicas) + ";";  // (earlier keys stay valid)
   return crypto::Sha256Hex(s);
 }
 
@@ -66,6 +67,11 @@ Result<Task> Coordinator::Submit(std::string_view requester, const SubmitRequest
   if (req.max_attempts < 1 || req.max_attempts > 10) {
     return Error::Invalid("invalid_max_attempts", "max_attempts: 1 to 10");
   }
+  if (req.replicas != 0 && (req.replicas < 2 || req.replicas > 3)) {
+    return Error::Invalid("invalid_replicas", "replicas: 2 or 3 (or none)");
+  }
+  const ledger::Amount price = *cost;
+  if (req.replicas > 0) *cost = price * static_cast<unsigned>(req.replicas + 1);  // the replicas and a tie-breaker
   if (req.max_cost && *cost > *req.max_cost) {
     return Error::Invalid("cost_exceeds_max", "max_cost: the task costs " + ledger::FormatAmount(*cost) + " " +
                                                   config_.asset + ", more than " + ledger::FormatAmount(*req.max_cost));
@@ -143,6 +149,10 @@ Result<Task> Coordinator::Submit(std::string_view requester, const SubmitRequest
          Value{timeout}, Value{int64_t{req.max_attempts}}, Value{(*held)[0].id}, key.empty() ? Value{} : Value{key},
          Value{fingerprint}, Value{now}, Value{*fair_key}, Value{req.not_before_ms}, Value{req.deadline_ms}}));
     SMART_TRY(AddEvent(tx, id, now, "pending", "", JsonObject({{"cost", ledger::FormatAmount(*cost)}})));
+    if (req.replicas > 0) {
+      SMART_TRY(tx.Exec("UPDATE tasks SET replicas = $2 WHERE id = $1", {Value{id}, Value{int64_t{req.replicas}}}));
+      for (int i = 0; i < req.replicas; ++i) SMART_TRY(AddReplica(tx, id, price, now));
+    }
     auto t = LoadTask(tx, id);
     if (!t) return t.take_error();
     out = std::move(t).value();
@@ -173,7 +183,7 @@ Result<Page<Task>> Coordinator::List(std::string_view requester, const TaskFilte
     page = {};
     std::string sql = "SELECT ";
     sql += kTaskColumns;
-    sql += " FROM tasks WHERE requester = $1";
+    sql += " FROM tasks WHERE requester = $1 AND parent_id IS NULL";
     std::vector<Value> params{Value{std::string(requester)}};
     if (!cursor.empty()) {
       params.emplace_back(std::string(cursor));
@@ -228,7 +238,16 @@ Result<Task> Coordinator::Cancel(std::string_view requester, std::string_view id
     auto t = LoadTask(tx, id, requester);
     if (!t) return t.take_error();
     if (t->Final()) return Error::Conflict("task_final", "task " + t->id + " is already " + t->status);
+    if (!t->parent_id.empty()) {
+      return Error::Conflict("task_is_replica", "task " + t->id + " is a replica; cancel task " + t->parent_id);
+    }
     int64_t now = clock_.NowMs();
+    if (t->replicas > 0) {  // its replicas end with it; nodes running one find their lease gone
+      SMART_TRY(
+          tx.Exec("UPDATE tasks SET status = 'cancelled', updated_ms = $2, completed_ms = $2, lease_expires_ms = 0 "
+                  "WHERE parent_id = $1 AND status IN ('pending', 'assigned', 'in_progress')",
+                  {Value{t->id}, Value{now}}));
+    }
     ledger::TransferRequest release{.key = EscrowKey(*t, "void"),
                                     .type = ledger::TransferType::kVoid,
                                     .pending_id = t->escrow_id,
@@ -289,9 +308,10 @@ Result<void> Coordinator::ClaimIn(store::Tx& tx, std::string_view operator_id, s
   }
   params.emplace_back(int64_t{want} * 4 + 8);
   params.emplace_back(now);
-  std::string sql = "SELECT id, requester, fair_key FROM tasks WHERE status = 'pending' AND type IN (" + in +
-                    ") AND not_before_ms <= $" + std::to_string(params.size()) +
-                    " ORDER BY priority DESC, fair_key, created_ms LIMIT $" + std::to_string(params.size() - 1);
+  std::string sql =
+      "SELECT id, requester, fair_key, parent_id FROM tasks WHERE status = 'pending' AND replicas = 0 AND type IN (" +
+      in + ") AND not_before_ms <= $" + std::to_string(params.size()) +
+      " ORDER BY priority DESC, fair_key, created_ms LIMIT $" + std::to_string(params.size() - 1);
   if (postgres) sql += " FOR UPDATE SKIP LOCKED";  // instances claiming at once take different tasks
   auto candidates = tx.Query(sql, params);
   if (!candidates) return candidates.take_error();
@@ -307,6 +327,14 @@ Result<void> Coordinator::ClaimIn(store::Tx& tx, std::string_view operator_id, s
       in_flight[requester] = (*n)->Int(0);
     }
     if (in_flight[requester] >= config_.max_per_requester) continue;
+    if (!c.IsNull(3)) {  // a replica: never two of one task on the same node
+      auto sibling =
+          tx.QueryOne("SELECT 1 FROM tasks WHERE parent_id = $1 AND node_id = $2 LIMIT 1", {c.at(3), Value{node->id}});
+      if (!sibling) return sibling.take_error();
+      if (*sibling) continue;
+      SMART_TRY(tx.Exec("UPDATE tasks SET status = 'in_progress', updated_ms = $2 WHERE id = $1 AND status = 'pending'",
+                        {c.at(3), Value{now}}));
+    }
     auto changed = tx.Exec(
         "UPDATE tasks SET status = 'assigned', node_id = $2, attempt = attempt + 1, "
         "lease_expires_ms = CASE WHEN deadline_ms > 0 AND deadline_ms < $3 + timeout_s * 1000 THEN deadline_ms "
@@ -389,6 +417,10 @@ void Coordinator::OnLease(std::string operator_id, std::string node_id, std::str
         if (!r) return done(r.take_error());
         if (out->status == "pending") WakeClaimers();  // given back: claimable again
         Notify(*out);
+        if (!out->parent_id.empty()) {
+          NotifyById(out->parent_id);
+          WakeClaimers();  // a dispute may have added a replica
+        }
         done(std::move(*out));
       });
 }
@@ -432,6 +464,7 @@ void Coordinator::Apply(std::string operator_id, std::string node_id, LeaseOp op
       auto output = std::make_shared<const std::string>(std::move(op.output));
       change = [this, output, proof = op.proof_hash](store::Tx& tx, const Task& t, const Node& n,
                                                      int64_t now) -> Result<void> {
+        if (!t.parent_id.empty()) return CompleteReplica(tx, t, n, *output, proof, now);
         return CompleteIn(tx, t, n, *output, proof, now);
       };
       // A retry of a result whose answer was lost (the same lease, the same
@@ -575,15 +608,18 @@ Result<void> Coordinator::Requeue(store::Tx& tx, const Task& t, std::string_view
                 {Value{t.id}, Value{int64_t{failures}}, Value{std::move(error)}, Value{now}}));
     return AddEvent(tx, t.id, now, "pending", "");
   }
-  ledger::TransferRequest release{.key = EscrowKey(t, "void"),
-                                  .type = ledger::TransferType::kVoid,
-                                  .pending_id = t.escrow_id,
-                                  .code = "task_refund"};
-  SMART_TRY(ledger_.ExecuteIn(tx, std::span(&release, 1)));
+  if (t.parent_id.empty()) {  // a replica holds nothing: its redundant task does
+    ledger::TransferRequest release{.key = EscrowKey(t, "void"),
+                                    .type = ledger::TransferType::kVoid,
+                                    .pending_id = t.escrow_id,
+                                    .code = "task_refund"};
+    SMART_TRY(ledger_.ExecuteIn(tx, std::span(&release, 1)));
+  }
   SMART_TRY(tx.Exec(
       "UPDATE tasks SET status = $2, failures = $3, error = $4, lease_expires_ms = 0, updated_ms = $5, "
       "completed_ms = $5 WHERE id = $1",
       {Value{t.id}, Value{std::string(final_status)}, Value{int64_t{failures}}, Value{std::move(error)}, Value{now}}));
+  if (!t.parent_id.empty()) return EvaluateReplicas(tx, t.parent_id, now);
   return Ok();
 }
 
@@ -610,6 +646,9 @@ Result<Task> Coordinator::Retry(std::string_view requester, std::string_view id)
   SMART_TRY(writer_.Transact([&](store::Tx& tx) -> Result<void> {
     auto t = LoadTask(tx, id, requester);
     if (!t) return t.take_error();
+    if (t->replicas > 0 || !t->parent_id.empty()) {
+      return Error::Conflict("not_retriable", "task " + t->id + " runs on replicas; submit it again instead");
+    }
     if (t->status != "failed" && t->status != "timed_out") {
       return Error::Conflict("not_dead_lettered", "task " + t->id + " is " + t->status +
                                                       "; only failed or timed-out "

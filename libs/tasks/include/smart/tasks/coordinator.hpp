@@ -11,6 +11,15 @@
 // stake is a hold on its operator's balance; a timeout slashes part of it to
 // platform/treasury.
 //
+// Redundant execution (replicas 2 or 3): the task holds (replicas + 1) x its
+// price and is run by as many child tasks on different nodes (the +1 pays a
+// tie-breaker). As soon as two results agree (proof hash) and outnumber the
+// rest, the task completes with that output: every agreeing node is paid,
+// nodes that returned another result are slashed, unfinished replicas are
+// cancelled, and only what was paid is charged. Replicas that finish without
+// such a majority make the task `disputed` and one more node breaks the tie;
+// still none (or no result at all): the task fails and the hold is voided.
+//
 // Thread-safe.
 #pragma once
 
@@ -82,6 +91,8 @@ struct SubmitRequest {
   int weight = 1;             // the requester's share in fair queueing, 1..100 (from its tier)
   int64_t not_before_ms = 0;  // not claimed before this time (0: at once)
   int64_t deadline_ms = 0;    // not completed by then: failed and refunded (0: none)
+  // Redundant execution: 0 (none) or 2..3 nodes run it; see Coordinator.
+  int replicas = 0;
 };
 
 struct Task {
@@ -109,6 +120,8 @@ struct Task {
   int64_t created_ms = 0, updated_ms = 0, completed_ms = 0;
   int64_t not_before_ms = 0, deadline_ms = 0;
   int retries = 0;        // times its owner retried it from the dead-letter list
+  int replicas = 0;       // a redundant task: how many nodes run it (its replicas are child tasks)
+  std::string parent_id;  // a replica: the redundant task it runs for
   bool replayed = false;  // Submit found it by its idempotency key
   bool Final() const;
 };
@@ -290,6 +303,11 @@ class Coordinator {
   // else final with `final_status` and the escrow voided.
   Result<void> Requeue(store::Tx& tx, const Task& t, std::string_view final_status, std::string error, bool counts,
                        int64_t now);
+  // A replica's result: recorded, then its redundant task is settled if it can be.
+  Result<void> CompleteReplica(store::Tx& tx, const Task& t, const Node& n, const std::string& output,
+                               const std::string& proof_hash, int64_t now);
+  // Settles, disputes (one more replica) or fails a redundant task from its replicas' results.
+  Result<void> EvaluateReplicas(store::Tx& tx, std::string_view parent_id, int64_t now);
   // Settles a completed task: posts the escrow, pays the node's operator and the fee.
   Result<void> CompleteIn(store::Tx& tx, const Task& t, const Node& n, const std::string& output,
                           const std::string& proof_hash, int64_t now);
