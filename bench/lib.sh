@@ -99,9 +99,11 @@ bench_login() {
 }
 # bench_funded_users NAME...: registers NAME@example.com (password "bench password 1") and funds each
 # with 10^15 base units of USDC through the dev faucet (smartd needs SMART_LEDGER_DEV_FAUCET=true).
+# The admin is created in bench_data_dir (default: the first smartd's), with
+# the environment in admin_env (e.g. SMART_DATABASE_URL=...).
 bench_funded_users() {
-  echo 'admin password 1' | "$SMARTD" admin create --email root@example.com --password-stdin \
-    --data-dir "$work/smartd.log.data" >/dev/null
+  echo 'admin password 1' | env ${admin_env:-} "$SMARTD" admin create --email root@example.com --password-stdin \
+    --data-dir "${bench_data_dir:-$work/smartd.log.data}" >/dev/null
   local root who
   root=$(bench_login root@example.com 'admin password 1')
   for who in "$@"; do

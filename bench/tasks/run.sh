@@ -38,6 +38,22 @@ sim "smartd, SQLite (HTTP submit, WebSocket nodes), full load" 0
 smart_rate=$done_s
 sim "smartd, SQLite, at half that rate" "$(awk -v r="$done_s" 'BEGIN { printf "%d", r / 2 }')"
 
+# The same on PostgreSQL (a throwaway cluster, fsync and synchronous_commit on).
+PG_DURABLE=1 scripts/test-postgres start "$work/pg" >/dev/null
+trap 'scripts/test-postgres stop "$work/pg"; bench_cleanup' EXIT
+sqlite_base=$base sqlite_client_key=$client_key sqlite_operator_key=$operator_key
+port=$(start_smartd "$work/smartd-pg.log" SMART_DATABASE_URL="$(cat "$work/pg/url")" SMART_LOG_ACCESS=false \
+  SMART_RATE_LIMIT_ENABLED=false SMART_LEDGER_DEV_FAUCET=true SMART_HTTP_WORKER_THREADS=32 \
+  SMART_TASKS_MAX_PER_REQUESTER=1000000 SMART_TASKS_MIN_STAKE=1 SMART_TASKS_MAX_TASKS_PER_NODE=100)
+base="http://127.0.0.1:$port"
+admin_env="SMART_DATABASE_URL=$(cat "$work/pg/url")" bench_data_dir="$work/smartd-pg.log.data" \
+  bench_funded_users client operator
+client_key=$(bench_key client tasks:write)
+operator_key=$(bench_key operator nodes tasks:read)
+sim "smartd, PostgreSQL, full load" 0
+sim "smartd, PostgreSQL, at half that rate" "$(awk -v r="$done_s" 'BEGIN { printf "%d", r / 2 }')"
+base=$sqlite_base client_key=$sqlite_client_key operator_key=$sqlite_operator_key
+
 rport=$(free_port)
 redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly yes --appendfsync always \
   --dir "$work" --daemonize no >"$work/redis.log" 2>&1 &

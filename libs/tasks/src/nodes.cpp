@@ -21,6 +21,8 @@ bool ValidName(std::string_view s) {
   return true;
 }
 
+constexpr int64_t kBeatLingerMs = 50;
+
 std::string Status(const Node& n, int64_t now, int64_t offline_after_s) {
   if (n.state != "active") return n.state;
   return now - n.last_heartbeat_ms <= offline_after_s * 1000 ? "online" : "offline";
@@ -41,12 +43,19 @@ Coordinator::Coordinator(store::Database& db, ledger::Ledger& ledger, TasksConfi
   });
   sweeper_ = std::thread([this] { RunSweeper(); });
   dispatcher_ = std::thread([this] { RunDispatcher(); });
+  beat_writer_ = std::thread([this] { RunBeatWriter(); });
 }
 
 Coordinator::~Coordinator() {
   StopWaiting();
   sweeper_.join();
   dispatcher_.join();
+  {
+    std::lock_guard lk(beat_mu_);
+    beats_stopping_ = true;  // what is queued is still written
+  }
+  beat_cv_.notify_all();
+  beat_writer_.join();
 }
 
 void Coordinator::StopWaiting() {
@@ -200,33 +209,71 @@ void Coordinator::HeartbeatAsync(std::string operator_id, std::string node_id, i
                                  Callback<Node> done) {
   if (load < 0 || load > 100) return done(Error::Invalid("invalid_load", "load: 0 to 100 (percent)"));
   if (running < 0 || running > 10000) return done(Error::Invalid("invalid_running", "running: 0 to 10000"));
-  struct Out {
-    Node node;
-    bool was_online = true;
-  };
-  auto out = std::make_shared<Out>();
-  writer_.TransactAsync(
-      [this, operator_id = std::move(operator_id), node_id = std::move(node_id), load, running,
-       out](store::Tx& tx) -> Result<void> {
-        auto n = LoadOwnNode(tx, node_id, operator_id);
-        if (!n) return n.take_error();
-        if (n->state == "deactivated") return Error::Conflict("node_deactivated", "node " + n->id + " is deactivated");
-        int64_t now = clock_.NowMs();
-        SMART_TRY(tx.Exec("UPDATE nodes SET last_heartbeat_ms = $2, load = $3, running = $4 WHERE id = $1",
-                          {Value{n->id}, Value{now}, Value{int64_t{load}}, Value{int64_t{running}}}));
-        out->was_online = Status(*n, now, config_.offline_after_s) == "online";
-        out->node = std::move(n).value();
-        out->node.last_heartbeat_ms = now;
-        out->node.load = load;
-        out->node.running = running;
-        out->node.status = Status(out->node, now, config_.offline_after_s);
-        return Ok();
-      },
-      [this, out, done = std::move(done)](Result<void> r) {
-        if (!r) return done(r.take_error());
-        if (!out->was_online && on_node_update_) on_node_update_(out->node);
-        done(std::move(out->node));
-      });
+  {
+    std::lock_guard lk(beat_mu_);
+    if (!beats_stopping_) {
+      beats_.push_back({std::move(operator_id), std::move(node_id), load, running, std::move(done)});
+      if (beats_.size() == 1) beat_cv_.notify_one();
+      return;
+    }
+  }
+  done(Error::Unavailable("stopping", "the coordinator is shutting down"));
+}
+
+void Coordinator::RunBeatWriter() {
+  std::unique_lock lk(beat_mu_);
+  while (true) {
+    beat_cv_.wait(lk, [&] { return !beats_.empty() || beats_stopping_; });
+    if (beats_.empty()) return;
+    // Linger a moment: the heartbeats arriving meanwhile share the commit.
+    beat_cv_.wait_for(lk, std::chrono::milliseconds(kBeatLingerMs), [&] { return beats_stopping_; });
+    auto batch = std::make_shared<std::vector<Beat>>(std::move(beats_));
+    beats_.clear();
+    lk.unlock();
+    struct Out {
+      Result<Node> node = Error::Internal("unset", "");
+      bool was_online = true;
+    };
+    auto outs = std::make_shared<std::vector<Out>>(batch->size());
+    writer_.TransactAsync(
+        [this, batch, outs](store::Tx& tx) -> Result<void> {
+          int64_t now = clock_.NowMs();
+          for (size_t i = 0; i < batch->size(); ++i) {
+            const Beat& b = (*batch)[i];
+            Out& out = (*outs)[i];
+            auto n = LoadOwnNode(tx, b.node_id, b.operator_id);
+            if (!n) {
+              out.node = n.take_error();
+              continue;
+            }
+            if (n->state == "deactivated") {
+              out.node = Error::Conflict("node_deactivated", "node " + n->id + " is deactivated");
+              continue;
+            }
+            SMART_TRY(tx.Exec("UPDATE nodes SET last_heartbeat_ms = $2, load = $3, running = $4 WHERE id = $1",
+                              {Value{n->id}, Value{now}, Value{int64_t{b.load}}, Value{int64_t{b.running}}}));
+            out.was_online = Status(*n, now, config_.offline_after_s) == "online";
+            n->last_heartbeat_ms = now;
+            n->load = b.load;
+            n->running = b.running;
+            n->status = Status(*n, now, config_.offline_after_s);
+            out.node = std::move(n).value();
+          }
+          return Ok();
+        },
+        [this, batch, outs](Result<void> r) {
+          for (size_t i = 0; i < batch->size(); ++i) {
+            Out& out = (*outs)[i];
+            if (!r) {
+              (*batch)[i].done(r.error());
+              continue;
+            }
+            if (out.node && !out.was_online && on_node_update_) on_node_update_(*out.node);
+            (*batch)[i].done(std::move(out.node));
+          }
+        });
+    lk.lock();
+  }
 }
 
 Result<Node> Coordinator::Deactivate(std::string_view operator_id, std::string_view node_id) {

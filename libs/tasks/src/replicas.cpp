@@ -113,10 +113,10 @@ Result<void> Coordinator::EvaluateReplicas(store::Tx& tx, std::string_view paren
                           .code = "task_fee",
                           .metadata = meta});
       }
-      SMART_TRY(tx.Exec(
-          "UPDATE nodes SET reputation = CASE WHEN reputation + 10 > 1000 THEN 1000 ELSE reputation + 10 END "
-          "WHERE id = $1",
-          {Value{r->node_id}}));
+      SMART_TRY(
+          tx.Exec("UPDATE nodes SET reputation = CASE WHEN reputation + 10 > 1000 THEN 1000 ELSE reputation + 10 END "
+                  "WHERE id = $1",
+                  {Value{r->node_id}}));
     }
     SMART_TRY(ledger_.ExecuteIn(tx, settle));
     for (const Task* r : minority) {
@@ -164,9 +164,8 @@ Result<void> Coordinator::EvaluateReplicas(store::Tx& tx, std::string_view paren
                                   .pending_id = parent->escrow_id,
                                   .code = "task_refund"};
   SMART_TRY(ledger_.ExecuteIn(tx, std::span(&release, 1)));
-  SMART_TRY(
-      tx.Exec("UPDATE tasks SET status = 'failed', error = $2, updated_ms = $3, completed_ms = $3 WHERE id = $1",
-              {Value{parent->id}, Value{error}, Value{now}}));
+  SMART_TRY(tx.Exec("UPDATE tasks SET status = 'failed', error = $2, updated_ms = $3, completed_ms = $3 WHERE id = $1",
+                    {Value{parent->id}, Value{error}, Value{now}}));
   return AddEvent(tx, parent->id, now, "failed", "", JsonObject({{"error", error}}));
 }
 

@@ -242,6 +242,8 @@ class Coordinator {
   // Any of the five without waiting: `done` gets the task as it is afterwards,
   // on the committer's thread (keep it quick) or, for a refused request, at once.
   void Apply(std::string operator_id, std::string node_id, LeaseOp op, Callback<Task> done);
+  // Heartbeats are written in batches (after a 50 ms linger, one transaction
+  // for all that arrived meanwhile): thousands of nodes cost one commit.
   void HeartbeatAsync(std::string operator_id, std::string node_id, int load, int running, Callback<Node> done);
 
   // Pushed work (the node WebSocket): while attached with credit, a node is
@@ -340,6 +342,17 @@ class Coordinator {
     int64_t score = 0;
     std::vector<std::string> capabilities;  // known after the first claim
   };
+  struct Beat {
+    std::string operator_id, node_id;
+    int load = 0, running = 0;
+    Callback<Node> done;
+  };
+  void RunBeatWriter();
+  std::mutex beat_mu_;
+  std::condition_variable beat_cv_;
+  std::vector<Beat> beats_;
+  bool beats_stopping_ = false;
+
   std::mutex push_mu_;
   std::condition_variable push_cv_;
   std::map<uint64_t, Attachment> attached_;
@@ -351,6 +364,7 @@ class Coordinator {
   store::GroupCommitter writer_;  // every write: concurrent transitions share a commit; its callbacks use the above
   std::thread sweeper_;           // last: stop first
   std::thread dispatcher_;
+  std::thread beat_writer_;
 };
 
 }  // namespace smart::tasks

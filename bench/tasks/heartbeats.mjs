@@ -1,0 +1,70 @@
+// Benchmark 4's load: NODES simulated nodes on the node WebSocket, each
+// saying hello (no credit: heartbeats only) and heartbeating every
+// INTERVAL_S seconds at a random phase. Registers its nodes first (operator
+// KEY, scope nodes). Prints "ready" once every node is welcomed, then, after
+// SECONDS, "heartbeats_acked_per_s errors".
+import WebSocket from 'ws';
+
+const server = process.env.SERVER;
+const key = process.env.KEY;
+const count = Number(process.env.NODES);
+const prefix = process.env.PREFIX;
+const intervalMs = Number(process.env.INTERVAL_S || 5) * 1000;
+const seconds = Number(process.env.SECONDS_EACH || 20);
+const localAddress = process.env.LOCAL_ADDRESS || '127.0.0.1';
+
+async function register(i) {
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const r = await fetch(`${server}/api/v1/nodes/register`, {
+      method: 'POST',
+      headers: { 'X-API-Key': key, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ name: `${prefix}-${i}`, capabilities: ['echo'], capacity: 1 }),
+    });
+    if (r.status === 201) return (await r.json()).id;
+    if (r.status !== 429 && r.status < 500) throw new Error(`register: ${r.status} ${await r.text()}`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  throw new Error('register: gave up');
+}
+
+const ids = [];
+for (let i = 0; i < count; i += 64) {
+  const batch = [];
+  for (let j = i; j < Math.min(count, i + 64); j++) batch.push(register(j));
+  ids.push(...(await Promise.all(batch)));
+}
+
+let acked = 0;
+let errors = 0;
+let measuring = false;
+const sockets = [];
+await Promise.all(ids.map((id) => new Promise((resolve, reject) => {
+  const ws = new WebSocket(`${server.replace('http://', 'ws://')}/api/v1/nodes/ws`,
+    { headers: { 'X-API-Key': key }, localAddress, perMessageDeflate: false });
+  ws.on('open', () => ws.send(JSON.stringify({ type: 'hello', node_id: id, credit: 0 })));
+  ws.on('message', (data) => {
+    const m = JSON.parse(data);
+    if (m.type === 'welcome') {
+      setTimeout(() => {
+        const beat = () => ws.readyState === WebSocket.OPEN && ws.send(JSON.stringify({ type: 'heartbeat', ref: 1, load: 0, running: 0 }));
+        beat();
+        setInterval(beat, intervalMs);
+      }, Math.random() * intervalMs);
+      resolve();
+    } else if (m.type === 'heartbeat') {
+      if (measuring) acked++;
+    } else if (m.type === 'error') {
+      errors++;
+    }
+  });
+  ws.on('error', (e) => reject(e));
+  sockets.push(ws);
+})));
+console.log('ready');
+await new Promise((resolve) => setTimeout(resolve, intervalMs));  // every node has beaten once
+measuring = true;
+await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+measuring = false;
+console.log(`${(acked / seconds).toFixed(0)} ${errors}`);
+for (const ws of sockets) ws.terminate();
+process.exit(0);

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# bench/tasks, benchmarks 4 and 5 (the node and client WebSockets at scale):
+#  4. NODES simulated nodes (default 10,000) on the node WebSocket, each
+#     heartbeating every 5 s: smartd's CPU, in % of one core.
+#  5. CLIENTS idle client WebSockets (default 50,000) subscribed to
+#     network_stats (published every second): smartd's resident memory, and
+#     the p50/p99 delay from an event's timestamp to its arrival at a client.
+# The load runs in Node.js processes (npm `ws`), each under the open-file
+# limit; when the limit here is too low for the full count, the figures are
+# for as many connections as it allows (said so) and memory is also given
+# per connection.
+# Targets (2 cores): heartbeats <= 10% of a core; 50k connections <= 4 GiB,
+# fan-out p99 <= 50 ms.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source bench/lib.sh
+bench_init
+NODES=${NODES:-10000}
+CLIENTS=${CLIENTS:-50000}
+SECONDS_EACH=${SECONDS_EACH:-20}
+scripts/install-npm build/npm ws@8
+cp bench/tasks/heartbeats.mjs bench/tasks/fanout.mjs build/npm/
+
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+limit=$(ulimit -n)
+per_proc=$(( limit - 500 ))  # each load process's share of sockets
+server_cap=$(( limit - 1000 ))
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_mib() { awk '/^VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
+
+# spread N over processes of at most per_proc each; prints the counts
+split_counts() { local n=$1; while [ "$n" -gt 0 ]; do local c=$(( n < per_proc ? n : per_proc )); echo "$c"; n=$(( n - c )); done; }
+
+echo "bench/tasks (real time): $(nproc) cores, open-file limit $limit"
+
+# --- 4. heartbeats
+nodes=$NODES
+[ "$nodes" -gt "$server_cap" ] && nodes=$server_cap
+port=$(start_smartd "$work/smartd.log" SMART_LOG_ACCESS=false SMART_RATE_LIMIT_ENABLED=false \
+  SMART_LEDGER_DEV_FAUCET=true SMART_TASKS_MIN_STAKE=1 SMART_HTTP_MAX_CONNECTIONS=$((server_cap + 100)))
+pid=$(tail -1 "$work/pids")
+base="http://127.0.0.1:$port"
+bench_funded_users operator
+key=$(bench_key operator nodes)
+i=0
+for n in $(split_counts "$nodes"); do
+  i=$((i + 1))
+  SERVER=$base KEY=$key NODES=$n PREFIX="hb$i" SECONDS_EACH=$SECONDS_EACH LOCAL_ADDRESS=127.0.0.$((i + 1)) \
+    node build/npm/heartbeats.mjs >"$work/hb$i.out" 2>&1 &
+  echo $! >>"$work/pids"
+  echo $! >>"$work/hb_pids"
+done
+# wait until every load process says ready
+for _ in $(seq 1 1200); do [ "$(grep -l ready "$work"/hb*.out 2>/dev/null | wc -l)" = "$i" ] && break; sleep 0.5; done
+[ "$(grep -l ready "$work"/hb*.out | wc -l)" = "$i" ] || { echo "bench: the nodes did not connect" >&2; cat "$work"/hb*.out >&2; exit 1; }
+sleep 6  # every node has started beating
+hz=$(getconf CLK_TCK)
+t0=$(cpu_ticks "$pid"); s0=$(date +%s.%N)
+sleep 10
+t1=$(cpu_ticks "$pid"); s1=$(date +%s.%N)
+for p in $(cat "$work/hb_pids"); do wait "$p" || true; done
+acked=$(cat "$work"/hb*.out | awk 'NF == 2 {s += $1; e += $2} END {print s + 0, e + 0}')
+cpu=$(awk -v a="$t0" -v b="$t1" -v s0="$s0" -v s1="$s1" -v hz="$hz" 'BEGIN { printf "%.1f", (b - a) / hz / (s1 - s0) * 100 }')
+read -r per_s errors <<<"$acked"
+printf '4. %d nodes heartbeating every 5 s (%s acked/s, %s errors): smartd CPU %s%% of one core (target <= 10%%)\n' \
+  "$nodes" "$per_s" "$errors" "$cpu"
+[ "$nodes" -lt "$NODES" ] && echo "   (the open-file limit allowed $nodes of $NODES nodes)"
+kill "$pid" 2>/dev/null || true
+
+# --- 5. idle client connections and fan-out
+clients=$CLIENTS
+[ "$clients" -gt "$server_cap" ] && clients=$server_cap
+port=$(start_smartd "$work/smartd5.log" SMART_LOG_ACCESS=false SMART_RATE_LIMIT_ENABLED=false \
+  SMART_LEDGER_DEV_FAUCET=true SMART_EVENTS_STATS_INTERVAL_S=1 SMART_HTTP_MAX_CONNECTIONS=$((server_cap + 100)))
+pid=$(tail -1 "$work/pids")
+base="http://127.0.0.1:$port"
+rss0=$(rss_mib "$pid")
+bench_data_dir="$work/smartd5.log.data" bench_funded_users watcher
+key=$(bench_key watcher tasks:read)
+i=0
+: >"$work/fo_pids"
+for n in $(split_counts "$clients"); do
+  i=$((i + 1))
+  SERVER=$base KEY=$key CLIENTS=$n SECONDS_EACH=10 OUT="$work/fo$i.delays" LOCAL_ADDRESS=127.0.1.$((i + 1)) \
+    node build/npm/fanout.mjs >"$work/fo$i.out" 2>&1 &
+  echo $! >>"$work/pids"
+  echo $! >>"$work/fo_pids"
+done
+for _ in $(seq 1 1200); do [ "$(grep -l ready "$work"/fo*.out 2>/dev/null | wc -l)" = "$i" ] && break; sleep 0.5; done
+[ "$(grep -l ready "$work"/fo*.out | wc -l)" = "$i" ] || { echo "bench: the clients did not connect" >&2; cat "$work"/fo*.out >&2; exit 1; }
+rss=$(rss_mib "$pid")
+for p in $(cat "$work/fo_pids"); do wait "$p" || true; done
+read -r count p50 p99 < <(cat "$work"/fo*.delays | grep . | sort -n | awk '{v[NR] = $1} END {
+  if (NR == 0) { print 0, 0, 0; exit }
+  i50 = int(NR * 0.5); if (i50 < 1) i50 = 1; i99 = int(NR * 0.99); if (i99 < 1) i99 = 1
+  print NR, v[i50], v[i99] }')
+per_conn=$(awk -v a="$rss0" -v b="$rss" -v n="$clients" 'BEGIN { printf "%.1f", (b - a) * 1024 / n }')
+at_50k=$(awk -v a="$rss0" -v b="$rss" -v n="$clients" 'BEGIN { printf "%.0f", a + (b - a) / n * 50000 }')
+printf '5. %d idle client WebSockets: smartd RSS %s MiB (%s KiB per connection; %s MiB at 50,000; target <= 4096)\n' \
+  "$clients" "$rss" "$per_conn" "$at_50k"
+printf '   network_stats fanned out to all of them: %s deliveries, p50 %s ms, p99 %s ms (target p99 <= 50 ms)\n' \
+  "$count" "$p50" "$p99"
+[ "$clients" -lt "$CLIENTS" ] && echo "   (the open-file limit allowed $clients of $CLIENTS connections)"
+exit 0
