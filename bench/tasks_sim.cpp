@@ -2,8 +2,9 @@
 // simulated nodes (in this separate process) on the node WebSocket, taking
 // pushed tasks and sending their results on the same connection.
 //   tasks_sim --server URL --client-key KEY --operator-key KEY
-//             [--submitters N] [--nodes N] [--credit N] [--seconds S] [--rate R]
-// --rate paces the submitters to R tasks/s in all (0: as fast as answered).
+//             [--submitters N] [--nodes N] [--credit N] [--seconds S] [--rate R] [--batch N]
+// --rate paces the submitters to R tasks/s in all (0: as fast as answered);
+// --batch N submits N tasks per request (POST /api/v1/tasks/batch).
 // Prints: "completed_per_s submitted_per_s receive_p50_ms receive_p99_ms"
 // where receive is the time from sending a submission to a node receiving
 // it, and completed counts the results smartd acknowledged in the window.
@@ -62,7 +63,7 @@ int64_t Completed(const std::vector<std::string>& nodes) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int submitters = 8, nodes = 4, credit = 100;
+  int submitters = 8, nodes = 4, credit = 100, batch = 1;
   double seconds = 10, rate = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
@@ -82,6 +83,8 @@ int main(int argc, char** argv) {
       seconds = std::stod(v);
     else if (k == "--rate")
       rate = std::stod(v);
+    else if (k == "--batch")
+      batch = std::max(1, std::stoi(v));
   }
   std::vector<std::string> node_ids;
   for (int i = 0; i < nodes; ++i) {
@@ -132,7 +135,8 @@ int main(int argc, char** argv) {
   std::vector<std::thread> threads;
   for (int s = 0; s < submitters; ++s) {
     threads.emplace_back([&] {
-      auto interval = rate > 0 ? std::chrono::duration<double>(submitters / rate) : std::chrono::duration<double>(0);
+      auto interval =
+          rate > 0 ? std::chrono::duration<double>(submitters * batch / rate) : std::chrono::duration<double>(0);
       auto next = Clock::now();
       while (!stop.load()) {
         if (rate > 0) {
@@ -140,12 +144,18 @@ int main(int argc, char** argv) {
           next += std::chrono::duration_cast<Clock::duration>(interval);
         }
         // The input is the time the submission was sent; the node side reads it.
-        auto r = Call("POST", client_key, "/api/v1/tasks",
-                      R"({"type":"echo","input":")" + std::to_string(NowUs()) + R"(","timeout_s":600})");
+        std::string task = R"({"type":"echo","input":")" + std::to_string(NowUs()) + R"(","timeout_s":600})";
+        std::string body = task;
+        if (batch > 1) {
+          body = "{\"tasks\":[" + task;
+          for (int i = 1; i < batch; ++i) body += "," + task;
+          body += "]}";
+        }
+        auto r = Call("POST", client_key, batch > 1 ? "/api/v1/tasks/batch" : "/api/v1/tasks", body);
         if (!r) {
           ++errors;
         } else if (measuring.load()) {
-          ++submitted;
+          submitted += batch;
         }
       }
     });
@@ -160,6 +170,16 @@ int main(int argc, char** argv) {
   double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
   stop = true;
   for (auto& t : threads) t.join();
+  // Let the nodes finish the backlog (up to a minute) so that the next run starts with an empty queue.
+  for (int i = 0; i < 600; ++i) {
+    auto r = Call("GET", operator_key, "/api/v1/nodes/stats", "");
+    if (!r) break;
+    json::value v = json::parse(*r);
+    const auto* pending = v.as_object().if_contains("tasks_pending");
+    const auto* running = v.as_object().if_contains("tasks_running");
+    if (pending && running && pending->to_number<int64_t>() == 0 && running->to_number<int64_t>() == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
   for (auto& ch : channels) ch->Close();
   std::sort(latencies.begin(), latencies.end());
   auto pct = [&](double p) {

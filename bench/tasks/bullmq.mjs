@@ -1,6 +1,7 @@
 // The peer: BullMQ doing the same no-op job flow on the same machine.
 // Producers add jobs as fast as they are acknowledged; a worker (concurrency
-// 64) completes them; RATE paces the producers (for latency at half load). Prints "completed_per_s submitted_per_s p50_ms p99_ms"
+// 64) completes them; RATE paces the producers (for latency at half load),
+// BULK adds that many jobs per call (addBulk). Prints "completed_per_s submitted_per_s p50_ms p99_ms"
 // (from adding a job to the worker receiving it).
 import { Queue, Worker } from 'bullmq';
 
@@ -8,6 +9,7 @@ const port = Number(process.env.REDIS_PORT);
 const seconds = Number(process.env.SECONDS_EACH || 10);
 const producers = Number(process.env.PRODUCERS || 8);
 const rate = Number(process.env.RATE || 0);  // tasks/s in all; 0: as fast as acknowledged
+const bulk = Number(process.env.BULK || 1);  // jobs per add (addBulk)
 const connection = { host: '127.0.0.1', port, maxRetriesPerRequest: null };
 const queue = new Queue('bench', { connection });
 const latencies = [];
@@ -20,16 +22,22 @@ const worker = new Worker('bench', async (job) => {
 }, { connection, concurrency: 64 });
 worker.on('completed', () => { completed++; });
 await worker.waitUntilReady();
+await queue.drain(true);  // a backlog left by the previous run
 const loops = Array.from({ length: producers }, async () => {
   let next = Date.now();
   while (!stop) {
     if (rate > 0) {
-      next += (producers / rate) * 1000;
+      next += (producers * bulk / rate) * 1000;
       const wait = next - Date.now();
       if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
     }
-    await queue.add('echo', { t: Date.now() }, { removeOnComplete: true, removeOnFail: true });
-    submitted++;
+    if (bulk > 1) {
+      const t = Date.now();
+      await queue.addBulk(Array.from({ length: bulk }, () => ({ name: 'echo', data: { t }, opts: { removeOnComplete: true, removeOnFail: true } })));
+    } else {
+      await queue.add('echo', { t: Date.now() }, { removeOnComplete: true, removeOnFail: true });
+    }
+    submitted += bulk;
   }
 });
 await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
@@ -37,6 +45,7 @@ stop = true;
 const done = completed;
 const added = submitted;
 await Promise.all(loops);
+for (let i = 0; i < 600 && (await queue.count()) > 0; i++) await new Promise((resolve) => setTimeout(resolve, 100));
 await worker.close();
 await queue.close();
 latencies.sort((a, b) => a - b);

@@ -26,17 +26,21 @@ operator_key=$(bench_key operator nodes tasks:read)
 
 echo "bench/tasks: $(nproc) cores, $SECONDS_EACH s each, echo tasks"
 printf '%-64s %12s %12s %10s %10s\n' "system" "completed/s" "submitted/s" "p50 ms" "p99 ms"
-sim() { # label rate
+sim() { # label rate batch
   local out
   out=$("$SIM" --server "$base" --client-key "$client_key" --operator-key "$operator_key" \
-    --submitters 16 --nodes 16 --credit 100 --seconds "$SECONDS_EACH" --rate "$2") \
+    --submitters 16 --nodes 16 --credit 100 --seconds "$SECONDS_EACH" --rate "$2" --batch "$3") \
     || { echo "bench/tasks: the simulator failed" >&2; exit 1; }
   read -r done_s sub_s p50 p99 <<<"$out"
   printf '%-64s %12.0f %12.0f %10s %10s\n' "$1" "$done_s" "$sub_s" "$p50" "$p99"
 }
-sim "smartd, SQLite (HTTP submit, WebSocket nodes), full load" 0
+half() { awk -v r="$1" 'BEGIN { printf "%d", r / 2 }'; }
+sim "smartd, SQLite: one task per request, full load" 0 1
 smart_rate=$done_s
-sim "smartd, SQLite, at half that rate" "$(awk -v r="$done_s" 'BEGIN { printf "%d", r / 2 }')"
+sim "smartd, SQLite: one task per request, at half that rate" "$(half "$done_s")" 1
+sim "smartd, SQLite: batches of 100 (POST /tasks/batch), full load" 0 100
+smart_batch_rate=$done_s
+sim "smartd, SQLite: batches of 100, at half that rate" "$(half "$done_s")" 100
 
 # The same on PostgreSQL (a throwaway cluster, fsync and synchronous_commit on).
 PG_DURABLE=1 scripts/test-postgres start "$work/pg" >/dev/null
@@ -50,8 +54,9 @@ admin_env="SMART_DATABASE_URL=$(cat "$work/pg/url")" bench_data_dir="$work/smart
   bench_funded_users client operator
 client_key=$(bench_key client tasks:write)
 operator_key=$(bench_key operator nodes tasks:read)
-sim "smartd, PostgreSQL, full load" 0
-sim "smartd, PostgreSQL, at half that rate" "$(awk -v r="$done_s" 'BEGIN { printf "%d", r / 2 }')"
+sim "smartd, PostgreSQL: one task per request, full load" 0 1
+sim "smartd, PostgreSQL: one task per request, at half that rate" "$(half "$done_s")" 1
+sim "smartd, PostgreSQL: batches of 100, full load" 0 100
 base=$sqlite_base client_key=$sqlite_client_key operator_key=$sqlite_operator_key
 
 rport=$(free_port)
@@ -62,12 +67,19 @@ up=0
 for _ in $(seq 1 50); do redis-cli -p "$rport" ping >/dev/null 2>&1 && { up=1; break; }; sleep 0.1; done
 [ "$up" = 1 ] || { echo "bench/tasks: redis-server did not start" >&2; cat "$work/redis.log" >&2; exit 1; }
 cp bench/tasks/bullmq.mjs build/npm/  # ES modules resolve packages from the script's directory
-b_out=$(REDIS_PORT=$rport SECONDS_EACH=$SECONDS_EACH timeout $((SECONDS_EACH + 60)) node build/npm/bullmq.mjs) \
-  || { echo "bench/tasks: the BullMQ run failed" >&2; exit 1; }
-read -r b_done b_sub b50 b99 <<<"$b_out"
-printf '%-64s %12.0f %12.0f %10s %10s\n' "BullMQ 5 (peer), redis-server appendfsync always" "$b_done" "$b_sub" "$b50" "$b99"
-b_out=$(RATE=$(awk -v r="$b_done" 'BEGIN { printf "%d", r / 2 }') REDIS_PORT=$rport SECONDS_EACH=$SECONDS_EACH \
-  timeout $((SECONDS_EACH + 60)) node build/npm/bullmq.mjs) || { echo "bench/tasks: the BullMQ run failed" >&2; exit 1; }
-read -r h_done h_sub h50 h99 <<<"$b_out"
-printf '%-64s %12.0f %12.0f %10s %10s\n' "BullMQ 5, at half its rate" "$h_done" "$h_sub" "$h50" "$h99"
-awk -v s="$smart_rate" -v b="$b_done" 'BEGIN { printf "ratio smartd / BullMQ: %.2fx (target >= 3x; >= 10000 tasks/s)\n", (b > 0 ? s / b : 0) }'
+bull() { # label rate bulk
+  local out
+  out=$(RATE=$2 BULK=$3 REDIS_PORT=$rport SECONDS_EACH=$SECONDS_EACH timeout $((SECONDS_EACH + 60)) \
+    node build/npm/bullmq.mjs) || { echo "bench/tasks: the BullMQ run failed" >&2; exit 1; }
+  read -r b_done b_sub b50 b99 <<<"$out"
+  printf '%-64s %12.0f %12.0f %10s %10s\n' "$1" "$b_done" "$b_sub" "$b50" "$b99"
+}
+bull "BullMQ 5 (peer, appendfsync always): add, full load" 0 1
+bull_rate=$b_done
+bull "BullMQ 5: add, at half that rate" "$(half "$b_done")" 1
+bull "BullMQ 5: addBulk of 100, full load" 0 100
+bull_batch_rate=$b_done
+bull "BullMQ 5: addBulk of 100, at half that rate" "$(half "$b_done")" 100
+awk -v s="$smart_rate" -v b="$bull_rate" -v sb="$smart_batch_rate" -v bb="$bull_batch_rate" 'BEGIN {
+  printf "ratio smartd / BullMQ: %.2fx one per request, %.2fx in batches (target >= 3x; >= 10000 tasks/s)\n",
+    (b > 0 ? s / b : 0), (bb > 0 ? sb / bb : 0) }'

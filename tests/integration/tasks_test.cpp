@@ -329,6 +329,36 @@ TEST(SmartdTasks, LeasesSurviveARestart) {
   EXPECT_EQ(vcode, 0) << vout;
 }
 
+TEST(SmartdTasks, BatchesAreAllOrNothing) {
+  Smartd s(TaskEnv());
+  ASSERT_NE(s.port(), 0);
+  Network n = StartNetwork(s);
+  auto r = As(s.port(), "POST", "/api/v1/tasks/batch", n.alice.access,
+              R"({"tasks":[{"type":"echo","input":"a"},{"type":"echo"},{"type":"echo","input":"c","colour":1},7]})");
+  ASSERT_EQ(r->status, 422) << r->body;
+  EXPECT_NE(r->body.find("tasks[1].input"), std::string::npos) << r->body;
+  EXPECT_NE(r->body.find("tasks[2].colour"), std::string::npos) << r->body;
+  EXPECT_NE(r->body.find("\"tasks[3]\""), std::string::npos) << r->body;
+  r = As(s.port(), "POST", "/api/v1/tasks/batch", n.alice.access, R"({"tasks":[]})");
+  EXPECT_EQ(r->status, 422) << r->body;
+  r = As(s.port(), "POST", "/api/v1/tasks/batch", n.alice.access,
+         R"({"tasks":[{"type":"echo","input":"a"},{"type":"mining","input":"b"}]})");
+  EXPECT_EQ(r->status, 422) << r->body;
+  EXPECT_EQ(JsonField(r->body, "code"), "unknown_task_type");
+  EXPECT_EQ(Available(s.port(), n.alice.access), "10000000") << "nothing held for a refused batch";
+  std::string two = R"({"tasks":[{"type":"echo","input":"a"},{"type":"echo","input":"b","priority":"high"}]})";
+  r = As(s.port(), "POST", "/api/v1/tasks/batch", n.alice.access, two, Idem("batch-1"));
+  ASSERT_EQ(r->status, 201) << r->body;
+  EXPECT_EQ(Available(s.port(), n.alice.access), "9950000");
+  auto again = As(s.port(), "POST", "/api/v1/tasks/batch", n.alice.access, two, Idem("batch-1"));
+  ASSERT_EQ(again->status, 201);
+  EXPECT_EQ(JsonField(again->body, "id"), JsonField(r->body, "id")) << "the same tasks";
+  EXPECT_EQ(again->Header("idempotent-replayed"), "true");
+  EXPECT_EQ(Available(s.port(), n.alice.access), "9950000");
+  auto claimed = As(s.port(), "POST", "/api/v1/nodes/" + n.node_id + "/claim", n.node_key, R"({"max":2})");
+  EXPECT_NE(claimed->body.find("\"input\":\"b\""), std::string::npos) << "both are queued: " << claimed->body;
+}
+
 // The node WebSocket: hello, pushed work within the credit, results and
 // heartbeats on the same connection, and what a bad node is told.
 TEST(SmartdTasks, NodeSocketPushesWorkAndTakesResults) {

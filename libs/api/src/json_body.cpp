@@ -13,6 +13,11 @@ namespace json = boost::json;
 
 std::variant<json::object, http::Response> ParseJsonObject(const http::Request& req,
                                                            std::initializer_list<std::string_view> allowed) {
+  return ParseJsonObject(req, std::span<const std::string_view>(allowed.begin(), allowed.size()));
+}
+
+std::variant<json::object, http::Response> ParseJsonObject(const http::Request& req,
+                                                           std::span<const std::string_view> allowed) {
   auto type = req.headers.Get("Content-Type").value_or("");
   auto semi = type.find(';');
   auto media = type.substr(0, semi);
@@ -51,11 +56,11 @@ std::variant<json::object, http::Response> ParseJsonObject(const http::Request& 
 std::optional<std::string> FieldReader::String(std::string_view key, bool required) {
   auto it = o_.find(key);
   if (it == o_.end() || it->value().is_null()) {
-    if (required) errors_.push_back({std::string(key), "is required"});
+    if (required) errors_.push_back({prefix_ + std::string(key), "is required"});
     return std::nullopt;
   }
   if (!it->value().is_string()) {
-    errors_.push_back({std::string(key), "must be a string"});
+    errors_.push_back({prefix_ + std::string(key), "must be a string"});
     return std::nullopt;
   }
   return std::string(it->value().as_string());
@@ -64,17 +69,17 @@ std::optional<std::string> FieldReader::String(std::string_view key, bool requir
 std::optional<std::vector<std::string>> FieldReader::StringList(std::string_view key, bool required) {
   auto it = o_.find(key);
   if (it == o_.end() || it->value().is_null()) {
-    if (required) errors_.push_back({std::string(key), "is required"});
+    if (required) errors_.push_back({prefix_ + std::string(key), "is required"});
     return std::nullopt;
   }
   if (!it->value().is_array()) {
-    errors_.push_back({std::string(key), "must be an array of strings"});
+    errors_.push_back({prefix_ + std::string(key), "must be an array of strings"});
     return std::nullopt;
   }
   std::vector<std::string> out;
   for (const auto& v : it->value().as_array()) {
     if (!v.is_string()) {
-      errors_.push_back({std::string(key), "must be an array of strings"});
+      errors_.push_back({prefix_ + std::string(key), "must be an array of strings"});
       return std::nullopt;
     }
     out.emplace_back(v.as_string());
@@ -86,14 +91,14 @@ std::optional<int64_t> FieldReader::Timestamp(std::string_view key, bool require
   auto text = String(key, required);
   if (!text) return std::nullopt;
   auto t = ParseTimestamp(*text);
-  if (!t) errors_.push_back({std::string(key), "must be an RFC 3339 time such as 2026-11-22T10:30:00Z"});
+  if (!t) errors_.push_back({prefix_ + std::string(key), "must be an RFC 3339 time such as 2026-11-22T10:30:00Z"});
   return t;
 }
 
 std::optional<int64_t> FieldReader::Int(std::string_view key, bool required, int64_t min, int64_t max) {
   auto it = o_.find(key);
   if (it == o_.end() || it->value().is_null()) {
-    if (required) errors_.push_back({std::string(key), "is required"});
+    if (required) errors_.push_back({prefix_ + std::string(key), "is required"});
     return std::nullopt;
   }
   const auto& v = it->value();
@@ -102,7 +107,7 @@ std::optional<int64_t> FieldReader::Int(std::string_view key, bool required, int
   if (v.is_uint64() && v.as_uint64() <= static_cast<uint64_t>(INT64_MAX)) n = static_cast<int64_t>(v.as_uint64());
   if (!n || *n < min || *n > max) {
     errors_.push_back(
-        {std::string(key), "must be an integer from " + std::to_string(min) + " to " + std::to_string(max)});
+        {prefix_ + std::string(key), "must be an integer from " + std::to_string(min) + " to " + std::to_string(max)});
     return std::nullopt;
   }
   return n;
@@ -111,11 +116,11 @@ std::optional<int64_t> FieldReader::Int(std::string_view key, bool required, int
 std::optional<bool> FieldReader::Bool(std::string_view key, bool required) {
   auto it = o_.find(key);
   if (it == o_.end() || it->value().is_null()) {
-    if (required) errors_.push_back({std::string(key), "is required"});
+    if (required) errors_.push_back({prefix_ + std::string(key), "is required"});
     return std::nullopt;
   }
   if (!it->value().is_bool()) {
-    errors_.push_back({std::string(key), "must be true or false"});
+    errors_.push_back({prefix_ + std::string(key), "must be true or false"});
     return std::nullopt;
   }
   return it->value().as_bool();
@@ -124,16 +129,16 @@ std::optional<bool> FieldReader::Bool(std::string_view key, bool required) {
 std::optional<std::string> FieldReader::Object(std::string_view key, bool required, size_t max_bytes) {
   auto it = o_.find(key);
   if (it == o_.end() || it->value().is_null()) {
-    if (required) errors_.push_back({std::string(key), "is required"});
+    if (required) errors_.push_back({prefix_ + std::string(key), "is required"});
     return std::nullopt;
   }
   if (!it->value().is_object()) {
-    errors_.push_back({std::string(key), "must be a JSON object"});
+    errors_.push_back({prefix_ + std::string(key), "must be a JSON object"});
     return std::nullopt;
   }
   std::string text = boost::json::serialize(it->value());
   if (text.size() > max_bytes) {
-    errors_.push_back({std::string(key), "is larger than " + std::to_string(max_bytes) + " bytes"});
+    errors_.push_back({prefix_ + std::string(key), "is larger than " + std::to_string(max_bytes) + " bytes"});
     return std::nullopt;
   }
   return text;
@@ -142,7 +147,8 @@ std::optional<std::string> FieldReader::Object(std::string_view key, bool requir
 std::optional<ledger::Amount> FieldReader::Amount(std::string_view key, bool required) {
   auto it = o_.find(key);
   if (it != o_.end() && it->value().is_number()) {
-    errors_.push_back({std::string(key), "must be a string of integer base units, e.g. \"250000\", not a number"});
+    errors_.push_back(
+        {prefix_ + std::string(key), "must be a string of integer base units, e.g. \"250000\", not a number"});
     invalid_amount_ = true;
     return std::nullopt;
   }
@@ -150,7 +156,8 @@ std::optional<ledger::Amount> FieldReader::Amount(std::string_view key, bool req
   if (!text) return std::nullopt;
   auto amount = ledger::ParseAmount(*text);
   if (!amount) {
-    errors_.push_back({std::string(key), "must be a string of integer base units below 2^128, e.g. \"250000\""});
+    errors_.push_back(
+        {prefix_ + std::string(key), "must be a string of integer base units below 2^128, e.g. \"250000\""});
     invalid_amount_ = true;
   }
   return amount;

@@ -6,6 +6,7 @@
 #include <boost/json/object.hpp>
 #include <initializer_list>
 #include <optional>
+#include <span>
 #include <string>
 #include <variant>
 #include <vector>
@@ -19,11 +20,14 @@ namespace smart::api {
 // The body as an object, or the problem response to send instead (415, 400).
 std::variant<boost::json::object, http::Response> ParseJsonObject(const http::Request& req,
                                                                   std::initializer_list<std::string_view> allowed);
+std::variant<boost::json::object, http::Response> ParseJsonObject(const http::Request& req,
+                                                                  std::span<const std::string_view> allowed);
 
 // Reads typed fields, collecting every problem before answering once (422).
 class FieldReader {
  public:
-  explicit FieldReader(const boost::json::object& o) : o_(o) {}
+  // `prefix` goes before field names in errors ("tasks[3]." for an item of a list).
+  explicit FieldReader(const boost::json::object& o, std::string prefix = "") : o_(o), prefix_(std::move(prefix)) {}
   // nullopt when absent (an error if required) or of another type.
   std::optional<std::string> String(std::string_view key, bool required);
   std::optional<std::vector<std::string>> StringList(std::string_view key, bool required);
@@ -37,12 +41,17 @@ class FieldReader {
   // An amount: a string of integer base units below 2^128 (never a JSON number).
   std::optional<ledger::Amount> Amount(std::string_view key, bool required);
   bool ok() const { return errors_.empty(); }
+  void Add(http::FieldError e) { errors_.push_back(std::move(e)); }
+  const std::vector<http::FieldError>& errors() const { return errors_; }
+  const boost::json::object& object() const { return o_; }
+  const std::string& prefix() const { return prefix_; }
   // An amount was given but is not one (routes that answer invalid_amount for it).
   bool invalid_amount() const { return invalid_amount_; }
   http::Response Problem(const http::Request& req) const;
 
  private:
   const boost::json::object& o_;
+  std::string prefix_;
   std::vector<http::FieldError> errors_;
   bool invalid_amount_ = false;
 };

@@ -1,5 +1,6 @@
 // Tasks (submit, read, cancel, estimate), nodes (register, heartbeat, claim,
 // deactivate, read), the leased task operations, and the admin settings.
+#include <array>
 #include <boost/json.hpp>
 
 #include "json_body.hpp"
@@ -144,6 +145,45 @@ std::optional<std::string> OptionalKey(const http::Request& req, std::optional<h
   return std::string(*key);
 }
 
+constexpr std::array<std::string_view, 10> kSubmitFields = {"type",     "input",     "parameters",   "priority",
+                                                            "max_cost", "timeout_s", "max_attempts", "not_before",
+                                                            "deadline", "replicas"};
+
+// A submission's fields (problems are left in `f`).
+tasks::SubmitRequest ReadSubmit(FieldReader& f, const auth::Principal& who) {
+  tasks::SubmitRequest s;
+  auto type = f.String("type", true);
+  auto params = f.Object("parameters", false, 64 * 1024);
+  auto priority = f.String("priority", false);
+  auto max_cost = f.Amount("max_cost", false);
+  auto timeout = f.Int("timeout_s", false, 1, 86400);
+  auto attempts = f.Int("max_attempts", false, 1, 10);
+  auto not_before = f.Timestamp("not_before", false), deadline = f.Timestamp("deadline", false);
+  auto replicas = f.Int("replicas", false, 2, 3);
+  const json::value* input = f.object().if_contains("input");
+  if (!input || input->is_null()) {
+    f.Add({f.prefix() + "input", "is required"});
+  } else if (input->is_string()) {
+    s.input = std::string(input->as_string());
+  } else {
+    s.input = json::serialize(*input);
+    s.input_is_json = true;
+  }
+  if (priority && !tasks::ParsePriority(*priority)) f.Add({f.prefix() + "priority", "low, normal, high or urgent"});
+  if (type) s.type = *type;
+  if (params) s.parameters = *params;
+  if (priority && tasks::ParsePriority(*priority)) s.priority = *tasks::ParsePriority(*priority);
+  s.max_cost = max_cost;
+  s.timeout_s = timeout;
+  if (attempts) s.max_attempts = static_cast<int>(*attempts);
+  if (not_before) s.not_before_ms = *not_before * 1000;
+  if (deadline) s.deadline_ms = *deadline * 1000;
+  if (replicas) s.replicas = static_cast<int>(*replicas);
+  // Fair queueing shares follow the rate-limit tier.
+  s.weight = who.tier == "pro" ? 4 : who.tier == "free" ? 1 : 2;
+  return s;
+}
+
 // {node_id, lease} of the leased operations.
 struct LeaseRef {
   std::string node_id;
@@ -161,56 +201,69 @@ void RegisterTaskRoutes(http::Router& router, const Deps& deps) {
         std::optional<http::Response> bad_key;
         auto key = OptionalKey(req, &bad_key);
         if (bad_key) return std::move(*bad_key);
-        auto body = ParseJsonObject(req, {"type", "input", "parameters", "priority", "max_cost", "timeout_s",
-                                          "max_attempts", "not_before", "deadline", "replicas"});
+        auto body = ParseJsonObject(req, kSubmitFields);
         if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
-        const auto& o = std::get<json::object>(body);
-        FieldReader f(o);
-        tasks::SubmitRequest s;
-        auto type = f.String("type", true);
-        auto params = f.Object("parameters", false, 64 * 1024);
-        auto priority = f.String("priority", false);
-        auto max_cost = f.Amount("max_cost", false);
-        auto timeout = f.Int("timeout_s", false, 1, 86400);
-        auto attempts = f.Int("max_attempts", false, 1, 10);
-        auto not_before = f.Timestamp("not_before", false), deadline = f.Timestamp("deadline", false);
-        auto replicas = f.Int("replicas", false, 2, 3);
-        std::vector<http::FieldError> extra;
-        auto input = o.find("input");
-        if (input == o.end() || input->value().is_null()) {
-          extra.push_back({"input", "is required"});
-        } else if (input->value().is_string()) {
-          s.input = std::string(input->value().as_string());
-        } else {
-          s.input = json::serialize(input->value());
-          s.input_is_json = true;
-        }
-        if (priority && !tasks::ParsePriority(*priority)) extra.push_back({"priority", "low, normal, high or urgent"});
-        if (!f.ok() || !extra.empty()) {
-          auto res = f.Problem(req);
-          if (f.ok()) {
-            res = http::MakeProblem(
-                req,
-                {.status = 422, .code = "validation_failed", .detail = "Some fields are invalid.", .errors = extra});
-          }
-          return res;
-        }
-        s.type = *type;
-        if (params) s.parameters = *params;
-        if (priority) s.priority = *tasks::ParsePriority(*priority);
-        s.max_cost = max_cost;
-        s.timeout_s = timeout;
-        if (attempts) s.max_attempts = static_cast<int>(*attempts);
-        if (not_before) s.not_before_ms = *not_before * 1000;
-        if (deadline) s.deadline_ms = *deadline * 1000;
-        if (replicas) s.replicas = static_cast<int>(*replicas);
-        // Fair queueing shares follow the rate-limit tier.
-        const auto& tier = std::get<auth::Principal>(who).tier;
-        s.weight = tier == "pro" ? 4 : tier == "free" ? 1 : 2;
+        FieldReader f(std::get<json::object>(body));
+        auto s = ReadSubmit(f, std::get<auth::Principal>(who));
+        if (!f.ok()) return f.Problem(req);
         auto t = deps.tasks.Submit(std::get<auth::Principal>(who).user_id, s, key.value_or(""));
         if (!t) return TaskError(req, t.error());
         auto res = Json(201, TaskJson(deps, *t, false));
         if (t->replayed) res.headers.Add("Idempotent-Replayed", "true");
+        return res;
+      },
+      kBlocking);
+
+  // Up to 100 tasks in one request and one transaction: all are created, or none.
+  router.Add(
+      http::Method::kPost, "/api/v1/tasks/batch",
+      [&deps](http::Request& req) {
+        auto who = Require(deps, req, auth::scope::kTasksWrite);
+        if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
+        std::optional<http::Response> bad_key;
+        auto key = OptionalKey(req, &bad_key);
+        if (bad_key) return std::move(*bad_key);
+        auto body = ParseJsonObject(req, {"tasks"});
+        if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
+        const auto* items = std::get<json::object>(body).if_contains("tasks");
+        if (!items || !items->is_array() || items->as_array().empty() || items->as_array().size() > 100) {
+          return http::MakeProblem(req, {.status = 422,
+                                         .code = "validation_failed",
+                                         .detail = "tasks: an array of 1 to 100 tasks",
+                                         .errors = {{"tasks", "must be an array of 1 to 100 tasks"}}});
+        }
+        std::vector<tasks::SubmitRequest> reqs;
+        std::vector<http::FieldError> errors;
+        const json::array& list = items->as_array();
+        for (size_t i = 0; i < list.size(); ++i) {
+          std::string where = "tasks[" + std::to_string(i) + "]";
+          if (!list[i].is_object()) {
+            errors.push_back({where, "must be an object"});
+            continue;
+          }
+          for (const auto& kv : list[i].as_object()) {
+            if (std::find(kSubmitFields.begin(), kSubmitFields.end(), kv.key()) == kSubmitFields.end()) {
+              errors.push_back({where + "." + std::string(kv.key()), "unknown field"});
+            }
+          }
+          FieldReader f(list[i].as_object(), where + ".");
+          reqs.push_back(ReadSubmit(f, std::get<auth::Principal>(who)));
+          errors.insert(errors.end(), f.errors().begin(), f.errors().end());
+        }
+        if (!errors.empty()) {
+          return http::MakeProblem(
+              req, {.status = 422, .code = "validation_failed", .detail = "Some tasks are invalid.", .errors = errors});
+        }
+        auto done = deps.tasks.SubmitBatch(std::get<auth::Principal>(who).user_id, reqs, key.value_or(""));
+        if (!done) return TaskError(req, done.error());
+        json::array out;
+        bool replayed = true;
+        for (const auto& t : *done) {
+          out.push_back(TaskJson(deps, t, false));
+          replayed = replayed && t.replayed;
+        }
+        auto res = Json(201, {{"tasks", std::move(out)}});
+        if (replayed) res.headers.Add("Idempotent-Replayed", "true");
         return res;
       },
       kBlocking);

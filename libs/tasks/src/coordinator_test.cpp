@@ -620,6 +620,31 @@ TEST_F(CoordinatorTest, AnAttachmentOfAnotherOperatorsNodeEndsWithAnError) {
   EXPECT_EQ(coord_->Attached(), 0u);
 }
 
+TEST_F(CoordinatorTest, ABatchIsCreatedWhole) {
+  Fund("usr_req", 60'000);  // two echo tasks of 25,000, not three
+  std::vector<SubmitRequest> two(2, SubmitRequest{.type = "echo", .input = "x", .timeout_s = 60});
+  auto bad = two;
+  bad[1].type = "mining";
+  auto refused = coord_->SubmitBatch("usr_req", bad, "");
+  EXPECT_EQ(refused.error().code, "unknown_task_type");
+  EXPECT_NE(refused.error().message.find("tasks[1]"), std::string::npos) << refused.error().message;
+  auto three = two;
+  three.push_back(two[0]);
+  EXPECT_EQ(coord_->SubmitBatch("usr_req", three, "").error().code, "insufficient_funds");
+  EXPECT_TRUE(coord_->List("usr_req", {}, 10, "")->items.empty()) << "nothing of a refused batch stays";
+  EXPECT_EQ(FormatAmount(Acc("usr_req").Spendable()), "60000");
+  auto done = coord_->SubmitBatch("usr_req", two, "b1");
+  ASSERT_TRUE(done.ok()) << done.error().message;
+  ASSERT_EQ(done->size(), 2u);
+  EXPECT_NE((*done)[0].id, (*done)[1].id);
+  auto again = coord_->SubmitBatch("usr_req", two, "b1");
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ((*again)[1].id, (*done)[1].id);
+  EXPECT_TRUE((*again)[0].replayed);
+  EXPECT_EQ(FormatAmount(Acc("usr_req").Spendable()), "10000");
+  EXPECT_EQ(coord_->SubmitBatch("usr_req", {}, "").error().code, "invalid_batch");
+}
+
 // Redundant execution: replicas on different nodes, results compared by proof.
 class ReplicaTest : public CoordinatorTest {
  protected:

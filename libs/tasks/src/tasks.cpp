@@ -19,6 +19,7 @@ constexpr size_t kMaxMessage = 256;
 constexpr int64_t kFairUnit = 1'000'000;  // a weight-1 requester's step in virtual time
 constexpr int64_t kMaxScheduleMs = 30LL * 86400 * 1000;
 constexpr int kMaxCredit = 1000;
+constexpr size_t kMaxBatch = 100;
 
 // Claims go to better nodes first: reputation, then lower load.
 int64_t Score(const Node& n) { return int64_t{n.reputation} * 1000 + (100 - n.load); }
@@ -53,8 +54,7 @@ Result<ledger::Amount> Coordinator::Estimate(std::string_view type, size_t input
   return price * units;
 }
 
-Result<Task> Coordinator::Submit(std::string_view requester, const SubmitRequest& req,
-                                 std::string_view idempotency_key) {
+Result<Coordinator::Prepared> Coordinator::Prepare(const SubmitRequest& req) const {
   auto cost = Estimate(req.type, req.input.size());
   if (!cost) return cost.take_error();
   if (req.input.size() > config_.max_input_bytes) {
@@ -87,80 +87,130 @@ Result<Task> Coordinator::Submit(std::string_view requester, const SubmitRequest
       return Error::Invalid("invalid_deadline", "deadline: after now and after not_before, at most 30 days ahead");
     }
   }
-  const std::string fingerprint = Fingerprint(req);
+  return Prepared{.cost = *cost, .price = price, .fingerprint = Fingerprint(req)};
+}
+
+Result<void> Coordinator::SubmitIn(store::Tx& tx, std::string_view requester, const SubmitRequest& req,
+                                   const Prepared& p, const std::string& key, const std::string& id, Task& out) {
+  if (!key.empty()) {
+    auto existing = tx.QueryOne("SELECT id, fingerprint FROM tasks WHERE idem_key = $1", {Value{key}});
+    if (!existing) return existing.take_error();
+    if (*existing) {
+      if ((*existing)->Text(1) != p.fingerprint) {
+        return Error::Conflict("idempotency_key_reused",
+                               "Idempotency-Key: already used for task " + (*existing)->Text(0) + " with another body");
+      }
+      auto t = LoadTask(tx, (*existing)->Text(0));
+      if (!t) return t.take_error();
+      out = std::move(t).value();
+      out.replayed = true;
+      return Ok();
+    }
+  }
+  auto settings = LoadSettings(tx);
+  if (!settings) return settings.take_error();
+  if (settings->paused) return Error::Conflict("submissions_paused", "the network is not taking new tasks now");
+  int64_t timeout =
+      req.timeout_s.value_or(std::clamp(config_.default_timeout_s, settings->min_timeout_s, settings->max_timeout_s));
+  if (timeout < settings->min_timeout_s || timeout > settings->max_timeout_s) {
+    return Error::Invalid("invalid_timeout", "timeout_s: " + std::to_string(settings->min_timeout_s) + " to " +
+                                                 std::to_string(settings->max_timeout_s));
+  }
+  int64_t now = clock_.NowMs();
+  auto fair_key = FairKey(tx, requester, req.weight);
+  if (!fair_key) return fair_key.take_error();
+  ledger::TransferRequest hold{.key = "task/" + id + "/escrow",
+                               .type = ledger::TransferType::kPending,
+                               .debit = Account(std::string(requester), ledger::kind::kAvailable, config_.asset),
+                               .credit = Account(std::string(ledger::kPlatform), ledger::kind::kEscrow, config_.asset),
+                               .amount = p.cost,
+                               .code = "task_escrow",
+                               .metadata = JsonObject({{"task_id", id}})};
+  auto held = ledger_.ExecuteIn(tx, std::span(&hold, 1));
+  if (!held) {
+    Error e = held.take_error();
+    if (e.code == "insufficient_funds") {
+      e.message = "the task costs " + ledger::FormatAmount(p.cost) + " " + config_.asset +
+                  " (base units); hold that much in your available balance";
+    }
+    return e;
+  }
+  SMART_TRY(tx.Exec(
+      "INSERT INTO tasks (id, requester, type, input, input_is_json, parameters, priority, status, asset, cost, "
+      "max_cost, timeout_s, max_attempts, attempt, failures, node_id, lease_expires_ms, progress, progress_message, "
+      "escrow_id, idem_key, fingerprint, created_ms, updated_ms, completed_ms, fair_key, not_before_ms, deadline_ms, "
+      "retries) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11, $12, 0, 0, NULL, 0, 0, '', $13, "
+      "$14, "
+      "$15, $16, $16, 0, $17, $18, $19, 0)",
+      {Value{id}, Value{std::string(requester)}, Value{req.type}, Value{req.input}, Value{int64_t{req.input_is_json}},
+       Value{req.parameters}, Value{static_cast<int64_t>(req.priority)}, Value{config_.asset},
+       Value{ledger::FormatAmount(p.cost)}, req.max_cost ? Value{ledger::FormatAmount(*req.max_cost)} : Value{},
+       Value{timeout}, Value{int64_t{req.max_attempts}}, Value{(*held)[0].id}, key.empty() ? Value{} : Value{key},
+       Value{p.fingerprint}, Value{now}, Value{*fair_key}, Value{req.not_before_ms}, Value{req.deadline_ms}}));
+  SMART_TRY(AddEvent(tx, id, now, "pending", "", JsonObject({{"cost", ledger::FormatAmount(p.cost)}})));
+  if (req.replicas > 0) {
+    SMART_TRY(tx.Exec("UPDATE tasks SET replicas = $2 WHERE id = $1", {Value{id}, Value{int64_t{req.replicas}}}));
+    for (int i = 0; i < req.replicas; ++i) SMART_TRY(AddReplica(tx, id, p.price, now));
+  }
+  auto t = LoadTask(tx, id);
+  if (!t) return t.take_error();
+  out = std::move(t).value();
+  return Ok();
+}
+
+Result<Task> Coordinator::Submit(std::string_view requester, const SubmitRequest& req,
+                                 std::string_view idempotency_key) {
+  auto prepared = Prepare(req);
+  if (!prepared) return prepared.take_error();
   const std::string key = idempotency_key.empty() ? "" : std::string(requester) + "/" + std::string(idempotency_key);
   const std::string id = MakeId("task");
   Task out;
-  SMART_TRY(writer_.Transact([&](store::Tx& tx) -> Result<void> {
-    if (!key.empty()) {
-      auto existing = tx.QueryOne("SELECT id, fingerprint FROM tasks WHERE idem_key = $1", {Value{key}});
-      if (!existing) return existing.take_error();
-      if (*existing) {
-        if ((*existing)->Text(1) != fingerprint) {
-          return Error::Conflict("idempotency_key_reused", "Idempotency-Key: already used for task " +
-                                                               (*existing)->Text(0) + " with another body");
-        }
-        auto t = LoadTask(tx, (*existing)->Text(0));
-        if (!t) return t.take_error();
-        out = std::move(t).value();
-        out.replayed = true;
-        return Ok();
-      }
-    }
-    auto settings = LoadSettings(tx);
-    if (!settings) return settings.take_error();
-    if (settings->paused) return Error::Conflict("submissions_paused", "the network is not taking new tasks now");
-    int64_t timeout =
-        req.timeout_s.value_or(std::clamp(config_.default_timeout_s, settings->min_timeout_s, settings->max_timeout_s));
-    if (timeout < settings->min_timeout_s || timeout > settings->max_timeout_s) {
-      return Error::Invalid("invalid_timeout", "timeout_s: " + std::to_string(settings->min_timeout_s) + " to " +
-                                                   std::to_string(settings->max_timeout_s));
-    }
-    int64_t now = clock_.NowMs();
-    auto fair_key = FairKey(tx, requester, req.weight);
-    if (!fair_key) return fair_key.take_error();
-    ledger::TransferRequest hold{
-        .key = "task/" + id + "/escrow",
-        .type = ledger::TransferType::kPending,
-        .debit = Account(std::string(requester), ledger::kind::kAvailable, config_.asset),
-        .credit = Account(std::string(ledger::kPlatform), ledger::kind::kEscrow, config_.asset),
-        .amount = *cost,
-        .code = "task_escrow",
-        .metadata = JsonObject({{"task_id", id}})};
-    auto held = ledger_.ExecuteIn(tx, std::span(&hold, 1));
-    if (!held) {
-      Error e = held.take_error();
-      if (e.code == "insufficient_funds") {
-        e.message = "the task costs " + ledger::FormatAmount(*cost) + " " + config_.asset +
-                    " (base units); hold that much in your available balance";
-      }
-      return e;
-    }
-    SMART_TRY(tx.Exec(
-        "INSERT INTO tasks (id, requester, type, input, input_is_json, parameters, priority, status, asset, cost, "
-        "max_cost, timeout_s, max_attempts, attempt, failures, node_id, lease_expires_ms, progress, progress_message, "
-        "escrow_id, idem_key, fingerprint, created_ms, updated_ms, completed_ms, fair_key, not_before_ms, deadline_ms, "
-        "retries) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11, $12, 0, 0, NULL, 0, 0, '', $13, "
-        "$14, "
-        "$15, $16, $16, 0, $17, $18, $19, 0)",
-        {Value{id}, Value{std::string(requester)}, Value{req.type}, Value{req.input}, Value{int64_t{req.input_is_json}},
-         Value{req.parameters}, Value{static_cast<int64_t>(req.priority)}, Value{config_.asset},
-         Value{ledger::FormatAmount(*cost)}, req.max_cost ? Value{ledger::FormatAmount(*req.max_cost)} : Value{},
-         Value{timeout}, Value{int64_t{req.max_attempts}}, Value{(*held)[0].id}, key.empty() ? Value{} : Value{key},
-         Value{fingerprint}, Value{now}, Value{*fair_key}, Value{req.not_before_ms}, Value{req.deadline_ms}}));
-    SMART_TRY(AddEvent(tx, id, now, "pending", "", JsonObject({{"cost", ledger::FormatAmount(*cost)}})));
-    if (req.replicas > 0) {
-      SMART_TRY(tx.Exec("UPDATE tasks SET replicas = $2 WHERE id = $1", {Value{id}, Value{int64_t{req.replicas}}}));
-      for (int i = 0; i < req.replicas; ++i) SMART_TRY(AddReplica(tx, id, price, now));
-    }
-    auto t = LoadTask(tx, id);
-    if (!t) return t.take_error();
-    out = std::move(t).value();
-    return Ok();
-  }));
+  SMART_TRY(writer_.Transact(
+      [&](store::Tx& tx) -> Result<void> { return SubmitIn(tx, requester, req, *prepared, key, id, out); }));
   if (!out.replayed) {
     WakeClaimers();
     Notify(out);
+  }
+  return out;
+}
+
+Result<std::vector<Task>> Coordinator::SubmitBatch(std::string_view requester, const std::vector<SubmitRequest>& reqs,
+                                                   std::string_view idempotency_key) {
+  if (reqs.empty() || reqs.size() > kMaxBatch) {
+    return Error::Invalid("invalid_batch", "tasks: 1 to " + std::to_string(kMaxBatch) + " tasks");
+  }
+  std::vector<Prepared> prepared;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    auto p = Prepare(reqs[i]);
+    if (!p) {
+      Error e = p.take_error();
+      e.message = "tasks[" + std::to_string(i) + "]." + e.message;  // "tasks[3].type: ..."
+      return e;
+    }
+    prepared.push_back(std::move(p).value());
+  }
+  std::vector<Task> out(reqs.size());
+  std::vector<std::string> ids;
+  for (size_t i = 0; i < reqs.size(); ++i) ids.push_back(MakeId("task"));
+  SMART_TRY(writer_.Transact([&](store::Tx& tx) -> Result<void> {  // all of them or none
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      std::string key = idempotency_key.empty()
+                            ? ""
+                            : std::string(requester) + "/" + std::string(idempotency_key) + "/" + std::to_string(i);
+      auto r = SubmitIn(tx, requester, reqs[i], prepared[i], key, ids[i], out[i]);
+      if (!r) {
+        Error e = r.take_error();
+        if (e.kind == ErrorKind::kInvalid || e.kind == ErrorKind::kConflict) {
+          e.message = "tasks[" + std::to_string(i) + "]: " + e.message;
+        }
+        return e;
+      }
+    }
+    return Ok();
+  }));
+  WakeClaimers();
+  for (const auto& t : out) {
+    if (!t.replayed) Notify(t);
   }
   return out;
 }
@@ -839,19 +889,23 @@ void Coordinator::DispatchRound() {
         },
         [this, id = w.id, claimed, node, round](Result<void> r) {
           Push push;
+          bool transient = !r && (r.error().kind == ErrorKind::kUnavailable || r.error().kind == ErrorKind::kRetryable);
           {
             std::lock_guard lk(push_mu_);
             auto it = attached_.find(id);
             if (it != attached_.end()) {
-              push = it->second.push;
               if (r) {
                 it->second.credit -= static_cast<int>(claimed->size());
                 it->second.first = false;
                 it->second.holding.clear();
                 it->second.capabilities = node->capabilities;
                 it->second.score = Score(*node);
-              } else if (r.error().kind != ErrorKind::kUnavailable && r.error().kind != ErrorKind::kRetryable) {
-                attached_.erase(it);  // node_deactivated, node_not_found...: the attachment ends
+              }
+              if (transient) {
+                push_wake_ = true;  // tried again next round; the node is not told
+              } else {
+                push = it->second.push;
+                if (!r) attached_.erase(it);  // node_deactivated, node_not_found...: the attachment ends
               }
             }
           }

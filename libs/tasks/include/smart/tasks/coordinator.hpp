@@ -201,6 +201,10 @@ class Coordinator {
   // idempotency_key_reused, kPermissionDenied... and insufficient_funds
   // (kConflict, message with the amount needed).
   Result<Task> Submit(std::string_view requester, const SubmitRequest& req, std::string_view idempotency_key);
+  // Up to 100 tasks at once, all or none (a refusal names the task: "tasks[3]...");
+  // with an idempotency key, task i uses "<key>/<i>" (a replay answers them all again).
+  Result<std::vector<Task>> SubmitBatch(std::string_view requester, const std::vector<SubmitRequest>& reqs,
+                                        std::string_view idempotency_key);
   Result<ledger::Amount> Estimate(std::string_view type, size_t input_bytes) const;
   Result<Task> Get(std::string_view requester, std::string_view id);  // not_found unless the requester's
   Result<Page<Task>> List(std::string_view requester, const TaskFilter& filter, int limit, std::string_view cursor);
@@ -305,6 +309,14 @@ class Coordinator {
   // else final with `final_status` and the escrow voided.
   Result<void> Requeue(store::Tx& tx, const Task& t, std::string_view final_status, std::string error, bool counts,
                        int64_t now);
+  // A submission checked before its transaction: what it holds, what each run costs.
+  struct Prepared {
+    ledger::Amount cost = 0, price = 0;
+    std::string fingerprint;
+  };
+  Result<Prepared> Prepare(const SubmitRequest& req) const;
+  Result<void> SubmitIn(store::Tx& tx, std::string_view requester, const SubmitRequest& req, const Prepared& p,
+                        const std::string& key, const std::string& id, Task& out);
   // A replica's result: recorded, then its redundant task is settled if it can be.
   Result<void> CompleteReplica(store::Tx& tx, const Task& t, const Node& n, const std::string& output,
                                const std::string& proof_hash, int64_t now);
