@@ -1,5 +1,6 @@
 # Smart: the two commands of the README, and a few for developers.
-#   make run    install dependencies, build Release, start smartd on 127.0.0.1:8080 (SQLite under ./data)
+#   make run    install dependencies, build Release, start smartd in development mode on 127.0.0.1:8080
+#               (SQLite under ./data; demo accounts on first run; ARGS=--with-node adds a local node)
 #   make test   install dependencies, build Debug with ASan+UBSan, run every test (PostgreSQL included)
 #   make bench  build Release and run the benchmarks with their peers
 #   make fuzz   build the fuzz targets with clang + libFuzzer and run each for FUZZ_SECONDS
@@ -22,10 +23,12 @@ debug: deps
 	@cmake --build build/debug -j $(JOBS)
 
 run: release
-	build/release/apps/smartd/smartd --data-dir ./data $(ARGS)
+	build/release/apps/smartd/smartd --dev --data-dir ./data $(ARGS)
 
+# Every test, then the README's Quickstart run verbatim (tests/e2e/quickstart: it uses `make run`).
 test: debug
 	cd build/debug && ctest --output-on-failure -j $(JOBS)
+	tests/e2e/quickstart
 
 bench: release
 	bench/run

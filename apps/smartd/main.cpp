@@ -3,6 +3,7 @@
 //
 // Exit codes: 0 success, 1 operation failed, 2 usage or configuration error.
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -14,6 +15,7 @@
 #include <thread>
 
 #include "config_schema.hpp"
+#include "dev.hpp"
 #include "smart/api/routes.hpp"
 #include "smart/auth/service.hpp"
 #include "smart/auth/usage.hpp"
@@ -47,6 +49,7 @@ struct Flags {
   std::optional<int64_t> port;
   std::optional<std::string> host, data_dir, log_level;
   bool print_config = false;
+  bool dev = false, with_node = false;
 };
 
 int ConfigError(const Error& e) {
@@ -68,6 +71,12 @@ Result<config::Config> LoadConfig(const Flags& f) {
   if (f.host) SMART_TRY(cfg.Set("http.host", *f.host, "--host"));
   if (f.data_dir) SMART_TRY(cfg.Set("server.data_dir", *f.data_dir, "--data-dir"));
   if (f.log_level) SMART_TRY(cfg.Set("log.level", *f.log_level, "--log-level"));
+  if (f.dev) SMART_TRY(cfg.Set("server.dev", "true", "--dev"));
+  if (f.with_node) SMART_TRY(cfg.Set("server.with_node", "true", "--with-node"));
+  if (cfg.Bool("server.with_node") && !cfg.Bool("server.dev")) {
+    return Error::Invalid("invalid_config", "--with-node (server.with_node) needs --dev (server.dev)");
+  }
+  if (cfg.Bool("server.dev")) SMART_TRY(cfg.Set("ledger.dev_faucet", "true", "server.dev"));
   if (cfg.String("database.url").empty()) {
     SMART_TRY(cfg.Set("database.url", "sqlite:" + cfg.String("server.data_dir") + "/smart.db",
                       "derived from server.data_dir"));
@@ -425,6 +434,21 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
                             {"version", kVersion},
                             {"commit", kCommit}});
   std::fprintf(stderr, "smartd listening on %s\n", url.c_str());
+  pid_t dev_node = 0;
+  if (cfg.Bool("server.dev")) {
+    const std::string data_dir = cfg.String("server.data_dir");
+    if (auto first = FirstRun(auth, *ledger, data_dir, url); !first) {
+      logger.Error("cannot create the development accounts", {{"error", first.error().message}});
+    }
+    if (cfg.Bool("server.with_node")) {
+      auto pid = StartDevNode(data_dir, url, logger);
+      if (!pid) {
+        logger.Error("cannot start the dev node", {{"error", pid.error().message}});
+      } else {
+        dev_node = *pid;
+      }
+    }
+  }
 
   // network_stats events every few seconds, for WebSocket subscribers.
   std::atomic<bool> stats_stop{false};
@@ -461,6 +485,16 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
   sigwait(&stop_signals, &sig);
   logger.Info("shutting down",
               {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}, {"grace_s", cfg.Int("http.shutdown_grace_s")}});
+  if (dev_node > 0) {  // the dev node first: it gives back what it holds while the API still answers
+    ::kill(dev_node, SIGTERM);
+    for (int i = 0; i < 100 && ::waitpid(dev_node, nullptr, WNOHANG) == 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    if (::waitpid(dev_node, nullptr, WNOHANG) == 0) {
+      ::kill(dev_node, SIGKILL);
+      ::waitpid(dev_node, nullptr, 0);
+    }
+  }
   coordinator->StopWaiting();  // waiting claims answer now, so the drain is quick
   stats_stop = true;
   stats.join();
@@ -487,6 +521,8 @@ int Main(int argc, char** argv) {
   app.add_option("--data-dir", f.data_dir, "State directory (server.data_dir)");
   app.add_option("--log-level", f.log_level, "debug, info, warn or error (log.level)");
   app.add_flag("--print-config", f.print_config, "Print the effective configuration (secrets redacted) and exit");
+  app.add_flag("--dev", f.dev, "Development mode (server.dev): dev faucet, demo accounts on first run");
+  app.add_flag("--with-node", f.with_node, "With --dev: also run a local smart-node (server.with_node)");
   auto* serve = app.add_subcommand("serve", "Serve the API (the default)");
   auto* migrate = app.add_subcommand("migrate", "Apply pending database migrations and exit");
   auto* admin = app.add_subcommand("admin", "Administration");
