@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <toml++/toml.h>
 #include <unistd.h>
 
 #include <boost/json.hpp>
@@ -10,7 +11,6 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-#include <toml++/toml.h>
 
 #include "smart/http/client.hpp"
 
@@ -74,7 +74,8 @@ Result<void> WritePrivate(const std::string& path, const std::string& text) {
   bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
   ok = ::fsync(fd) == 0 && ok;
   ::close(fd);
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) return Error::Unavailable("write_failed", "cannot write " + path);
+  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0)
+    return Error::Unavailable("write_failed", "cannot write " + path);
   return Ok();
 }
 
@@ -193,8 +194,8 @@ std::optional<Problem> Client::Logout() {
 }
 
 std::optional<Problem> Client::Refresh() {
-  auto r = Call("POST", "/api/v1/auth/refresh", json::serialize(json::object{{"refresh_token", refresh_token_}}), {},
-                false);
+  auto r =
+      Call("POST", "/api/v1/auth/refresh", json::serialize(json::object{{"refresh_token", refresh_token_}}), {}, false);
   if (auto* p = std::get_if<Problem>(&r)) {
     if (p->exit_code == kExitAuth) {
       p->detail = "the session has ended; run `smart login` again";
@@ -228,11 +229,11 @@ std::variant<json::value, Problem> Client::Call(const std::string& method, const
       }
       req.headers.emplace_back("Authorization", "Bearer " + access_token_);
     } else {
-      return Problem{.code = "not_logged_in",
-                     .title = "Not logged in",
-                     .detail = "run `smart login`, or set SMART_API_KEY (profile " + options_.profile + ", " +
-                               server_ + ")",
-                     .exit_code = kExitAuth};
+      return Problem{
+          .code = "not_logged_in",
+          .title = "Not logged in",
+          .detail = "run `smart login`, or set SMART_API_KEY (profile " + options_.profile + ", " + server_ + ")",
+          .exit_code = kExitAuth};
     }
   }
   auto res = http::Send(req);

@@ -15,12 +15,12 @@ namespace smart::cli {
 
 // Exit codes (docs/cli.md).
 inline constexpr int kExitOk = 0;
-inline constexpr int kExitFailed = 1;        // the server refused, or a task failed
-inline constexpr int kExitUsage = 2;         // bad arguments or configuration
-inline constexpr int kExitAuth = 3;          // not logged in, bad credentials, missing scope
-inline constexpr int kExitNotFound = 4;      // no such task, node, key...
-inline constexpr int kExitUnavailable = 5;   // the server cannot be reached or is overloaded
-inline constexpr int kExitPayment = 6;       // insufficient funds
+inline constexpr int kExitFailed = 1;       // the server refused, or a task failed
+inline constexpr int kExitUsage = 2;        // bad arguments or configuration
+inline constexpr int kExitAuth = 3;         // not logged in, bad credentials, missing scope
+inline constexpr int kExitNotFound = 4;     // no such task, node, key...
+inline constexpr int kExitUnavailable = 5;  // the server cannot be reached or is overloaded
+inline constexpr int kExitPayment = 6;      // insufficient funds
 
 struct Options {
   std::string profile;      // --profile / SMART_PROFILE / the file's `default` / "default"

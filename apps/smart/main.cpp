@@ -10,8 +10,8 @@
 
 #include <CLI/CLI.hpp>
 #include <boost/json.hpp>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -205,16 +205,21 @@ int Watch(Client& c, const std::string& id) {
 
 const Problem kNoInput{.code = "no_input",
                        .title = "No input",
-                       .detail = "give --input TEXT, --file PATH (- for stdin) or pipe it; it must not be empty (and "
-                                 "be valid JSON with --input-json)",
+                       .detail =
+                           "give --input TEXT, --file PATH (- for stdin) or pipe it; it must not be empty (and "
+                           "be valid JSON with --input-json)",
                        .exit_code = kExitUsage};
 
-const std::vector<std::pair<std::string, std::string>> kTaskColumns = {
-    {"ID", "id"}, {"TYPE", "type"}, {"STATUS", "status"}, {"PROGRESS", "progress"}, {"COST", "display"},
-    {"CREATED", "created_at"}};
-const std::vector<std::pair<std::string, std::string>> kNodeColumns = {
-    {"ID", "id"},           {"NAME", "name"},   {"STATUS", "status"}, {"CAPABILITIES", "capabilities"},
-    {"REPUTATION", "reputation"}, {"LOAD", "load"}, {"COMPLETED", "completed"}};
+const std::vector<std::pair<std::string, std::string>> kTaskColumns = {{"ID", "id"},         {"TYPE", "type"},
+                                                                       {"STATUS", "status"}, {"PROGRESS", "progress"},
+                                                                       {"COST", "display"},  {"CREATED", "created_at"}};
+const std::vector<std::pair<std::string, std::string>> kNodeColumns = {{"ID", "id"},
+                                                                       {"NAME", "name"},
+                                                                       {"STATUS", "status"},
+                                                                       {"CAPABILITIES", "capabilities"},
+                                                                       {"REPUTATION", "reputation"},
+                                                                       {"LOAD", "load"},
+                                                                       {"COMPLETED", "completed"}};
 
 // ---- bash completion, from the command tree
 
@@ -264,7 +269,8 @@ std::string FindSmartNode(const char* argv0) {
   std::error_code ec;
   fs::path self = fs::canonical("/proc/self/exe", ec);
   if (ec) self = argv0;
-  for (const fs::path& p : {self.parent_path() / "smart-node", self.parent_path().parent_path() / "smart-node" / "smart-node"}) {
+  for (const fs::path& p :
+       {self.parent_path() / "smart-node", self.parent_path().parent_path() / "smart-node" / "smart-node"}) {
     if (fs::exists(p)) return p.string();
   }
   return "smart-node";  // from PATH
@@ -319,7 +325,9 @@ int Main(int argc, char** argv) {
       if (auto* p = std::get_if<Problem>(&r)) return Fail(*p);
       if (!opt.server.empty()) {
         if (auto saved = c.RememberServer(); !saved) {
-          return Fail({.code = saved.error().code, .title = "Cannot save the profile", .detail = saved.error().message,
+          return Fail({.code = saved.error().code,
+                       .title = "Cannot save the profile",
+                       .detail = saved.error().message,
                        .exit_code = kExitUsage});
         }
       }
@@ -362,15 +370,18 @@ int Main(int argc, char** argv) {
   on(keys->add_subcommand("list", "Your API keys"), [&](Client& c) {
     return Run(c, "GET", "/api/v1/user/api-keys", "", [](const json::value& v) {
       Table(Field(v, "items").is_array() ? Field(v, "items").as_array() : json::array{},
-            {{"ID", "id"}, {"NAME", "name"}, {"SCOPES", "scopes"}, {"CREATED", "created_at"}, {"LAST USED", "last_used_at"}});
+            {{"ID", "id"},
+             {"NAME", "name"},
+             {"SCOPES", "scopes"},
+             {"CREATED", "created_at"},
+             {"LAST USED", "last_used_at"}});
     });
   });
   auto* key_revoke = keys->add_subcommand("revoke", "Revoke an API key");
   key_revoke->add_option("id", id)->required();
   on(key_revoke, [&](Client& c) {
-    return Run(c, "DELETE", "/api/v1/user/api-keys/" + id, "", [&](const json::value&) {
-      std::cout << "revoked " << id << "\n";
-    });
+    return Run(c, "DELETE", "/api/v1/user/api-keys/" + id, "",
+               [&](const json::value&) { std::cout << "revoked " << id << "\n"; });
   });
 
   // ledger
@@ -389,8 +400,12 @@ int Main(int argc, char** argv) {
     return Run(c, "GET", "/api/v1/user/transactions" + Query({{"asset", asset}, {"limit", std::to_string(limit)}}), "",
                [](const json::value& v) {
                  Table(Field(v, "items").is_array() ? Field(v, "items").as_array() : json::array{},
-                       {{"TIME", "created_at"}, {"CODE", "code"}, {"AMOUNT", "amount"}, {"ASSET", "asset"},
-                        {"DIRECTION", "direction"}, {"ID", "id"}});
+                       {{"TIME", "created_at"},
+                        {"CODE", "code"},
+                        {"AMOUNT", "amount"},
+                        {"ASSET", "asset"},
+                        {"DIRECTION", "direction"},
+                        {"ID", "id"}});
                });
   });
   auto* transfer = app.add_subcommand("transfer", "Pay another user");
@@ -411,8 +426,7 @@ int Main(int argc, char** argv) {
   int replicas = 0, timeout_s = 0;
   auto* tasks = app.add_subcommand("tasks", "Submit and follow tasks")->require_subcommand(1);
   auto input_options = [&](CLI::App* cmd) {
-    cmd->add_option("--type", type, "echo, sha256, text_generation, inference, classification, embedding")
-        ->required();
+    cmd->add_option("--type", type, "echo, sha256, text_generation, inference, classification, embedding")->required();
     cmd->add_option("--input", input, "The input text");
     cmd->add_option("--file", file, "Read the input from a file (- for stdin)");
     cmd->add_flag("--input-json", input_json, "The input is JSON, sent as such");
@@ -466,7 +480,9 @@ int Main(int argc, char** argv) {
       boost::system::error_code ec;
       auto p = json::parse(parameters, ec);
       if (ec || !p.is_object()) {
-        return Fail({.code = "invalid_parameters", .title = "Bad --parameters", .detail = "a JSON object",
+        return Fail({.code = "invalid_parameters",
+                     .title = "Bad --parameters",
+                     .detail = "a JSON object",
                      .exit_code = kExitUsage});
       }
       body["parameters"] = p;
@@ -500,18 +516,29 @@ int Main(int argc, char** argv) {
     cmd->add_option("id", id)->required();
     on(cmd, std::move(fn));
   };
-  task_cmd("show", "A task with its input, output and history", [&](Client& c) {
-    return Run(c, "GET", "/api/v1/tasks/" + id, "", [](const json::value& v) { Show(v); });
-  });
+  task_cmd("show", "A task with its input, output and history",
+           [&](Client& c) { return Run(c, "GET", "/api/v1/tasks/" + id, "", [](const json::value& v) { Show(v); }); });
   task_cmd("watch", "Follow a task to the end (a live progress line), then print its output",
            [&](Client& c) { return Watch(c, id); });
   task_cmd("result", "A completed task's output", [&](Client& c) {
     return Run(c, "GET", "/api/v1/tasks/" + id + "/result", "",
                [](const json::value& v) { std::cout << Text(Field(v, "output")) << "\n"; });
   });
+  on(tasks->add_subcommand("dead-letters", "Your tasks that used up their attempts"), [&](Client& c) {
+    return Run(c, "GET", "/api/v1/tasks/dead-letter" + Query({{"limit", std::to_string(limit)}}), "",
+               [](const json::value& v) {
+                 Table(Field(v, "items").is_array() ? Field(v, "items").as_array() : json::array{}, kTaskColumns);
+               });
+  });
+  task_cmd("retry", "Queue a dead-lettered task again (its cost is held again)", [&](Client& c) {
+    return Run(c, "POST", "/api/v1/tasks/" + id + "/retry", "", [](const json::value& v) {
+      std::cout << Text(Field(v, "id")) << "  " << Text(Field(v, "status")) << "\n";
+    });
+  });
   task_cmd("cancel", "Cancel a task (its hold is released)", [&](Client& c) {
-    return Run(c, "POST", "/api/v1/tasks/" + id + "/cancel", "",
-               [](const json::value& v) { std::cout << Text(Field(v, "id")) << "  " << Text(Field(v, "status")) << "\n"; });
+    return Run(c, "POST", "/api/v1/tasks/" + id + "/cancel", "", [](const json::value& v) {
+      std::cout << Text(Field(v, "id")) << "  " << Text(Field(v, "status")) << "\n";
+    });
   });
 
   // nodes
@@ -519,7 +546,8 @@ int Main(int argc, char** argv) {
   int capacity = 2;
   std::vector<std::string> node_args;
   auto* nodes = app.add_subcommand("nodes", "Worker nodes")->require_subcommand(1);
-  auto* node_reg = nodes->add_subcommand("register", "Register a node (holds the stake); keeps its credential for `nodes run`");
+  auto* node_reg =
+      nodes->add_subcommand("register", "Register a node (holds the stake); keeps its credential for `nodes run`");
   node_reg->add_option("--name", name)->required();
   node_reg->add_option("--capabilities", capabilities, "Task types it runs")->delimiter(',');
   node_reg->add_option("--capacity", capacity)->check(CLI::Range(1, 100));
@@ -536,7 +564,8 @@ int Main(int argc, char** argv) {
     fs::create_directories(fs::path(path).parent_path(), ec);
     {
       std::ofstream f(path);
-      f << json::serialize(json::object{{"server", c.server()}, {"id", node_id}, {"credential", Field(n, "credential")}})
+      f << json::serialize(
+               json::object{{"server", c.server()}, {"id", node_id}, {"credential", Field(n, "credential")}})
         << "\n";
     }
     fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write, ec);
@@ -555,12 +584,14 @@ int Main(int argc, char** argv) {
   });
   auto* node_show = nodes->add_subcommand("show", "One node");
   node_show->add_option("id", id)->required();
-  on(node_show, [&](Client& c) { return Run(c, "GET", "/api/v1/nodes/" + id, "", [](const json::value& v) { Show(v); }); });
+  on(node_show,
+     [&](Client& c) { return Run(c, "GET", "/api/v1/nodes/" + id, "", [](const json::value& v) { Show(v); }); });
   auto* node_off = nodes->add_subcommand("deactivate", "Deactivate your node (releases its stake)");
   node_off->add_option("id", id)->required();
   on(node_off, [&](Client& c) {
-    return Run(c, "POST", "/api/v1/nodes/" + id + "/deactivate", "",
-               [](const json::value& v) { std::cout << Text(Field(v, "id")) << "  " << Text(Field(v, "status")) << "\n"; });
+    return Run(c, "POST", "/api/v1/nodes/" + id + "/deactivate", "", [](const json::value& v) {
+      std::cout << Text(Field(v, "id")) << "  " << Text(Field(v, "status")) << "\n";
+    });
   });
   auto* node_run = nodes->add_subcommand("run", "Run smart-node for a node registered here (extra arguments after --)");
   node_run->add_option("id", id, "The node (the only one registered with this profile when absent)");
@@ -573,10 +604,11 @@ int Main(int argc, char** argv) {
         found.push_back(e.path().stem().string());
       }
       if (found.size() != 1) {
-        return Fail({.code = "which_node",
-                     .title = found.empty() ? "No node registered here" : "Several nodes registered here",
-                     .detail = found.empty() ? "run `smart nodes register --name NAME` first" : "name one: smart nodes run ID",
-                     .exit_code = kExitUsage});
+        return Fail(
+            {.code = "which_node",
+             .title = found.empty() ? "No node registered here" : "Several nodes registered here",
+             .detail = found.empty() ? "run `smart nodes register --name NAME` first" : "name one: smart nodes run ID",
+             .exit_code = kExitUsage});
       }
       id = found.front();
     }
@@ -586,7 +618,9 @@ int Main(int argc, char** argv) {
     boost::system::error_code ec;
     auto saved = json::parse(s.str(), ec);
     if (ec || !saved.is_object()) {
-      return Fail({.code = "unknown_node", .title = "Not registered here", .detail = "no credential kept for " + id,
+      return Fail({.code = "unknown_node",
+                   .title = "Not registered here",
+                   .detail = "no credential kept for " + id,
                    .exit_code = kExitNotFound});
     }
     std::string bin = FindSmartNode(argv[0]);
@@ -597,15 +631,16 @@ int Main(int argc, char** argv) {
     for (auto& a : args) cargs.push_back(a.data());
     cargs.push_back(nullptr);
     ::execvp(bin.c_str(), cargs.data());
-    return Fail({.code = "exec_failed", .title = "Cannot start smart-node", .detail = bin + ": " + std::strerror(errno),
+    return Fail({.code = "exec_failed",
+                 .title = "Cannot start smart-node",
+                 .detail = bin + ": " + std::strerror(errno),
                  .exit_code = kExitFailed});
   });
 
   // network
   auto* network = app.add_subcommand("network", "The network")->require_subcommand(1);
-  on(network->add_subcommand("stats", "Nodes online, tasks pending, running, done"), [&](Client& c) {
-    return Run(c, "GET", "/api/v1/nodes/stats", "", [](const json::value& v) { Show(v); });
-  });
+  on(network->add_subcommand("stats", "Nodes online, tasks pending, running, done"),
+     [&](Client& c) { return Run(c, "GET", "/api/v1/nodes/stats", "", [](const json::value& v) { Show(v); }); });
 
   // admin
   std::string user, action_name;
@@ -613,10 +648,16 @@ int Main(int argc, char** argv) {
   auto* users = admin->add_subcommand("users", "Accounts");
   users->add_option("--limit", limit)->check(CLI::Range(1, 500));
   on(users, [&](Client& c) {
-    return Run(c, "GET", "/api/v1/admin/users" + Query({{"limit", std::to_string(limit)}}), "", [](const json::value& v) {
-      Table(Field(v, "items").is_array() ? Field(v, "items").as_array() : json::array{},
-            {{"ID", "id"}, {"EMAIL", "email"}, {"ROLE", "role"}, {"STATUS", "status"}, {"TIER", "tier"}, {"CREATED", "created_at"}});
-    });
+    return Run(c, "GET", "/api/v1/admin/users" + Query({{"limit", std::to_string(limit)}}), "",
+               [](const json::value& v) {
+                 Table(Field(v, "items").is_array() ? Field(v, "items").as_array() : json::array{},
+                       {{"ID", "id"},
+                        {"EMAIL", "email"},
+                        {"ROLE", "role"},
+                        {"STATUS", "status"},
+                        {"TIER", "tier"},
+                        {"CREATED", "created_at"}});
+               });
   });
   auto* audit = admin->add_subcommand("audit", "The audit log, newest first");
   audit->add_option("--limit", limit)->check(CLI::Range(1, 500));
@@ -670,4 +711,11 @@ int Main(int argc, char** argv) {
 
 }  // namespace smart::cli
 
-int main(int argc, char** argv) { return smart::cli::Main(argc, argv); }
+int main(int argc, char** argv) {
+  try {
+    return smart::cli::Main(argc, argv);
+  } catch (const std::exception& e) {  // an answer of an unexpected shape: said plainly, no stack trace
+    std::cerr << "error: unexpected answer from the server: " << e.what() << "\n";
+    return smart::cli::kExitFailed;
+  }
+}

@@ -41,11 +41,12 @@ Result<std::string> CreateUser(auth::AuthService& auth, ledger::Ledger& ledger, 
   auto user = auth.Register(email, password, name, role);
   if (!user) return user.take_error();
   if (amount > 0) {
-    auto funded = ledger.Execute({{.key = std::string("dev/fund/") + email,
-                                   .debit = {std::string(ledger::kPlatform), std::string(ledger::kind::kIssuer), "USDC"},
-                                   .credit = {user->id, std::string(ledger::kind::kAvailable), "USDC"},
-                                   .amount = amount,
-                                   .code = "dev_faucet"}});
+    auto funded =
+        ledger.Execute({{.key = std::string("dev/fund/") + email,
+                         .debit = {std::string(ledger::kPlatform), std::string(ledger::kind::kIssuer), "USDC"},
+                         .credit = {user->id, std::string(ledger::kind::kAvailable), "USDC"},
+                         .amount = amount,
+                         .code = "dev_faucet"}});
     if (!funded) return funded.take_error();
   }
   return password;
@@ -75,8 +76,8 @@ Result<void> FirstRun(auth::AuthService& auth, ledger::Ledger& ledger, const std
   SMART_TRY(WritePrivate(data_dir + "/demo.password", *demo + "\n"));
   std::cout << "\nFirst run (development mode): accounts created on " << url << "\n"
             << "  admin  " << kAdminEmail << "  password " << *admin << "\n"
-            << "  demo   " << kDemoEmail << "  password " << *demo << "  (100 USDC to spend; also in "
-            << data_dir << "/demo.password)\n"
+            << "  demo   " << kDemoEmail << "  password " << *demo << "  (100 USDC to spend; also in " << data_dir
+            << "/demo.password)\n"
             << "The passwords are shown once. Next: smart login --email " << kDemoEmail << "\n\n"
             << std::flush;
   return Ok();

@@ -129,9 +129,23 @@ TEST(SmartCli, FromFirstRunToACompletedTask) {
   std::tie(code, text) = smart("admin users");
   EXPECT_EQ(code, 3) << "the demo user is no admin: " << text;
 
+  // A node registered from the CLI, run by it (smart-node with the kept credential).
+  std::tie(code, text) = smart("nodes register --name cli-node --capabilities echo --capacity 1");
+  ASSERT_EQ(code, 0) << text;
+  EXPECT_NE(text.find("smart nodes run"), std::string::npos) << text;
+  {
+    testing::Process runner({"/bin/sh", "-c", "exec " + std::string(SMART_CLI_PATH) + " nodes run 2>&1"},
+                            {"HOME=" + home.path(), "SMART_SERVER=http://127.0.0.1:" + std::to_string(s.port())});
+    EXPECT_TRUE(runner.WaitForLine("node socket open", 20s)) << runner.output();
+    std::tie(code, text) = smart("nodes list");
+    EXPECT_NE(text.find("cli-node"), std::string::npos) << text;
+  }
+  std::tie(code, text) = smart("tasks dead-letters");
+  EXPECT_EQ(code, 0) << text;
+
   std::tie(code, text) = smart("completion bash");
   EXPECT_NE(text.find("complete -F _smart smart"), std::string::npos);
-  EXPECT_NE(text.find("\"tasks\") words=\"estimate submit list show watch result cancel"), std::string::npos) << text;
+  EXPECT_NE(text.find("\"tasks\") words=\"estimate submit list show watch result"), std::string::npos) << text;
 
   std::tie(code, text) = smart("logout");
   EXPECT_EQ(code, 0) << text;
