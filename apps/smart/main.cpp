@@ -402,10 +402,10 @@ int Main(int argc, char** argv) {
                  Table(Field(v, "items").is_array() ? Field(v, "items").as_array() : json::array{},
                        {{"TIME", "created_at"},
                         {"CODE", "code"},
-                        {"AMOUNT", "amount"},
-                        {"ASSET", "asset"},
-                        {"DIRECTION", "direction"},
-                        {"ID", "id"}});
+                        {"AMOUNT", "display"},
+                        {"FROM", "from.owner"},
+                        {"TO", "to.owner"},
+                        {"STATE", "state"}});
                });
   });
   auto* transfer = app.add_subcommand("transfer", "Pay another user");
@@ -421,7 +421,7 @@ int Main(int argc, char** argv) {
   });
 
   // tasks
-  std::string type, input, file, priority, max_cost, parameters, status;
+  std::string type, input, file, priority, max_cost, parameters, status, not_before, deadline;
   bool input_json = false, wait = false;
   int replicas = 0, timeout_s = 0;
   auto* tasks = app.add_subcommand("tasks", "Submit and follow tasks")->require_subcommand(1);
@@ -467,6 +467,8 @@ int Main(int argc, char** argv) {
   submit->add_option("--parameters", parameters, "A JSON object for the executor");
   submit->add_option("--replicas", replicas, "Run on 2 or 3 nodes and compare")->check(CLI::Range(2, 3));
   submit->add_option("--timeout", timeout_s, "Lease timeout in seconds");
+  submit->add_option("--not-before", not_before, "Not run before this RFC 3339 time");
+  submit->add_option("--deadline", deadline, "Failed and refunded if not done by this RFC 3339 time");
   submit->add_flag("--wait", wait, "Watch it to the end and print its output");
   on(submit, [&](Client& c) {
     auto in = read_input();
@@ -476,6 +478,8 @@ int Main(int argc, char** argv) {
     if (!max_cost.empty()) body["max_cost"] = max_cost;
     if (replicas) body["replicas"] = replicas;
     if (timeout_s) body["timeout_s"] = timeout_s;
+    if (!not_before.empty()) body["not_before"] = not_before;
+    if (!deadline.empty()) body["deadline"] = deadline;
     if (!parameters.empty()) {
       boost::system::error_code ec;
       auto p = json::parse(parameters, ec);

@@ -142,6 +142,46 @@ TEST(SmartCli, FromFirstRunToACompletedTask) {
   }
   std::tie(code, text) = smart("tasks dead-letters");
   EXPECT_EQ(code, 0) << text;
+  std::tie(code, text) = smart("--json nodes list");
+  ASSERT_TRUE(std::regex_search(text, m, std::regex("\"id\":\"(node_[^\"]+)\",\"name\":\"cli-node\""))) << text;
+  std::string cli_node = m[1];
+  std::tie(code, text) = smart("nodes show " + cli_node);
+  EXPECT_NE(text.find("cli-node"), std::string::npos) << text;
+  std::tie(code, text) = smart("nodes deactivate " + cli_node);
+  EXPECT_EQ(code, 0) << text;
+  EXPECT_NE(text.find("deactivated"), std::string::npos) << text;
+
+  // The rest of the everyday commands.
+  std::tie(code, text) = smart("tasks estimate --type text_generation --input hi");
+  EXPECT_NE(text.find("0.05 USDC"), std::string::npos) << text;
+  std::tie(code, text) = smart(
+      "tasks submit --type echo --input later --priority low --not-before $(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)");
+  ASSERT_EQ(code, 0) << text;
+  std::string later = text.substr(0, text.find('\n'));
+  std::tie(code, text) = smart("tasks cancel " + later);
+  EXPECT_EQ(code, 0) << text;
+  std::tie(code, text) = smart("tasks show " + later);
+  EXPECT_NE(text.find("cancelled"), std::string::npos) << text;
+  std::tie(code, text) = smart("transactions --limit 5");
+  EXPECT_NE(text.find("task_"), std::string::npos) << "task escrow entries: " << text;
+  std::tie(code, text) = smart("keys list");
+  ASSERT_TRUE(std::regex_search(text, m, std::regex("(key_\\S+)\\s+ci")));
+  std::tie(code, text) = smart("keys revoke " + std::string(m[1]));
+  EXPECT_EQ(code, 0) << text;
+  std::tie(code, text) = smart("--api-key " + key + " tasks list");
+  EXPECT_EQ(code, 3) << "a revoked key: " << text;
+  {
+    std::ofstream f(home.path() + "/new.password");
+    f << "a long enough passphrase\n";
+  }
+  std::tie(code, text) = smart("auth register --email newbie@example.com --name Newbie --password-stdin < " +
+                               home.path() + "/new.password");
+  EXPECT_EQ(code, 0) << text;
+  std::tie(code, text) =
+      smart("--profile newbie login --email newbie@example.com --password-stdin < " + home.path() + "/new.password");
+  EXPECT_EQ(code, 0) << text;
+  std::tie(code, text) = smart("--profile newbie whoami");
+  EXPECT_NE(text.find("newbie@example.com"), std::string::npos) << text;
 
   std::tie(code, text) = smart("completion bash");
   EXPECT_NE(text.find("complete -F _smart smart"), std::string::npos);
