@@ -435,6 +435,10 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
                             {"commit", kCommit}});
   std::fprintf(stderr, "smartd listening on %s\n", url.c_str());
   pid_t dev_node = 0;
+  if (cfg.Bool("server.dev") && host != "127.0.0.1" && host != "::1" && host != "localhost") {
+    logger.Warn("development mode on a non-loopback address: the dev faucet and the demo accounts are reachable",
+                {{"host", host}});
+  }
   if (cfg.Bool("server.dev")) {
     const std::string data_dir = cfg.String("server.data_dir");
     if (auto first = FirstRun(auth, *ledger, data_dir, url); !first) {
