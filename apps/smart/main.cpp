@@ -53,6 +53,12 @@ json::value Field(const json::value& v, const std::string& path) {
   return *cur;
 }
 
+// The items of a page ({"items": [...]}); none when absent.
+json::array Items(const json::value& page) {
+  json::value items = Field(page, "items");
+  return items.is_array() ? items.as_array() : json::array{};
+}
+
 void Table(const json::array& rows, const std::vector<std::pair<std::string, std::string>>& columns) {
   std::vector<std::vector<std::string>> cells;
   std::vector<size_t> width;
@@ -369,12 +375,11 @@ int Main(int argc, char** argv) {
   });
   on(keys->add_subcommand("list", "Your API keys"), [&](Client& c) {
     return Run(c, "GET", "/api/v1/user/api-keys", "", [](const json::value& v) {
-      Table(Field(v, "items").is_array() ? Field(v, "items").as_array() : json::array{},
-            {{"ID", "id"},
-             {"NAME", "name"},
-             {"SCOPES", "scopes"},
-             {"CREATED", "created_at"},
-             {"LAST USED", "last_used_at"}});
+      Table(Items(v), {{"ID", "id"},
+                       {"NAME", "name"},
+                       {"SCOPES", "scopes"},
+                       {"CREATED", "created_at"},
+                       {"LAST USED", "last_used_at"}});
     });
   });
   auto* key_revoke = keys->add_subcommand("revoke", "Revoke an API key");
@@ -389,7 +394,7 @@ int Main(int argc, char** argv) {
   int limit = 20;
   on(app.add_subcommand("balance", "Your balances"), [&](Client& c) {
     return Run(c, "GET", "/api/v1/user/balances", "", [](const json::value& v) {
-      Table(Field(v, "items").is_array() ? Field(v, "items").as_array() : json::array{},
+      Table(Items(v),
             {{"ASSET", "asset"}, {"KIND", "kind"}, {"BALANCE", "display"}, {"AVAILABLE (BASE UNITS)", "available"}});
     });
   });
@@ -399,13 +404,12 @@ int Main(int argc, char** argv) {
   on(txs, [&](Client& c) {
     return Run(c, "GET", "/api/v1/user/transactions" + Query({{"asset", asset}, {"limit", std::to_string(limit)}}), "",
                [](const json::value& v) {
-                 Table(Field(v, "items").is_array() ? Field(v, "items").as_array() : json::array{},
-                       {{"TIME", "created_at"},
-                        {"CODE", "code"},
-                        {"AMOUNT", "display"},
-                        {"FROM", "from.owner"},
-                        {"TO", "to.owner"},
-                        {"STATE", "state"}});
+                 Table(Items(v), {{"TIME", "created_at"},
+                                  {"CODE", "code"},
+                                  {"AMOUNT", "display"},
+                                  {"FROM", "from.owner"},
+                                  {"TO", "to.owner"},
+                                  {"STATE", "state"}});
                });
   });
   auto* transfer = app.add_subcommand("transfer", "Pay another user");
@@ -511,9 +515,7 @@ int Main(int argc, char** argv) {
   list->add_option("--limit", limit)->check(CLI::Range(1, 500));
   on(list, [&](Client& c) {
     return Run(c, "GET", "/api/v1/tasks" + Query({{"status", status}, {"limit", std::to_string(limit)}}), "",
-               [](const json::value& v) {
-                 Table(Field(v, "items").is_array() ? Field(v, "items").as_array() : json::array{}, kTaskColumns);
-               });
+               [](const json::value& v) { Table(Items(v), kTaskColumns); });
   });
   auto task_cmd = [&](const char* name, const char* help, std::function<int(Client&)> fn) {
     auto* cmd = tasks->add_subcommand(name, help);
@@ -530,9 +532,7 @@ int Main(int argc, char** argv) {
   });
   on(tasks->add_subcommand("dead-letters", "Your tasks that used up their attempts"), [&](Client& c) {
     return Run(c, "GET", "/api/v1/tasks/dead-letter" + Query({{"limit", std::to_string(limit)}}), "",
-               [](const json::value& v) {
-                 Table(Field(v, "items").is_array() ? Field(v, "items").as_array() : json::array{}, kTaskColumns);
-               });
+               [](const json::value& v) { Table(Items(v), kTaskColumns); });
   });
   task_cmd("retry", "Queue a dead-lettered task again (its cost is held again)", [&](Client& c) {
     return Run(c, "POST", "/api/v1/tasks/" + id + "/retry", "", [](const json::value& v) {
@@ -582,9 +582,8 @@ int Main(int argc, char** argv) {
     return kExitOk;
   });
   on(nodes->add_subcommand("list", "The network's nodes"), [&](Client& c) {
-    return Run(c, "GET", "/api/v1/nodes" + Query({{"limit", std::to_string(limit)}}), "", [](const json::value& v) {
-      Table(Field(v, "items").is_array() ? Field(v, "items").as_array() : json::array{}, kNodeColumns);
-    });
+    return Run(c, "GET", "/api/v1/nodes" + Query({{"limit", std::to_string(limit)}}), "",
+               [](const json::value& v) { Table(Items(v), kNodeColumns); });
   });
   auto* node_show = nodes->add_subcommand("show", "One node");
   node_show->add_option("id", id)->required();
@@ -654,24 +653,23 @@ int Main(int argc, char** argv) {
   on(users, [&](Client& c) {
     return Run(c, "GET", "/api/v1/admin/users" + Query({{"limit", std::to_string(limit)}}), "",
                [](const json::value& v) {
-                 Table(Field(v, "items").is_array() ? Field(v, "items").as_array() : json::array{},
-                       {{"ID", "id"},
-                        {"EMAIL", "email"},
-                        {"ROLE", "role"},
-                        {"STATUS", "status"},
-                        {"TIER", "tier"},
-                        {"CREATED", "created_at"}});
+                 Table(Items(v), {{"ID", "id"},
+                                  {"EMAIL", "email"},
+                                  {"ROLE", "role"},
+                                  {"STATUS", "status"},
+                                  {"TIER", "tier"},
+                                  {"CREATED", "created_at"}});
                });
   });
   auto* audit = admin->add_subcommand("audit", "The audit log, newest first");
   audit->add_option("--limit", limit)->check(CLI::Range(1, 500));
   audit->add_option("--action", action_name);
   on(audit, [&](Client& c) {
-    return Run(c, "GET", "/api/v1/admin/audit" + Query({{"limit", std::to_string(limit)}, {"action", action_name}}), "",
-               [](const json::value& v) {
-                 Table(Field(v, "items").is_array() ? Field(v, "items").as_array() : json::array{},
-                       {{"TIME", "created_at"}, {"ACTION", "action"}, {"ACTOR", "actor_id"}, {"TARGET", "target"}});
-               });
+    return Run(
+        c, "GET", "/api/v1/admin/audit" + Query({{"limit", std::to_string(limit)}, {"action", action_name}}), "",
+        [](const json::value& v) {
+          Table(Items(v), {{"TIME", "created_at"}, {"ACTION", "action"}, {"ACTOR", "actor_id"}, {"TARGET", "target"}});
+        });
   });
   auto settings = [&](bool paused) {
     return [&, paused](Client& c) {

@@ -29,6 +29,12 @@ server_cap=$(( limit - 1000 ))
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_mib() { awk '/^VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
 
+# wait_ready PREFIX COUNT: until COUNT load processes wrote "ready" in $work/PREFIX*.out (or fail)
+wait_ready() {
+  for _ in $(seq 1 1200); do [ "$(grep -l ready "$work"/"$1"*.out 2>/dev/null | wc -l)" = "$2" ] && return; sleep 0.5; done
+  echo "bench: the load did not connect" >&2; cat "$work"/"$1"*.out >&2; exit 1
+}
+
 # spread N over processes of at most per_proc each; prints the counts
 split_counts() { local n=$1; while [ "$n" -gt 0 ]; do local c=$(( n < per_proc ? n : per_proc )); echo "$c"; n=$(( n - c )); done; }
 
@@ -51,9 +57,7 @@ for n in $(split_counts "$nodes"); do
   echo $! >>"$work/pids"
   echo $! >>"$work/hb_pids"
 done
-# wait until every load process says ready
-for _ in $(seq 1 1200); do [ "$(grep -l ready "$work"/hb*.out 2>/dev/null | wc -l)" = "$i" ] && break; sleep 0.5; done
-[ "$(grep -l ready "$work"/hb*.out | wc -l)" = "$i" ] || { echo "bench: the nodes did not connect" >&2; cat "$work"/hb*.out >&2; exit 1; }
+wait_ready hb "$i"
 sleep 6  # every node has started beating
 hz=$(getconf CLK_TCK)
 t0=$(cpu_ticks "$pid"); s0=$(date +%s.%N)
@@ -87,8 +91,7 @@ for n in $(split_counts "$clients"); do
   echo $! >>"$work/pids"
   echo $! >>"$work/fo_pids"
 done
-for _ in $(seq 1 1200); do [ "$(grep -l ready "$work"/fo*.out 2>/dev/null | wc -l)" = "$i" ] && break; sleep 0.5; done
-[ "$(grep -l ready "$work"/fo*.out | wc -l)" = "$i" ] || { echo "bench: the clients did not connect" >&2; cat "$work"/fo*.out >&2; exit 1; }
+wait_ready fo "$i"
 rss=$(rss_mib "$pid")
 for p in $(cat "$work/fo_pids"); do wait "$p" || true; done
 read -r count p50 p99 < <(cat "$work"/fo*.delays | grep . | sort -n | awk '{v[NR] = $1} END {
