@@ -102,7 +102,7 @@ void Hello(const Deps& deps, const std::shared_ptr<NodeConn>& conn, const std::s
       }
     }
   }
-  if (!node_id || node_id->empty() || !credit || !holding_ok) {
+  if (!node_id || node_id->empty() || node_id->size() > 100 || !credit || !holding_ok) {
     ws->Send(
         json::serialize(Problem(nullptr, "", "invalid_message",
                                 "hello: node_id (a string), credit (0 to 1000), holding (at most 1000 task ids)")));

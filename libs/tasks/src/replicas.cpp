@@ -58,6 +58,7 @@ Result<void> Coordinator::EvaluateReplicas(store::Tx& tx, std::string_view paren
     if (!t) return t.take_error();
     replicas.push_back(std::move(t).value());
   }
+  if (replicas.empty()) return Error::Internal("replicas_missing", "task " + parent->id + " has no replicas");
   std::map<std::string, int> votes;  // proof hash -> replicas that returned it
   bool all_final = true;
   for (const auto& r : replicas) {
