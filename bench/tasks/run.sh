@@ -35,6 +35,8 @@ sim() { # label rate batch
   printf '%-64s %12.0f %12.0f %10s %10s\n' "$1" "$done_s" "$sub_s" "$p50" "$p99"
 }
 half() { awk -v r="$1" 'BEGIN { printf "%d", r / 2 }'; }
+read -r core_done core_sub < <(build/release/bench/tasks_core --seconds "$SECONDS_EACH")
+printf '%-64s %12.0f %12.0f %10s %10s\n' "the coordinator alone (bench/tasks_core: no HTTP), SQLite" "$core_done" "$core_sub" - -
 sim "smartd, SQLite: one task per request, full load" 0 1
 smart_rate=$done_s
 sim "smartd, SQLite: one task per request, at half that rate" "$(half "$done_s")" 1
