@@ -20,6 +20,8 @@
 
 using namespace smart;
 
+int Run(const std::string& url, int submitters, int nodes, double seconds);
+
 int main(int argc, char** argv) {
   // As smartd does (apps/smartd/main.cpp, KeepFreedMemory); --glibc-trim 1 measures without.
   bool trim = false;
@@ -48,11 +50,18 @@ int main(int argc, char** argv) {
     mallopt(M_TRIM_THRESHOLD, 256 << 20);
     mallopt(M_TOP_PAD, 64 << 20);
   }
+  std::filesystem::path dir;
   if (url.empty()) {
-    auto dir = std::filesystem::temp_directory_path() / ("tasks-core-" + std::to_string(getpid()));
+    dir = std::filesystem::temp_directory_path() / ("tasks-core-" + std::to_string(getpid()));
     std::filesystem::create_directories(dir);
     url = "sqlite:" + (dir / "tasks.db").string();
   }
+  int rc = Run(url, submitters, nodes, seconds);
+  if (!dir.empty()) std::filesystem::remove_all(dir);
+  return rc;
+}
+
+int Run(const std::string& url, int submitters, int nodes, double seconds) {
   auto db = store::Open(url);
   if (!db) {
     std::fprintf(stderr, "%s\n", db.error().message.c_str());
@@ -88,8 +97,8 @@ int main(int argc, char** argv) {
   std::atomic<int64_t> submitted{0}, completed{0}, errors{0};
   std::vector<uint64_t> attachments(nodes);
   for (int i = 0; i < nodes; ++i) {
-    auto n = coord.RegisterNode("usr_operator",
-                                {.name = "core-" + run + "-" + std::to_string(i), .capabilities = {"echo"}, .capacity = 100});
+    auto n = coord.RegisterNode(
+        "usr_operator", {.name = "core-" + run + "-" + std::to_string(i), .capabilities = {"echo"}, .capacity = 100});
     if (!n) {
       std::fprintf(stderr, "register: %s\n", n.error().message.c_str());
       return 1;

@@ -56,7 +56,7 @@ struct Flags {
 // Freed memory is kept for reuse (up to 256 MiB per heap) instead of being
 // returned to the kernel after every burst: each transaction's allocations
 // otherwise cost page faults and TLB shootdowns, about a third of the task
-// path's throughput (bench/tasks_core: 2.4k -> 3.3k tasks/s).
+// path's throughput (bench/tasks_core: 1.9k -> 2.5-3.0k tasks/s).
 void KeepFreedMemory() {
   mallopt(M_MMAP_THRESHOLD, 32 << 20);
   mallopt(M_TRIM_THRESHOLD, 256 << 20);
