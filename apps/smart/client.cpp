@@ -79,6 +79,16 @@ Result<void> WritePrivate(const std::string& path, const std::string& text) {
   return Ok();
 }
 
+// The profiles file; empty when it does not exist yet.
+Result<toml::table> ReadConfig(const std::string& path) {
+  if (!fs::exists(path)) return toml::table{};
+  try {
+    return toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    return Error::Invalid("invalid_config", path + ": " + std::string(e.description()));
+  }
+}
+
 }  // namespace
 
 Client::Client(Options options) : options_(std::move(options)) {}
@@ -92,14 +102,9 @@ Result<void> Client::Load() {
     if (base.empty()) base = Env("HOME").empty() ? "." : Env("HOME") + "/.config";
     options_.config_path = base + "/smart/config.toml";
   }
-  toml::table file;
-  if (fs::exists(options_.config_path)) {
-    try {
-      file = toml::parse_file(options_.config_path);
-    } catch (const toml::parse_error& e) {
-      return Error::Invalid("invalid_config", options_.config_path + ": " + std::string(e.description()));
-    }
-  }
+  auto parsed = ReadConfig(options_.config_path);
+  if (!parsed) return parsed.take_error();
+  toml::table file = std::move(parsed).value();
   if (options_.profile.empty()) options_.profile = Env("SMART_PROFILE");
   if (options_.profile.empty()) options_.profile = file["default"].value_or(std::string("default"));
   auto profile = file["profiles"][options_.profile];
@@ -146,14 +151,9 @@ Result<void> Client::SaveSession() const {
 }
 
 Result<void> Client::RememberServer() {
-  toml::table file;
-  if (fs::exists(options_.config_path)) {
-    try {
-      file = toml::parse_file(options_.config_path);
-    } catch (const toml::parse_error& e) {
-      return Error::Invalid("invalid_config", options_.config_path + ": " + std::string(e.description()));
-    }
-  }
+  auto parsed = ReadConfig(options_.config_path);
+  if (!parsed) return parsed.take_error();
+  toml::table file = std::move(parsed).value();
   if (!file.contains("profiles")) file.insert("profiles", toml::table{});
   auto* profiles = file["profiles"].as_table();
   if (!profiles->contains(options_.profile)) profiles->insert(options_.profile, toml::table{});
