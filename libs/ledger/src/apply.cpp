@@ -168,19 +168,13 @@ Result<void> Applier::Prefetch(const std::vector<const TransferRequest*>& reques
 
 Result<std::vector<Transfer>> Applier::ApplyBatch(std::span<const TransferRequest> batch, bool internal) {
   if (!began_) SMART_TRY(Begin());
-  ++batch_no_;
-  account_undo_.clear();
-  pending_undo_.clear();
-  const size_t rows_before = rows_.size();
-  const int64_t seq_before = seq_;
-  const std::string hash_before = hash_;
-  const int64_t ts_before = ts_;
+  const Position before = Here();
   std::vector<Transfer> out;
   out.reserve(batch.size());
   for (size_t i = 0; i < batch.size(); ++i) {
     auto t = ApplyOne(batch[i], internal);
     if (!t) {
-      Undo(rows_before, seq_before, ts_before, hash_before);
+      UndoTo(before);
       Error e = t.take_error();
       if (batch.size() > 1) e.message = "transfers[" + std::to_string(i) + "]." + e.message;
       return e;
@@ -190,25 +184,45 @@ Result<std::vector<Transfer>> Applier::ApplyBatch(std::span<const TransferReques
   return out;
 }
 
-void Applier::Undo(size_t rows_before, int64_t seq_before, int64_t ts_before, const std::string& hash_before) {
-  for (auto it = account_undo_.rbegin(); it != account_undo_.rend(); ++it) *it->first = std::move(it->second);
-  for (auto it = pending_undo_.rbegin(); it != pending_undo_.rend(); ++it) {
-    if (it->second) {
-      pendings_[it->first] = std::move(*it->second);
-    } else {
-      pendings_.erase(it->first);
-    }
+void Applier::Mark() {
+  account_undo_.clear();
+  pending_undo_.clear();
+  mark_ = Here();
+}
+
+void Applier::RollbackToMark() { UndoTo(mark_); }
+
+Applier::Position Applier::Here() {
+  ++epoch_;
+  return Position{account_undo_.size(), pending_undo_.size(), rows_.size(), seq_, ts_, hash_};
+}
+
+void Applier::UndoTo(const Position& p) {
+  while (account_undo_.size() > p.account_undo) {
+    auto& [state, before] = account_undo_.back();
+    *state = std::move(before);
+    account_undo_.pop_back();
   }
-  for (size_t i = rows_before; i < rows_.size(); ++i) keys_.erase(rows_[i].transfer.key);
-  rows_.resize(rows_before);
-  seq_ = seq_before;
-  hash_ = hash_before;
-  ts_ = ts_before;
+  while (pending_undo_.size() > p.pending_undo) {
+    auto& [id, before] = pending_undo_.back();
+    if (before) {
+      pendings_[id] = std::move(*before);
+    } else {
+      pendings_.erase(id);
+    }
+    pending_undo_.pop_back();
+  }
+  for (size_t i = p.rows; i < rows_.size(); ++i) keys_.erase(rows_[i].transfer.key);
+  rows_.resize(p.rows);
+  seq_ = p.seq;
+  hash_ = p.hash;
+  ts_ = p.ts;
+  ++epoch_;  // the entries popped no longer cover the states they held
 }
 
 void Applier::Touch(AccountState* a) {
-  if (a->saved_in != batch_no_) {
-    a->saved_in = batch_no_;
+  if (a->saved_in != epoch_) {
+    a->saved_in = epoch_;
     account_undo_.emplace_back(a, *a);
   }
   a->dirty = true;
@@ -216,11 +230,11 @@ void Applier::Touch(AccountState* a) {
 
 void Applier::TouchPending(const std::string& id, PendingState* p) {
   if (p == nullptr) {
-    pending_undo_.emplace_back(id, std::nullopt);  // created in this batch
+    pending_undo_.emplace_back(id, std::nullopt);  // created in this epoch
     return;
   }
-  if (p->saved_in != batch_no_) {
-    p->saved_in = batch_no_;
+  if (p->saved_in != epoch_) {
+    p->saved_in = epoch_;
     pending_undo_.emplace_back(id, *p);
   }
   p->dirty = true;
@@ -374,7 +388,7 @@ Result<Transfer> Applier::ApplyOne(const TransferRequest& req, bool internal) {
       TouchPending(t.id, nullptr);
       PendingState ps;
       ps.transfer = t;
-      ps.saved_in = batch_no_;
+      ps.saved_in = epoch_;
       pendings_.emplace(t.id, std::move(ps));
     }
   } else {

@@ -1,7 +1,8 @@
 // Applies batches of transfer requests inside one database transaction.
 // Accounts and pending transfers are read once per transaction and kept in
 // memory; each batch either applies whole or leaves no trace (an undo log);
-// Flush() writes everything that changed. The chain head is locked first, so
+// Flush() writes everything that changed. Ledger::ExecuteIn keeps one for the
+// whole transaction (a TxState), so a group commit writes each account once. The chain head is locked first, so
 // ledger writers are serialized on every backend.
 #pragma once
 
@@ -30,12 +31,21 @@ class Applier {
   Result<std::vector<Transfer>> ApplyBatch(std::span<const TransferRequest> batch, bool internal = false);
   Result<void> Flush();
 
+  // A point to return to: a job's start in a group commit.
+  void Mark();
+  void RollbackToMark();
+
  private:
+  struct Position {
+    size_t account_undo = 0, pending_undo = 0, rows = 0;
+    int64_t seq = 0, ts = 0;
+    std::string hash;
+  };
   struct AccountState {
     Account account;
     bool persisted = false;
     bool dirty = false;
-    uint64_t saved_in = 0;  // the batch whose undo log holds this state
+    uint64_t saved_in = 0;  // the epoch whose undo log entry holds this state
   };
   struct PendingState {
     Transfer transfer;
@@ -50,7 +60,8 @@ class Applier {
   Result<std::optional<Transfer>> FindByKey(const std::string& key, std::string* fingerprint);
   void Touch(AccountState* a);
   void TouchPending(const std::string& id, PendingState* p);
-  void Undo(size_t rows_before, int64_t seq_before, int64_t ts_before, const std::string& hash_before);
+  Position Here();
+  void UndoTo(const Position& p);
 
   store::Tx& tx_;
   const LedgerConfig& config_;
@@ -59,7 +70,8 @@ class Applier {
   int64_t ts_ = 0;
   std::string hash_;
   bool began_ = false;
-  uint64_t batch_no_ = 0;
+  uint64_t epoch_ = 1;  // advanced by every Here(): a change records its undo once per epoch
+  Position mark_;
 
   std::unordered_map<std::string, AccountState> accounts_;  // by owner/kind/asset
   std::unordered_map<std::string, PendingState> pendings_;  // by transfer id
@@ -75,9 +87,18 @@ class Applier {
   std::unordered_set<std::string> new_keys_;
   std::unordered_set<std::string> loaded_owners_;
 
-  // The current batch's undo log: states before its first change.
+  // Since the mark: states before their first change in each epoch.
   std::vector<std::pair<AccountState*, AccountState>> account_undo_;
   std::vector<std::pair<std::string, std::optional<PendingState>>> pending_undo_;
+};
+
+// An Applier kept for the rest of a transaction (Ledger::ExecuteIn).
+struct ApplierState final : store::TxState {
+  ApplierState(store::Tx& tx, const LedgerConfig& config, const Clock& clock) : applier(tx, config, clock) {}
+  Result<void> Flush(store::Tx&) override { return applier.Flush(); }
+  void Mark() override { applier.Mark(); }
+  void RollbackToMark() override { applier.RollbackToMark(); }
+  Applier applier;
 };
 
 }  // namespace smart::ledger

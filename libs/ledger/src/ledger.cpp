@@ -199,15 +199,18 @@ Result<std::vector<Transfer>> Ledger::ExecuteIn(store::Tx& tx, std::span<const T
   if (batch.size() > config_.max_batch) {
     return Error::Invalid("batch_too_large", "transfers: at most " + std::to_string(config_.max_batch));
   }
-  Applier applier(tx, config_, clock_);
-  SMART_TRY(applier.Begin());
+  // One Applier per transaction: calls from a group commit's jobs share the
+  // chain head and the accounts, written once when the transaction commits.
+  static const char kTag = 0;
+  auto* state = static_cast<ApplierState*>(tx.State(&kTag));
+  if (state == nullptr) {
+    state = static_cast<ApplierState*>(&tx.AddState(&kTag, std::make_unique<ApplierState>(tx, config_, clock_)));
+    SMART_TRY(state->applier.Begin());
+  }
   std::vector<const TransferRequest*> all;
   for (const auto& r : batch) all.push_back(&r);
-  SMART_TRY(applier.Prefetch(all));
-  auto out = applier.ApplyBatch(batch);
-  if (!out) return out;
-  SMART_TRY(applier.Flush());
-  return out;
+  SMART_TRY(state->applier.Prefetch(all));
+  return state->applier.ApplyBatch(batch);
 }
 
 void Ledger::RunCommitter() {

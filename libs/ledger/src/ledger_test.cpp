@@ -3,6 +3,7 @@
 #include <random>
 #include <thread>
 
+#include "smart/store/group_commit.hpp"
 #include "test_fixture.hpp"
 
 namespace smart::ledger {
@@ -254,6 +255,41 @@ TEST_F(LedgerTest, ExecuteInCommitsOrRollsBackWithTheCaller) {
   });
   ASSERT_TRUE(done.ok()) << done.error().message;
   EXPECT_EQ(Balance("usr_b"), "40");
+  ExpectVerifies();
+}
+
+// Jobs of one group commit share one Applier (Ledger::ExecuteIn keeps it for
+// the transaction): a refused job's transfers vanish with its savepoint, the
+// others' are written once at commit, and the chain stays whole.
+TEST_F(LedgerTest, ExecuteInSharesAGroupCommitAndUndoesARefusedJob) {
+  Mint("usr_a", 1000);
+  store::GroupCommitter group(*db_);
+  constexpr int kJobs = 60;
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0}, refused{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = t; i < kJobs; i += 4) {
+        auto r = group.Transact([&, i](store::Tx& tx) -> Result<void> {
+          std::string k = "grp" + std::to_string(i);
+          SMART_TRY(ledger_->ExecuteIn(tx, std::vector{Single(k + "a", Ref("usr_a"), Ref("usr_b"), 3)}));
+          SMART_TRY(ledger_->ExecuteIn(tx, std::vector{Single(k + "b", Ref("usr_b"), Ref("usr_c"), 1)}));
+          if (i % 3 == 0) return Error::Conflict("refused", "after the ledger wrote");
+          return Ok();
+        });
+        (r ? ok : refused)++;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(ok + refused, kJobs);
+  EXPECT_EQ(refused.load(), kJobs / 3);
+  EXPECT_EQ(Balance("usr_a"), std::to_string(1000 - 3 * ok));
+  EXPECT_EQ(Balance("usr_b"), std::to_string(2 * ok));
+  EXPECT_EQ(Balance("usr_c"), std::to_string(ok.load()));
+  auto replay = ledger_->Execute({Single("grp0a", Ref("usr_a"), Ref("usr_b"), 3)});
+  ASSERT_TRUE(replay.ok()) << replay.error().message;
+  EXPECT_FALSE((*replay)[0].replayed) << "a refused job's key was never written";
   ExpectVerifies();
 }
 

@@ -55,7 +55,7 @@ void GroupCommitter::Run() {
     auto committed = db_.Transact(TxMode::kWrite, [&](Tx& tx) -> Result<void> {
       results.assign(jobs.size(), Ok());
       for (size_t i = 0; i < jobs.size(); ++i) {
-        SMART_TRY(tx.ExecScript("SAVEPOINT grp"));
+        SMART_TRY(tx.Savepoint());
         Result<void> r;
         for (int attempt = 0; attempt < 3; ++attempt) {
           try {
@@ -64,10 +64,10 @@ void GroupCommitter::Run() {
             r = Error::Internal("exception", e.what());
           }
           if (r || r.error().kind != ErrorKind::kRetryable) break;
-          SMART_TRY(tx.ExecScript("ROLLBACK TO SAVEPOINT grp"));
+          SMART_TRY(tx.RollbackToSavepoint());
         }
-        if (!r) SMART_TRY(tx.ExecScript("ROLLBACK TO SAVEPOINT grp"));  // this caller's work only
-        SMART_TRY(tx.ExecScript("RELEASE SAVEPOINT grp"));
+        if (!r) SMART_TRY(tx.RollbackToSavepoint());  // this caller's work only
+        SMART_TRY(tx.ReleaseSavepoint());
         results[i] = std::move(r);
       }
       return Ok();

@@ -62,7 +62,9 @@ class Connection {
     pragmas += writer ? "PRAGMA cache_size=-65536;" : "PRAGMA cache_size=-16384;";
     if (writer) {
       // Checkpoints run on their own thread (SqliteDatabase), not inside a commit.
-      pragmas += "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0;";
+      // Savepoints (one per job in a group commit) journal every page they
+      // change; in memory, not in a temporary file written page by page.
+      pragmas += "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0; PRAGMA temp_store=MEMORY;";
       pragmas += opt.sqlite_synchronous_full ? "PRAGMA synchronous=FULL;" : "PRAGMA synchronous=NORMAL;";
     }
     SMART_TRY(c->ExecScript(pragmas));

@@ -62,6 +62,47 @@ std::string TranslatePlaceholders(std::string_view sql) {
   return out;
 }
 
+Result<void> Tx::Savepoint() {
+  SMART_TRY(Exec("SAVEPOINT grp"));
+  savepoint_ = states_.size();
+  for (auto& h : states_) h.state->Mark();
+  return Ok();
+}
+
+Result<void> Tx::RollbackToSavepoint() {
+  SMART_TRY(Exec("ROLLBACK TO SAVEPOINT grp"));
+  if (savepoint_) {
+    // A state begun after the savepoint read rows (and, on PostgreSQL, took
+    // locks) that the rollback undid: it is dropped, not trusted.
+    states_.resize(std::min(*savepoint_, states_.size()));
+    for (auto& h : states_) h.state->RollbackToMark();
+  }
+  return Ok();
+}
+
+Result<void> Tx::ReleaseSavepoint() {
+  SMART_TRY(Exec("RELEASE SAVEPOINT grp"));
+  savepoint_.reset();
+  return Ok();
+}
+
+TxState* Tx::State(const void* key) const {
+  for (const auto& h : states_) {
+    if (h.key == key) return h.state.get();
+  }
+  return nullptr;
+}
+
+TxState& Tx::AddState(const void* key, std::unique_ptr<TxState> state) {
+  states_.push_back(Held{key, std::move(state)});
+  return *states_.back().state;
+}
+
+Result<void> Tx::FlushStates() {
+  for (auto& h : states_) SMART_TRY(h.state->Flush(*this));
+  return Ok();
+}
+
 namespace detail {
 
 Result<void> RunTransaction(const std::function<Result<void>(const char* sql)>& sql, const char* begin, Tx& tx,
@@ -73,6 +114,14 @@ Result<void> RunTransaction(const std::function<Result<void>(const char* sql)>& 
   } catch (...) {
     (void)sql("ROLLBACK");
     throw;
+  }
+  if (r) {
+    try {
+      r = tx.FlushStates();
+    } catch (...) {
+      (void)sql("ROLLBACK");
+      throw;
+    }
   }
   if (!r) {
     (void)sql("ROLLBACK");

@@ -378,5 +378,62 @@ TEST_F(StoreTest, GroupCommitIsolatesRefusals) {
                   .ok());
 }
 
+// A TxState that writes its value into counters at commit, so the test sees
+// what a savepoint rollback and a commit did to it.
+struct CounterState final : TxState {
+  explicit CounterState(std::string name) : name(std::move(name)) {}
+  Result<void> Flush(Tx& tx) override {
+    if (fail_flush) return Error::Unavailable("flush_failed", "for the test");
+    return tx.Exec("INSERT INTO counters (name, value) VALUES ($1, $2)", {Value{name}, Value{value}}).ok()
+               ? Ok()
+               : Error::Internal("flush", "insert failed");
+  }
+  void Mark() override { marked = value; }
+  void RollbackToMark() override { value = marked; }
+  std::string name;
+  int64_t value = 0, marked = 0;
+  bool fail_flush = false;
+};
+
+TEST_F(StoreTest, TxStatesFollowSavepointsAndAreWrittenAtCommit) {
+  static const char kOld = 0, kNew = 0;
+  auto r = db_->Transact(TxMode::kWrite, [&](Tx& tx) -> Result<void> {
+    auto& old = static_cast<CounterState&>(tx.AddState(&kOld, std::make_unique<CounterState>("old")));
+    EXPECT_EQ(tx.State(&kOld), &old);
+    EXPECT_EQ(tx.State(&kNew), nullptr);
+    old.value = 5;
+    SMART_TRY(tx.Savepoint());
+    old.value = 9;
+    tx.AddState(&kNew, std::make_unique<CounterState>("new"));
+    SMART_TRY(tx.RollbackToSavepoint());
+    EXPECT_EQ(old.value, 5) << "rolled back to its mark";
+    EXPECT_EQ(tx.State(&kNew), nullptr) << "a state begun after the savepoint is dropped";
+    SMART_TRY(tx.ReleaseSavepoint());
+    SMART_TRY(tx.Savepoint());
+    old.value = 7;
+    return tx.ReleaseSavepoint();
+  });
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  auto failed = db_->Transact(TxMode::kWrite, [&](Tx& tx) -> Result<void> {
+    SMART_TRY(tx.Exec("INSERT INTO counters (name, value) VALUES ('beside', 1)"));
+    auto& s = static_cast<CounterState&>(tx.AddState(&kOld, std::make_unique<CounterState>("failing")));
+    s.fail_flush = true;
+    return Ok();
+  });
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(failed.error().code, "flush_failed");
+  ASSERT_TRUE(db_->Transact(TxMode::kRead,
+                            [&](Tx& tx) -> Result<void> {
+                              auto rows = tx.Query("SELECT name, value FROM counters ORDER BY name");
+                              if (!rows) return rows.take_error();
+                              EXPECT_EQ(rows->size(), 1u) << "a failed flush rolls the whole transaction back";
+                              if (rows->size() != 1) return Ok();
+                              EXPECT_EQ((*rows)[0].Text(0), "old");
+                              EXPECT_EQ((*rows)[0].Int(1), 7);
+                              return Ok();
+                            })
+                  .ok());
+}
+
 }  // namespace
 }  // namespace smart::store

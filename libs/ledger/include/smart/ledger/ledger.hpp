@@ -162,7 +162,10 @@ class Ledger {
   // "transfers[i]" for the failing one.
   Result<std::vector<Transfer>> Execute(std::vector<TransferRequest> batch);
   // The same inside a transaction of the caller's, who commits it (so that a
-  // task and its escrow are written together). No group commit.
+  // task and its escrow are written together). The calls of one transaction
+  // share the chain head and accounts in memory; their rows are written when
+  // it commits (Tx::FlushStates), so SQL on the ledger's tables in the same
+  // transaction does not see them. A savepoint rollback undoes them too.
   Result<std::vector<Transfer>> ExecuteIn(store::Tx& tx, std::span<const TransferRequest> batch);
   // Voids pending transfers whose expiry has passed; returns how many. The
   // committer does this every sweep_interval_ms; tests call it directly.

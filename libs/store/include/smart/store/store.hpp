@@ -47,6 +47,20 @@ class Row {
   std::vector<Value> values_;
 };
 
+class Tx;
+
+// What a library keeps in memory for the rest of a transaction and writes
+// just before it commits: the ledger writes its account totals and chain head
+// once per group commit instead of once per call. Tx::Savepoint marks it and
+// Tx::RollbackToSavepoint returns it to the mark.
+class TxState {
+ public:
+  virtual ~TxState() = default;
+  virtual Result<void> Flush(Tx& tx) = 0;
+  virtual void Mark() = 0;
+  virtual void RollbackToMark() = 0;
+};
+
 // A transaction. Valid only inside the Transact callback that received it; not thread-safe.
 class Tx {
  public:
@@ -65,6 +79,25 @@ class Tx {
   }
   // The first row, or nullopt when there is none.
   Result<std::optional<Row>> QueryOne(std::string_view sql, std::initializer_list<Value> params = {});
+
+  // One level of savepoint that also marks, rolls back or keeps every TxState.
+  // A state added after the savepoint is dropped by the rollback.
+  Result<void> Savepoint();
+  Result<void> RollbackToSavepoint();
+  Result<void> ReleaseSavepoint();
+  // The state `key` (a library's tag address) added, or nullptr.
+  TxState* State(const void* key) const;
+  TxState& AddState(const void* key, std::unique_ptr<TxState> state);
+  // Writes every state, in the order added (Transact does, before COMMIT).
+  Result<void> FlushStates();
+
+ private:
+  struct Held {
+    const void* key;
+    std::unique_ptr<TxState> state;
+  };
+  std::vector<Held> states_;
+  std::optional<size_t> savepoint_;  // states_.size() when the savepoint was taken
 };
 
 enum class TxMode {
