@@ -148,7 +148,40 @@ std::string EscrowKey(const Task& t, std::string_view step) {
   return key;
 }
 
+namespace {
+
+// The settings row, read once per transaction: a group commit's jobs share it.
+struct SettingsCache final : store::TxState {
+  Result<void> Flush(store::Tx&) override { return Ok(); }
+  void Mark() override {}
+  void RollbackToMark() override { settings.reset(); }  // it may have been changed since
+  std::optional<Settings> settings;
+};
+const char kSettingsTag = 0;
+
+Result<Settings> ReadSettings(store::Tx& tx);
+
+}  // namespace
+
 Result<Settings> LoadSettings(store::Tx& tx) {
+  auto* cache = static_cast<SettingsCache*>(tx.State(&kSettingsTag));
+  if (cache == nullptr)
+    cache = static_cast<SettingsCache*>(&tx.AddState(&kSettingsTag, std::make_unique<SettingsCache>()));
+  if (!cache->settings) {
+    auto s = ReadSettings(tx);
+    if (!s) return s;
+    cache->settings = *s;
+  }
+  return *cache->settings;
+}
+
+void ForgetSettings(store::Tx& tx) {
+  if (auto* cache = static_cast<SettingsCache*>(tx.State(&kSettingsTag))) cache->settings.reset();
+}
+
+namespace {
+
+Result<Settings> ReadSettings(store::Tx& tx) {
   auto row = tx.QueryOne(
       "SELECT paused, min_stake, max_tasks_per_node, min_timeout_s, max_timeout_s FROM task_settings WHERE id = 1");
   if (!row) return row.take_error();
@@ -164,16 +197,16 @@ Result<Settings> LoadSettings(store::Tx& tx) {
   return s;
 }
 
+}  // namespace
+
 Result<void> AddEvent(store::Tx& tx, std::string_view task_id, int64_t ts_ms, std::string_view status,
                       std::string_view node_id, std::string detail_json) {
-  auto n =
-      tx.QueryOne("SELECT COALESCE(MAX(seq), 0) FROM task_events WHERE task_id = $1", {Value{std::string(task_id)}});
-  if (!n) return n.take_error();
-  int64_t seq = (*n)->Int(0) + 1;
-  SMART_TRY(
-      tx.Exec("INSERT INTO task_events (task_id, seq, ts_ms, status, node_id, detail) VALUES ($1, $2, $3, $4, $5, $6)",
-              {Value{std::string(task_id)}, Value{seq}, Value{ts_ms}, Value{std::string(status)},
-               node_id.empty() ? Value{} : Value{std::string(node_id)}, Value{std::move(detail_json)}}));
+  // The next seq in the same statement (the primary key's last entry).
+  SMART_TRY(tx.Exec(
+      "INSERT INTO task_events (task_id, seq, ts_ms, status, node_id, detail) "
+      "SELECT $1, COALESCE(MAX(seq), 0) + 1, CAST($2 AS BIGINT), $3, $4, $5 FROM task_events WHERE task_id = $1",
+      {Value{std::string(task_id)}, Value{ts_ms}, Value{std::string(status)},
+       node_id.empty() ? Value{} : Value{std::string(node_id)}, Value{std::move(detail_json)}}));
   return Ok();
 }
 

@@ -26,7 +26,9 @@ Result<Node> NodeFromRow(const store::Row& r);
 Result<Task> LoadTask(store::Tx& tx, std::string_view id, std::string_view requester = {});
 // Loads a node that `operator_id` runs: node_not_found, node_not_yours.
 Result<Node> LoadOwnNode(store::Tx& tx, std::string_view node_id, std::string_view operator_id);
+// Read once per transaction; ForgetSettings after changing them in it.
 Result<Settings> LoadSettings(store::Tx& tx);
+void ForgetSettings(store::Tx& tx);
 
 // The ledger key of one step of a task's escrow; a retried task's escrow is a new one.
 std::string EscrowKey(const Task& t, std::string_view step);

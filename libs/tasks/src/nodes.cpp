@@ -385,6 +385,7 @@ Result<Settings> Coordinator::UpdateSettings(const Settings& s) {
         {Value{int64_t{s.paused}}, Value{ledger::FormatAmount(s.min_stake)}, Value{int64_t{s.max_tasks_per_node}},
          Value{s.min_timeout_s}, Value{s.max_timeout_s}});
     if (!r) return r.take_error();
+    ForgetSettings(tx);
     return Ok();
   }));
   return GetSettings();

@@ -135,25 +135,39 @@ Result<void> Coordinator::SubmitIn(store::Tx& tx, std::string_view requester, co
     }
     return e;
   }
-  SMART_TRY(tx.Exec(
+  auto row = tx.QueryOne(
       "INSERT INTO tasks (id, requester, type, input, input_is_json, parameters, priority, status, asset, cost, "
       "max_cost, timeout_s, max_attempts, attempt, failures, node_id, lease_expires_ms, progress, progress_message, "
       "escrow_id, idem_key, fingerprint, created_ms, updated_ms, completed_ms, fair_key, not_before_ms, deadline_ms, "
-      "retries) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11, $12, 0, 0, NULL, 0, 0, '', $13, "
-      "$14, "
-      "$15, $16, $16, 0, $17, $18, $19, 0)",
-      {Value{id}, Value{std::string(requester)}, Value{req.type}, Value{req.input}, Value{int64_t{req.input_is_json}},
-       Value{req.parameters}, Value{static_cast<int64_t>(req.priority)}, Value{config_.asset},
-       Value{ledger::FormatAmount(p.cost)}, req.max_cost ? Value{ledger::FormatAmount(*req.max_cost)} : Value{},
-       Value{timeout}, Value{int64_t{req.max_attempts}}, Value{(*held)[0].id}, key.empty() ? Value{} : Value{key},
-       Value{p.fingerprint}, Value{now}, Value{*fair_key}, Value{req.not_before_ms}, Value{req.deadline_ms}}));
-  SMART_TRY(AddEvent(tx, id, now, "pending", "", JsonObject({{"cost", ledger::FormatAmount(p.cost)}})));
-  if (req.replicas > 0) {
-    SMART_TRY(tx.Exec("UPDATE tasks SET replicas = $2 WHERE id = $1", {Value{id}, Value{int64_t{req.replicas}}}));
-    for (int i = 0; i < req.replicas; ++i) SMART_TRY(AddReplica(tx, id, p.price, now));
-  }
-  auto t = LoadTask(tx, id);
+      "retries, replicas) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11, $12, 0, 0, NULL, 0, 0, "
+      "'', $13, $14, $15, $16, $16, 0, $17, $18, $19, 0, $20) RETURNING " +
+          std::string(kTaskColumns),
+      {Value{id},
+       Value{std::string(requester)},
+       Value{req.type},
+       Value{req.input},
+       Value{int64_t{req.input_is_json}},
+       Value{req.parameters},
+       Value{static_cast<int64_t>(req.priority)},
+       Value{config_.asset},
+       Value{ledger::FormatAmount(p.cost)},
+       req.max_cost ? Value{ledger::FormatAmount(*req.max_cost)} : Value{},
+       Value{timeout},
+       Value{int64_t{req.max_attempts}},
+       Value{(*held)[0].id},
+       key.empty() ? Value{} : Value{key},
+       Value{p.fingerprint},
+       Value{now},
+       Value{*fair_key},
+       Value{req.not_before_ms},
+       Value{req.deadline_ms},
+       Value{int64_t{req.replicas}}});
+  if (!row) return row.take_error();
+  if (!*row) return Error::Internal("task_not_inserted", "the task insert returned no row");
+  auto t = TaskFromRow(**row);
   if (!t) return t.take_error();
+  SMART_TRY(AddEvent(tx, id, now, "pending", "", JsonObject({{"cost", ledger::FormatAmount(p.cost)}})));
+  for (int i = 0; i < req.replicas; ++i) SMART_TRY(AddReplica(tx, id, p.price, now));
   out = std::move(t).value();
   return Ok();
 }
@@ -385,15 +399,16 @@ Result<void> Coordinator::ClaimIn(store::Tx& tx, std::string_view operator_id, s
       SMART_TRY(tx.Exec("UPDATE tasks SET status = 'in_progress', updated_ms = $2 WHERE id = $1 AND status = 'pending'",
                         {c.at(3), Value{now}}));
     }
-    auto changed = tx.Exec(
+    auto changed = tx.QueryOne(
         "UPDATE tasks SET status = 'assigned', node_id = $2, attempt = attempt + 1, "
         "lease_expires_ms = CASE WHEN deadline_ms > 0 AND deadline_ms < $3 + timeout_s * 1000 THEN deadline_ms "
         "ELSE $3 + timeout_s * 1000 END, progress = 0, progress_message = '', updated_ms = $3 "
-        "WHERE id = $1 AND status = 'pending'",
+        "WHERE id = $1 AND status = 'pending' RETURNING " +
+            std::string(kTaskColumns),
         {c.at(0), Value{node->id}, Value{now}});
     if (!changed) return changed.take_error();
-    if (*changed != 1) continue;
-    auto t = LoadTask(tx, c.Text(0));
+    if (!*changed) continue;
+    auto t = TaskFromRow(**changed);
     if (!t) return t.take_error();
     SMART_TRY(AddEvent(tx, t->id, now, "assigned", node->id, "{\"lease\":" + std::to_string(t->attempt) + "}"));
     ++in_flight[requester];
@@ -674,17 +689,17 @@ Result<void> Coordinator::Requeue(store::Tx& tx, const Task& t, std::string_view
 }
 
 Result<int64_t> Coordinator::FairKey(store::Tx& tx, std::string_view requester, int weight) {
-  auto clock = tx.QueryOne("SELECT vtime FROM task_clock WHERE id = 1");
-  if (!clock) return clock.take_error();
-  int64_t vtime = *clock ? (*clock)->Int(0) : 0;
-  auto last = tx.QueryOne("SELECT last_key FROM task_requesters WHERE requester = $1", {Value{std::string(requester)}});
-  if (!last) return last.take_error();
-  int64_t key = std::max(vtime, *last ? (*last)->Int(0) : 0) + kFairUnit / weight;
-  SMART_TRY(
-      tx.Exec("INSERT INTO task_requesters (requester, last_key) VALUES ($1, $2) "
-              "ON CONFLICT (requester) DO UPDATE SET last_key = excluded.last_key",
-              {Value{std::string(requester)}, Value{key}}));
-  return key;
+  // max(virtual time, the requester's last key) + its step, in one statement
+  // (SQLite's upsert needs the WHERE before ON CONFLICT).
+  auto key = tx.QueryOne(
+      "INSERT INTO task_requesters (requester, last_key) "
+      "SELECT $1, CASE WHEN c.vtime > COALESCE(r.last_key, 0) THEN c.vtime ELSE COALESCE(r.last_key, 0) END + $2 "
+      "FROM task_clock c LEFT JOIN task_requesters r ON r.requester = $1 WHERE c.id = 1 "
+      "ON CONFLICT (requester) DO UPDATE SET last_key = excluded.last_key RETURNING last_key",
+      {Value{std::string(requester)}, Value{kFairUnit / weight}});
+  if (!key) return key.take_error();
+  if (!*key) return Error::Internal("task_clock_missing", "the task clock row is missing");
+  return (*key)->Int(0);
 }
 
 Result<Page<Task>> Coordinator::DeadLetters(std::string_view requester, int limit, std::string_view cursor) {
