@@ -30,6 +30,7 @@ struct Channel::Impl : std::enable_shared_from_this<Impl> {
   std::string host, port, target, credential;
   std::chrono::milliseconds timeout{5000};
   OnTasks on_tasks;
+  OnError on_error;
   std::thread thread;
 
   std::mutex mu;
@@ -97,7 +98,12 @@ struct Channel::Impl : std::enable_shared_from_this<Impl> {
     }
     const auto* ref = o.if_contains("ref");
     if (!ref || !ref->is_int64()) {
-      if (*type == "error" && welcomed) refusal = AsError(o);  // a refused hello: the close follows
+      if (*type != "error") return;
+      if (welcomed) {
+        refusal = AsError(o);  // a refused hello: the close follows
+      } else if (on_error) {
+        on_error(AsError(o));
+      }
       return;
     }
     auto it = pending.find(ref->as_int64());
@@ -165,7 +171,7 @@ Channel::~Channel() {
 Result<std::unique_ptr<Channel>> Channel::Open(const std::string& server, const std::string& credential,
                                                const std::string& node_id, int credit,
                                                const std::vector<std::string>& holding, OnTasks on_tasks,
-                                               std::chrono::milliseconds timeout) {
+                                               OnError on_error, std::chrono::milliseconds timeout) {
   constexpr std::string_view kScheme = "http://";
   if (server.rfind(kScheme, 0) != 0) {
     return Error::Unavailable("websocket_unavailable", "the node socket is used with http:// servers only");
@@ -189,6 +195,7 @@ Result<std::unique_ptr<Channel>> Channel::Open(const std::string& server, const 
   impl->credential = credential;
   impl->timeout = timeout;
   impl->on_tasks = std::move(on_tasks);
+  impl->on_error = std::move(on_error);
   json::array held;
   for (const auto& id : holding) held.emplace_back(id);
   std::future<Result<void>> welcome;

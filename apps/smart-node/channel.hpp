@@ -18,6 +18,8 @@ class Channel {
  public:
   // Gets the array of tasks of each {"type":"tasks"} message, on the channel's thread.
   using OnTasks = std::function<void(const boost::json::array& tasks)>;
+  // Gets the server's refusals of messages sent without a ref (Send), on the channel's thread.
+  using OnError = std::function<void(const Error& error)>;
 
   // Connects to ws://host:port/api/v1/nodes/ws of an http:// server, says
   // hello (node, credit, holding) and waits for the welcome. kUnavailable when
@@ -26,6 +28,7 @@ class Channel {
   static Result<std::unique_ptr<Channel>> Open(const std::string& server, const std::string& credential,
                                                const std::string& node_id, int credit,
                                                const std::vector<std::string>& holding, OnTasks on_tasks,
+                                               OnError on_error = nullptr,
                                                std::chrono::milliseconds timeout = std::chrono::seconds(5));
   ~Channel();  // closes
 
@@ -33,7 +36,8 @@ class Channel {
   // object, the server's refusal as an Error (lease_stale: kConflict, ...),
   // or kUnavailable when the connection is gone or nothing came in time.
   Result<boost::json::object> Call(boost::json::object message, std::chrono::milliseconds timeout);
-  // Sends without waiting (credit).
+  // Sends without waiting and without a ref (credit, heartbeats): the server
+  // answers only a refusal, which goes to OnError.
   void Send(const boost::json::object& message);
   bool open() const;
   void Close();

@@ -190,8 +190,7 @@ void Runner::Heartbeat() {
   json::object body{{"load", load}, {"running", running}};
   if (auto ch = channel()) {
     body["type"] = "heartbeat";
-    auto r = ch->Call(std::move(body), 5s);
-    if (!r) logger_.Warn("heartbeat failed", {{"error", r.error().message}});
+    ch->Send(body);  // answered only if refused (the channel's OnError)
     return;
   }
   auto r = CallApi(config_.server, config_.credential, "POST", "/api/v1/nodes/" + config_.node_id + "/heartbeat",
@@ -209,14 +208,18 @@ bool Runner::ServeSocket(const std::atomic<bool>& stop) {
   }
   // Pushed tasks that were ours already used a credit for nothing: give it back.
   auto weak = std::make_shared<std::weak_ptr<Channel>>();
-  auto opened = Channel::Open(config_.server, config_.credential, config_.node_id, free, holding,
-                              [this, weak](const json::array& tasks) {
-                                int fresh = Accept(tasks);
-                                int wasted = static_cast<int>(tasks.size()) - fresh;
-                                if (auto ch = weak->lock(); ch && wasted > 0) {
-                                  ch->Send({{"type", "credit"}, {"n", wasted}});
-                                }
-                              });
+  auto opened = Channel::Open(
+      config_.server, config_.credential, config_.node_id, free, holding,
+      [this, weak](const json::array& tasks) {
+        int fresh = Accept(tasks);
+        int wasted = static_cast<int>(tasks.size()) - fresh;
+        if (auto ch = weak->lock(); ch && wasted > 0) {
+          ch->Send({{"type", "credit"}, {"n", wasted}});
+        }
+      },
+      [this](const Error& e) {
+        logger_.Warn("refused on the node socket", {{"code", e.code}, {"error", e.message}});
+      });
   if (!opened) {
     logger_.Warn("node socket unavailable; claiming over HTTP",
                  {{"error", opened.error().message}, {"retry_in_ms", config_.ws_retry.count()}});

@@ -418,6 +418,20 @@ TEST(SmartdTasks, NodeSocketPushesWorkAndTakesResults) {
   node.Send(R"({"type":"heartbeat","ref":1,"load":20,"running":1})");
   m = node.ReadUntil("\"type\":\"heartbeat\"");
   EXPECT_NE(m.find("\"status\":\"online\""), std::string::npos) << m;
+  // Without a ref a heartbeat is recorded and not answered: the next answer is the one asked for.
+  node.Send(R"({"type":"heartbeat","load":30,"running":1})");
+  node.Send(R"({"type":"heartbeat","ref":"second","load":40,"running":1})");
+  auto answer = [&] {  // the next message that is not pushed work
+    std::string next;
+    do next = node.Read();
+    while (next.find("\"type\":\"tasks\"") != std::string::npos);
+    return next;
+  };
+  m = answer();
+  EXPECT_NE(m.find("\"ref\":\"second\""), std::string::npos) << m;
+  node.Send(R"({"type":"heartbeat","load":101})");
+  m = answer();
+  EXPECT_NE(m.find("invalid_message"), std::string::npos) << "a refusal is answered without a ref too: " << m;
   node.Send(R"({"type":"fail","task_id":")" + t2 + R"(","lease":1,"error":"no luck"})");
   m = node.ReadUntil("\"type\":\"ack\"");
   EXPECT_NE(m.find("\"status\":\"pending\""), std::string::npos) << "requeued: " << m;
