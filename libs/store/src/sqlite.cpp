@@ -276,6 +276,11 @@ class SqliteDatabase final : public Database {
 }  // namespace
 
 Result<std::unique_ptr<Database>> OpenSqlite(const std::string& path, const Options& options) {
+  // Memory statistics take a process-wide mutex on every allocation SQLite
+  // makes; nothing here reads them. Only possible before SQLite initializes
+  // (a process that opened a connection already keeps them: harmless).
+  static std::once_flag configured;
+  std::call_once(configured, [] { (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); });
   bool memory = path == ":memory:";
   if (!memory) {
     std::error_code ec;
