@@ -102,7 +102,20 @@ for n in $(split_counts "$clients"); do
 done
 wait_ready fo "$i"
 rss=$(rss_mib "$pid")
+delivery() { curl -fsS "$base/metrics" | grep '^smart_ws_event_delivery_seconds_bucket{type="network_stats"'; }
+delivery >"$work/delivery0" || true
 for p in $(cat "$work/fo_pids"); do wait "$p" || true; done
+delivery >"$work/delivery1" || true
+# The server's side: publication -> frame written to each socket, from its
+# histogram over the same window (buckets: the figure is a bucket's upper bound).
+read -r s_count s50 s99 < <(awk '
+  { match($0, /le="[^"]*"/); le = substr($0, RSTART + 4, RLENGTH - 5); n = $NF + 0 }
+  FNR == NR { before[le] = n; next }
+  { les[++k] = le; c[le] = n - before[le] }
+  END {
+    total = c["+Inf"]; if (total <= 0) { print 0, "-", "-"; exit }
+    for (i = 1; i <= k; i++) { if (p50 == "" && c[les[i]] >= total * 0.5) p50 = les[i]; if (p99 == "" && c[les[i]] >= total * 0.99) p99 = les[i] }
+    printf "%d %g %g\n", total, p50 * 1000, p99 * 1000 }' "$work/delivery0" "$work/delivery1")
 read -r count p50 p99 < <(cat "$work"/fo*.delays | grep . | sort -n | awk '{v[NR] = $1} END {
   if (NR == 0) { print 0, 0, 0; exit }
   i50 = int(NR * 0.5); if (i50 < 1) i50 = 1; i99 = int(NR * 0.99); if (i99 < 1) i99 = 1
@@ -111,8 +124,10 @@ per_conn=$(awk -v a="$rss0" -v b="$rss" -v n="$clients" 'BEGIN { printf "%.1f", 
 at_50k=$(awk -v a="$rss0" -v b="$rss" -v n="$clients" 'BEGIN { printf "%.0f", a + (b - a) / n * 50000 }')
 printf '5. %d idle client WebSockets: smartd RSS %s MiB (%s KiB per connection; %s MiB at 50,000; target <= 4096)\n' \
   "$clients" "$rss" "$per_conn" "$at_50k"
-printf '   network_stats fanned out to all of them: %s deliveries, p50 %s ms, p99 %s ms (target p99 <= 50 ms)\n' \
+printf '   network_stats fanned out to all of them, at the clients: %s deliveries, p50 %s ms, p99 %s ms (target p99 <= 50 ms)\n' \
   "$count" "$p50" "$p99"
+printf '   the same at the server (publication -> written to the socket): %s writes, p50 <= %s ms, p99 <= %s ms\n' \
+  "$s_count" "$s50" "$s99"
 [ "$clients" -lt "$CLIENTS" ] && echo "   (the open-file limit allowed $clients of $CLIENTS connections)"
 fi
 exit 0

@@ -61,6 +61,11 @@ TEST(SmartdEvents, TaskUpdatesNetworkStatsAndResume) {
   std::string cancelled = a.ReadUntil("task_update");
   EXPECT_NE(cancelled.find("\"status\":\"cancelled\""), std::string::npos) << cancelled;
   EXPECT_GT(EventId(cancelled), first_id);
+  // The server times each delivery: publication -> written to the socket.
+  auto metrics = testing::Request(s.port(), "GET", "/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_NE(metrics->body.find("smart_ws_event_delivery_seconds_count{type=\"task_update\"} 2"), std::string::npos)
+      << "Alice's two updates, each written once";
 
   // Eve hears network stats, never Alice's tasks.
   std::string stats = e.ReadUntil("network_stats");

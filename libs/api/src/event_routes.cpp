@@ -16,6 +16,7 @@
 
 #include "routes_internal.hpp"
 #include "smart/events/bus.hpp"
+#include "smart/metrics/metrics.hpp"
 
 namespace smart::api {
 namespace json = boost::json;
@@ -43,10 +44,11 @@ struct Hub {
   std::set<std::shared_ptr<Client>> clients;
 };
 
-void Deliver(const std::shared_ptr<Client>& c, const std::string& text) {
+void Deliver(const std::shared_ptr<Client>& c, std::shared_ptr<const std::string> text,
+             std::function<void()> on_written = nullptr) {
   auto ws = c->ws.lock();
   if (!ws) return;
-  if (ws->Send(text) == http::WebSocket::SendResult::kQueueFull) {
+  if (ws->Send(std::move(text), std::move(on_written)) == http::WebSocket::SendResult::kQueueFull) {
     ws->Close(http::close_code::kPolicyViolation, "slow consumer: events were not read in time");
   }
 }
@@ -61,17 +63,29 @@ std::string Reply(std::string_view type, std::initializer_list<std::pair<std::st
 
 void RegisterEventRoutes(http::Router& router, const Deps& deps) {
   auto hub = std::make_shared<Hub>();
-  deps.bus.Subscribe([hub](const events::Event& e) {
+  // From publishing an event to its frame handed to each subscriber's socket:
+  // the server's own fan-out delay (what clients see adds the network and themselves).
+  auto& delivery = deps.registry.AddHistogram(
+      "smart_ws_event_delivery_seconds", "From an event's publication to its write on each client WebSocket.", {"type"},
+      {0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2, 5});
+  deps.bus.Subscribe([hub, &delivery](const events::Event& e) {
+    const auto start = std::chrono::steady_clock::now();
     std::vector<std::shared_ptr<Client>> targets;
     {
       std::lock_guard lk(hub->mu);
       targets.assign(hub->clients.begin(), hub->clients.end());
     }
-    std::string text;
+    std::shared_ptr<const std::string> text;  // one copy for every subscriber
+    metrics::Histogram* seconds = nullptr;
     for (const auto& c : targets) {
       if (!c->Wants(e)) continue;
-      if (text.empty()) text = e.Json();
-      Deliver(c, text);
+      if (!text) {
+        text = std::make_shared<const std::string>(e.Json());
+        seconds = &delivery.WithLabels({e.type});
+      }
+      Deliver(c, text, [seconds, start] {
+        seconds->Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      });
     }
   });
 
@@ -169,7 +183,7 @@ void RegisterEventRoutes(http::Router& router, const Deps& deps) {
               Reply("gap", {{"detail", "some events since then are no longer kept; re-read the state over HTTP"}}));
         }
         for (const auto& e : missed) {
-          if (client->Wants(e)) Deliver(client, e.Json());
+          if (client->Wants(e)) Deliver(client, std::make_shared<const std::string>(e.Json()));
         }
         return;
       }

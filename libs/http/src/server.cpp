@@ -166,13 +166,16 @@ class WsConnection final : public WebSocket, public Tracked, public std::enable_
   websocket::stream<beast::tcp_stream>& stream() { return *ws_; }
   asio::any_io_executor executor() override { return ex_; }
 
-  SendResult Send(std::string text) override {
+  using WebSocket::Send;
+  SendResult Send(std::shared_ptr<const std::string> text, std::function<void()> on_written) override {
     if (closed_.load()) return SendResult::kClosed;
     if (queued_.fetch_add(1) >= server_.opt.ws_send_queue_limit) {
       queued_.fetch_sub(1);
       return SendResult::kQueueFull;
     }
-    asio::post(ex_, [self = shared_from_this(), t = std::move(text)]() mutable { self->Enqueue(std::move(t)); });
+    asio::post(ex_, [self = shared_from_this(), m = Outgoing{std::move(text), std::move(on_written)}]() mutable {
+      self->Enqueue(std::move(m));
+    });
     return SendResult::kQueued;
   }
 
@@ -214,12 +217,17 @@ class WsConnection final : public WebSocket, public Tracked, public std::enable_
   }
 
  private:
-  void Enqueue(std::string text) {
+  struct Outgoing {
+    std::shared_ptr<const std::string> text;
+    std::function<void()> on_written;
+  };
+
+  void Enqueue(Outgoing m) {
     if (closed_.load() || closing_) {
       queued_.fetch_sub(1);
       return;
     }
-    queue_.push_back(std::move(text));
+    queue_.push_back(std::move(m));
     if (open_ && !writing_) WriteNext();
   }
 
@@ -231,13 +239,15 @@ class WsConnection final : public WebSocket, public Tracked, public std::enable_
     }
     writing_ = true;
     ws_->text(true);
-    ws_->async_write(asio::buffer(queue_.front()), [self = shared_from_this()](error_code ec, size_t) {
+    ws_->async_write(asio::buffer(*queue_.front().text), [self = shared_from_this()](error_code ec, size_t) {
+      auto on_written = std::move(self->queue_.front().on_written);
       self->queue_.pop_front();
       self->queued_.fetch_sub(1);
       if (ec) {
         self->writing_ = false;
         return;  // The read loop sees the failure and ends the connection.
       }
+      if (on_written) on_written();
       self->WriteNext();
     });
   }
@@ -270,7 +280,7 @@ class WsConnection final : public WebSocket, public Tracked, public std::enable_
   asio::any_io_executor ex_;
   std::optional<websocket::stream<beast::tcp_stream>> ws_;
   WsCallbacks callbacks_;
-  std::deque<std::string> queue_;
+  std::deque<Outgoing> queue_;
   std::atomic<size_t> queued_{0};
   std::atomic<bool> closed_{false};
   bool open_ = false;

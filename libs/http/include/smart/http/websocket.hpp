@@ -33,7 +33,10 @@ class WebSocket {
   // Queues a text message. The per-connection queue is bounded: when it is full
   // the message is dropped and kQueueFull returned, so a slow reader never grows
   // the server's memory; the caller decides whether to Close.
-  virtual SendResult Send(std::string text) = 0;
+  SendResult Send(std::string text) { return Send(std::make_shared<const std::string>(std::move(text))); }
+  // The same text for many connections (one copy), and `on_written` called on
+  // the connection's thread once it is handed to the kernel (not if dropped).
+  virtual SendResult Send(std::shared_ptr<const std::string> text, std::function<void()> on_written = nullptr) = 0;
   virtual void Close(uint16_t code, std::string reason) = 0;
   virtual size_t queued() const = 0;
 };
