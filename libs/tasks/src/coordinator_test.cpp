@@ -674,8 +674,26 @@ TEST_F(ReplicaTest, AgreementPaysEveryAgreeingNodeAndChargesOnlyThem) {
   EXPECT_EQ(t.replicas, 2);
   EXPECT_EQ(Balance("usr_req"), "1000000");
   EXPECT_EQ(FormatAmount(Acc("usr_req").Spendable()), "925000");
+  struct Seen {  // shared: the coordinator may notify after this test's body
+    std::mutex mu;
+    std::vector<std::string> statuses;
+  };
+  auto seen = std::make_shared<Seen>();
+  coord_->OnUpdate([seen, id = t.id](const Task& u) {
+    std::lock_guard lk(seen->mu);
+    if (u.id == id) seen->statuses.push_back(u.status);
+  });
   Task ra = ClaimOne(a);
   EXPECT_EQ(ra.parent_id, t.id);
+  EXPECT_EQ(Parent(t).status, "in_progress") << "from the first replica's claim";
+  {
+    std::lock_guard lk(seen->mu);
+    EXPECT_EQ(seen->statuses, std::vector<std::string>{"in_progress"}) << "and its watchers hear of it";
+  }
+  auto parent_events = coord_->Events("usr_req", t.id);
+  ASSERT_TRUE(parent_events.ok());
+  EXPECT_EQ(parent_events->back().status, "in_progress");
+  EXPECT_EQ(parent_events->back().node_id, a.id);
   EXPECT_TRUE(coord_->Claim("usr_a", a.id, 5, 0)->empty()) << "the other replica is not for the same node";
   Task rb = ClaimOne(b);
   EXPECT_NE(ra.id, rb.id);

@@ -396,8 +396,11 @@ Result<void> Coordinator::ClaimIn(store::Tx& tx, std::string_view operator_id, s
           tx.QueryOne("SELECT 1 FROM tasks WHERE parent_id = $1 AND node_id = $2 LIMIT 1", {c.at(3), Value{node->id}});
       if (!sibling) return sibling.take_error();
       if (*sibling) continue;
-      SMART_TRY(tx.Exec("UPDATE tasks SET status = 'in_progress', updated_ms = $2 WHERE id = $1 AND status = 'pending'",
-                        {c.at(3), Value{now}}));
+      auto started =
+          tx.Exec("UPDATE tasks SET status = 'in_progress', updated_ms = $2 WHERE id = $1 AND status = 'pending'",
+                  {c.at(3), Value{now}});
+      if (!started) return started.take_error();
+      if (*started == 1) SMART_TRY(AddEvent(tx, c.Text(3), now, "in_progress", node->id));
     }
     auto changed = tx.QueryOne(
         "UPDATE tasks SET status = 'assigned', node_id = $2, attempt = attempt + 1, "
@@ -438,7 +441,7 @@ Result<std::vector<Task>> Coordinator::Claim(std::string_view operator_id, std::
     SMART_TRY(writer_.Transact(
         [&](store::Tx& tx) -> Result<void> { return ClaimIn(tx, operator_id, node_id, max, holding, claimed, node); }));
     int64_t score = Score(node);
-    for (const auto& t : claimed) Notify(t);
+    NotifyClaimed(claimed);
     if (!claimed.empty() || std::chrono::steady_clock::now() >= deadline) return claimed;
     // Wait for a submission here, or re-check each second (another instance's
     // submissions). When work arrives, waiting nodes with a better reputation
@@ -756,6 +759,13 @@ Result<Task> Coordinator::Retry(std::string_view requester, std::string_view id)
   return out;
 }
 
+void Coordinator::NotifyClaimed(const std::vector<Task>& claimed) {
+  for (const auto& t : claimed) {
+    Notify(t);
+    if (!t.parent_id.empty()) NotifyById(t.parent_id);  // a replica's parent is in progress from its first claim
+  }
+}
+
 void Coordinator::NotifyById(std::string_view task_id) {
   if (!on_update_) return;
   auto t = db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
@@ -927,7 +937,7 @@ void Coordinator::DispatchRound() {
           // Assigned to a connection that is gone: delivered again when it
           // reconnects with `holding`, or released when it stays offline.
           if (push) push(r ? Result<std::vector<Task>>(*claimed) : Result<std::vector<Task>>(r.take_error()));
-          for (const auto& t : *claimed) Notify(t);
+          NotifyClaimed(*claimed);
           std::lock_guard lk(round->mu);
           if (--round->open == 0) round->cv.notify_all();
         });
