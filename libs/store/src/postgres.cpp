@@ -189,7 +189,12 @@ class PgDatabase final : public Database {
     // NOTICE messages ("relation already exists, skipping") would go to stderr.
     PQsetNoticeProcessor(
         c, [](void*, const char*) {}, nullptr);
-    return std::make_unique<Connection>(c);
+    auto conn = std::make_unique<Connection>(c);
+    // Statements are prepared once per connection, often while the tables are
+    // still empty; a generic plan chosen then (a sequential scan) would stay
+    // after they grow. A plan per execution follows the real data.
+    SMART_TRY(conn->Command("SET plan_cache_mode = force_custom_plan"));
+    return conn;
   }
 
   void Seed(std::unique_ptr<Connection> c) {
