@@ -4,6 +4,8 @@
 #include <future>
 #include <vector>
 
+#include "internal.hpp"
+
 namespace smart::store {
 
 GroupCommitter::GroupCommitter(Database& db, size_t max_group)
@@ -16,12 +18,13 @@ GroupCommitter::~GroupCommitter() {
   }
   cv_.notify_all();
   committer_.join();
+  // Answers still on their way from the database's flushing thread may call into the owner.
+  std::unique_lock lk(mu_);
+  cv_.wait(lk, [&] { return unflushed_ == 0; });
 }
 
 Result<void> GroupCommitter::Transact(const Fn& fn) {
-  if (std::this_thread::get_id() == committer_.get_id()) {
-    return Error::Internal("commit_deadlock", "Transact called on the committer thread");
-  }
+  if (!MayWaitForCommits()) return detail::CommitDeadlock();
   std::promise<Result<void>> promise;
   auto done = promise.get_future();
   TransactAsync(std::cref(fn), [&promise](Result<void> r) { promise.set_value(std::move(r)); });
@@ -41,38 +44,48 @@ void GroupCommitter::TransactAsync(Fn fn, Done done) {
 }
 
 void GroupCommitter::Run() {
+  detail::RunsCommitCallbacks();
   std::unique_lock lk(mu_);
   while (true) {
     cv_.wait(lk, [&] { return !queue_.empty() || stopping_; });
     if (queue_.empty()) return;
-    std::vector<Job> jobs;
-    while (!queue_.empty() && jobs.size() < max_group_) {
-      jobs.push_back(std::move(queue_.front()));
+    auto jobs = std::make_shared<std::vector<Job>>();
+    while (!queue_.empty() && jobs->size() < max_group_) {
+      jobs->push_back(std::move(queue_.front()));
       queue_.pop_front();
     }
+    ++unflushed_;
     lk.unlock();
-    std::vector<Result<void>> results;
-    auto committed = db_.Transact(TxMode::kWrite, [&](Tx& tx) -> Result<void> {
-      results.assign(jobs.size(), Ok());
-      for (size_t i = 0; i < jobs.size(); ++i) {
-        SMART_TRY(tx.Savepoint());
-        Result<void> r;
-        for (int attempt = 0; attempt < 3; ++attempt) {
-          try {
-            r = jobs[i].fn(tx);
-          } catch (const std::exception& e) {
-            r = Error::Internal("exception", e.what());
+    auto results = std::make_shared<std::vector<Result<void>>>();
+    // Answered once durable, maybe on the database's thread while the next group runs.
+    auto answer = [this, jobs, results](Result<void> outcome) {
+      for (size_t i = 0; i < jobs->size(); ++i) (*jobs)[i].done(outcome ? std::move((*results)[i]) : outcome);
+      std::lock_guard done_lk(mu_);
+      if (--unflushed_ == 0) cv_.notify_all();
+    };
+    auto committed = db_.TransactEarly(
+        [&](Tx& tx) -> Result<void> {
+          results->assign(jobs->size(), Ok());
+          for (size_t i = 0; i < jobs->size(); ++i) {
+            SMART_TRY(tx.Savepoint());
+            Result<void> r;
+            for (int attempt = 0; attempt < 3; ++attempt) {
+              try {
+                r = (*jobs)[i].fn(tx);
+              } catch (const std::exception& e) {
+                r = Error::Internal("exception", e.what());
+              }
+              if (r || r.error().kind != ErrorKind::kRetryable) break;
+              SMART_TRY(tx.RollbackToSavepoint());
+            }
+            if (!r) SMART_TRY(tx.RollbackToSavepoint());  // this caller's work only
+            SMART_TRY(tx.ReleaseSavepoint());
+            (*results)[i] = std::move(r);
           }
-          if (r || r.error().kind != ErrorKind::kRetryable) break;
-          SMART_TRY(tx.RollbackToSavepoint());
-        }
-        if (!r) SMART_TRY(tx.RollbackToSavepoint());  // this caller's work only
-        SMART_TRY(tx.ReleaseSavepoint());
-        results[i] = std::move(r);
-      }
-      return Ok();
-    });
-    for (size_t i = 0; i < jobs.size(); ++i) jobs[i].done(committed ? std::move(results[i]) : committed);
+          return Ok();
+        },
+        answer);
+    if (!committed) answer(committed);
     lk.lock();
   }
 }

@@ -39,6 +39,10 @@ class ConnectionTx final : public Tx {
 Result<void> RunTransaction(const std::function<Result<void>(const char* sql)>& sql, const char* begin, Tx& tx,
                             const std::function<Result<void>(Tx&)>& fn);
 
+// Marks the calling thread as one that runs commit callbacks (MayWaitForCommits).
+void RunsCommitCallbacks();
+Error CommitDeadlock();
+
 // Runs `attempt` until it succeeds, fails for good, or retries run out.
 Result<void> WithRetries(int max_retries, const std::function<Result<void>()>& attempt);
 

@@ -1,15 +1,21 @@
 // SQLite backend: one writer connection (SQLite allows one writer at a time;
 // serializing writers here avoids SQLITE_BUSY storms) and a pool of reader
 // connections that read WAL snapshots in parallel.
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <filesystem>
+#include <future>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include "internal.hpp"
 
@@ -43,6 +49,8 @@ Error SqliteError(sqlite3* db, int rc, std::string_view context) {
 class Connection {
  public:
   static constexpr size_t kMaxCachedStatements = 512;
+
+  sqlite3* handle() const { return db_; }
 
   ~Connection() {
     for (auto& [sql, stmt] : cache_) sqlite3_finalize(stmt);
@@ -174,14 +182,36 @@ class Connection {
 
 using SqliteTx = ConnectionTx<Connection>;
 
+// Durability without holding the writer: with synchronous "full" (the
+// default) the writer commits with synchronous=NORMAL, so COMMIT writes the
+// WAL without flushing it, and a syncer thread flushes the WAL file
+// (fdatasync) for every commit made before the flush began. A write is
+// acknowledged (Transact returns; TransactEarly's `durable` runs) only after
+// such a flush, so what was acknowledged survives a power loss as with FULL;
+// but the writer lock is released before the flush, and the next transaction
+// runs while the disk works. Readers may see a commit up to one flush before
+// it is durable; nothing is acknowledged before.
 class SqliteDatabase final : public Database {
  public:
   SqliteDatabase(std::string path, Options opt, std::unique_ptr<Connection> writer, bool memory)
       : path_(std::move(path)), opt_(opt), writer_(std::move(writer)), shared_memory_(memory) {
+    deferred_sync_ = !memory && opt_.sqlite_synchronous_full;
+    if (deferred_sync_) {
+      // Asked of the connection (it knows a URI's real file) on this thread, before any other uses it.
+      wal_path_ = sqlite3_filename_wal(sqlite3_db_filename(writer_->handle(), "main"));
+      syncer_ = std::thread([this] { RunSyncer(); });
+    }
     if (!memory) checkpointer_ = std::thread([this] { RunCheckpoints(); });
   }
 
   ~SqliteDatabase() override {
+    {
+      std::lock_guard lock(sync_mu_);
+      sync_stopping_ = true;
+    }
+    sync_cv_.notify_all();
+    if (syncer_.joinable()) syncer_.join();  // flushes and answers what is waiting
+    if (wal_fd_ >= 0) ::close(wal_fd_);
     {
       std::lock_guard lock(checkpoint_mu_);
       stopping_ = true;
@@ -193,19 +223,35 @@ class SqliteDatabase final : public Database {
   std::string_view backend() const override { return "sqlite"; }
 
   Result<void> Transact(TxMode mode, const std::function<Result<void>(Tx&)>& fn) override {
-    return WithRetries(opt_.max_retries, [&]() -> Result<void> {
-      if (mode != TxMode::kRead || shared_memory_) {
-        std::lock_guard lock(writer_mu_);
-        auto r = RunTx(*writer_, mode == TxMode::kRead ? "BEGIN" : "BEGIN IMMEDIATE", fn);
-        if (mode != TxMode::kRead) commits_.fetch_add(1, std::memory_order_relaxed);
+    if (mode == TxMode::kRead && !shared_memory_) {
+      return WithRetries(opt_.max_retries, [&]() -> Result<void> {
+        auto reader = AcquireReader();
+        if (!reader) return reader.take_error();
+        auto r = RunTx(**reader, "BEGIN", fn);
+        ReleaseReader(std::move(*reader));
         return r;
-      }
-      auto reader = AcquireReader();
-      if (!reader) return reader.take_error();
-      auto r = RunTx(**reader, "BEGIN", fn);
-      ReleaseReader(std::move(*reader));
-      return r;
-    });
+      });
+    }
+    if (mode == TxMode::kRead || !deferred_sync_) return Write(mode, fn, nullptr);
+    if (!MayWaitForCommits()) return CommitDeadlock();
+    uint64_t seq = 0;
+    SMART_TRY(Write(mode, fn, &seq));
+    std::promise<Result<void>> flushed;
+    auto done = flushed.get_future();
+    WhenFlushed(seq, [&flushed](Result<void> r) { flushed.set_value(std::move(r)); });
+    return done.get();
+  }
+
+  Result<void> TransactEarly(const std::function<Result<void>(Tx&)>& fn,
+                             std::function<void(Result<void>)> durable) override {
+    uint64_t seq = 0;
+    SMART_TRY(Write(TxMode::kWrite, fn, &seq));
+    if (!deferred_sync_) {
+      durable(Ok());
+    } else {
+      WhenFlushed(seq, std::move(durable));
+    }
+    return Ok();
   }
 
   Result<void> Ping() override {
@@ -215,6 +261,56 @@ class SqliteDatabase final : public Database {
   }
 
  private:
+  // On the writer; `*seq` numbers the commit for WhenFlushed.
+  Result<void> Write(TxMode mode, const std::function<Result<void>(Tx&)>& fn, uint64_t* seq) {
+    return WithRetries(opt_.max_retries, [&]() -> Result<void> {
+      std::lock_guard lock(writer_mu_);
+      auto r = RunTx(*writer_, mode == TxMode::kRead ? "BEGIN" : "BEGIN IMMEDIATE", fn);
+      if (mode != TxMode::kRead) commits_.fetch_add(1, std::memory_order_relaxed);
+      if (r && seq) *seq = committed_seq_.fetch_add(1) + 1;  // after COMMIT wrote its frames
+      return r;
+    });
+  }
+
+  void WhenFlushed(uint64_t seq, std::function<void(Result<void>)> fn) {
+    {
+      std::lock_guard lock(sync_mu_);
+      waiting_.emplace_back(seq, std::move(fn));
+    }
+    sync_cv_.notify_one();
+  }
+
+  Result<void> FlushWal() {
+    if (wal_fd_ < 0) wal_fd_ = ::open(wal_path_.c_str(), O_RDWR | O_CLOEXEC);
+    if (wal_fd_ < 0 || ::fdatasync(wal_fd_) != 0) {
+      return Error::Unavailable("database_sync_failed",
+                                "cannot flush " + wal_path_ + " to disk: " + std::strerror(errno));
+    }
+    return Ok();
+  }
+
+  // One flush answers every commit made before it began.
+  void RunSyncer() {
+    RunsCommitCallbacks();
+    std::unique_lock lock(sync_mu_);
+    while (true) {
+      sync_cv_.wait(lock, [&] { return !waiting_.empty() || sync_stopping_; });
+      if (waiting_.empty()) return;
+      const uint64_t upto = committed_seq_.load();
+      lock.unlock();
+      Result<void> flushed = FlushWal();
+      lock.lock();
+      std::vector<std::function<void(Result<void>)>> ready;
+      auto covered =
+          std::stable_partition(waiting_.begin(), waiting_.end(), [upto](const auto& w) { return w.first <= upto; });
+      for (auto it = waiting_.begin(); it != covered; ++it) ready.push_back(std::move(it->second));
+      waiting_.erase(waiting_.begin(), covered);
+      lock.unlock();
+      for (auto& fn : ready) fn(flushed);
+      lock.lock();
+    }
+  }
+
   static Result<void> RunTx(Connection& c, const char* begin, const std::function<Result<void>(Tx&)>& fn) {
     SqliteTx tx(c);
     return RunTransaction([&c](const char* sql) { return c.ExecScript(sql); }, begin, tx, fn);
@@ -270,7 +366,17 @@ class SqliteDatabase final : public Database {
   std::mutex checkpoint_mu_;
   std::condition_variable checkpoint_cv_;
   bool stopping_ = false;
-  std::thread checkpointer_;  // last: stops first
+  std::thread checkpointer_;
+
+  bool deferred_sync_ = false;
+  std::string wal_path_;
+  int wal_fd_ = -1;  // the syncer's
+  std::atomic<uint64_t> committed_seq_{0};
+  std::mutex sync_mu_;
+  std::condition_variable sync_cv_;
+  std::vector<std::pair<uint64_t, std::function<void(Result<void>)>>> waiting_;
+  bool sync_stopping_ = false;
+  std::thread syncer_;  // stopped first (the destructor), then the checkpointer
 };
 
 }  // namespace
@@ -291,7 +397,10 @@ Result<std::unique_ptr<Database>> OpenSqlite(const std::string& path, const Opti
                                 "cannot create directory '" + parent.string() + "': " + ec.message());
     }
   }
-  auto writer = Connection::Open(path, options, true);
+  // With synchronous "full" the writer itself does not flush: SqliteDatabase does, after releasing it.
+  Options writer_options = options;
+  if (!memory) writer_options.sqlite_synchronous_full = false;
+  auto writer = Connection::Open(path, writer_options, true);
   if (!writer) return writer.take_error();
   // Each :memory: connection is its own database: everything uses the writer.
   auto db = std::make_unique<SqliteDatabase>(path, options, std::move(writer).value(), memory);

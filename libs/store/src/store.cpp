@@ -103,7 +103,26 @@ Result<void> Tx::FlushStates() {
   return Ok();
 }
 
+Result<void> Database::TransactEarly(const std::function<Result<void>(Tx&)>& fn,
+                                     std::function<void(Result<void>)> durable) {
+  SMART_TRY(Transact(TxMode::kWrite, fn));
+  durable(Ok());
+  return Ok();
+}
+
+namespace {
+thread_local bool runs_commit_callbacks = false;
+}  // namespace
+
+bool MayWaitForCommits() { return !runs_commit_callbacks; }
+
 namespace detail {
+
+void RunsCommitCallbacks() { runs_commit_callbacks = true; }
+
+Error CommitDeadlock() {
+  return Error::Internal("commit_deadlock", "a write waited for a commit on the thread that announces commits");
+}
 
 Result<void> RunTransaction(const std::function<Result<void>(const char* sql)>& sql, const char* begin, Tx& tx,
                             const std::function<Result<void>(Tx&)>& fn) {

@@ -6,8 +6,10 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdlib>
 #include <fstream>
+#include <mutex>
 #include <thread>
 
 #include "smart/store/group_commit.hpp"
@@ -376,6 +378,79 @@ TEST_F(StoreTest, GroupCommitIsolatesRefusals) {
                               return Ok();
                             })
                   .ok());
+}
+
+TEST_F(StoreTest, TransactEarlyAnswersOnceDurableAndNeverForAFailure) {
+  std::mutex mu;
+  std::condition_variable cv;
+  int durable = 0;
+  std::vector<std::string> refusals;
+  auto write = [](int n) {
+    return [n](Tx& tx) -> Result<void> {
+      SMART_TRY(tx.Exec("INSERT INTO counters (name, value) VALUES ($1, $2)",
+                        {Value{"e" + std::to_string(n)}, Value{int64_t{n}}}));
+      return Ok();
+    };
+  };
+  for (int i = 0; i < 20; ++i) {
+    auto r = db_->TransactEarly(write(i), [&](Result<void> flushed) {
+      EXPECT_TRUE(flushed.ok());
+      // SQLite answers on its flushing thread; PostgreSQL at once (durable when committed).
+      if (db_->backend() == "sqlite") EXPECT_FALSE(MayWaitForCommits());
+      // Waiting here for another commit would wait for this very thread: refused, nothing written.
+      auto nested = db_->Transact(TxMode::kWrite, [](Tx& tx) -> Result<void> {
+        return tx.Exec("UPDATE counters SET value = value + 1000 WHERE name LIKE 'e%'").ok()
+                   ? Ok()
+                   : Error::Internal("x", "y");
+      });
+      auto read = db_->Transact(TxMode::kRead, [](Tx& tx) -> Result<void> {
+        return tx.Query("SELECT 1").ok() ? Ok() : Error::Internal("x", "y");
+      });
+      std::lock_guard lk(mu);
+      if (!nested) refusals.push_back(nested.error().code);
+      EXPECT_TRUE(read.ok()) << "reads do not wait for commits";
+      ++durable;
+      cv.notify_all();
+    });
+    ASSERT_TRUE(r.ok()) << r.error().message;
+  }
+  auto failed = db_->TransactEarly([](Tx&) -> Result<void> { return Error::Conflict("no", "refused"); },
+                                   [&](Result<void>) { ADD_FAILURE() << "a failed transaction is never durable"; });
+  EXPECT_EQ(failed.error().code, "no");
+  {
+    std::unique_lock lk(mu);
+    ASSERT_TRUE(cv.wait_for(lk, std::chrono::seconds(10), [&] { return durable == 20; }));
+    if (db_->backend() == "sqlite") {
+      EXPECT_EQ(refusals, std::vector<std::string>(20, "commit_deadlock"));
+    }
+  }
+  EXPECT_TRUE(MayWaitForCommits());
+  ASSERT_TRUE(db_->Transact(TxMode::kRead,
+                            [&](Tx& tx) -> Result<void> {
+                              auto n = tx.QueryOne("SELECT COUNT(*), MAX(value) FROM counters WHERE name LIKE 'e%'");
+                              if (!n) return n.take_error();
+                              EXPECT_EQ((*n)->Int(0), 20);
+                              if (db_->backend() == "sqlite")
+                                EXPECT_EQ((*n)->Int(1), 19) << "the refused writes wrote nothing";
+                              return Ok();
+                            })
+                  .ok());
+}
+
+TEST_F(StoreTest, ClosingTheDatabaseAnswersEveryCommit) {
+  std::atomic<int> durable{0};
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_TRUE(db_->TransactEarly(
+                       [i](Tx& tx) -> Result<void> {
+                         SMART_TRY(tx.Exec("INSERT INTO counters (name, value) VALUES ($1, 0)",
+                                           {Value{"c" + std::to_string(i)}}));
+                         return Ok();
+                       },
+                       [&](Result<void> r) { durable += r.ok() ? 1 : 0; })
+                    .ok());
+  }
+  db_.reset();
+  EXPECT_EQ(durable.load(), 50);
 }
 
 // A TxState that writes its value into counters at commit, so the test sees

@@ -1,8 +1,9 @@
 // Group commit for any write transaction: concurrent callers' functions run
 // one after another inside one database transaction, each in a savepoint,
-// and each caller learns its result once that transaction has committed (one
-// fsync for the group). A function's refusal (an error it returns) rolls back
-// its own savepoint only; the others commit. Thread-safe.
+// and each caller learns its result once that transaction is durable (one
+// flush for the group; the next group runs meanwhile, Database::TransactEarly).
+// A function's refusal (an error it returns) rolls back its own savepoint
+// only; the others commit. Thread-safe.
 #pragma once
 
 #include <condition_variable>
@@ -27,12 +28,14 @@ class GroupCommitter {
 
   // Like Database::Transact(kWrite, fn), with the commit shared. `fn` may run
   // more than once (a retried group), so it must only touch the transaction
-  // and its own captured results. Refused (kInternal) on the committer thread.
+  // and its own captured results. Refused (kInternal commit_deadlock) where
+  // MayWaitForCommits() is false: in a job or in a `done`.
   Result<void> Transact(const Fn& fn);
 
   // The same without waiting: `done` gets the result on the committer thread
-  // once the group has committed (or failed). Keep `done` quick; it may queue
-  // more work with TransactAsync but must not call Transact.
+  // or the database's flushing thread once the group is durable (or failed).
+  // Keep `done` quick; it may queue more work with TransactAsync but must not
+  // wait for a commit (Transact, Database::Transact(kWrite)).
   void TransactAsync(Fn fn, Done done);
 
  private:
@@ -47,6 +50,7 @@ class GroupCommitter {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Job> queue_;
+  size_t unflushed_ = 0;  // groups committed whose callers are not answered yet
   bool stopping_ = false;
   std::thread committer_;  // last: stops first
 };

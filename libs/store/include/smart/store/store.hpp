@@ -123,9 +123,21 @@ class Database {
   // failure (from fn or commit) reruns fn, up to Options::max_retries times,
   // so fn must have no side effects outside the transaction. Thread-safe.
   virtual Result<void> Transact(TxMode mode, const std::function<Result<void>(Tx&)>& fn) = 0;
+  // Transact(kWrite, fn) that returns once committed, maybe before the commit
+  // is durable: `durable` runs once it is (on a thread of the database's, or
+  // at once where every commit is durable when it returns), with an error if
+  // the flush to disk failed; never when the transaction itself failed. Lets
+  // a group committer run its next transaction while the disk flushes.
+  virtual Result<void> TransactEarly(const std::function<Result<void>(Tx&)>& fn,
+                                     std::function<void(Result<void>)> durable);
   // A cheap round trip; Unavailable when the database cannot be reached.
   virtual Result<void> Ping() = 0;
 };
+
+// False on the threads that run commit callbacks (TransactEarly's `durable`,
+// GroupCommitter's `done`): waiting there for a commit would wait for that
+// very thread. Transact(kWrite) and GroupCommitter::Transact refuse there.
+bool MayWaitForCommits();
 
 // Opens the database named by `url`. Errors name the URL with any password hidden.
 Result<std::unique_ptr<Database>> Open(const std::string& url, const Options& options = {});
