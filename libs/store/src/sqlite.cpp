@@ -280,11 +280,15 @@ class SqliteDatabase final : public Database {
     sync_cv_.notify_one();
   }
 
+  // A failed flush stays failed: the kernel may have dropped the pages it
+  // could not write, so a later flush that succeeds would prove nothing.
+  // Writes are refused until a restart recovers from what is on disk.
   Result<void> FlushWal() {
+    if (!sync_error_.empty()) return Error::Unavailable("database_sync_failed", sync_error_);
     if (wal_fd_ < 0) wal_fd_ = ::open(wal_path_.c_str(), O_RDWR | O_CLOEXEC);
     if (wal_fd_ < 0 || ::fdatasync(wal_fd_) != 0) {
-      return Error::Unavailable("database_sync_failed",
-                                "cannot flush " + wal_path_ + " to disk: " + std::strerror(errno));
+      sync_error_ = "cannot flush " + wal_path_ + " to disk (" + std::strerror(errno) + "); restart smartd";
+      return Error::Unavailable("database_sync_failed", sync_error_);
     }
     return Ok();
   }
@@ -370,7 +374,8 @@ class SqliteDatabase final : public Database {
 
   bool deferred_sync_ = false;
   std::string wal_path_;
-  int wal_fd_ = -1;  // the syncer's
+  int wal_fd_ = -1;         // the syncer's
+  std::string sync_error_;  // the syncer's: set by the first failed flush
   std::atomic<uint64_t> committed_seq_{0};
   std::mutex sync_mu_;
   std::condition_variable sync_cv_;
