@@ -183,6 +183,9 @@ Result<std::vector<Transfer>> Ledger::Execute(std::vector<TransferRequest> batch
   if (batch.size() > config_.max_batch) {
     return Error::Invalid("batch_too_large", "transfers: at most " + std::to_string(config_.max_batch));
   }
+  if (!store::MayWaitForCommits()) {  // the answer would come from this very thread
+    return Error::Internal("commit_deadlock", "Ledger::Execute waited for a commit where commits are announced");
+  }
   std::future<Result<std::vector<Transfer>>> done;
   {
     std::lock_guard lk(mu_);
@@ -234,7 +237,7 @@ void Ledger::RunCommitter() {
       queue_.pop_front();
     }
     lk.unlock();
-    if (!jobs.empty()) CommitGroup(jobs);
+    if (!jobs.empty()) CommitGroup(std::move(jobs));
     if (config_.sweep_interval_ms > 0 && Steady::now() >= next_sweep) {
       auto swept = ExpirePending();
       if (!swept && config_.on_sweep_error) config_.on_sweep_error(swept.error());
@@ -244,36 +247,45 @@ void Ledger::RunCommitter() {
   }
 }
 
-void Ledger::CommitGroup(std::vector<Job>& jobs) {
-  std::vector<Result<std::vector<Transfer>>> results;
-  auto committed = db_.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
-    results.clear();
-    Applier applier(tx, config_, clock_);
-    SMART_TRY(applier.Begin());
-    std::vector<const TransferRequest*> all;
-    for (const auto& job : jobs) {
-      for (const auto& r : job.batch) all.push_back(&r);
-    }
-    SMART_TRY(applier.Prefetch(all));
-    for (auto& job : jobs) {
-      auto r = applier.ApplyBatch(job.batch);
-      if (!r) {
-        // A domain refusal fails only its own batch; anything else (the
-        // database) fails the whole group, which Transact may retry.
-        auto k = r.error().kind;
-        if (k != ErrorKind::kInvalid && k != ErrorKind::kConflict && k != ErrorKind::kNotFound) return r.take_error();
+void Ledger::CommitGroup(std::vector<Job> group) {
+  auto jobs_ptr = std::make_shared<std::vector<Job>>(std::move(group));
+  auto results_ptr = std::make_shared<std::vector<Result<std::vector<Transfer>>>>();
+  auto& jobs = *jobs_ptr;
+  auto& results = *results_ptr;
+  auto answer = [jobs_ptr, results_ptr](Result<void> durable) {
+    for (size_t i = 0; i < jobs_ptr->size(); ++i) {
+      if (!durable) {
+        (*jobs_ptr)[i].done.set_value(durable.error());
+      } else {
+        (*jobs_ptr)[i].done.set_value(std::move((*results_ptr)[i]));
       }
-      results.push_back(std::move(r));
     }
-    return applier.Flush();
-  });
-  for (size_t i = 0; i < jobs.size(); ++i) {
-    if (!committed) {
-      jobs[i].done.set_value(committed.error());
-    } else {
-      jobs[i].done.set_value(std::move(results[i]));
-    }
-  }
+  };
+  auto committed = db_.TransactEarly(
+      [&](store::Tx& tx) -> Result<void> {
+        results.clear();
+        Applier applier(tx, config_, clock_);
+        SMART_TRY(applier.Begin());
+        std::vector<const TransferRequest*> all;
+        for (const auto& job : jobs) {
+          for (const auto& r : job.batch) all.push_back(&r);
+        }
+        SMART_TRY(applier.Prefetch(all));
+        for (auto& job : jobs) {
+          auto r = applier.ApplyBatch(job.batch);
+          if (!r) {
+            // A domain refusal fails only its own batch; anything else (the
+            // database) fails the whole group, which Transact may retry.
+            auto k = r.error().kind;
+            if (k != ErrorKind::kInvalid && k != ErrorKind::kConflict && k != ErrorKind::kNotFound)
+              return r.take_error();
+          }
+          results.push_back(std::move(r));
+        }
+        return applier.Flush();
+      },
+      answer);
+  if (!committed) answer(committed);
 }
 
 Result<int> Ledger::ExpirePending(int limit) {

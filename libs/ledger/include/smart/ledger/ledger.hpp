@@ -195,7 +195,8 @@ class Ledger {
     std::promise<Result<std::vector<Transfer>>> done;
   };
   void RunCommitter();
-  void CommitGroup(std::vector<Job>& jobs);
+  // Answers the group's callers once it is durable, maybe while the next group runs.
+  void CommitGroup(std::vector<Job> group);
 
   store::Database& db_;
   LedgerConfig config_;
