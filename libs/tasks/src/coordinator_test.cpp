@@ -330,6 +330,34 @@ TEST_F(CoordinatorTest, BadInputIsRefused) {
   EXPECT_EQ(coord_->Claim("usr_op", n.id, 0, 0).error().code, "invalid_max");
 }
 
+TEST_F(CoordinatorTest, HeartbeatsRecordLoadAndAnnounceOnlyAReturn) {
+  Node n = MakeNode("usr_op", "n");
+  struct Seen {  // shared: the coordinator may announce after this test's body
+    std::mutex mu;
+    std::vector<std::string> statuses;
+  };
+  auto seen = std::make_shared<Seen>();
+  coord_->OnNodeUpdate([seen](const Node& u) {
+    std::lock_guard lk(seen->mu);
+    seen->statuses.push_back(u.status);
+  });
+  auto beat = coord_->Heartbeat("usr_op", n.id, 40, 2);
+  ASSERT_TRUE(beat.ok()) << beat.error().message;
+  EXPECT_EQ(beat->status, "online");
+  EXPECT_EQ(beat->load, 40);
+  EXPECT_EQ(beat->capabilities, std::vector<std::string>{"echo"});
+  EXPECT_EQ(coord_->GetNode(n.id)->running, 2);
+  clock_.Advance(61s);
+  EXPECT_EQ(coord_->GetNode(n.id)->status, "offline");
+  beat = coord_->Heartbeat("usr_op", n.id, 10, 0);
+  ASSERT_TRUE(beat.ok());
+  EXPECT_EQ(beat->status, "online");
+  EXPECT_EQ(coord_->GetNode(n.id)->last_heartbeat_ms, clock_.NowMs());
+  ASSERT_TRUE(coord_->Heartbeat("usr_op", n.id, 10, 0).ok());
+  std::lock_guard lk(seen->mu);
+  EXPECT_EQ(seen->statuses, std::vector<std::string>{"online"}) << "only the return from offline is news";
+}
+
 TEST_F(CoordinatorTest, DeactivationNeedsAnIdleNodeAndReleasesTheStake) {
   Fund("usr_req", 1'000'000);
   Node n = MakeNode("usr_op", "n");

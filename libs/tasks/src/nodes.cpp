@@ -241,6 +241,20 @@ void Coordinator::RunBeatWriter() {
           for (size_t i = 0; i < batch->size(); ++i) {
             const Beat& b = (*batch)[i];
             Out& out = (*outs)[i];
+            // The usual case in one statement: an active node of this
+            // operator, online already (so no node_status change to announce).
+            auto fresh = tx.QueryOne(
+                "UPDATE nodes SET last_heartbeat_ms = $2, load = $3, running = $4 WHERE id = $1 AND operator_id = $5 "
+                "AND state = 'active' AND last_heartbeat_ms >= $6 RETURNING " +
+                    std::string(kNodeColumns),
+                {Value{b.node_id}, Value{now}, Value{int64_t{b.load}}, Value{int64_t{b.running}}, Value{b.operator_id},
+                 Value{now - config_.offline_after_s * 1000}});
+            if (!fresh) return fresh.take_error();
+            if (*fresh) {
+              out.node = NodeFromRow(**fresh);
+              if (out.node) out.node->status = Status(*out.node, now, config_.offline_after_s);
+              continue;
+            }
             auto n = LoadOwnNode(tx, b.node_id, b.operator_id);
             if (!n) {
               out.node = n.take_error();
