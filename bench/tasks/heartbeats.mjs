@@ -46,13 +46,17 @@ let sent = 0;
 let errors = 0;
 let measuring = false;
 const sockets = [];
-await Promise.all(ids.map((id) => new Promise((resolve, reject) => {
+// One node's socket; a connection the server dropped before the welcome
+// (a burst of 10,000 upgrades) is tried again, up to 5 times.
+const connect = (id, attempt = 0) => new Promise((resolve, reject) => {
   const ws = new WebSocket(`${server.replace('http://', 'ws://')}/api/v1/nodes/ws`,
     { headers: { 'X-API-Key': key }, localAddress, perMessageDeflate: false });
+  let welcomed = false;
   ws.on('open', () => ws.send(JSON.stringify({ type: 'hello', node_id: id, credit: 0 })));
   ws.on('message', (data) => {
     const m = JSON.parse(data);
     if (m.type === 'welcome') {
+      welcomed = true;
       setTimeout(() => {
         const beat = () => {
           if (ws.readyState !== WebSocket.OPEN) return;
@@ -62,14 +66,19 @@ await Promise.all(ids.map((id) => new Promise((resolve, reject) => {
         beat();
         setInterval(beat, intervalMs);
       }, Math.random() * intervalMs);
+      sockets.push(ws);
       resolve();
     } else if (m.type === 'error') {
       errors++;
     }
   });
-  ws.on('error', (e) => reject(e));
-  sockets.push(ws);
-})));
+  ws.on('error', (e) => {
+    if (welcomed) return;
+    if (attempt >= 4) return reject(e);
+    setTimeout(() => connect(id, attempt + 1).then(resolve, reject), 200);
+  });
+});
+await Promise.all(ids.map((id) => connect(id)));
 console.log('ready');
 await new Promise((resolve) => setTimeout(resolve, intervalMs));  // every node has beaten once
 measuring = true;

@@ -32,7 +32,11 @@ rss_mib() { awk '/^VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
 
 # wait_ready PREFIX COUNT: until COUNT load processes wrote "ready" in $work/PREFIX*.out (or fail)
 wait_ready() {
-  for _ in $(seq 1 1200); do [ "$(grep -l ready "$work"/"$1"*.out 2>/dev/null | wc -l)" = "$2" ] && return; sleep 0.5; done
+  for _ in $(seq 1 1200); do
+    [ "$(grep -l ready "$work"/"$1"*.out 2>/dev/null | wc -l)" = "$2" ] && return
+    grep -q "^Error\|Node.js v" "$work"/"$1"*.out 2>/dev/null && break  # a load process died
+    sleep 0.5
+  done
   echo "bench: the load did not connect" >&2; cat "$work"/"$1"*.out >&2; exit 1
 }
 
@@ -67,8 +71,8 @@ t0=$(cpu_ticks "$pid"); s0=$(date +%s.%N)
 sleep 10
 t1=$(cpu_ticks "$pid"); s1=$(date +%s.%N)
 # The heartbeats are not answered: count in the database the nodes whose beat was recorded meanwhile.
-recorded=$(sqlite3 "file:$work/smartd.log.data/smart.db?mode=ro" \
-  "SELECT COUNT(*) FROM nodes WHERE name LIKE 'hb%' AND last_heartbeat_ms >= $since_ms")
+recorded=$(sqlite3 -cmd ".timeout 5000" "file:$work/smartd.log.data/smart.db?mode=ro" \
+  "SELECT COUNT(*) FROM nodes WHERE name LIKE 'hb%' AND last_heartbeat_ms >= $since_ms" || echo "?")
 for p in $(cat "$work/hb_pids"); do wait "$p" || true; done
 sent=$(cat "$work"/hb*.out | awk 'NF == 2 {s += $1; e += $2} END {print s + 0, e + 0}')
 cpu=$(awk -v a="$t0" -v b="$t1" -v s0="$s0" -v s1="$s1" -v hz="$hz" 'BEGIN { printf "%.1f", (b - a) / hz / (s1 - s0) * 100 }')
