@@ -266,8 +266,10 @@ class SqliteDatabase final : public Database {
     return WithRetries(opt_.max_retries, [&]() -> Result<void> {
       std::lock_guard lock(writer_mu_);
       auto r = RunTx(*writer_, mode == TxMode::kRead ? "BEGIN" : "BEGIN IMMEDIATE", fn);
-      if (mode != TxMode::kRead) commits_.fetch_add(1, std::memory_order_relaxed);
-      if (r && seq) *seq = committed_seq_.fetch_add(1) + 1;  // after COMMIT wrote its frames
+      if (r && mode != TxMode::kRead) {
+        uint64_t n = committed_.fetch_add(1) + 1;  // after COMMIT wrote its frames
+        if (seq) *seq = n;
+      }
       return r;
     });
   }
@@ -300,7 +302,7 @@ class SqliteDatabase final : public Database {
     while (true) {
       sync_cv_.wait(lock, [&] { return !waiting_.empty() || sync_stopping_; });
       if (waiting_.empty()) return;
-      const uint64_t upto = committed_seq_.load();
+      const uint64_t upto = committed_.load();
       lock.unlock();
       Result<void> flushed = FlushWal();
       lock.lock();
@@ -348,7 +350,7 @@ class SqliteDatabase final : public Database {
     std::unique_lock lock(checkpoint_mu_);
     while (!stopping_) {
       checkpoint_cv_.wait_for(lock, std::chrono::milliseconds(50));
-      uint64_t now = commits_.load(std::memory_order_relaxed);
+      uint64_t now = committed_.load(std::memory_order_relaxed);
       if (now == seen) continue;
       seen = now;
       lock.unlock();
@@ -366,7 +368,7 @@ class SqliteDatabase final : public Database {
   std::mutex readers_mu_;
   std::vector<std::unique_ptr<Connection>> readers_;
   bool shared_memory_ = false;
-  std::atomic<uint64_t> commits_{0};
+  std::atomic<uint64_t> committed_{0};  // write commits: numbers them for WhenFlushed, wakes the checkpointer
   std::mutex checkpoint_mu_;
   std::condition_variable checkpoint_cv_;
   bool stopping_ = false;
@@ -376,7 +378,6 @@ class SqliteDatabase final : public Database {
   std::string wal_path_;
   int wal_fd_ = -1;         // the syncer's
   std::string sync_error_;  // the syncer's: set by the first failed flush
-  std::atomic<uint64_t> committed_seq_{0};
   std::mutex sync_mu_;
   std::condition_variable sync_cv_;
   std::vector<std::pair<uint64_t, std::function<void(Result<void>)>>> waiting_;
