@@ -2,6 +2,7 @@
 
 #include <curl/curl.h>
 
+#include <algorithm>
 #include <memory>
 #include <mutex>
 
@@ -29,12 +30,56 @@ size_t Write(char* data, size_t size, size_t n, void* user) {
   return chunk.size();
 }
 
+// Each thread keeps one handle, and with it libcurl's pool of open
+// connections: the next request to the same server reuses a kept-alive
+// connection instead of a new TCP (and TLS) handshake. A Send made while the
+// thread's handle is busy (from an on_data callback) uses a handle of its own.
+struct ThreadHandle {
+  CURL* curl = nullptr;
+  bool busy = false;
+  ~ThreadHandle() {
+    if (curl) curl_easy_cleanup(curl);
+  }
+};
+
+class Lease {
+ public:
+  Lease() {
+    thread_local ThreadHandle mine;
+    if (!mine.busy) {
+      if (!mine.curl) mine.curl = curl_easy_init();
+      if (mine.curl) {
+        curl_easy_reset(mine.curl);  // options back to defaults; connections stay
+        mine.busy = true;
+        owner_ = &mine;
+        curl_ = mine.curl;
+        return;
+      }
+    }
+    curl_ = curl_easy_init();
+  }
+  ~Lease() {
+    if (owner_) {
+      owner_->busy = false;
+    } else if (curl_) {
+      curl_easy_cleanup(curl_);
+    }
+  }
+  Lease(const Lease&) = delete;
+  Lease& operator=(const Lease&) = delete;
+  CURL* get() const { return curl_; }
+
+ private:
+  ThreadHandle* owner_ = nullptr;
+  CURL* curl_ = nullptr;
+};
+
 }  // namespace
 
 Result<ClientResponse> Send(const ClientRequest& req, const std::function<bool(std::string_view)>& on_data) {
   GlobalInit();
-  std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), curl_easy_cleanup);
-  if (!curl) return Error::Internal("http_client", "curl_easy_init failed");
+  Lease curl;
+  if (!curl.get()) return Error::Internal("http_client", "curl_easy_init failed");
   ClientResponse res;
   Sink sink{&res.body, &on_data};
   curl_slist* headers = nullptr;

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "smart/core/log.hpp"
+#include "smart/http/client.hpp"
 #include "smart/http/middleware.hpp"
 #include "smart/metrics/metrics.hpp"
 #include "smart/testing/http_client.hpp"
@@ -324,6 +325,24 @@ TEST_F(ServerTest, MetricsCountRequestsByRoute) {
   EXPECT_NE(text.find("http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"} 1"), std::string::npos);
   EXPECT_NE(text.find("http_request_duration_seconds_count{method=\"GET\",route=\"/items/{id}\"} 2"),
             std::string::npos);
+}
+
+// smart::http::Send keeps a connection per thread open for the next request.
+TEST_F(ServerTest, TheClientReusesItsConnection) {
+  StartServer();
+  const std::string url = "http://127.0.0.1:" + std::to_string(port_);
+  for (int i = 0; i < 3; ++i) {
+    auto r = Send({.url = url + "/hello"});
+    ASSERT_TRUE(r) << r.error().message;
+    EXPECT_EQ(r->status, 200);
+    auto posted = Send({.method = "POST", .url = url + "/echo", .body = "body " + std::to_string(i)});
+    ASSERT_TRUE(posted) << posted.error().message;
+    EXPECT_EQ(posted->body, "body " + std::to_string(i));
+  }
+  std::this_thread::sleep_for(300ms);  // a closed connection would have been counted down by now
+  EXPECT_NE(registry_.Render().find("http_open_connections 1\n"), std::string::npos) << registry_.Render();
+  // Another thread has a connection of its own.
+  std::thread([&] { ASSERT_TRUE(Send({.url = url + "/hello"})); }).join();
 }
 
 TEST_F(ServerTest, GracefulShutdownFinishesInFlightRequests) {

@@ -1,6 +1,6 @@
 // Outgoing HTTP(S) requests (libcurl underneath): smart-node talking to
 // smartd and to OpenAI-compatible endpoints, later webhooks and JSON-RPC.
-// Thread-safe; each Send uses its own connection state.
+// Thread-safe; each thread keeps its connections alive for its next requests.
 #pragma once
 
 #include <chrono>
