@@ -3,9 +3,8 @@
 // complete what is pushed to them with asynchronous results. The ceiling of
 // the durable task path itself (SQLite FULL sync, or PostgreSQL), for
 // comparison with bench/tasks' end-to-end figure.
-//   tasks_core [--url URL] [--submitters N] [--nodes N] [--seconds S] [--glibc-trim 1]
+//   tasks_core [--url URL] [--submitters N] [--nodes N] [--seconds S]
 // Prints: "completed_per_s submitted_per_s"
-#include <malloc.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -23,8 +22,6 @@ using namespace smart;
 int Run(const std::string& url, int submitters, int nodes, double seconds);
 
 int main(int argc, char** argv) {
-  // As smartd does (apps/smartd/main.cpp, KeepFreedMemory); --glibc-trim 1 measures without.
-  bool trim = false;
   std::string url;
   int submitters = 16, nodes = 16;
   double seconds = 5;
@@ -38,17 +35,10 @@ int main(int argc, char** argv) {
       nodes = std::stoi(v);
     } else if (k == "--seconds") {
       seconds = std::stod(v);
-    } else if (k == "--glibc-trim") {
-      trim = v == "1";
     } else {
       std::fprintf(stderr, "unknown flag %s\n", k.c_str());
       return 2;
     }
-  }
-  if (!trim) {
-    mallopt(M_MMAP_THRESHOLD, 32 << 20);
-    mallopt(M_TRIM_THRESHOLD, 256 << 20);
-    mallopt(M_TOP_PAD, 64 << 20);
   }
   std::filesystem::path dir;
   if (url.empty()) {

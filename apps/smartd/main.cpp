@@ -2,7 +2,6 @@
 // migrations, builds the router and the server, and waits for a signal.
 //
 // Exit codes: 0 success, 1 operation failed, 2 usage or configuration error.
-#include <malloc.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -52,16 +51,6 @@ struct Flags {
   bool print_config = false;
   bool dev = false, with_node = false;
 };
-
-// Freed memory is kept for reuse (up to 256 MiB per heap) instead of being
-// returned to the kernel after every burst: each transaction's allocations
-// otherwise cost page faults and TLB shootdowns, about a third of the task
-// path's throughput (bench/tasks_core: 1.9k -> 2.5-3.0k tasks/s).
-void KeepFreedMemory() {
-  mallopt(M_MMAP_THRESHOLD, 32 << 20);
-  mallopt(M_TRIM_THRESHOLD, 256 << 20);
-  mallopt(M_TOP_PAD, 64 << 20);
-}
 
 int ConfigError(const Error& e) {
   std::cerr << "smartd: " << e.message << "\n";
@@ -326,7 +315,6 @@ int AdminCreate(const config::Config& cfg, log::Logger& logger, const std::strin
 }
 
 int Serve(const config::Config& cfg, log::Logger& logger) {
-  KeepFreedMemory();
   // Block the stop signals in every thread; this thread alone waits for them.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
