@@ -191,6 +191,24 @@ TEST_F(CoordinatorTest, ADeadNodesLeaseIsReleasedWithoutSlashing) {
   ASSERT_EQ(coord_->Claim("usr_b", b.id, 1, 0)->size(), 1u);
 }
 
+// New work wakes waiting claims, not the sweeper: it sweeps once per interval.
+TEST_F(CoordinatorTest, TheSweeperKeepsItsIntervalWhenWorkArrives) {
+  coord_.reset();
+  config_.sweep_interval_ms = 3'600'000;
+  coord_ = std::make_unique<Coordinator>(*db_, *ledger_, config_, clock_);
+  Fund("usr_req", 1'000'000);
+  Node a = MakeNode("usr_a", "a");
+  Task t = Submit("usr_req");
+  ASSERT_EQ(coord_->Claim("usr_a", a.id, 1, 0)->size(), 1u);
+  clock_.Advance(61s);  // the lease has run out; only a sweep notices
+  ASSERT_TRUE(coord_->Heartbeat("usr_a", a.id, 1, 1).ok());
+  for (int i = 0; i < 5; ++i) Submit("usr_req");
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(coord_->Get("usr_req", t.id)->status, "assigned") << "no sweep before the interval";
+  ASSERT_TRUE(coord_->Sweep().ok());
+  EXPECT_EQ(coord_->Get("usr_req", t.id)->status, "pending");
+}
+
 TEST_F(CoordinatorTest, FailuresUseUpAttemptsThenRefund) {
   Fund("usr_req", 1'000'000);
   Node n = MakeNode("usr_op", "n");

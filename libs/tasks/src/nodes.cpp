@@ -64,6 +64,7 @@ void Coordinator::StopWaiting() {
     stopping_ = true;
   }
   wake_cv_.notify_all();
+  sweep_cv_.notify_all();
   {
     std::lock_guard lk(push_mu_);
     push_stopping_ = true;
@@ -75,11 +76,10 @@ void Coordinator::RunSweeper() {
   std::unique_lock lk(wake_mu_);
   while (!stopping_) {
     if (config_.sweep_interval_ms <= 0) {
-      wake_cv_.wait(lk, [&] { return stopping_; });
+      sweep_cv_.wait(lk, [&] { return stopping_; });
       break;
     }
-    wake_cv_.wait_for(lk, std::chrono::milliseconds(config_.sweep_interval_ms));
-    if (stopping_) break;
+    if (sweep_cv_.wait_for(lk, std::chrono::milliseconds(config_.sweep_interval_ms), [&] { return stopping_; })) break;
     lk.unlock();
     (void)Sweep();  // a failure is retried at the next interval
     lk.lock();

@@ -341,7 +341,8 @@ class Coordinator {
   const Clock& clock_;
 
   std::mutex wake_mu_;
-  std::condition_variable wake_cv_;  // claims waiting for work
+  std::condition_variable wake_cv_;   // claims waiting for work
+  std::condition_variable sweep_cv_;  // the sweeper, between sweeps (not woken by new work)
   uint64_t wake_gen_ = 0;
   std::multiset<int64_t> waiting_scores_;  // of claims waiting here: reputation first, then low load
   std::multiset<int64_t> woken_scores_;    // those waiting at the last wake-up
