@@ -8,6 +8,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <thread>
@@ -435,6 +436,36 @@ TEST_F(StoreTest, TransactEarlyAnswersOnceDurableAndNeverForAFailure) {
                               return Ok();
                             })
                   .ok());
+}
+
+// Under commits that never pause, the WAL is still copied into the database
+// and written again from its beginning, instead of growing with every commit.
+TEST(SqliteWal, StartsOverUnderSustainedWrites) {
+  testing::TempDir dir;
+  auto db = std::move(Open("sqlite:" + dir.path() + "/wal.db")).value();
+  ASSERT_TRUE(db->Transact(TxMode::kWrite, [](Tx& tx) {
+                  return tx.ExecScript("CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB NOT NULL)");
+                }).ok());
+  const std::string blob(64 * 1024, 'x');
+  const std::string wal = dir.path() + "/wal.db-wal";
+  std::atomic<int> durable{0};
+  uintmax_t largest = 0;
+  for (int64_t i = 0; i < 2000; ++i) {  // ~17 pages a commit: ~130 MiB through the WAL
+    auto r = db->TransactEarly(
+        [&](Tx& tx) -> Result<void> {
+          SMART_TRY(tx.Exec("INSERT OR REPLACE INTO t (id, b) VALUES ($1, $2)", {Value{i % 64}, Value{Blob{blob}}}));
+          return Ok();
+        },
+        [&](Result<void> flushed) {
+          EXPECT_TRUE(flushed.ok());
+          ++durable;
+        });
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    largest = std::max(largest, std::filesystem::file_size(wal));
+  }
+  db.reset();  // answers what is still being flushed
+  EXPECT_EQ(durable.load(), 2000);
+  EXPECT_LT(largest, uintmax_t{64} << 20) << "the WAL grew to " << (largest >> 20) << " MiB";
 }
 
 TEST_F(StoreTest, ClosingTheDatabaseAnswersEveryCommit) {
