@@ -372,8 +372,15 @@ TEST_F(CoordinatorTest, HeartbeatsRecordLoadAndAnnounceOnlyAReturn) {
   EXPECT_EQ(beat->status, "online");
   EXPECT_EQ(coord_->GetNode(n.id)->last_heartbeat_ms, clock_.NowMs());
   ASSERT_TRUE(coord_->Heartbeat("usr_op", n.id, 10, 0).ok());
+  // In maintenance a node is "maintenance" before and after a beat: no news either.
+  ASSERT_TRUE(coord_->SetMaintenance("usr_op", n.id, true).ok());
+  beat = coord_->Heartbeat("usr_op", n.id, 10, 0);
+  ASSERT_TRUE(beat.ok());
+  EXPECT_EQ(beat->status, "maintenance");
+  ASSERT_TRUE(coord_->Heartbeat("usr_op", n.id, 10, 0).ok());
   std::lock_guard lk(seen->mu);
-  EXPECT_EQ(seen->statuses, std::vector<std::string>{"online"}) << "only the return from offline is news";
+  EXPECT_EQ(seen->statuses, (std::vector<std::string>{"online", "maintenance"}))
+      << "the return from offline and the switch to maintenance are news; beats that change nothing are not";
 }
 
 TEST_F(CoordinatorTest, DeactivationNeedsAnIdleNodeAndReleasesTheStake) {

@@ -232,7 +232,7 @@ void Coordinator::RunBeatWriter() {
     lk.unlock();
     struct Out {
       Result<Node> node = Error::Internal("unset", "");
-      bool was_online = true;
+      bool changed = false;  // its status (online, offline, maintenance): announced
     };
     auto outs = std::make_shared<std::vector<Out>>(batch->size());
     writer_.TransactAsync(
@@ -266,11 +266,12 @@ void Coordinator::RunBeatWriter() {
             }
             SMART_TRY(tx.Exec("UPDATE nodes SET last_heartbeat_ms = $2, load = $3, running = $4 WHERE id = $1",
                               {Value{n->id}, Value{now}, Value{int64_t{b.load}}, Value{int64_t{b.running}}}));
-            out.was_online = Status(*n, now, config_.offline_after_s) == "online";
+            const std::string before = Status(*n, now, config_.offline_after_s);
             n->last_heartbeat_ms = now;
             n->load = b.load;
             n->running = b.running;
             n->status = Status(*n, now, config_.offline_after_s);
+            out.changed = n->status != before;
             out.node = std::move(n).value();
           }
           return Ok();
@@ -282,7 +283,7 @@ void Coordinator::RunBeatWriter() {
               (*batch)[i].done(r.error());
               continue;
             }
-            if (out.node && !out.was_online && on_node_update_) on_node_update_(*out.node);
+            if (out.node && out.changed && on_node_update_) on_node_update_(*out.node);
             (*batch)[i].done(std::move(out.node));
           }
         });
