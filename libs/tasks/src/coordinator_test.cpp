@@ -209,6 +209,27 @@ TEST_F(CoordinatorTest, TheSweeperKeepsItsIntervalWhenWorkArrives) {
   EXPECT_EQ(coord_->Get("usr_req", t.id)->status, "pending");
 }
 
+// node_status: a node that stops beating is announced offline by the next sweep, once.
+TEST_F(CoordinatorTest, TheSweepAnnouncesANodeGoneOfflineOnce) {
+  Node a = MakeNode("usr_a", "a"), b = MakeNode("usr_b", "b");
+  auto seen = std::make_shared<std::vector<std::string>>();  // the sweeps run on this thread
+  coord_->OnNodeUpdate([seen](const Node& n) { seen->push_back(n.name + " " + n.status); });
+  ASSERT_TRUE(coord_->Sweep().ok());
+  clock_.Advance(10s);
+  ASSERT_TRUE(coord_->Heartbeat("usr_b", b.id, 0, 0).ok());
+  clock_.Advance(6s);  // a: silent for 16 s, offline after 15; b: 6 s
+  ASSERT_TRUE(coord_->Sweep().ok());
+  EXPECT_EQ(*seen, std::vector<std::string>{"a offline"});
+  clock_.Advance(1s);
+  ASSERT_TRUE(coord_->Sweep().ok());
+  EXPECT_EQ(seen->size(), 1u) << "announced once";
+  ASSERT_TRUE(coord_->SetMaintenance("usr_b", b.id, true).ok());
+  seen->clear();
+  clock_.Advance(60s);
+  ASSERT_TRUE(coord_->Sweep().ok());
+  EXPECT_TRUE(seen->empty()) << "a node in maintenance is not online to begin with";
+}
+
 TEST_F(CoordinatorTest, FailuresUseUpAttemptsThenRefund) {
   Fund("usr_req", 1'000'000);
   Node n = MakeNode("usr_op", "n");

@@ -505,11 +505,29 @@ Result<void> Coordinator::ExpireDeadline(std::string_view task_id) {
 
 Result<void> Coordinator::Sweep() {
   int64_t now = clock_.NowMs();
+  const int64_t offline_ms = config_.offline_after_s * 1000;
+  // The first sweep of this process looks back one interval: a node that
+  // fell silent while no smartd ran is not announced.
+  int64_t last = last_sweep_ms_.load();
+  if (last == 0) last = now - std::max<int64_t>(config_.sweep_interval_ms, 1);
   std::vector<std::string> expired, orphaned, overdue;
+  std::vector<Node> gone;
   SMART_TRY(db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
     expired.clear();
     orphaned.clear();
     overdue.clear();
+    gone.clear();
+    auto silent =
+        tx.Query("SELECT " + std::string(kNodeColumns) +
+                     " FROM nodes WHERE state = 'active' AND last_heartbeat_ms < $1 AND last_heartbeat_ms >= $2",
+                 {Value{now - offline_ms}, Value{last - offline_ms}});
+    if (!silent) return silent.take_error();
+    for (const auto& r : *silent) {
+      auto n = NodeFromRow(r);
+      if (!n) return n.take_error();
+      n->status = "offline";
+      gone.push_back(std::move(n).value());
+    }
     auto rows = tx.Query(
         "SELECT id FROM tasks WHERE status IN ('assigned', 'in_progress') AND lease_expires_ms <= $1 LIMIT 500",
         {Value{now}});
@@ -518,7 +536,7 @@ Result<void> Coordinator::Sweep() {
     rows = tx.Query(
         "SELECT t.id FROM tasks t JOIN nodes n ON n.id = t.node_id WHERE t.status IN ('assigned', 'in_progress') "
         "AND n.last_heartbeat_ms < $1 LIMIT 500",
-        {Value{now - config_.offline_after_s * 1000}});
+        {Value{now - offline_ms}});
     if (!rows) return rows.take_error();
     for (const auto& r : *rows) orphaned.push_back(r.Text(0));
     rows = tx.Query("SELECT id FROM tasks WHERE status = 'pending' AND deadline_ms > 0 AND deadline_ms <= $1 LIMIT 500",
@@ -527,6 +545,10 @@ Result<void> Coordinator::Sweep() {
     for (const auto& r : *rows) overdue.push_back(r.Text(0));
     return Ok();
   }));
+  last_sweep_ms_ = now;
+  if (on_node_update_) {
+    for (const auto& n : gone) on_node_update_(n);
+  }
   for (const auto& id : expired) SMART_TRY(ExpireLease(id));
   for (const auto& id : orphaned) SMART_TRY(ReleaseLease(id));
   for (const auto& id : overdue) SMART_TRY(ExpireDeadline(id));

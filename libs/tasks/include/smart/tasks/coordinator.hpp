@@ -23,6 +23,7 @@
 // Thread-safe.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <functional>
 #include <map>
@@ -264,7 +265,8 @@ class Coordinator {
   // Called after every committed transition of a task (on the thread that
   // made it: keep it quick). Set before serving; events/WebSocket fan-out.
   void OnUpdate(std::function<void(const Task&)> fn) { on_update_ = std::move(fn); }
-  // Called when a node registers, comes online or is deactivated.
+  // Called when a node's status changes: it registers, goes offline (seen by
+  // the sweep), comes back online, enters or leaves maintenance, is deactivated.
   void OnNodeUpdate(std::function<void(const Node&)> fn) { on_node_update_ = std::move(fn); }
 
   // Claims waiting for work on this instance now.
@@ -278,8 +280,9 @@ class Coordinator {
   Result<Settings> GetSettings();
   Result<Settings> UpdateSettings(const Settings& s);
 
-  // Expires leases (timeouts: slash, requeue or fail) and releases the leases
-  // of offline nodes. Runs every sweep_interval_ms; tests call it directly.
+  // Expires leases (timeouts: slash, requeue or fail), releases the leases
+  // of offline nodes and announces the nodes that went offline since the last
+  // sweep. Runs every sweep_interval_ms; tests call it directly.
   Result<void> Sweep();
 
   const TasksConfig& config() const { return config_; }
@@ -375,6 +378,7 @@ class Coordinator {
 
   std::function<void(const Task&)> on_update_;
   std::function<void(const Node&)> on_node_update_;
+  std::atomic<int64_t> last_sweep_ms_{0};  // nodes silent since before it were announced offline then
   store::GroupCommitter writer_;  // every write: concurrent transitions share a commit; its callbacks use the above
   std::thread sweeper_;           // last: stop first
   std::thread dispatcher_;
