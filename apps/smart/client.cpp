@@ -217,7 +217,7 @@ std::optional<Problem> Client::Refresh() {
 std::variant<json::value, Problem> Client::Call(const std::string& method, const std::string& path,
                                                 const std::string& body,
                                                 const std::vector<std::pair<std::string, std::string>>& headers,
-                                                bool authenticated) {
+                                                bool authenticated, http::ClientResponse* received) {
   http::ClientRequest req{.method = method, .url = server_ + path, .headers = headers, .body = body};
   if (!body.empty()) req.headers.emplace_back("Content-Type", "application/json");
   if (authenticated) {
@@ -242,6 +242,10 @@ std::variant<json::value, Problem> Client::Call(const std::string& method, const
                    .title = "Cannot reach " + server_,
                    .detail = res.error().message,
                    .exit_code = kExitUnavailable};
+  }
+  if (received) {
+    received->status = res->status;
+    received->headers = res->headers;
   }
   if (res->status >= 400) return FromResponse(res->status, res->body);
   if (res->body.empty()) return json::value(nullptr);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "smart/core/result.hpp"
+#include "smart/http/client.hpp"
 
 namespace smart::cli {
 
@@ -48,11 +49,12 @@ class Client {
   std::string config_dir() const;
 
   // Calls the API as the profile's user (API key, else the session, refreshed
-  // when needed). `path` starts with /api/v1. Answers the JSON body (null for 204).
+  // when needed). `path` starts with /api/v1. Answers the JSON body (null for
+  // 204 and 304); `received`, when given, gets the status and header fields.
   std::variant<boost::json::value, Problem> Call(const std::string& method, const std::string& path,
                                                  const std::string& body = "",
                                                  const std::vector<std::pair<std::string, std::string>>& headers = {},
-                                                 bool authenticated = true);
+                                                 bool authenticated = true, http::ClientResponse* received = nullptr);
 
   // Session (smart login / logout).
   std::variant<boost::json::value, Problem> Login(const std::string& email, const std::string& password);

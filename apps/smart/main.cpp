@@ -173,16 +173,26 @@ bool Final(const std::string& status) {
 }
 
 // Follows a task until it is final; a live line on a terminal, one line per change otherwise.
+// Each request after the first waits on the server for the task to change
+// (If-None-Match with the ETag shown last, Prefer: wait=25).
 int Watch(Client& c, const std::string& id) {
   bool tty = ::isatty(STDERR_FILENO);
-  std::string last;
+  std::string last, etag;
   while (true) {
-    auto r = c.Call("GET", "/api/v1/tasks/" + id);
+    Args ask;
+    if (!etag.empty()) ask = {{"If-None-Match", etag}, {"Prefer", "wait=25"}};
+    http::ClientResponse received;
+    auto r = c.Call("GET", "/api/v1/tasks/" + id, "", ask, true, &received);
     if (auto* p = std::get_if<Problem>(&r)) {
       if (p->exit_code != kExitUnavailable) return Fail(*p);
       std::this_thread::sleep_for(std::chrono::seconds(1));  // smartd restarting: keep watching
       continue;
     }
+    if (received.status == 304) {  // no change; a server that did not wait is asked again shortly
+      if (received.Header("Preference-Applied").empty()) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      continue;
+    }
+    etag = std::string(received.Header("ETag"));
     const auto& t = std::get<json::value>(r);
     std::string status = Text(Field(t, "status"));
     std::string line = id + "  " + status + "  " + Text(Field(t, "progress")) + "%";
@@ -205,7 +215,7 @@ int Watch(Client& c, const std::string& id) {
       }
       return status == "completed" ? kExitOk : kExitFailed;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    if (etag.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(300));  // a server without ETags
   }
 }
 

@@ -2,6 +2,8 @@
 // input; cancel; and a restart in the middle of a lease.
 #include <signal.h>
 
+#include <chrono>
+#include <optional>
 #include <regex>
 #include <thread>
 
@@ -129,6 +131,57 @@ TEST(SmartdTasks, SubmitClaimReportAndPay) {
   EXPECT_EQ(JsonInt(r->body, "nodes_online"), 1);
   auto [vcode, vout] = testing::RunCommand({SMARTD_PATH, "ledger", "verify", "--data-dir", s.dir() + "/data"});
   EXPECT_EQ(vcode, 0) << vout;
+}
+
+// GET /tasks/{id} with If-None-Match and Prefer: wait waits for the task to change.
+TEST(SmartdTasks, AReadCanWaitForTheTaskToChange) {
+  Smartd s(TaskEnv());
+  ASSERT_NE(s.port(), 0);
+  Network n = StartNetwork(s);
+  auto r = As(s.port(), "POST", "/api/v1/tasks", n.alice.access, R"({"type":"echo","input":"x","timeout_s":60})");
+  ASSERT_EQ(r->status, 201) << r->body;
+  const std::string path = "/api/v1/tasks/" + JsonField(r->body, "id");
+  r = As(s.port(), "GET", path, n.alice.access);
+  ASSERT_EQ(r->status, 200);
+  const std::string etag = r->Header("etag");
+  ASSERT_EQ(etag.size(), 34u) << "a quoted hash";
+  const std::string same = "If-None-Match: " + etag + "\r\n";
+
+  r = As(s.port(), "GET", path, n.alice.access, "", same);
+  EXPECT_EQ(r->status, 304) << "unchanged, and no wait asked";
+  EXPECT_EQ(r->body, "");
+  EXPECT_EQ(r->Header("etag"), etag);
+  EXPECT_EQ(As(s.port(), "GET", path, n.alice.access, "", "If-None-Match: \"other\"\r\n")->status, 200);
+  auto start = std::chrono::steady_clock::now();
+  r = As(s.port(), "GET", path, n.alice.access, "", same + "Prefer: wait=abc\r\n");
+  EXPECT_EQ(r->status, 304) << "a wait that is not a number is ignored";
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(900));
+
+  start = std::chrono::steady_clock::now();
+  r = As(s.port(), "GET", path, n.alice.access, "", same + "Prefer: wait=1\r\n");
+  EXPECT_EQ(r->status, 304) << "nothing changed in the second waited";
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(950));
+  EXPECT_EQ(r->Header("preference-applied"), "wait=1");
+
+  // A claim while a read waits: the read answers with the assigned task at once.
+  std::optional<testing::HttpResponse> waited;
+  std::chrono::steady_clock::duration took{};
+  std::thread reader([&] {
+    auto t0 = std::chrono::steady_clock::now();
+    waited = As(s.port(), "GET", path, n.alice.access, "", same + "Prefer: respond-async, wait=20\r\n");
+    took = std::chrono::steady_clock::now() - t0;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  r = As(s.port(), "POST", "/api/v1/nodes/" + n.node_id + "/claim", n.node_key, R"({"max":1})");
+  ASSERT_EQ(r->status, 200) << r->body;
+  reader.join();
+  ASSERT_TRUE(waited);
+  EXPECT_EQ(waited->status, 200) << waited->body;
+  EXPECT_EQ(JsonField(waited->body, "status"), "assigned");
+  EXPECT_NE(waited->Header("etag"), etag);
+  EXPECT_LT(took, std::chrono::seconds(5)) << "answered on the change, not at the end of the wait";
+  EXPECT_EQ(As(s.port(), "GET", path, n.op.access, "", same + "Prefer: wait=5\r\n")->status, 404)
+      << "another user's task is not found, waiting or not";
 }
 
 TEST(SmartdTasks, BadInputEverywhere) {

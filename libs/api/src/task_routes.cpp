@@ -2,10 +2,16 @@
 // deactivate, read), the leased task operations, and the admin settings.
 #include <array>
 #include <boost/json.hpp>
+#include <charconv>
+#include <condition_variable>
+#include <map>
+#include <mutex>
 
 #include "json_body.hpp"
 #include "routes_internal.hpp"
+#include "smart/core/crypto.hpp"
 #include "smart/core/json_text.hpp"
+#include "smart/events/bus.hpp"
 #include "smart/tasks/coordinator.hpp"
 
 namespace smart::api {
@@ -190,6 +196,73 @@ struct LeaseRef {
   int lease = 0;
 };
 
+// GET /tasks/{id} asked to wait for a change (If-None-Match + Prefer: wait):
+// the tasks someone waits on, each with a count of its task_update events.
+struct TaskWatch {
+  static constexpr int kMaxWaiting = 16;  // of the long-poll threads; the node claims keep the rest
+  std::mutex mu;
+  std::condition_variable cv;
+  std::map<std::string, std::pair<int, uint64_t>, std::less<>> watched;  // id -> (waiting, changes)
+  int waiting = 0;
+};
+
+// The task with its history, as GET /tasks/{id} answers it.
+Result<std::string> TaskDocument(const Deps& deps, const std::string& user, std::string_view id) {
+  auto t = deps.tasks.Get(user, id);
+  if (!t) return t.take_error();
+  auto events = deps.tasks.Events(user, id);
+  if (!events) return events.take_error();
+  auto o = TaskJson(deps, *t, true);
+  json::array history;
+  for (const auto& e : *events) {
+    boost::system::error_code ec;
+    auto detail = json::parse(e.detail, ec);
+    history.push_back(json::object{{"seq", e.seq},
+                                   {"at", FormatTimestampMs(e.ts_ms)},
+                                   {"status", e.status},
+                                   {"node_id", TextOrNull(e.node_id)},
+                                   {"detail", ec ? json::value(json::object{}) : std::move(detail)}});
+  }
+  o["events"] = std::move(history);
+  return json::serialize(o);
+}
+
+std::string ETagOf(std::string_view body) { return "\"" + crypto::Sha256Hex(body).substr(0, 32) + "\""; }
+
+// If-None-Match names `etag` (one of a list, or *).
+bool NoneMatchNames(const http::Request& req, std::string_view etag) {
+  auto h = req.headers.Get("If-None-Match");
+  if (!h) return false;
+  std::string_view rest = *h;
+  while (!rest.empty()) {
+    auto comma = rest.find(',');
+    std::string_view one = rest.substr(0, comma);
+    while (!one.empty() && one.front() == ' ') one.remove_prefix(1);
+    while (!one.empty() && one.back() == ' ') one.remove_suffix(1);
+    if (one.starts_with("W/")) one.remove_prefix(2);
+    if (one == etag || one == "*") return true;
+    if (comma == std::string_view::npos) break;
+    rest.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
+// Prefer: wait=N (RFC 7240), at most 30 s; 0 when absent or not a number.
+int PreferredWait(const http::Request& req) {
+  auto h = req.headers.Get("Prefer");
+  if (!h) return 0;
+  auto at = h->find("wait=");
+  if (at == std::string_view::npos ||
+      (at > 0 && std::string_view(" ,;").find((*h)[at - 1]) == std::string_view::npos)) {
+    return 0;
+  }
+  int n = 0;
+  auto digits = h->substr(at + 5);
+  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), n);
+  if (ec != std::errc() || n < 0) return 0;
+  return std::min(n, 30);
+}
+
 }  // namespace
 
 void RegisterTaskRoutes(http::Router& router, const Deps& deps) {
@@ -306,31 +379,79 @@ void RegisterTaskRoutes(http::Router& router, const Deps& deps) {
       },
       kBlocking);
 
+  // A task changed: wake whoever waits on it.
+  auto watch = std::make_shared<TaskWatch>();
+  deps.bus.Subscribe([watch](const events::Event& e) {
+    if (e.type != "task_update") return;
+    std::lock_guard lk(watch->mu);
+    auto it = watch->watched.find(e.subject);
+    if (it == watch->watched.end()) return;
+    ++it->second.second;
+    watch->cv.notify_all();
+  });
+  // The task and its history, with an ETag. If-None-Match naming the current
+  // ETag gets 304; with Prefer: wait=N as well, the answer waits up to N
+  // seconds for the task to change first (a long poll: `smart tasks watch`).
   router.Add(
       http::Method::kGet, "/api/v1/tasks/{id}",
-      [&deps](http::Request& req) {
+      [&deps, watch](http::Request& req) {
         auto who = Require(deps, req, auth::scope::kTasksRead);
         if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
         const auto& user = std::get<auth::Principal>(who).user_id;
-        auto t = deps.tasks.Get(user, req.Param("id"));
-        if (!t) return TaskError(req, t.error());
-        auto events = deps.tasks.Events(user, req.Param("id"));
-        if (!events) return TaskError(req, events.error());
-        auto o = TaskJson(deps, *t, true);
-        json::array history;
-        for (const auto& e : *events) {
-          boost::system::error_code ec;
-          auto detail = json::parse(e.detail, ec);
-          history.push_back(json::object{{"seq", e.seq},
-                                         {"at", FormatTimestampMs(e.ts_ms)},
-                                         {"status", e.status},
-                                         {"node_id", TextOrNull(e.node_id)},
-                                         {"detail", ec ? json::value(json::object{}) : std::move(detail)}});
+        const std::string id(req.Param("id"));
+        auto answer = [&](std::string body) {
+          std::string etag = ETagOf(body);
+          http::Response res =
+              NoneMatchNames(req, etag) ? http::Response::Empty(304) : http::Response::Json(200, std::move(body));
+          res.headers.Set("ETag", std::move(etag));
+          return res;
+        };
+        auto doc = TaskDocument(deps, user, id);
+        if (!doc) return TaskError(req, doc.error());
+        int wait = PreferredWait(req);
+        if (wait == 0 || !NoneMatchNames(req, ETagOf(*doc))) return answer(std::move(*doc));
+        std::unique_lock lk(watch->mu);
+        if (watch->waiting >= TaskWatch::kMaxWaiting) {
+          lk.unlock();
+          return answer(std::move(*doc));  // without Preference-Applied: the client paces itself
         }
-        o["events"] = std::move(history);
-        return Json(200, o);
+        ++watch->waiting;
+        auto& entry = watch->watched[id];
+        ++entry.first;
+        uint64_t seen = entry.second;
+        lk.unlock();
+        struct Unwatch {
+          TaskWatch& w;
+          const std::string& id;
+          ~Unwatch() {
+            std::lock_guard guard(w.mu);
+            --w.waiting;
+            auto it = w.watched.find(id);
+            if (--it->second.first == 0) w.watched.erase(it);
+          }
+        } unwatch{*watch, id};
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(wait);
+        // Read again now that changes are counted: one between the first read and here is not missed.
+        doc = TaskDocument(deps, user, id);
+        while (doc && NoneMatchNames(req, ETagOf(*doc)) && std::chrono::steady_clock::now() < deadline &&
+               !deps.tasks.Stopping()) {
+          lk.lock();
+          watch->cv.wait_until(lk,
+                               std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(250)),
+                               [&] { return watch->watched[id].second != seen; });
+          uint64_t now_seen = watch->watched[id].second;
+          lk.unlock();
+          if (now_seen != seen) {
+            seen = now_seen;
+            doc = TaskDocument(deps, user, id);
+          }
+        }
+        if (!doc) return TaskError(req, doc.error());
+        http::Response res = answer(std::move(*doc));
+        res.headers.Set("Preference-Applied", "wait=" + std::to_string(wait));
+        return res;
       },
-      kBlocking);
+      http::RouteOptions{.long_poll = true});
 
   router.Add(
       http::Method::kGet, "/api/v1/tasks/{id}/result",

@@ -6,6 +6,8 @@
 #include <memory>
 #include <mutex>
 
+#include "smart/http/message.hpp"
+
 namespace smart::http {
 namespace {
 
@@ -18,6 +20,21 @@ struct Sink {
   std::string* body;
   const std::function<bool(std::string_view)>* on_data;
 };
+
+// One header line of a response; a status line starts the fields over (redirects, 100 Continue).
+size_t WriteHeader(char* data, size_t size, size_t n, void* user) {
+  auto* fields = static_cast<std::vector<std::pair<std::string, std::string>>*>(user);
+  std::string_view line(data, size * n);
+  while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.remove_suffix(1);
+  if (line.starts_with("HTTP/")) {
+    fields->clear();
+  } else if (auto colon = line.find(':'); colon != std::string_view::npos && colon > 0) {
+    std::string_view value = line.substr(colon + 1);
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+    fields->emplace_back(std::string(line.substr(0, colon)), std::string(value));
+  }
+  return size * n;
+}
 
 size_t Write(char* data, size_t size, size_t n, void* user) {
   auto* sink = static_cast<Sink*>(user);
@@ -95,6 +112,8 @@ Result<ClientResponse> Send(const ClientRequest& req, const std::function<bool(s
   curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, Write);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
+  curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, WriteHeader);
+  curl_easy_setopt(c, CURLOPT_HEADERDATA, &res.headers);
   if (!req.body.empty() || req.method == "POST" || req.method == "PUT" || req.method == "PATCH") {
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, req.body.data());
     curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(req.body.size()));
@@ -113,6 +132,13 @@ Result<ClientResponse> Send(const ClientRequest& req, const std::function<bool(s
   curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &type);
   if (type) res.content_type = type;
   return res;
+}
+
+std::string_view ClientResponse::Header(std::string_view name) const {
+  for (const auto& [k, v] : headers) {
+    if (IEquals(k, name)) return v;
+  }
+  return {};
 }
 
 }  // namespace smart::http

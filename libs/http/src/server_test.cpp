@@ -327,14 +327,17 @@ TEST_F(ServerTest, MetricsCountRequestsByRoute) {
             std::string::npos);
 }
 
-// smart::http::Send keeps a connection per thread open for the next request.
-TEST_F(ServerTest, TheClientReusesItsConnection) {
+// smart::http::Send keeps a connection per thread open for the next request, and reads the header fields.
+TEST_F(ServerTest, TheClientReusesItsConnectionAndReadsHeaders) {
   StartServer();
   const std::string url = "http://127.0.0.1:" + std::to_string(port_);
   for (int i = 0; i < 3; ++i) {
     auto r = Send({.url = url + "/hello"});
     ASSERT_TRUE(r) << r.error().message;
     EXPECT_EQ(r->status, 200);
+    EXPECT_EQ(r->Header("x-content-type-options"), "nosniff") << "header fields, found in any case";
+    EXPECT_EQ(r->Header("X-Request-Id").size(), 26u);
+    EXPECT_EQ(r->Header("x-absent"), "");
     auto posted = Send({.method = "POST", .url = url + "/echo", .body = "body " + std::to_string(i)});
     ASSERT_TRUE(posted) << posted.error().message;
     EXPECT_EQ(posted->body, "body " + std::to_string(i));

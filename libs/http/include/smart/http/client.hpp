@@ -26,6 +26,10 @@ struct ClientResponse {
   int status = 0;
   std::string body;  // empty when an on_data callback took it
   std::string content_type;
+  std::vector<std::pair<std::string, std::string>> headers;  // the final response's fields, as received
+
+  // The first field named `name` (any case), or empty.
+  std::string_view Header(std::string_view name) const;
 };
 
 // Sends `req`; any HTTP status is a response. Connection failures and
