@@ -43,6 +43,11 @@ void GroupCommitter::TransactAsync(Fn fn, Done done) {
   done(Error::Unavailable("database_stopping", "the database is shutting down"));
 }
 
+size_t GroupCommitter::queued() {
+  std::lock_guard lk(mu_);
+  return queue_.size();
+}
+
 void GroupCommitter::Run() {
   detail::RunsCommitCallbacks();
   std::unique_lock lk(mu_);
@@ -63,6 +68,37 @@ void GroupCommitter::Run() {
       std::lock_guard done_lk(mu_);
       if (--unflushed_ == 0) cv_.notify_all();
     };
+    // First without savepoints (on PostgreSQL each is a round trip): a
+    // refusal then undoes the whole group, which runs again with a savepoint
+    // per job, so that only the refusing job's work is undone; the next
+    // groups start with savepoints too for a while, since refusals come in runs.
+    if (careful_groups_ == 0) {
+      auto optimistic = db_.TransactEarly(
+          [&](Tx& tx) -> Result<void> {
+            for (auto& job : *jobs) {
+              Result<void> r;
+              try {
+                r = job.fn(tx);
+              } catch (const std::exception& e) {
+                r = Error::Internal("exception", e.what());
+              }
+              if (!r) return Error::Conflict(kRefused, "a job of the group refused");
+            }
+            return Ok();
+          },
+          [jobs, answer, results](Result<void> outcome) {
+            results->assign(jobs->size(), Ok());
+            answer(std::move(outcome));
+          });
+      if (optimistic || optimistic.error().code != kRefused) {
+        if (!optimistic) answer(optimistic);
+        lk.lock();
+        continue;
+      }
+      careful_groups_ = kCarefulGroups;
+    } else {
+      --careful_groups_;
+    }
     auto committed = db_.TransactEarly(
         [&](Tx& tx) -> Result<void> {
           results->assign(jobs->size(), Ok());

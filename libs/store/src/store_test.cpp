@@ -5,11 +5,13 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <mutex>
 #include <thread>
 
@@ -376,6 +378,59 @@ TEST_F(StoreTest, GroupCommitIsolatesRefusals) {
                               auto n = tx.QueryOne("SELECT COUNT(*) FROM items WHERE id LIKE 'g%'");
                               if (!n) return n.take_error();
                               EXPECT_EQ((*n)->Int(0), ok.load());
+                              return Ok();
+                            })
+                  .ok());
+}
+
+// A group runs without savepoints first; a refusal runs it again with them:
+// the others' work is committed once, the refusing job's not at all.
+TEST_F(StoreTest, AGroupWithARefusalRunsAgainAndCommitsTheRestOnce) {
+  GroupCommitter group(*db_);
+  std::promise<void> open;
+  std::shared_future<void> gate = open.get_future().share();
+  std::atomic<bool> holding{false};
+  std::thread first([&] {  // holds the committer while the next jobs queue into one group
+    EXPECT_TRUE(group
+                    .Transact([&](Tx&) -> Result<void> {
+                      holding = true;
+                      gate.wait();
+                      return Ok();
+                    })
+                    .ok());
+  });
+  while (!holding) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::array<std::atomic<int>, 4> runs{};
+  std::array<Result<void>, 4> results;
+  std::vector<std::thread> callers;
+  for (int i = 0; i < 4; ++i) {
+    callers.emplace_back([&, i] {
+      results[i] = group.Transact([&, i](Tx& tx) -> Result<void> {
+        ++runs[i];
+        SMART_TRY(tx.Exec("INSERT INTO items (id, n) VALUES ($1, 1)", {Value{"once-" + std::to_string(i)}}));
+        if (i == 2) return Error::Conflict("refused", "after writing");
+        return Ok();
+      });
+    });
+    // Queued in this order: 0, 1, 2 (refuses), 3.
+    while (group.queued() < static_cast<size_t>(i + 1)) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  open.set_value();
+  first.join();
+  for (auto& c : callers) c.join();
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(results[i].ok(), i != 2) << i;
+    // The optimistic run stops at the refusal: 3 never ran in it.
+    EXPECT_EQ(runs[i].load(), i < 3 ? 2 : 1) << "job " << i << ": in the optimistic run, then with savepoints";
+  }
+  EXPECT_EQ(results[2].error().code, "refused");
+  ASSERT_TRUE(db_->Transact(TxMode::kRead,
+                            [&](Tx& tx) -> Result<void> {
+                              auto rows = tx.Query("SELECT id FROM items WHERE id LIKE 'once-%' ORDER BY id");
+                              if (!rows) return rows.take_error();
+                              std::vector<std::string> ids;
+                              for (const auto& r : *rows) ids.push_back(r.Text(0));
+                              EXPECT_EQ(ids, (std::vector<std::string>{"once-0", "once-1", "once-3"}));
                               return Ok();
                             })
                   .ok());

@@ -1,9 +1,10 @@
 // Group commit for any write transaction: concurrent callers' functions run
-// one after another inside one database transaction, each in a savepoint,
-// and each caller learns its result once that transaction is durable (one
-// flush for the group; the next group runs meanwhile, Database::TransactEarly).
-// A function's refusal (an error it returns) rolls back its own savepoint
-// only; the others commit. Thread-safe.
+// one after another inside one database transaction, and each caller learns
+// its result once that transaction is durable (one flush for the group; the
+// next group runs meanwhile, Database::TransactEarly). A function's refusal
+// (an error it returns) undoes its own work only; the others commit: a group
+// runs first without savepoints, and after a refusal again with one per
+// function (and the next groups too, for a while). Thread-safe.
 #pragma once
 
 #include <condition_variable>
@@ -38,6 +39,9 @@ class GroupCommitter {
   // wait for a commit (Transact, Database::Transact(kWrite)).
   void TransactAsync(Fn fn, Done done);
 
+  // Jobs waiting for the next group.
+  size_t queued();
+
  private:
   struct Job {
     Fn fn;
@@ -45,12 +49,16 @@ class GroupCommitter {
   };
   void Run();
 
+  static constexpr const char* kRefused = "group_refused";  // the optimistic run's own error
+  static constexpr int kCarefulGroups = 8;                  // groups with savepoints after a refusal
+
   Database& db_;
   size_t max_group_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Job> queue_;
-  size_t unflushed_ = 0;  // groups committed whose callers are not answered yet
+  size_t unflushed_ = 0;    // groups committed whose callers are not answered yet
+  int careful_groups_ = 0;  // the committer's: groups left to run with savepoints from the start
   bool stopping_ = false;
   std::thread committer_;  // last: stops first
 };
