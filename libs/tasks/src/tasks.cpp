@@ -475,10 +475,14 @@ void Coordinator::OnLease(std::string operator_id, std::string node_id, std::str
           return Error::Conflict("lease_stale", "task " + t->id + ": this node does not hold lease " +
                                                     std::to_string(lease) + " (status " + t->status + ")");
         }
-        SMART_TRY(change(tx, *t, *node, clock_.NowMs()));
-        auto after = LoadTask(tx, task_id);
-        if (!after) return after.take_error();
-        *out = std::move(after).value();
+        std::optional<Task> after;
+        SMART_TRY(change(tx, *t, *node, clock_.NowMs(), after));
+        if (!after) {
+          auto again = LoadTask(tx, task_id);
+          if (!again) return again.take_error();
+          after = std::move(again).value();
+        }
+        *out = std::move(*after);
         return Ok();
       },
       [this, out, done = std::move(done)](Result<void> r) {
@@ -498,7 +502,7 @@ void Coordinator::Apply(std::string operator_id, std::string node_id, LeaseOp op
   LeaseChange change;
   switch (op.kind) {
     case Kind::kStart:
-      change = [](store::Tx& tx, const Task& t, const Node& n, int64_t now) -> Result<void> {
+      change = [](store::Tx& tx, const Task& t, const Node& n, int64_t now, std::optional<Task>&) -> Result<void> {
         if (t.status != "assigned") return Ok();  // started already: the same answer again
         SMART_TRY(tx.Exec("UPDATE tasks SET status = 'in_progress', updated_ms = $2 WHERE id = $1",
                           {Value{t.id}, Value{now}}));
@@ -510,8 +514,8 @@ void Coordinator::Apply(std::string operator_id, std::string node_id, LeaseOp op
       if (op.message.size() > kMaxMessage || !IsValidUtf8(op.message)) {
         return done(Error::Invalid("invalid_message", "message: at most 256 bytes of UTF-8"));
       }
-      change = [percent = op.percent, message = op.message](store::Tx& tx, const Task& t, const Node& n,
-                                                            int64_t now) -> Result<void> {
+      change = [percent = op.percent, message = op.message](store::Tx& tx, const Task& t, const Node& n, int64_t now,
+                                                            std::optional<Task>&) -> Result<void> {
         SMART_TRY(
             tx.Exec("UPDATE tasks SET status = 'in_progress', progress = $2, progress_message = $3, updated_ms = $4 "
                     "WHERE id = $1",
@@ -530,10 +534,10 @@ void Coordinator::Apply(std::string operator_id, std::string node_id, LeaseOp op
         return done(Error::Invalid("invalid_proof", "proof_hash: must be the lowercase hex SHA-256 of output"));
       }
       auto output = std::make_shared<const std::string>(std::move(op.output));
-      change = [this, output, proof = op.proof_hash](store::Tx& tx, const Task& t, const Node& n,
-                                                     int64_t now) -> Result<void> {
+      change = [this, output, proof = op.proof_hash](store::Tx& tx, const Task& t, const Node& n, int64_t now,
+                                                     std::optional<Task>& after) -> Result<void> {
         if (!t.parent_id.empty()) return CompleteReplica(tx, t, n, *output, proof, now);
-        return CompleteIn(tx, t, n, *output, proof, now);
+        return CompleteIn(tx, t, n, *output, proof, now, &after);
       };
       // A retry of a result whose answer was lost (the same lease, the same
       // proof) gets the same answer again.
@@ -559,14 +563,15 @@ void Coordinator::Apply(std::string operator_id, std::string node_id, LeaseOp op
       if (op.error.size() > 4096 || !IsValidUtf8(op.error)) {
         return done(Error::Invalid("invalid_error", "error: at most 4 KiB of UTF-8"));
       }
-      change = [this, error = op.error](store::Tx& tx, const Task& t, const Node& n, int64_t now) -> Result<void> {
+      change = [this, error = op.error](store::Tx& tx, const Task& t, const Node& n, int64_t now,
+                                        std::optional<Task>&) -> Result<void> {
         SMART_TRY(tx.Exec("UPDATE nodes SET failed = failed + 1 WHERE id = $1", {Value{n.id}}));
         SMART_TRY(AddEvent(tx, t.id, now, "failed", n.id, JsonObject({{"error", error}})));
         return Requeue(tx, t, "failed", error, /*counts=*/true, now);
       };
       break;
     case Kind::kRelease:
-      change = [this](store::Tx& tx, const Task& t, const Node& n, int64_t now) -> Result<void> {
+      change = [this](store::Tx& tx, const Task& t, const Node& n, int64_t now, std::optional<Task>&) -> Result<void> {
         SMART_TRY(AddEvent(tx, t.id, now, "released", n.id));
         return Requeue(tx, t, "failed", "", /*counts=*/false, now);
       };
@@ -577,7 +582,7 @@ void Coordinator::Apply(std::string operator_id, std::string node_id, LeaseOp op
 }
 
 Result<void> Coordinator::CompleteIn(store::Tx& tx, const Task& t, const Node& n, const std::string& output,
-                                     const std::string& proof_hash, int64_t now) {
+                                     const std::string& proof_hash, int64_t now, std::optional<Task>* after) {
   ledger::Amount fee = t.cost * static_cast<unsigned>(config_.fee_pct) / 100;
   ledger::Amount pay = t.cost - fee;
   std::vector<ledger::TransferRequest> settle{{.key = EscrowKey(t, "post"),
@@ -602,10 +607,18 @@ Result<void> Coordinator::CompleteIn(store::Tx& tx, const Task& t, const Node& n
                       .metadata = meta});
   }
   SMART_TRY(ledger_.ExecuteIn(tx, settle));
-  SMART_TRY(
-      tx.Exec("UPDATE tasks SET status = 'completed', output = $2, proof_hash = $3, progress = 100, updated_ms = $4, "
-              "completed_ms = $4, lease_expires_ms = 0 WHERE id = $1",
-              {Value{t.id}, Value{output}, Value{proof_hash}, Value{now}}));
+  auto row = tx.QueryOne(
+      "UPDATE tasks SET status = 'completed', output = $2, proof_hash = $3, progress = 100, updated_ms = $4, "
+      "completed_ms = $4, lease_expires_ms = 0 WHERE id = $1 RETURNING " +
+          std::string(kTaskColumns),
+      {Value{t.id}, Value{output}, Value{proof_hash}, Value{now}});
+  if (!row) return row.take_error();
+  if (!*row) return Error::Internal("task_vanished", "task " + t.id + " was not there to complete");
+  if (after) {
+    auto done = TaskFromRow(**row);
+    if (!done) return done.take_error();
+    *after = std::move(done).value();
+  }
   SMART_TRY(
       tx.Exec("UPDATE nodes SET completed = completed + 1, last_heartbeat_ms = $2, "
               "reputation = CASE WHEN reputation + 10 > 1000 THEN 1000 ELSE reputation + 10 END WHERE id = $1",

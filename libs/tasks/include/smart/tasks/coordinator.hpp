@@ -294,8 +294,10 @@ class Coordinator {
  private:
   // Runs `change` on a task under the lease of `node_id` (run by
   // `operator_id`; else node_not_found, node_not_yours, lease_stale), then
-  // answers the task as it is afterwards and publishes it.
-  using LeaseChange = std::function<Result<void>(store::Tx& tx, const Task& t, const Node& n, int64_t now)>;
+  // answers the task as it is afterwards and publishes it. A change that read
+  // the task back as it left it (RETURNING) puts it in `after`; else it is read again.
+  using LeaseChange =
+      std::function<Result<void>(store::Tx& tx, const Task& t, const Node& n, int64_t now, std::optional<Task>& after)>;
   void OnLease(std::string operator_id, std::string node_id, std::string task_id, int lease, LeaseChange change,
                Callback<Task> done);
   // One claim's transaction: `claimed` gets the tasks, `node` the claimer.
@@ -330,8 +332,9 @@ class Coordinator {
   // Settles, disputes (one more replica) or fails a redundant task from its replicas' results.
   Result<void> EvaluateReplicas(store::Tx& tx, std::string_view parent_id, int64_t now);
   // Settles a completed task: posts the escrow, pays the node's operator and the fee.
+  // `after`, when given, gets the task as it is left.
   Result<void> CompleteIn(store::Tx& tx, const Task& t, const Node& n, const std::string& output,
-                          const std::string& proof_hash, int64_t now);
+                          const std::string& proof_hash, int64_t now, std::optional<Task>* after = nullptr);
   // Takes slash_pct of the node's stake to platform/treasury; the rest stays held.
   Result<void> Slash(store::Tx& tx, const Node& node);
   Result<void> ExpireLease(std::string_view task_id);
