@@ -17,7 +17,7 @@ SIM=build/release/bench/tasks_sim
 scripts/install-npm build/npm bullmq@5
 
 port=$(start_smartd "$work/smartd.log" SMART_LOG_ACCESS=false SMART_RATE_LIMIT_ENABLED=false \
-  SMART_LEDGER_DEV_FAUCET=true SMART_HTTP_WORKER_THREADS=32 SMART_TASKS_MAX_PER_REQUESTER=1000000 \
+  SMART_LEDGER_DEV_FAUCET=true SMART_TASKS_MAX_PER_REQUESTER=1000000 \
   SMART_TASKS_MIN_STAKE=1 SMART_TASKS_MAX_TASKS_PER_NODE=100)
 base="http://127.0.0.1:$port"
 bench_funded_users client operator
@@ -49,7 +49,7 @@ PG_DURABLE=1 scripts/test-postgres start "$work/pg" >/dev/null
 trap 'scripts/test-postgres stop "$work/pg"; bench_cleanup' EXIT
 sqlite_base=$base sqlite_client_key=$client_key sqlite_operator_key=$operator_key
 port=$(start_smartd "$work/smartd-pg.log" SMART_DATABASE_URL="$(cat "$work/pg/url")" SMART_LOG_ACCESS=false \
-  SMART_RATE_LIMIT_ENABLED=false SMART_LEDGER_DEV_FAUCET=true SMART_HTTP_WORKER_THREADS=32 \
+  SMART_RATE_LIMIT_ENABLED=false SMART_LEDGER_DEV_FAUCET=true \
   SMART_TASKS_MAX_PER_REQUESTER=1000000 SMART_TASKS_MIN_STAKE=1 SMART_TASKS_MAX_TASKS_PER_NODE=100)
 base="http://127.0.0.1:$port"
 admin_env="SMART_DATABASE_URL=$(cat "$work/pg/url")" bench_data_dir="$work/smartd-pg.log.data" \
