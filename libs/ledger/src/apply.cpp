@@ -499,11 +499,11 @@ Result<void> Applier::Flush() {
         params.push_back(std::move(v));
       }
     }
-    SMART_TRY(
-        tx_.Exec("UPDATE ledger_accounts SET debits_posted = v.column2, credits_posted = v.column3, debits_pending = "
-                 "v.column4, credits_pending = v.column5, last_seq = CAST(v.column6 AS BIGINT) FROM (VALUES " +
-                     values_list(n, 6) + ") AS v WHERE ledger_accounts.id = v.column1",
-                 params));
+    SMART_TRY(tx_.ExecLater(
+        "UPDATE ledger_accounts SET debits_posted = v.column2, credits_posted = v.column3, debits_pending = "
+        "v.column4, credits_pending = v.column5, last_seq = CAST(v.column6 AS BIGINT) FROM (VALUES " +
+            values_list(n, 6) + ") AS v WHERE ledger_accounts.id = v.column1",
+        params));
     i += n;
   }
   for (size_t i = 0; i < inserted.size();) {
@@ -519,11 +519,11 @@ Result<void> Applier::Flush() {
         params.push_back(std::move(v));
       }
     }
-    SMART_TRY(
-        tx_.Exec("INSERT INTO ledger_accounts (id, owner, kind, asset, debits_posted, credits_posted, debits_pending, "
-                 "credits_pending, created_ms, last_seq) VALUES " +
-                     values_list(n, 10),
-                 params));
+    SMART_TRY(tx_.ExecLater(
+        "INSERT INTO ledger_accounts (id, owner, kind, asset, debits_posted, credits_posted, debits_pending, "
+        "credits_pending, created_ms, last_seq) VALUES " +
+            values_list(n, 10),
+        params));
     i += n;
   }
   // Transfers kInsertChunk at a time: one statement instead of many.
@@ -545,16 +545,17 @@ Result<void> Applier::Flush() {
         params.push_back(std::move(v));
       }
     }
-    SMART_TRY(tx_.Exec(insert + values_list(n, kColumns), params));
+    SMART_TRY(tx_.ExecLater(insert + values_list(n, kColumns), params));
     i += n;
   }
   for (const auto& [id, p] : pendings_) {
     if (p.persisted && p.dirty) {
-      SMART_TRY(tx_.Exec("UPDATE ledger_transfers SET state = $2 WHERE id = $1", {Value{id}, Value{p.transfer.state}}));
+      SMART_TRY(
+          tx_.ExecLater("UPDATE ledger_transfers SET state = $2 WHERE id = $1", {Value{id}, Value{p.transfer.state}}));
     }
   }
-  SMART_TRY(tx_.Exec("UPDATE ledger_head SET seq = $1, hash = $2, ts_ms = $3 WHERE id = 1",
-                     {Value{seq_}, Value{hash_}, Value{ts_}}));
+  SMART_TRY(tx_.ExecLater("UPDATE ledger_head SET seq = $1, hash = $2, ts_ms = $3 WHERE id = 1",
+                          {Value{seq_}, Value{hash_}, Value{ts_}}));
   return Ok();
 }
 

@@ -84,6 +84,8 @@ void GroupCommitter::Run() {
               }
               if (!r) return Error::Conflict(kRefused, "a job of the group refused");
             }
+            // What the jobs sent without waiting (Tx::ExecLater) may have failed too.
+            if (!tx.Sync()) return Error::Conflict(kRefused, "a job's statement failed");
             return Ok();
           },
           [jobs, answer, results](Result<void> outcome) {
@@ -111,6 +113,8 @@ void GroupCommitter::Run() {
               } catch (const std::exception& e) {
                 r = Error::Internal("exception", e.what());
               }
+              auto synced = tx.Sync();  // the job's own statements sent without waiting
+              if (r && !synced) r = synced;
               if (r || r.error().kind != ErrorKind::kRetryable) break;
               SMART_TRY(tx.RollbackToSavepoint());
             }

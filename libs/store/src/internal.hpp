@@ -27,7 +27,22 @@ class ConnectionTx final : public Tx {
     return c_.Run(sql, params, nullptr);
   }
   Result<void> ExecScript(std::string_view sql) override { return c_.ExecScript(sql); }
+  Result<void> ExecLater(std::string_view sql, std::span<const Value> params) override {
+    if constexpr (requires { c_.RunLater(sql, params); }) {
+      return c_.RunLater(sql, params);
+    } else {
+      return Tx::ExecLater(sql, params);
+    }
+  }
+  Result<void> Sync() override {
+    if constexpr (requires { c_.Sync(); }) {
+      return c_.Sync();
+    } else {
+      return Ok();
+    }
+  }
   using Tx::Exec;
+  using Tx::ExecLater;
   using Tx::Query;
 
  private:

@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <unordered_map>
 
 #include "internal.hpp"
@@ -56,84 +57,195 @@ class Connection {
   Result<void> ExecScript(std::string_view sql) { return Command(std::string(sql).c_str()); }
 
   Result<void> Command(const char* sql) {
+    if (pipelined_ > 0) {
+      // One statement (COMMIT, ...) goes down the pipeline; a script waits for
+      // it first, and ROLLBACK too (an error there would leave it unsent).
+      if (std::strchr(sql, ';') == nullptr && std::strncmp(sql, "ROLLBACK", 8) != 0) {
+        if (PQsendQueryParams(conn_, sql, 0, nullptr, nullptr, nullptr, nullptr, 0) == 1) {
+          auto r = Finish(true, nullptr);
+          if (!r) return r.take_error();
+          return Ok();
+        }
+        (void)Finish(false, nullptr);
+        return Error::Unavailable("database_unavailable", std::string("statement not sent: ") + PQerrorMessage(conn_));
+      }
+      auto synced = Sync();
+      if (!synced && std::strncmp(sql, "ROLLBACK", 8) != 0) return synced;
+    }
     ResultPtr res{PQexec(conn_, sql)};
     auto st = PQresultStatus(res.r);
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return PgError(conn_, res.r, "command failed");
     return Ok();
   }
 
+  // Runs one statement; collects rows when `rows` is given. After ExecLater's
+  // statements it goes down the same pipeline: one round trip for all.
   Result<int64_t> Run(std::string_view sql, std::span<const Value> params, std::vector<Row>* rows) {
+    if (pipelined_ > 0 && !statements_.contains(std::string(sql))) SMART_TRY(Sync());  // prepared outside a pipeline
     auto name = Prepare(sql);
     if (!name) return name.take_error();
-    std::vector<std::string> text(params.size());
-    std::vector<const char*> values(params.size());
-    std::vector<int> lengths(params.size()), formats(params.size());
+    Params p;
+    SMART_TRY(Bind(params, p));
+    if (pipelined_ == 0) {
+      ResultPtr res{PQexecPrepared(conn_, name->c_str(), static_cast<int>(params.size()), p.values.data(),
+                                   p.lengths.data(), p.formats.data(), 0)};
+      return Collect(res.r, rows);
+    }
+    if (PQsendQueryPrepared(conn_, name->c_str(), static_cast<int>(params.size()), p.values.data(), p.lengths.data(),
+                            p.formats.data(), 0) != 1) {
+      auto sent =
+          Error::Unavailable("database_unavailable", std::string("statement not sent: ") + PQerrorMessage(conn_));
+      (void)Finish(false, nullptr);
+      return sent;
+    }
+    return Finish(true, rows);
+  }
+
+  // Sends a statement without waiting for it (pipeline mode); its outcome is
+  // read with the next statement's, or by Sync.
+  Result<void> RunLater(std::string_view sql, std::span<const Value> params) {
+    if (pipelined_ > 0 && !statements_.contains(std::string(sql))) SMART_TRY(Sync());
+    auto name = Prepare(sql);
+    if (!name) return name.take_error();
+    Params p;
+    SMART_TRY(Bind(params, p));
+    if (pipelined_ == 0 && PQenterPipelineMode(conn_) != 1) {
+      return Error::Unavailable("database_unavailable", std::string("no pipeline: ") + PQerrorMessage(conn_));
+    }
+    if (PQsendQueryPrepared(conn_, name->c_str(), static_cast<int>(params.size()), p.values.data(), p.lengths.data(),
+                            p.formats.data(), 0) != 1) {
+      auto sent =
+          Error::Unavailable("database_unavailable", std::string("statement not sent: ") + PQerrorMessage(conn_));
+      (void)Finish(false, nullptr);
+      return sent;
+    }
+    ++pipelined_;
+    return Ok();
+  }
+
+  // Reads the outcome of every statement sent by RunLater; the first error.
+  Result<void> Sync() {
+    if (pipelined_ == 0) return Ok();
+    auto r = Finish(false, nullptr);
+    if (!r) return r.take_error();
+    return Ok();
+  }
+
+ private:
+  struct Params {
+    std::vector<std::string> text;
+    std::vector<const char*> values;
+    std::vector<int> lengths, formats;
+  };
+
+  static Result<void> Bind(std::span<const Value> params, Params& p) {
+    p.text.resize(params.size());
+    p.values.assign(params.size(), nullptr);
+    p.lengths.assign(params.size(), 0);
+    p.formats.assign(params.size(), 0);
     for (size_t i = 0; i < params.size(); ++i) {
       const Value& v = params[i];
-      if (std::holds_alternative<std::monostate>(v)) {
-        values[i] = nullptr;
-      } else if (const auto* n = std::get_if<int64_t>(&v)) {
-        text[i] = std::to_string(*n);
+      if (std::holds_alternative<std::monostate>(v)) continue;
+      if (const auto* n = std::get_if<int64_t>(&v)) {
+        p.text[i] = std::to_string(*n);
       } else if (const auto* d = std::get_if<double>(&v)) {
         char buf[64];
-        text[i].assign(buf, std::to_chars(buf, buf + sizeof buf, *d).ptr);
+        p.text[i].assign(buf, std::to_chars(buf, buf + sizeof buf, *d).ptr);
       } else if (const auto* s = std::get_if<std::string>(&v)) {
-        values[i] = s->c_str();
-        lengths[i] = static_cast<int>(s->size());
         if (std::memchr(s->data(), 0, s->size())) {
           return Error::Invalid("invalid_text", "text parameters cannot contain NUL bytes");
         }
+        p.values[i] = s->c_str();
+        p.lengths[i] = static_cast<int>(s->size());
         continue;
       } else {
         const auto& b = std::get<Blob>(v);
-        values[i] = b.bytes.data();
-        lengths[i] = static_cast<int>(b.bytes.size());
-        formats[i] = 1;
+        p.values[i] = b.bytes.data();
+        p.lengths[i] = static_cast<int>(b.bytes.size());
+        p.formats[i] = 1;
         continue;
       }
-      if (!std::holds_alternative<std::monostate>(v)) {
-        values[i] = text[i].c_str();
-        lengths[i] = static_cast<int>(text[i].size());
-      }
+      p.values[i] = p.text[i].c_str();
+      p.lengths[i] = static_cast<int>(p.text[i].size());
     }
-    ResultPtr res{PQexecPrepared(conn_, name->c_str(), static_cast<int>(params.size()), values.data(), lengths.data(),
-                                 formats.data(), 0)};
-    auto st = PQresultStatus(res.r);
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return PgError(conn_, res.r, "statement failed");
+    return Ok();
+  }
+
+  // A statement's result: its rows into `rows`, the rows it changed.
+  Result<int64_t> Collect(PGresult* res, std::vector<Row>* rows) {
+    auto st = PQresultStatus(res);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return PgError(conn_, res, "statement failed");
     if (rows && st == PGRES_TUPLES_OK) {
-      int nrows = PQntuples(res.r), ncols = PQnfields(res.r);
+      int nrows = PQntuples(res), ncols = PQnfields(res);
       rows->reserve(static_cast<size_t>(nrows));
       for (int r = 0; r < nrows; ++r) {
         std::vector<Value> vals;
         vals.reserve(static_cast<size_t>(ncols));
         for (int c = 0; c < ncols; ++c) {
-          if (PQgetisnull(res.r, r, c)) {
+          if (PQgetisnull(res, r, c)) {
             vals.emplace_back(std::monostate{});
             continue;
           }
-          const char* p = PQgetvalue(res.r, r, c);
-          size_t len = static_cast<size_t>(PQgetlength(res.r, r, c));
-          switch (PQftype(res.r, c)) {
+          const char* v = PQgetvalue(res, r, c);
+          size_t len = static_cast<size_t>(PQgetlength(res, r, c));
+          switch (PQftype(res, c)) {
             case kInt2:
             case kInt4:
             case kInt8: {
               int64_t n = 0;
-              std::from_chars(p, p + len, n);
+              std::from_chars(v, v + len, n);
               vals.emplace_back(n);
               break;
             }
             case kFloat4:
-            case kFloat8: vals.emplace_back(std::strtod(p, nullptr)); break;
-            case kBool: vals.emplace_back(static_cast<int64_t>(p[0] == 't')); break;
-            case kBytea: vals.emplace_back(Blob{DecodeHexBytea(p, len)}); break;
-            default: vals.emplace_back(std::string(p, len));
+            case kFloat8: vals.emplace_back(std::strtod(v, nullptr)); break;
+            case kBool: vals.emplace_back(static_cast<int64_t>(v[0] == 't')); break;
+            case kBytea: vals.emplace_back(Blob{DecodeHexBytea(v, len)}); break;
+            default: vals.emplace_back(std::string(v, len));
           }
         }
         rows->emplace_back(std::move(vals));
       }
     }
-    const char* affected = PQcmdTuples(res.r);
+    const char* affected = PQcmdTuples(res);
     return affected && *affected ? std::strtoll(affected, nullptr, 10) : int64_t{0};
+  }
+
+  // Ends the pipeline: a sync point, then the outcome of each statement sent
+  // (and of one more when `last`: its rows into `rows`), then out of pipeline
+  // mode. The first error wins; those after it were not run (aborted).
+  Result<int64_t> Finish(bool last, std::vector<Row>* rows) {
+    std::optional<Error> first;
+    if (PQpipelineSync(conn_) != 1) {
+      first = Error::Unavailable("database_unavailable", std::string("pipeline not synced: ") + PQerrorMessage(conn_));
+    }
+    Result<int64_t> mine = int64_t{0};
+    const int results = pipelined_ + (last ? 1 : 0);
+    for (int i = 0; i < results; ++i) {
+      ResultPtr res{PQgetResult(conn_)};
+      if (!res.r) {
+        if (!first) first = Error::Unavailable("database_unavailable", "the pipeline ended early");
+        break;
+      }
+      auto st = PQresultStatus(res.r);
+      if (st == PGRES_PIPELINE_ABORTED) {
+        if (!first) first = Error::Internal("sql_error", "a pipelined statement was not run");
+      } else if (last && i == results - 1) {
+        mine = Collect(res.r, rows);
+      } else if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && !first) {
+        first = PgError(conn_, res.r, "statement failed");
+      }
+      while (PGresult* more = PQgetResult(conn_)) PQclear(more);  // the end of this statement's results
+    }
+    // The sync point, then out of pipeline mode (whatever is left is read first).
+    for (int i = 0; i < 1000 && PQexitPipelineMode(conn_) != 1; ++i) {
+      PGresult* more = PQgetResult(conn_);
+      if (!more && PQstatus(conn_) != CONNECTION_OK) break;
+      PQclear(more);
+    }
+    pipelined_ = 0;
+    if (first) return *first;
+    return mine;
   }
 
  private:
@@ -150,6 +262,7 @@ class Connection {
 
   PGconn* conn_;
   std::unordered_map<std::string, std::string> statements_;
+  int pipelined_ = 0;  // statements sent by RunLater whose outcome is not read yet
 };
 
 using PgTx = ConnectionTx<Connection>;

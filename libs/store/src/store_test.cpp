@@ -383,6 +383,105 @@ TEST_F(StoreTest, GroupCommitIsolatesRefusals) {
                   .ok());
 }
 
+// Statements sent without waiting run in order, are seen by the next
+// statement, and their errors come back later: from Sync, a later statement
+// or the commit, which then writes nothing. The connection stays usable.
+TEST_F(StoreTest, StatementsSentWithoutWaiting) {
+  ASSERT_TRUE(db_->Transact(TxMode::kWrite,
+                            [](Tx& tx) -> Result<void> {
+                              for (int i = 0; i < 5; ++i) {
+                                SMART_TRY(tx.ExecLater("INSERT INTO counters (name, value) VALUES ($1, $2)",
+                                                       {Value{"later-" + std::to_string(i)}, Value{int64_t{i}}}));
+                              }
+                              SMART_TRY(tx.ExecLater("UPDATE counters SET value = value + 10 WHERE name = 'later-4'"));
+                              auto row =
+                                  tx.QueryOne("SELECT COUNT(*), MAX(value) FROM counters WHERE name LIKE 'later-%'");
+                              if (!row) return row.take_error();
+                              EXPECT_EQ((*row)->Int(0), 5);
+                              EXPECT_EQ((*row)->Int(1), 14) << "in order: the update saw the insert";
+                              SMART_TRY(tx.ExecLater("UPDATE counters SET value = 0 WHERE name = 'later-0'"));
+                              return tx.Sync();
+                            })
+                  .ok());
+  // A failing statement: its error comes from Sync...
+  auto r = db_->Transact(TxMode::kWrite, [](Tx& tx) -> Result<void> {
+    SMART_TRY(tx.ExecLater("INSERT INTO counters (name, value) VALUES ('later-x', 1)"));
+    SMART_TRY(tx.ExecLater("INSERT INTO counters (name, value) VALUES ('later-1', 1)"));  // taken
+    SMART_TRY(tx.ExecLater("INSERT INTO counters (name, value) VALUES ('later-y', 1)"));
+    return tx.Sync();
+  });
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, "unique_violation") << r.error().message;
+  // ... or from the commit, when nothing waited for it.
+  r = db_->Transact(TxMode::kWrite, [](Tx& tx) -> Result<void> {
+    SMART_TRY(tx.ExecLater("INSERT INTO counters (name, value) VALUES ('later-z', 1)"));
+    return tx.ExecLater("INSERT INTO counters (name, value) VALUES ('later-2', 1)");
+  });
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, "unique_violation") << r.error().message;
+  ASSERT_TRUE(
+      db_->Transact(TxMode::kRead,
+                    [](Tx& tx) -> Result<void> {
+                      auto row = tx.QueryOne(
+                          "SELECT COUNT(*), CAST(SUM(value) AS BIGINT) FROM counters WHERE name LIKE 'later-%'");
+                      if (!row) return row.take_error();
+                      EXPECT_EQ((*row)->Int(0), 5) << "the failed transactions wrote nothing";
+                      EXPECT_EQ((*row)->Int(1), 1 + 2 + 3 + 14);
+                      return Ok();
+                    })
+          .ok());
+}
+
+// In a group, a statement a job sent without waiting that fails is that
+// job's refusal: the others commit.
+TEST_F(StoreTest, AGroupAttributesAStatementSentWithoutWaitingToItsJob) {
+  ASSERT_TRUE(db_->Transact(TxMode::kWrite,
+                            [](Tx& tx) -> Result<void> {
+                              return tx.ExecLater("INSERT INTO counters (name, value) VALUES ('taken', 0)");
+                            })
+                  .ok());
+  GroupCommitter group(*db_);
+  std::promise<void> open;
+  std::shared_future<void> gate = open.get_future().share();
+  std::atomic<bool> holding{false};
+  std::thread first([&] {
+    EXPECT_TRUE(group
+                    .Transact([&](Tx&) -> Result<void> {
+                      holding = true;
+                      gate.wait();
+                      return Ok();
+                    })
+                    .ok());
+  });
+  while (!holding) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::array<Result<void>, 3> results;
+  std::vector<std::thread> callers;
+  for (int i = 0; i < 3; ++i) {
+    callers.emplace_back([&, i] {
+      results[i] = group.Transact([i](Tx& tx) -> Result<void> {
+        return tx.ExecLater("INSERT INTO counters (name, value) VALUES ($1, 1)",
+                            {Value{i == 1 ? std::string("taken") : "job-" + std::to_string(i)}});
+      });
+    });
+    while (group.queued() < static_cast<size_t>(i + 1)) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  open.set_value();
+  first.join();
+  for (auto& c : callers) c.join();
+  EXPECT_TRUE(results[0].ok());
+  ASSERT_FALSE(results[1].ok());
+  EXPECT_EQ(results[1].error().code, "unique_violation");
+  EXPECT_TRUE(results[2].ok());
+  ASSERT_TRUE(db_->Transact(TxMode::kRead,
+                            [](Tx& tx) -> Result<void> {
+                              auto row = tx.QueryOne("SELECT COUNT(*) FROM counters WHERE name LIKE 'job-%'");
+                              if (!row) return row.take_error();
+                              EXPECT_EQ((*row)->Int(0), 2);
+                              return Ok();
+                            })
+                  .ok());
+}
+
 // A group runs without savepoints first; a refusal runs it again with them:
 // the others' work is committed once, the refusing job's not at all.
 TEST_F(StoreTest, AGroupWithARefusalRunsAgainAndCommitsTheRestOnce) {

@@ -201,8 +201,9 @@ Result<Settings> ReadSettings(store::Tx& tx) {
 
 Result<void> AddEvent(store::Tx& tx, std::string_view task_id, int64_t ts_ms, std::string_view status,
                       std::string_view node_id, std::string detail_json) {
-  // The next seq in the same statement (the primary key's last entry).
-  SMART_TRY(tx.Exec(
+  // The next seq in the same statement (the primary key's last entry); sent
+  // without waiting: nothing reads its outcome.
+  SMART_TRY(tx.ExecLater(
       "INSERT INTO task_events (task_id, seq, ts_ms, status, node_id, detail) "
       "SELECT $1, COALESCE(MAX(seq), 0) + 1, CAST($2 AS BIGINT), $3, $4, $5 FROM task_events WHERE task_id = $1",
       {Value{std::string(task_id)}, Value{ts_ms}, Value{std::string(status)},

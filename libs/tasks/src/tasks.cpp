@@ -620,9 +620,9 @@ Result<void> Coordinator::CompleteIn(store::Tx& tx, const Task& t, const Node& n
     *after = std::move(done).value();
   }
   SMART_TRY(
-      tx.Exec("UPDATE nodes SET completed = completed + 1, last_heartbeat_ms = $2, "
-              "reputation = CASE WHEN reputation + 10 > 1000 THEN 1000 ELSE reputation + 10 END WHERE id = $1",
-              {Value{n.id}, Value{now}}));
+      tx.ExecLater("UPDATE nodes SET completed = completed + 1, last_heartbeat_ms = $2, "
+                   "reputation = CASE WHEN reputation + 10 > 1000 THEN 1000 ELSE reputation + 10 END WHERE id = $1",
+                   {Value{n.id}, Value{now}}));
   return AddEvent(tx, t.id, now, "completed", n.id, JsonObject({{"proof_hash", proof_hash}}));
 }
 

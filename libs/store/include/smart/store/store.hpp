@@ -70,12 +70,26 @@ class Tx {
   virtual Result<int64_t> Exec(std::string_view sql, std::span<const Value> params) = 0;
   // Several statements without parameters (migrations).
   virtual Result<void> ExecScript(std::string_view sql) = 0;
+  // A statement whose outcome the caller does not read: run now, or sent
+  // without waiting (PostgreSQL: libpq's pipeline mode) and its outcome read
+  // with the next statement's. An error it meets is returned by that later
+  // call, by Sync, or by the commit; statements run in order either way.
+  virtual Result<void> ExecLater(std::string_view sql, std::span<const Value> params) {
+    auto r = Exec(sql, params);
+    if (!r) return r.take_error();
+    return Ok();
+  }
+  // Waits for what ExecLater sent and returns the first error it met.
+  virtual Result<void> Sync() { return Ok(); }
 
   Result<std::vector<Row>> Query(std::string_view sql, std::initializer_list<Value> params = {}) {
     return Query(sql, std::span<const Value>(params.begin(), params.size()));
   }
   Result<int64_t> Exec(std::string_view sql, std::initializer_list<Value> params = {}) {
     return Exec(sql, std::span<const Value>(params.begin(), params.size()));
+  }
+  Result<void> ExecLater(std::string_view sql, std::initializer_list<Value> params = {}) {
+    return ExecLater(sql, std::span<const Value>(params.begin(), params.size()));
   }
   // The first row, or nullopt when there is none.
   Result<std::optional<Row>> QueryOne(std::string_view sql, std::initializer_list<Value> params = {});
