@@ -81,44 +81,28 @@ class Connection {
   // Runs one statement; collects rows when `rows` is given. After ExecLater's
   // statements it goes down the same pipeline: one round trip for all.
   Result<int64_t> Run(std::string_view sql, std::span<const Value> params, std::vector<Row>* rows) {
-    if (pipelined_ > 0 && !statements_.contains(std::string(sql))) SMART_TRY(Sync());  // prepared outside a pipeline
-    auto name = Prepare(sql);
-    if (!name) return name.take_error();
     Params p;
-    SMART_TRY(Bind(params, p));
+    auto name = PrepareAndBind(sql, params, p);
+    if (!name) return name.take_error();
     if (pipelined_ == 0) {
       ResultPtr res{PQexecPrepared(conn_, name->c_str(), static_cast<int>(params.size()), p.values.data(),
                                    p.lengths.data(), p.formats.data(), 0)};
       return Collect(res.r, rows);
     }
-    if (PQsendQueryPrepared(conn_, name->c_str(), static_cast<int>(params.size()), p.values.data(), p.lengths.data(),
-                            p.formats.data(), 0) != 1) {
-      auto sent =
-          Error::Unavailable("database_unavailable", std::string("statement not sent: ") + PQerrorMessage(conn_));
-      (void)Finish(false, nullptr);
-      return sent;
-    }
+    SMART_TRY(SendPrepared(*name, p));
     return Finish(true, rows);
   }
 
   // Sends a statement without waiting for it (pipeline mode); its outcome is
   // read with the next statement's, or by Sync.
   Result<void> RunLater(std::string_view sql, std::span<const Value> params) {
-    if (pipelined_ > 0 && !statements_.contains(std::string(sql))) SMART_TRY(Sync());
-    auto name = Prepare(sql);
-    if (!name) return name.take_error();
     Params p;
-    SMART_TRY(Bind(params, p));
+    auto name = PrepareAndBind(sql, params, p);
+    if (!name) return name.take_error();
     if (pipelined_ == 0 && PQenterPipelineMode(conn_) != 1) {
       return Error::Unavailable("database_unavailable", std::string("no pipeline: ") + PQerrorMessage(conn_));
     }
-    if (PQsendQueryPrepared(conn_, name->c_str(), static_cast<int>(params.size()), p.values.data(), p.lengths.data(),
-                            p.formats.data(), 0) != 1) {
-      auto sent =
-          Error::Unavailable("database_unavailable", std::string("statement not sent: ") + PQerrorMessage(conn_));
-      (void)Finish(false, nullptr);
-      return sent;
-    }
+    SMART_TRY(SendPrepared(*name, p));
     ++pipelined_;
     return Ok();
   }
@@ -137,6 +121,26 @@ class Connection {
     std::vector<const char*> values;
     std::vector<int> lengths, formats;
   };
+
+  // The statement's prepared name (a new one is prepared outside the pipeline) and its parameters.
+  Result<std::string> PrepareAndBind(std::string_view sql, std::span<const Value> params, Params& p) {
+    if (pipelined_ > 0 && !statements_.contains(std::string(sql))) SMART_TRY(Sync());
+    auto name = Prepare(sql);
+    if (!name) return name.take_error();
+    SMART_TRY(Bind(params, p));
+    return name;
+  }
+
+  // Into the pipeline; a failure ends it (the connection is likely gone).
+  Result<void> SendPrepared(const std::string& name, const Params& p) {
+    if (PQsendQueryPrepared(conn_, name.c_str(), static_cast<int>(p.values.size()), p.values.data(), p.lengths.data(),
+                            p.formats.data(), 0) == 1) {
+      return Ok();
+    }
+    auto sent = Error::Unavailable("database_unavailable", std::string("statement not sent: ") + PQerrorMessage(conn_));
+    (void)Finish(false, nullptr);
+    return sent;
+  }
 
   static Result<void> Bind(std::span<const Value> params, Params& p) {
     p.text.resize(params.size());

@@ -383,6 +383,34 @@ TEST_F(StoreTest, GroupCommitIsolatesRefusals) {
                   .ok());
 }
 
+// Holds a group committer inside a job until Release, so that the jobs
+// queued meanwhile form the next group together.
+class HeldCommitter {
+ public:
+  explicit HeldCommitter(GroupCommitter& group)
+      : thread_([this, &group] {
+          EXPECT_TRUE(group
+                          .Transact([this](Tx&) -> Result<void> {
+                            holding_ = true;
+                            gate_.wait();
+                            return Ok();
+                          })
+                          .ok());
+        }) {
+    while (!holding_) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  void Release() {
+    open_.set_value();
+    thread_.join();
+  }
+
+ private:
+  std::promise<void> open_;
+  std::shared_future<void> gate_ = open_.get_future().share();
+  std::atomic<bool> holding_{false};
+  std::thread thread_;  // last: starts once the rest is ready
+};
+
 // Statements sent without waiting run in order, are seen by the next
 // statement, and their errors come back later: from Sync, a later statement
 // or the commit, which then writes nothing. The connection stays usable.
@@ -441,19 +469,7 @@ TEST_F(StoreTest, AGroupAttributesAStatementSentWithoutWaitingToItsJob) {
                             })
                   .ok());
   GroupCommitter group(*db_);
-  std::promise<void> open;
-  std::shared_future<void> gate = open.get_future().share();
-  std::atomic<bool> holding{false};
-  std::thread first([&] {
-    EXPECT_TRUE(group
-                    .Transact([&](Tx&) -> Result<void> {
-                      holding = true;
-                      gate.wait();
-                      return Ok();
-                    })
-                    .ok());
-  });
-  while (!holding) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  HeldCommitter held(group);
   std::array<Result<void>, 3> results;
   std::vector<std::thread> callers;
   for (int i = 0; i < 3; ++i) {
@@ -465,8 +481,7 @@ TEST_F(StoreTest, AGroupAttributesAStatementSentWithoutWaitingToItsJob) {
     });
     while (group.queued() < static_cast<size_t>(i + 1)) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  open.set_value();
-  first.join();
+  held.Release();
   for (auto& c : callers) c.join();
   EXPECT_TRUE(results[0].ok());
   ASSERT_FALSE(results[1].ok());
@@ -486,19 +501,7 @@ TEST_F(StoreTest, AGroupAttributesAStatementSentWithoutWaitingToItsJob) {
 // the others' work is committed once, the refusing job's not at all.
 TEST_F(StoreTest, AGroupWithARefusalRunsAgainAndCommitsTheRestOnce) {
   GroupCommitter group(*db_);
-  std::promise<void> open;
-  std::shared_future<void> gate = open.get_future().share();
-  std::atomic<bool> holding{false};
-  std::thread first([&] {  // holds the committer while the next jobs queue into one group
-    EXPECT_TRUE(group
-                    .Transact([&](Tx&) -> Result<void> {
-                      holding = true;
-                      gate.wait();
-                      return Ok();
-                    })
-                    .ok());
-  });
-  while (!holding) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  HeldCommitter held(group);  // the jobs queued meanwhile form one group
   std::array<std::atomic<int>, 4> runs{};
   std::array<Result<void>, 4> results;
   std::vector<std::thread> callers;
@@ -514,8 +517,7 @@ TEST_F(StoreTest, AGroupWithARefusalRunsAgainAndCommitsTheRestOnce) {
     // Queued in this order: 0, 1, 2 (refuses), 3.
     while (group.queued() < static_cast<size_t>(i + 1)) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  open.set_value();
-  first.join();
+  held.Release();
   for (auto& c : callers) c.join();
   for (int i = 0; i < 4; ++i) {
     EXPECT_EQ(results[i].ok(), i != 2) << i;
