@@ -433,8 +433,8 @@ void RegisterTaskRoutes(http::Router& router, const Deps& deps) {
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(wait);
         // Read again now that changes are counted: one between the first read and here is not missed.
         doc = TaskDocument(deps, user, id);
-        while (doc && NoneMatchNames(req, ETagOf(*doc)) && std::chrono::steady_clock::now() < deadline &&
-               !deps.tasks.Stopping()) {
+        bool unchanged = doc && NoneMatchNames(req, ETagOf(*doc));
+        while (unchanged && std::chrono::steady_clock::now() < deadline && !deps.tasks.Stopping()) {
           lk.lock();
           watch->cv.wait_until(lk,
                                std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(250)),
@@ -444,6 +444,7 @@ void RegisterTaskRoutes(http::Router& router, const Deps& deps) {
           if (now_seen != seen) {
             seen = now_seen;
             doc = TaskDocument(deps, user, id);
+            unchanged = doc && NoneMatchNames(req, ETagOf(*doc));
           }
         }
         if (!doc) return TaskError(req, doc.error());

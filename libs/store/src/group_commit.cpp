@@ -43,6 +43,19 @@ void GroupCommitter::TransactAsync(Fn fn, Done done) {
   done(Error::Unavailable("database_stopping", "the database is shutting down"));
 }
 
+namespace {
+
+// A job's function; an exception it throws is its refusal.
+Result<void> RunJob(const GroupCommitter::Fn& fn, Tx& tx) {
+  try {
+    return fn(tx);
+  } catch (const std::exception& e) {
+    return Error::Internal("exception", e.what());
+  }
+}
+
+}  // namespace
+
 size_t GroupCommitter::queued() {
   std::lock_guard lk(mu_);
   return queue_.size();
@@ -76,13 +89,7 @@ void GroupCommitter::Run() {
       auto optimistic = db_.TransactEarly(
           [&](Tx& tx) -> Result<void> {
             for (auto& job : *jobs) {
-              Result<void> r;
-              try {
-                r = job.fn(tx);
-              } catch (const std::exception& e) {
-                r = Error::Internal("exception", e.what());
-              }
-              if (!r) return Error::Conflict(kRefused, "a job of the group refused");
+              if (!RunJob(job.fn, tx)) return Error::Conflict(kRefused, "a job of the group refused");
             }
             // What the jobs sent without waiting (Tx::ExecLater) may have failed too.
             if (!tx.Sync()) return Error::Conflict(kRefused, "a job's statement failed");
@@ -108,11 +115,7 @@ void GroupCommitter::Run() {
             SMART_TRY(tx.Savepoint());
             Result<void> r;
             for (int attempt = 0; attempt < 3; ++attempt) {
-              try {
-                r = (*jobs)[i].fn(tx);
-              } catch (const std::exception& e) {
-                r = Error::Internal("exception", e.what());
-              }
+              r = RunJob((*jobs)[i].fn, tx);
               auto synced = tx.Sync();  // the job's own statements sent without waiting
               if (r && !synced) r = synced;
               if (r || r.error().kind != ErrorKind::kRetryable) break;
