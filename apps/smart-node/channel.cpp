@@ -13,6 +13,8 @@
 #include <optional>
 #include <thread>
 
+#include "smart/core/thread_name.hpp"
+
 namespace smart::node {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -64,7 +66,10 @@ struct Channel::Impl : std::enable_shared_from_this<Impl> {
         });
       });
     });
-    thread = std::thread([self] { self->ioc.run(); });
+    thread = std::thread([self] {
+      NameThread("node-socket");
+      self->ioc.run();
+    });
   }
 
   void Read() {

@@ -5,6 +5,7 @@
 
 #include "smart/core/crypto.hpp"
 #include "smart/core/json_text.hpp"
+#include "smart/core/thread_name.hpp"
 #include "smart/http/client.hpp"
 
 namespace smart::node {
@@ -276,9 +277,14 @@ void Runner::ClaimOverHttp(const std::atomic<bool>& stop, std::chrono::milliseco
 
 void Runner::Run(const std::atomic<bool>& stop) {
   std::vector<std::thread> workers;
-  for (int i = 0; i < config_.workers; ++i) workers.emplace_back([this] { Work(); });
+  for (int i = 0; i < config_.workers; ++i)
+    workers.emplace_back([this] {
+      NameThread("node-worker");
+      Work();
+    });
   std::atomic<bool> beat_stop{false};
   std::thread heartbeats([&] {
+    NameThread("node-beats");
     while (!beat_stop.load()) {
       Heartbeat();
       for (auto slept = 0ms; slept < config_.heartbeat && !beat_stop.load(); slept += 50ms)

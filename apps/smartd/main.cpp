@@ -23,6 +23,7 @@
 #include "smart/core/crypto.hpp"
 #include "smart/core/json_text.hpp"
 #include "smart/core/log.hpp"
+#include "smart/core/thread_name.hpp"
 #include "smart/events/bus.hpp"
 #include "smart/http/middleware.hpp"
 #include "smart/http/server.hpp"
@@ -457,6 +458,7 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
   // network_stats events every few seconds, for WebSocket subscribers.
   std::atomic<bool> stats_stop{false};
   std::thread stats([&] {
+    NameThread("event-stats");
     int64_t interval_ms = cfg.Int("events.stats_interval_s") * 1000, last_completed = -1;
     while (!stats_stop.load()) {
       for (int64_t slept = 0; slept < interval_ms && !stats_stop.load(); slept += 100) {
@@ -479,6 +481,7 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
   // Usage counts reach the database every few seconds (and at shutdown).
   std::atomic<bool> stopping{false};
   std::thread flusher([&] {
+    NameThread("usage-flush");
     while (!stopping.load()) {
       for (int i = 0; i < 50 && !stopping.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
       if (auto r = usage.Flush(); !r) logger.Warn("usage flush failed", {{"error", r.error().message}});

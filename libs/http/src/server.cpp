@@ -27,6 +27,7 @@
 
 #include "smart/core/ids.hpp"
 #include "smart/core/log.hpp"
+#include "smart/core/thread_name.hpp"
 #include "smart/metrics/metrics.hpp"
 
 namespace smart::http {
@@ -520,6 +521,7 @@ asio::awaitable<void> Server::Impl::Session(tcp::socket socket) {
       // Hop to the worker pool; the connection is not touched until we hop back.
       asio::thread_pool& pool = match.long_poll ? *pollers : *workers;
       co_await asio::dispatch(asio::bind_executor(pool.get_executor(), asio::use_awaitable));
+      NameThread(match.long_poll ? "http-poll" : "http-worker");
     }
     t_dispatch = &dctx;
     Response res;
@@ -627,8 +629,11 @@ Result<void> Server::Start() {
   im.pollers = std::make_unique<asio::thread_pool>(static_cast<size_t>(std::max(1, im.opt.long_poll_threads)));
   im.acceptor = std::move(acceptor);
   asio::co_spawn(*im.contexts[0], im.Accept(), asio::detached);
-  for (auto& ctx : im.contexts) {
-    im.threads.emplace_back([c = ctx.get()] { c->run(); });
+  for (size_t i = 0; i < im.contexts.size(); ++i) {
+    im.threads.emplace_back([c = im.contexts[i].get(), i] {
+      NameThread("http-io-" + std::to_string(i));
+      c->run();
+    });
   }
   return Ok();
 }

@@ -6,6 +6,7 @@
 
 #include "apply.hpp"
 #include "smart/core/crypto.hpp"
+#include "smart/core/thread_name.hpp"
 
 namespace smart::ledger {
 namespace {
@@ -160,7 +161,10 @@ std::string ChainHash(std::string_view prev_hash, const Transfer& t) {
 }
 
 Ledger::Ledger(store::Database& db, LedgerConfig config, const Clock& clock)
-    : db_(db), config_(std::move(config)), clock_(clock), committer_([this] { RunCommitter(); }) {}
+    : db_(db), config_(std::move(config)), clock_(clock), committer_([this] {
+        NameThread("ledger-commit");
+        RunCommitter();
+      }) {}
 
 Ledger::~Ledger() {
   {

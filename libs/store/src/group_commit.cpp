@@ -5,11 +5,15 @@
 #include <vector>
 
 #include "internal.hpp"
+#include "smart/core/thread_name.hpp"
 
 namespace smart::store {
 
 GroupCommitter::GroupCommitter(Database& db, size_t max_group)
-    : db_(db), max_group_(max_group), committer_([this] { Run(); }) {}
+    : db_(db), max_group_(max_group), committer_([this] {
+        NameThread("group-commit");
+        Run();
+      }) {}
 
 GroupCommitter::~GroupCommitter() {
   {

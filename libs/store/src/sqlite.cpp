@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "internal.hpp"
+#include "smart/core/thread_name.hpp"
 
 namespace smart::store::detail {
 namespace {
@@ -199,11 +200,17 @@ class SqliteDatabase final : public Database {
     if (deferred_sync_) {
       // Asked of the connection (it knows a URI's real file) on this thread, before any other uses it.
       wal_path_ = sqlite3_filename_wal(sqlite3_db_filename(writer_->handle(), "main"));
-      syncer_ = std::thread([this] { RunSyncer(); });
+      syncer_ = std::thread([this] {
+        NameThread("sqlite-sync");
+        RunSyncer();
+      });
     }
     if (!memory) {
       sqlite3_wal_hook(writer_->handle(), &SqliteDatabase::OnWalCommit, this);
-      checkpointer_ = std::thread([this] { RunCheckpoints(); });
+      checkpointer_ = std::thread([this] {
+        NameThread("sqlite-ckpt");
+        RunCheckpoints();
+      });
     }
   }
 

@@ -5,6 +5,7 @@
 #include "internal.hpp"
 #include "smart/core/ids.hpp"
 #include "smart/core/json_text.hpp"
+#include "smart/core/thread_name.hpp"
 
 namespace smart::tasks {
 namespace {
@@ -41,9 +42,18 @@ Coordinator::Coordinator(store::Database& db, ledger::Ledger& ledger, TasksConfi
     if (!r) return r.take_error();
     return Ok();
   });
-  sweeper_ = std::thread([this] { RunSweeper(); });
-  dispatcher_ = std::thread([this] { RunDispatcher(); });
-  beat_writer_ = std::thread([this] { RunBeatWriter(); });
+  sweeper_ = std::thread([this] {
+    NameThread("task-sweeper");
+    RunSweeper();
+  });
+  dispatcher_ = std::thread([this] {
+    NameThread("task-dispatch");
+    RunDispatcher();
+  });
+  beat_writer_ = std::thread([this] {
+    NameThread("task-beats");
+    RunBeatWriter();
+  });
 }
 
 Coordinator::~Coordinator() {
