@@ -5,6 +5,9 @@
 #  5. CLIENTS idle client WebSockets (default 50,000) subscribed to
 #     network_stats (published every second): smartd's resident memory, and
 #     the p50/p99 delay from an event's timestamp to its arrival at a client.
+#  6. Task throughput (bench/tasks' flow, one task per request) with as many
+#     idle client WebSockets connected as one load process may open, beside
+#     the same with none: publishing an event must not cost every connection.
 # The load runs in Node.js processes (npm `ws`), each under the open-file
 # limit; when the limit here is too low for the full count, the figures are
 # for as many connections as it allows (said so) and memory is also given
@@ -16,7 +19,7 @@ cd "$(dirname "$0")/../.."
 source bench/lib.sh
 bench_init
 NODES=${NODES:-10000}
-PARTS=${PARTS:-4 5}  # which benchmarks to run
+PARTS=${PARTS:-4 5 6}  # which benchmarks to run
 CLIENTS=${CLIENTS:-50000}
 SECONDS_EACH=${SECONDS_EACH:-20}
 scripts/install-npm build/npm ws@8
@@ -133,5 +136,37 @@ printf '   network_stats fanned out to all of them, at the clients: %s deliverie
 printf '   the same at the server (publication -> written to the socket): %s writes, p50 <= %s ms, p99 <= %s ms\n' \
   "$s_count" "$s50" "$s99"
 [ "$clients" -lt "$CLIENTS" ] && echo "   (the open-file limit allowed $clients of $CLIENTS connections)"
+kill "$pid" 2>/dev/null || true
+fi
+
+if [[ " $PARTS " == *" 6 "* ]]; then
+# --- 6. task throughput while idle clients are connected: an event must cost
+# its subscribers, not every connection (bench/tasks' flow, one task per request).
+clients=$(( CLIENTS < per_proc ? CLIENTS : per_proc ))
+[ "$clients" -gt "$server_cap" ] && clients=$server_cap
+run6() { # idle-client-count
+  local port pid out
+  port=$(start_smartd "$work/smartd6-$1.log" SMART_LOG_ACCESS=false SMART_RATE_LIMIT_ENABLED=false \
+    SMART_LEDGER_DEV_FAUCET=true SMART_TASKS_MAX_PER_REQUESTER=1000000 SMART_TASKS_MIN_STAKE=1 \
+    SMART_TASKS_MAX_TASKS_PER_NODE=100 SMART_HTTP_MAX_CONNECTIONS=$((server_cap + 100)))
+  pid=$(tail -1 "$work/pids")
+  base="http://127.0.0.1:$port"
+  bench_data_dir="$work/smartd6-$1.log.data" bench_funded_users client operator watcher
+  if [ "$1" -gt 0 ]; then
+    SERVER=$base KEY=$(bench_key watcher tasks:read) CLIENTS=$1 SECONDS_EACH=$((SECONDS_EACH + 30)) OUT=/dev/null \
+      LOCAL_ADDRESS=127.0.2.1 node build/npm/fanout.mjs >"$work/idle$1.out" 2>&1 &
+    echo $! >>"$work/pids"
+    wait_ready "idle$1" 1
+  fi
+  out=$(build/release/bench/tasks_sim --server "$base" --client-key "$(bench_key client tasks:write)" \
+    --operator-key "$(bench_key operator nodes tasks:read)" --submitters 16 --nodes 16 --credit 100 \
+    --seconds "$SECONDS_EACH" --rate 0 --batch 1) || { echo "bench: the simulator failed" >&2; exit 1; }
+  kill "$pid" 2>/dev/null || true
+  echo "$out" | awk '{printf "%.0f", $1}'
+}
+without=$(run6 0)
+with=$(run6 "$clients")
+printf '6. tasks completed/s (one per request) with %d idle client WebSockets connected: %s (%s with none)\n' \
+  "$clients" "$with" "$without"
 fi
 exit 0

@@ -91,6 +91,66 @@ TEST(SmartdEvents, TaskUpdatesNetworkStatsAndResume) {
   EXPECT_EQ(EventId(replayed), EventId(cancelled));
 }
 
+// Subscriptions by task id and unsubscribing: what a connection asked for and
+// only that, never another user's task whatever ids it names.
+TEST(SmartdEvents, TaskIdSubscriptionsAndUnsubscribing) {
+  Smartd s(Env());
+  ASSERT_NE(s.port(), 0);
+  Session root = CreateAdmin(s, "root@example.com");
+  Session alice = RegisterAndLogin(s.port(), "alice@example.com");
+  Session eve = RegisterAndLogin(s.port(), "eve@example.com");
+  ASSERT_EQ(As(s.port(), "POST", "/api/v1/admin/mint", root.access,
+               R"({"user":"alice@example.com","asset":"USDC","amount":"10000000"})", "Idempotency-Key: m1\r\n")
+                ->status,
+            201);
+  auto submit = [&] {
+    auto r = As(s.port(), "POST", "/api/v1/tasks", alice.access, R"({"type":"echo","input":"x","timeout_s":60})");
+    EXPECT_EQ(r->status, 201);
+    return JsonField(r->body, "id");
+  };
+  auto cancel = [&](const std::string& id) {
+    EXPECT_EQ(As(s.port(), "POST", "/api/v1/tasks/" + id + "/cancel", alice.access)->status, 200);
+  };
+  std::string t1 = submit(), t2 = submit(), t3 = submit();
+
+  WsClient a(s.port(), "/api/v1/ws", alice.access);
+  a.Send(R"({"type":"subscribe","task_ids":[")" + t1 + R"(",")" + t2 + R"("]})");
+  std::string reply = a.Read();
+  EXPECT_NE(reply.find("\"task_ids\":2"), std::string::npos) << reply;
+  WsClient e(s.port(), "/api/v1/ws", eve.access);
+  e.Send(R"({"type":"subscribe","network_stats":true,"task_ids":[")" + t1 + R"(",")" + t3 + R"("]})");
+  ASSERT_NE(e.Read().find("\"subscribed\""), std::string::npos);
+
+  cancel(t3);  // not followed by Alice's connection
+  cancel(t1);
+  std::string first = a.ReadUntil("task_update");
+  EXPECT_NE(first.find(t1), std::string::npos) << "the first update Alice hears is t1's, not t3's: " << first;
+  EXPECT_NE(first.find("\"status\":\"cancelled\""), std::string::npos) << first;
+
+  a.Send(R"({"type":"unsubscribe","task_ids":[")" + t2 + R"("]})");
+  reply = a.Read();
+  EXPECT_NE(reply.find("\"unsubscribed\""), std::string::npos) << reply;
+  EXPECT_NE(reply.find("\"task_ids\":1"), std::string::npos) << reply;
+  std::string t4 = submit();
+  a.Send(R"({"type":"subscribe","task_ids":[")" + t4 + R"("]})");
+  ASSERT_NE(a.Read().find("\"subscribed\""), std::string::npos);
+  cancel(t2);  // no longer followed
+  cancel(t4);
+  std::string next = a.ReadUntil("task_update");
+  EXPECT_NE(next.find(t4), std::string::npos) << "t2's update came after unsubscribing: " << next;
+
+  // Eve named Alice's tasks: she hears network stats and nothing of them.
+  // Until the second network_stats: every cancel above was published before it.
+  int stats = 0;
+  for (int i = 0; i < 50 && stats < 2; ++i) {
+    std::string m = e.Read();
+    ASSERT_FALSE(m.empty()) << "closed";
+    EXPECT_EQ(m.find("task_update"), std::string::npos) << "another user's task leaked: " << m;
+    if (m.find("\"network_stats\"") != std::string::npos) ++stats;
+  }
+  EXPECT_EQ(stats, 2);
+}
+
 TEST(SmartdEvents, BadClientsAreRefusedOrClosed) {
   Smartd s(Env());
   ASSERT_NE(s.port(), 0);

@@ -12,41 +12,30 @@
 // {"type":"subscribed"|"unsubscribed"|"authenticated"|"error"|"gap", ...}.
 // A client that falls behind (its send queue is full) is closed with 1008.
 #include <boost/json.hpp>
-#include <set>
+#include <unordered_map>
 
 #include "routes_internal.hpp"
-#include "smart/events/bus.hpp"
+#include "smart/events/subscriptions.hpp"
 #include "smart/metrics/metrics.hpp"
 
 namespace smart::api {
 namespace json = boost::json;
 namespace {
 
-struct Client {
-  std::mutex mu;
-  std::weak_ptr<http::WebSocket> ws;
-  std::string user_id;  // empty until authenticated
-  bool own_tasks = false, network_stats = false, nodes = false;
-  std::set<std::string> task_ids;
+constexpr size_t kMaxTaskIds = 10000;  // task ids one connection may follow
 
-  bool Wants(const events::Event& e) {
-    std::lock_guard lk(mu);
-    if (user_id.empty()) return false;
-    if (e.type == "network_stats") return network_stats;
-    if (e.type == "node_status") return nodes;
-    if (e.owner != user_id) return false;  // only one's own tasks, ever
-    return own_tasks || task_ids.count(e.subject) > 0;
-  }
-};
-
+// The connections and what each wants (indexed: an event costs its
+// subscribers, not every connection). Connections are known by an id.
 struct Hub {
   std::mutex mu;
-  std::set<std::shared_ptr<Client>> clients;
+  events::Subscriptions subs;
+  std::unordered_map<uint64_t, std::weak_ptr<http::WebSocket>> sockets;
+  uint64_t next_id = 1;
 };
 
-void Deliver(const std::shared_ptr<Client>& c, std::shared_ptr<const std::string> text,
+void Deliver(const std::weak_ptr<http::WebSocket>& weak, std::shared_ptr<const std::string> text,
              std::function<void()> on_written = nullptr) {
-  auto ws = c->ws.lock();
+  auto ws = weak.lock();
   if (!ws) return;
   if (ws->Send(std::move(text), std::move(on_written)) == http::WebSocket::SendResult::kQueueFull) {
     ws->Close(http::close_code::kPolicyViolation, "slow consumer: events were not read in time");
@@ -70,28 +59,29 @@ void RegisterEventRoutes(http::Router& router, const Deps& deps) {
       {0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2, 5});
   deps.bus.Subscribe([hub, &delivery](const events::Event& e) {
     const auto start = std::chrono::steady_clock::now();
-    std::vector<std::shared_ptr<Client>> targets;
+    thread_local std::vector<uint64_t> ids;
+    std::vector<std::weak_ptr<http::WebSocket>> targets;
     {
       std::lock_guard lk(hub->mu);
-      targets.assign(hub->clients.begin(), hub->clients.end());
-    }
-    std::shared_ptr<const std::string> text;  // one copy for every subscriber
-    metrics::Histogram* seconds = nullptr;
-    for (const auto& c : targets) {
-      if (!c->Wants(e)) continue;
-      if (!text) {
-        text = std::make_shared<const std::string>(e.Json());
-        seconds = &delivery.WithLabels({e.type});
+      ids.clear();
+      hub->subs.Match(e, ids);
+      targets.reserve(ids.size());
+      for (uint64_t id : ids) {
+        if (auto it = hub->sockets.find(id); it != hub->sockets.end()) targets.push_back(it->second);
       }
-      Deliver(c, text, [seconds, start] {
+    }
+    if (targets.empty()) return;
+    auto text = std::make_shared<const std::string>(e.Json());  // one copy for every subscriber
+    metrics::Histogram* seconds = &delivery.WithLabels({e.type});
+    for (const auto& ws : targets) {
+      Deliver(ws, text, [seconds, start] {
         seconds->Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
       });
     }
   });
 
   router.AddWebSocket("/api/v1/ws", [&deps, hub](http::Request& req, std::shared_ptr<http::WebSocket> ws) {
-    auto client = std::make_shared<Client>();
-    client->ws = ws;
+    std::string user;
     if (HasCredentials(req)) {
       auto who = Authenticate(deps, req);
       if (!who) return http::WsAccept{.reject = Unauthorized(req, who.error())};
@@ -100,15 +90,19 @@ void RegisterEventRoutes(http::Router& router, const Deps& deps) {
             .reject = http::MakeProblem(
                 req, {.status = 403, .code = "insufficient_scope", .detail = "Events need the scope tasks:read."})};
       }
-      client->user_id = who->user_id;
+      user = who->user_id;
     }
+    uint64_t id;
     {
       std::lock_guard lk(hub->mu);
-      hub->clients.insert(client);
+      id = hub->next_id++;
+      hub->sockets.emplace(id, ws);
+      if (!user.empty()) hub->subs.SetUser(id, std::move(user));
     }
+    std::weak_ptr<http::WebSocket> weak = ws;
     http::WsCallbacks callbacks;
-    callbacks.on_message = [&deps, client](std::string_view message) {
-      auto ws = client->ws.lock();
+    callbacks.on_message = [&deps, hub, id, weak](std::string_view message) {
+      auto ws = weak.lock();
       if (!ws) return;
       boost::system::error_code ec;
       auto v = json::parse(message, ec);
@@ -120,8 +114,8 @@ void RegisterEventRoutes(http::Router& router, const Deps& deps) {
       std::string type(o.at("type").as_string());
       bool authenticated;
       {
-        std::lock_guard lk(client->mu);
-        authenticated = !client->user_id.empty();
+        std::lock_guard lk(hub->mu);
+        authenticated = !hub->subs.User(id).empty();
       }
       if (type == "auth") {
         if (authenticated) return;
@@ -136,8 +130,8 @@ void RegisterEventRoutes(http::Router& router, const Deps& deps) {
           return;
         }
         {
-          std::lock_guard lk(client->mu);
-          client->user_id = who->user_id;
+          std::lock_guard lk(hub->mu);
+          hub->subs.SetUser(id, who->user_id);
         }
         ws->Send(Reply("authenticated", {{"user_id", json::value(who->user_id)}}));
         return;
@@ -148,21 +142,24 @@ void RegisterEventRoutes(http::Router& router, const Deps& deps) {
       }
       if (type == "subscribe" || type == "unsubscribe") {
         bool on = type == "subscribe";
-        std::lock_guard lk(client->mu);
-        if (auto t = o.if_contains("tasks"); t && t->is_string() && t->as_string() == "own") client->own_tasks = on;
-        if (auto s = o.if_contains("network_stats"); s && s->is_bool() && s->as_bool()) client->network_stats = on;
-        if (auto n = o.if_contains("nodes"); n && n->is_bool() && n->as_bool()) client->nodes = on;
-        if (auto ids = o.if_contains("task_ids"); ids && ids->is_array()) {
-          for (const auto& id : ids->as_array()) {
-            if (!id.is_string()) continue;
-            if (on && client->task_ids.size() < 10000) client->task_ids.emplace(id.as_string());
-            if (!on) client->task_ids.erase(std::string(id.as_string()));
+        events::Subscriptions::Summary now;
+        {
+          std::lock_guard lk(hub->mu);
+          auto& subs = hub->subs;
+          if (auto t = o.if_contains("tasks"); t && t->is_string() && t->as_string() == "own") subs.Own(id, on);
+          if (auto s = o.if_contains("network_stats"); s && s->is_bool() && s->as_bool()) subs.Stats(id, on);
+          if (auto n = o.if_contains("nodes"); n && n->is_bool() && n->as_bool()) subs.Nodes(id, on);
+          if (auto ids = o.if_contains("task_ids"); ids && ids->is_array()) {
+            for (const auto& task : ids->as_array()) {
+              if (task.is_string()) subs.Task(id, std::string(task.as_string()), on, kMaxTaskIds);
+            }
           }
+          now = subs.Of(id);
         }
-        ws->Send(Reply(on ? "subscribed" : "unsubscribed", {{"tasks", client->own_tasks ? "own" : ""},
-                                                            {"task_ids", static_cast<int64_t>(client->task_ids.size())},
-                                                            {"network_stats", client->network_stats},
-                                                            {"nodes", client->nodes}}));
+        ws->Send(Reply(on ? "subscribed" : "unsubscribed", {{"tasks", now.own ? "own" : ""},
+                                                            {"task_ids", static_cast<int64_t>(now.tasks)},
+                                                            {"network_stats", now.stats},
+                                                            {"nodes", now.nodes}}));
         return;
       }
       if (type == "resume") {
@@ -182,16 +179,19 @@ void RegisterEventRoutes(http::Router& router, const Deps& deps) {
           ws->Send(
               Reply("gap", {{"detail", "some events since then are no longer kept; re-read the state over HTTP"}}));
         }
-        for (const auto& e : missed) {
-          if (client->Wants(e)) Deliver(client, std::make_shared<const std::string>(e.Json()));
-        }
+        std::erase_if(missed, [&](const events::Event& e) {
+          std::lock_guard lk(hub->mu);
+          return !hub->subs.Wants(id, e);
+        });
+        for (const auto& e : missed) Deliver(weak, std::make_shared<const std::string>(e.Json()));
         return;
       }
       ws->Send(Reply("error", {{"code", "unknown_type"}, {"detail", "auth, subscribe, unsubscribe or resume"}}));
     };
-    callbacks.on_close = [hub, client](uint16_t) {
+    callbacks.on_close = [hub, id](uint16_t) {
       std::lock_guard lk(hub->mu);
-      hub->clients.erase(client);
+      hub->subs.Remove(id);
+      hub->sockets.erase(id);
     };
     return http::WsAccept{.callbacks = std::move(callbacks)};
   });

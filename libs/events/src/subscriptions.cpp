@@ -1,0 +1,114 @@
+#include "smart/events/subscriptions.hpp"
+
+namespace smart::events {
+namespace {
+
+void Erase(std::unordered_map<std::string, std::unordered_set<uint64_t>>& index, const std::string& key, uint64_t id) {
+  auto it = index.find(key);
+  if (it == index.end()) return;
+  it->second.erase(id);
+  if (it->second.empty()) index.erase(it);
+}
+
+}  // namespace
+
+void Subscriptions::SetUser(uint64_t id, std::string user) {
+  Sub& s = subs_[id];
+  if (!s.user.empty()) return;
+  s.user = std::move(user);
+}
+
+const std::string& Subscriptions::User(uint64_t id) const {
+  static const std::string kNone;
+  auto it = subs_.find(id);
+  return it == subs_.end() ? kNone : it->second.user;
+}
+
+bool Subscriptions::Own(uint64_t id, bool on) {
+  Sub& s = subs_[id];
+  if (s.user.empty()) return false;
+  if (on && !s.own) own_[s.user].insert(id);
+  if (!on && s.own) Erase(own_, s.user, id);
+  s.own = on;
+  return true;
+}
+
+void Subscriptions::Stats(uint64_t id, bool on) {
+  subs_[id].stats = on;
+  if (on) {
+    stats_.insert(id);
+  } else {
+    stats_.erase(id);
+  }
+}
+
+void Subscriptions::Nodes(uint64_t id, bool on) {
+  subs_[id].nodes = on;
+  if (on) {
+    nodes_.insert(id);
+  } else {
+    nodes_.erase(id);
+  }
+}
+
+bool Subscriptions::Task(uint64_t id, const std::string& task_id, bool on, size_t max_tasks) {
+  Sub& s = subs_[id];
+  if (!on) {
+    if (s.tasks.erase(task_id) > 0) Erase(by_task_, task_id, id);
+    return true;
+  }
+  if (s.tasks.count(task_id)) return true;
+  if (s.tasks.size() >= max_tasks) return false;
+  s.tasks.insert(task_id);
+  by_task_[task_id].insert(id);
+  return true;
+}
+
+void Subscriptions::Remove(uint64_t id) {
+  auto it = subs_.find(id);
+  if (it == subs_.end()) return;
+  const Sub& s = it->second;
+  if (s.own) Erase(own_, s.user, id);
+  for (const auto& t : s.tasks) Erase(by_task_, t, id);
+  stats_.erase(id);
+  nodes_.erase(id);
+  subs_.erase(it);
+}
+
+Subscriptions::Summary Subscriptions::Of(uint64_t id) const {
+  auto it = subs_.find(id);
+  if (it == subs_.end()) return {};
+  return {.own = it->second.own, .stats = it->second.stats, .nodes = it->second.nodes, .tasks = it->second.tasks.size()};
+}
+
+void Subscriptions::Match(const Event& e, std::vector<uint64_t>& out) const {
+  if (e.type == "network_stats") {
+    out.insert(out.end(), stats_.begin(), stats_.end());
+    return;
+  }
+  if (e.type == "node_status") {
+    out.insert(out.end(), nodes_.begin(), nodes_.end());
+    return;
+  }
+  if (e.owner.empty()) return;  // a task event always has an owner; nothing else reaches users
+  if (auto it = own_.find(e.owner); it != own_.end()) out.insert(out.end(), it->second.begin(), it->second.end());
+  if (auto it = by_task_.find(e.subject); it != by_task_.end()) {
+    for (uint64_t id : it->second) {
+      const Sub& s = subs_.at(id);
+      // Only one's own tasks, ever; those already reached through "own" once.
+      if (s.user == e.owner && !s.own) out.push_back(id);
+    }
+  }
+}
+
+bool Subscriptions::Wants(uint64_t id, const Event& e) const {
+  auto it = subs_.find(id);
+  if (it == subs_.end() || it->second.user.empty()) return false;
+  const Sub& s = it->second;
+  if (e.type == "network_stats") return s.stats;
+  if (e.type == "node_status") return s.nodes;
+  if (e.owner.empty() || e.owner != s.user) return false;
+  return s.own || s.tasks.count(e.subject) > 0;
+}
+
+}  // namespace smart::events
