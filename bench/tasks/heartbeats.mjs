@@ -1,5 +1,6 @@
 // Benchmark 4's load: NODES simulated nodes on the node WebSocket, each
-// saying hello (no credit: heartbeats only) and heartbeating every
+// saying hello (CREDIT, default 0: heartbeats only; CAPABILITIES, default
+// echo, comma-separated) and heartbeating every
 // INTERVAL_S seconds at a random phase, as smart-node does: without a ref, so
 // the server answers only a refusal. Registers its nodes first (operator KEY,
 // scope nodes). Prints "ready" once every node is welcomed, then, after
@@ -14,6 +15,8 @@ const prefix = process.env.PREFIX;
 const intervalMs = Number(process.env.INTERVAL_S || 5) * 1000;
 const seconds = Number(process.env.SECONDS_EACH || 20);
 const localAddress = process.env.LOCAL_ADDRESS || '127.0.0.1';
+const credit = Number(process.env.CREDIT || 0);
+const capabilities = (process.env.CAPABILITIES || 'echo').split(',');
 
 async function register(i) {
   for (let attempt = 0; attempt < 5; attempt++) {
@@ -22,7 +25,7 @@ async function register(i) {
       r = await fetch(`${server}/api/v1/nodes/register`, {
         method: 'POST',
         headers: { 'X-API-Key': key, 'Content-Type': 'application/json' },
-        body: JSON.stringify({ name: `${prefix}-${i}`, capabilities: ['echo'], capacity: 1 }),
+        body: JSON.stringify({ name: `${prefix}-${i}`, capabilities, capacity: Math.max(1, credit) }),
       });
     } catch (e) {  // a kept-alive connection closed under the request: try again
       await new Promise((resolve) => setTimeout(resolve, 200));
@@ -52,7 +55,7 @@ const connect = (id, attempt = 0) => new Promise((resolve, reject) => {
   const ws = new WebSocket(`${server.replace('http://', 'ws://')}/api/v1/nodes/ws`,
     { headers: { 'X-API-Key': key }, localAddress, perMessageDeflate: false });
   let welcomed = false;
-  ws.on('open', () => ws.send(JSON.stringify({ type: 'hello', node_id: id, credit: 0 })));
+  ws.on('open', () => ws.send(JSON.stringify({ type: 'hello', node_id: id, credit })));
   ws.on('message', (data) => {
     const m = JSON.parse(data);
     if (m.type === 'welcome') {

@@ -5,9 +5,10 @@
 #  5. CLIENTS idle client WebSockets (default 50,000) subscribed to
 #     network_stats (published every second): smartd's resident memory, and
 #     the p50/p99 delay from an event's timestamp to its arrival at a client.
-#  6. Task throughput (bench/tasks' flow, one task per request) with as many
-#     idle client WebSockets connected as one load process may open, beside
-#     the same with none: publishing an event must not cost every connection.
+#  6. Task throughput (bench/tasks' flow, one task per request) alone, with
+#     as many idle client WebSockets connected as one load process may open,
+#     and with NODES idle nodes attached (credit for a type nobody submits):
+#     an event or a dispatch round must not cost every connection.
 # The load runs in Node.js processes (npm `ws`), each under the open-file
 # limit; when the limit here is too low for the full count, the figures are
 # for as many connections as it allows (said so) and memory is also given
@@ -140,23 +141,31 @@ kill "$pid" 2>/dev/null || true
 fi
 
 if [[ " $PARTS " == *" 6 "* ]]; then
-# --- 6. task throughput while idle clients are connected: an event must cost
-# its subscribers, not every connection (bench/tasks' flow, one task per request).
+# --- 6. task throughput while others are connected and idle: an event or a
+# dispatch round must cost those it concerns, not every connection
+# (bench/tasks' flow, one task per request).
 clients=$(( CLIENTS < per_proc ? CLIENTS : per_proc ))
 [ "$clients" -gt "$server_cap" ] && clients=$server_cap
-run6() { # idle-client-count
+idle_nodes=$(( NODES < per_proc ? NODES : per_proc ))
+run6() { # none | clients N | nodes N
   local port pid out
   port=$(start_smartd "$work/smartd6-$1.log" SMART_LOG_ACCESS=false SMART_RATE_LIMIT_ENABLED=false \
     SMART_LEDGER_DEV_FAUCET=true SMART_TASKS_MAX_PER_REQUESTER=1000000 SMART_TASKS_MIN_STAKE=1 \
     SMART_TASKS_MAX_TASKS_PER_NODE=100 SMART_HTTP_MAX_CONNECTIONS=$((server_cap + 100)))
   pid=$(tail -1 "$work/pids")
   base="http://127.0.0.1:$port"
-  bench_data_dir="$work/smartd6-$1.log.data" bench_funded_users client operator watcher
-  if [ "$1" -gt 0 ]; then
-    SERVER=$base KEY=$(bench_key watcher tasks:read) CLIENTS=$1 SECONDS_EACH=$((SECONDS_EACH + 30)) OUT=/dev/null \
-      LOCAL_ADDRESS=127.0.2.1 node build/npm/fanout.mjs >"$work/idle$1.out" 2>&1 &
+  bench_data_dir="$work/smartd6-$1.log.data" bench_funded_users client operator idle
+  case $1 in
+    clients)  # another user's, subscribed to network_stats
+      SERVER=$base KEY=$(bench_key idle tasks:read) CLIENTS=$2 SECONDS_EACH=$((SECONDS_EACH + 60)) OUT=/dev/null \
+        LOCAL_ADDRESS=127.0.2.1 node build/npm/fanout.mjs >"$work/idle-$1.out" 2>&1 & ;;
+    nodes)  # another operator's, with credit, for a type nobody submits
+      SERVER=$base KEY=$(bench_key idle nodes) NODES=$2 PREFIX=idle CREDIT=1 CAPABILITIES=sha256 \
+        SECONDS_EACH=$((SECONDS_EACH + 60)) LOCAL_ADDRESS=127.0.2.2 node build/npm/heartbeats.mjs >"$work/idle-$1.out" 2>&1 & ;;
+  esac
+  if [ "$1" != none ]; then
     echo $! >>"$work/pids"
-    wait_ready "idle$1" 1
+    wait_ready "idle-$1" 1
   fi
   out=$(build/release/bench/tasks_sim --server "$base" --client-key "$(bench_key client tasks:write)" \
     --operator-key "$(bench_key operator nodes tasks:read)" --submitters 16 --nodes 16 --credit 100 \
@@ -164,9 +173,12 @@ run6() { # idle-client-count
   kill "$pid" 2>/dev/null || true
   echo "$out" | awk '{printf "%.0f", $1}'
 }
-without=$(run6 0)
-with=$(run6 "$clients")
-printf '6. tasks completed/s (one per request) with %d idle client WebSockets connected: %s (%s with none)\n' \
-  "$clients" "$with" "$without"
+alone=$(run6 none)
+with_clients=$(run6 clients "$clients")
+with_nodes=$(run6 nodes "$idle_nodes")
+printf '6. tasks completed/s, one per request: %s alone; %s with %d idle client WebSockets connected;\n' \
+  "$alone" "$with_clients" "$clients"
+printf '   %s with %d idle nodes attached (credit for another task type, heartbeating every 5 s)\n' \
+  "$with_nodes" "$idle_nodes"
 fi
 exit 0

@@ -78,7 +78,8 @@ void Subscriptions::Remove(uint64_t id) {
 Subscriptions::Summary Subscriptions::Of(uint64_t id) const {
   auto it = subs_.find(id);
   if (it == subs_.end()) return {};
-  return {.own = it->second.own, .stats = it->second.stats, .nodes = it->second.nodes, .tasks = it->second.tasks.size()};
+  return {
+      .own = it->second.own, .stats = it->second.stats, .nodes = it->second.nodes, .tasks = it->second.tasks.size()};
 }
 
 void Subscriptions::Match(const Event& e, std::vector<uint64_t>& out) const {

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include "smart/core/crypto.hpp"
@@ -680,6 +681,51 @@ TEST_F(CoordinatorTest, PushGoesToTheBetterNodeAndRedeliversLostAssignments) {
   EXPECT_EQ(again.tasks[0].attempt, 1) << "the same lease";
   coord_->Detach(p);
   coord_->Detach(g2);
+}
+
+// Pushed work goes by capability: nodes waiting with credit for other types
+// are passed over, a node of two types takes both, and a detached node is
+// forgotten (dispatch keeps an index of the nodes ready for each type).
+TEST_F(CoordinatorTest, PushMatchesCapabilitiesAndForgetsDetachedNodes) {
+  Fund("usr_req", 10'000'000);
+  Node echo = MakeNode("usr_a", "echo", {"echo"});
+  Node hash = MakeNode("usr_b", "hash", {"sha256"});
+  Node both = MakeNode("usr_c", "both", {"echo", "sha256"});
+  Pushed to_echo, to_hash, to_both;
+  uint64_t e = coord_->Attach("usr_a", echo.id, {}, to_echo.Fn());
+  uint64_t h = coord_->Attach("usr_b", hash.id, {}, to_hash.Fn());
+  uint64_t b = coord_->Attach("usr_c", both.id, {}, to_both.Fn());
+  coord_->Credit(e, 1);
+  coord_->Credit(h, 1);
+  std::this_thread::sleep_for(300ms);  // their first claims made: capabilities known
+  Task t1 = Submit("usr_req", "1", Priority::kNormal, "sha256");
+  ASSERT_TRUE(to_hash.WaitFor(1));
+  EXPECT_EQ(to_hash.tasks[0].id, t1.id);
+  Task t2 = Submit("usr_req", "2");
+  ASSERT_TRUE(to_echo.WaitFor(1));
+  EXPECT_EQ(to_echo.tasks[0].id, t2.id);
+  // Both credits used up: the node of two types (no credit yet) gets nothing until it asks.
+  Task t3 = Submit("usr_req", "3", Priority::kNormal, "sha256");
+  Task t4 = Submit("usr_req", "4");
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(to_both.Count(), 0u);
+  coord_->Credit(b, 5);
+  ASSERT_TRUE(to_both.WaitFor(2));
+  std::set<std::string> got{to_both.tasks[0].id, to_both.tasks[1].id};
+  EXPECT_EQ(got, (std::set<std::string>{t3.id, t4.id}));
+  // Detached with credit left: new work waits for a node instead.
+  coord_->Detach(b);
+  coord_->Credit(b, 5);  // an attachment that is gone: ignored
+  Task t5 = Submit("usr_req", "5", Priority::kNormal, "sha256");
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(to_both.Count(), 2u);
+  EXPECT_EQ(to_hash.Count(), 1u) << "no credit";
+  coord_->Credit(h, 1);
+  ASSERT_TRUE(to_hash.WaitFor(2));
+  EXPECT_EQ(to_hash.tasks[1].id, t5.id);
+  EXPECT_EQ(coord_->Attached(), 2u);
+  coord_->Detach(e);
+  coord_->Detach(h);
 }
 
 TEST_F(CoordinatorTest, AnAttachmentOfAnotherOperatorsNodeEndsWithAnError) {

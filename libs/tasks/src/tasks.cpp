@@ -810,6 +810,25 @@ void Coordinator::WakeClaimers() {
   push_cv_.notify_one();
 }
 
+void Coordinator::Ready(uint64_t id, const Attachment& a) {
+  if (a.credit <= 0) return;
+  if (a.first) {
+    ready_first_.insert(id);
+    return;
+  }
+  for (const auto& c : a.capabilities) ready_[c].insert({-a.score, id});
+}
+
+void Coordinator::Unready(uint64_t id, const Attachment& a) {
+  ready_first_.erase(id);
+  for (const auto& c : a.capabilities) {
+    auto it = ready_.find(c);
+    if (it == ready_.end()) continue;
+    it->second.erase({-a.score, id});
+    if (it->second.empty()) ready_.erase(it);
+  }
+}
+
 uint64_t Coordinator::Attach(std::string operator_id, std::string node_id, std::vector<std::string> holding,
                              Push push) {
   uint64_t id;
@@ -829,7 +848,9 @@ void Coordinator::Credit(uint64_t attachment, int n) {
     std::lock_guard lk(push_mu_);
     auto it = attached_.find(attachment);
     if (it == attached_.end() || n <= 0) return;
+    Unready(it->first, it->second);
     it->second.credit = std::min(it->second.credit + n, kMaxCredit);
+    Ready(it->first, it->second);
     push_wake_ = true;
   }
   push_cv_.notify_one();
@@ -837,7 +858,10 @@ void Coordinator::Credit(uint64_t attachment, int n) {
 
 void Coordinator::Detach(uint64_t attachment) {
   std::lock_guard lk(push_mu_);
-  attached_.erase(attachment);
+  auto it = attached_.find(attachment);
+  if (it == attached_.end()) return;
+  Unready(it->first, it->second);
+  attached_.erase(it);
 }
 
 size_t Coordinator::Attached() {
@@ -853,9 +877,7 @@ void Coordinator::RunDispatcher() {
     push_cv_.wait_for(lk, std::chrono::seconds(1), [&] { return push_wake_ || push_stopping_; });
     if (push_stopping_) break;
     push_wake_ = false;
-    bool any = false;
-    for (const auto& [id, a] : attached_) any = any || a.credit > 0;
-    if (!any) continue;
+    if (ready_first_.empty() && ready_.empty()) continue;  // no node has credit
     lk.unlock();
     DispatchRound();
     lk.lock();
@@ -863,22 +885,6 @@ void Coordinator::RunDispatcher() {
 }
 
 void Coordinator::DispatchRound() {
-  struct Want {
-    uint64_t id;
-    std::string operator_id, node_id;
-    std::vector<std::string> holding, capabilities;
-    bool first;
-    int credit;
-    int64_t score;
-  };
-  std::vector<Want> wants;
-  {
-    std::lock_guard lk(push_mu_);
-    for (const auto& [id, a] : attached_) {
-      if (a.credit > 0)
-        wants.push_back({id, a.operator_id, a.node_id, a.holding, a.capabilities, a.first, a.credit, a.score});
-    }
-  }
   // What is claimable now, by type (bounded: a deep backlog needs no exact count).
   constexpr int64_t kLook = 2000;
   std::map<std::string, int64_t> claimable;
@@ -893,7 +899,61 @@ void Coordinator::DispatchRound() {
     return Ok();
   });
   if (!read) return;  // tried again at the next wake-up or tick
-  std::stable_sort(wants.begin(), wants.end(), [](const Want& a, const Want& b) { return a.score > b.score; });
+  // Which attached nodes get a claim this round, best first: every node on
+  // its first claim (it may have lost assignments to receive again), then
+  // the best nodes that can take some of what is claimable, until it is all
+  // spoken for. A round visits the nodes it gives work to (through the
+  // ready_ index), however many others are attached.
+  struct Want {
+    uint64_t id;
+    std::string operator_id, node_id;
+    std::vector<std::string> holding;
+    bool first;
+    int quota;
+    int64_t score;
+  };
+  std::vector<Want> wants;
+  {
+    std::lock_guard lk(push_mu_);
+    for (uint64_t id : ready_first_) {
+      const Attachment& a = attached_.at(id);
+      wants.push_back({id, a.operator_id, a.node_id, a.holding, true, a.credit, a.score});
+    }
+    // The capable nodes of every claimable type, merged best first; a type
+    // whose tasks are all spoken for is not looked at again.
+    struct Cursor {
+      std::set<std::pair<int64_t, uint64_t>>::const_iterator at, end;
+      const int64_t* left;
+    };
+    std::vector<Cursor> cursors;
+    for (const auto& [type, n] : claimable) {
+      if (auto r = ready_.find(type); r != ready_.end()) cursors.push_back({r->second.begin(), r->second.end(), &n});
+    }
+    std::set<uint64_t> visited;
+    int64_t left = seen;
+    while (left > 0) {
+      Cursor* best = nullptr;
+      for (auto& c : cursors) {
+        if (c.at != c.end && *c.left > 0 && (!best || *c.at < *best->at)) best = &c;
+      }
+      if (!best) break;
+      uint64_t id = (best->at++)->second;
+      if (!visited.insert(id).second) continue;  // capable of two claimable types
+      const Attachment& a = attached_.at(id);
+      int quota = 0;
+      for (const auto& type : a.capabilities) {
+        auto it = claimable.find(type);
+        if (it == claimable.end()) continue;
+        int64_t take = std::min<int64_t>(it->second, a.credit - quota);
+        it->second -= take;
+        left -= take;
+        quota += static_cast<int>(take);
+      }
+      if (quota > 0) wants.push_back({id, a.operator_id, a.node_id, {}, false, quota, a.score});
+    }
+  }
+  std::sort(wants.begin(), wants.end(),
+            [](const Want& a, const Want& b) { return a.score != b.score ? a.score > b.score : a.id < b.id; });
   struct Round {
     std::mutex mu;
     std::condition_variable cv;
@@ -901,19 +961,6 @@ void Coordinator::DispatchRound() {
   };
   auto round = std::make_shared<Round>();
   for (auto& w : wants) {
-    int quota = 0;
-    if (w.first) {
-      quota = w.credit;  // unknown capabilities, and lost assignments to deliver again
-    } else {
-      for (const auto& c : w.capabilities) {
-        auto it = claimable.find(c);
-        if (it == claimable.end()) continue;
-        int64_t take = std::min<int64_t>(it->second, w.credit - quota);
-        it->second -= take;
-        quota += static_cast<int>(take);
-      }
-    }
-    if (quota <= 0) continue;
     {
       std::lock_guard lk(round->mu);
       ++round->open;
@@ -922,8 +969,8 @@ void Coordinator::DispatchRound() {
     auto node = std::make_shared<Node>();
     auto holding = std::make_shared<std::vector<std::string>>(std::move(w.holding));
     writer_.TransactAsync(
-        [this, w, quota, claimed, node, holding](store::Tx& tx) -> Result<void> {
-          return ClaimIn(tx, w.operator_id, w.node_id, quota, w.first ? holding.get() : nullptr, *claimed, *node);
+        [this, w, claimed, node, holding](store::Tx& tx) -> Result<void> {
+          return ClaimIn(tx, w.operator_id, w.node_id, w.quota, w.first ? holding.get() : nullptr, *claimed, *node);
         },
         [this, id = w.id, claimed, node, round](Result<void> r) {
           Push push;
@@ -932,6 +979,7 @@ void Coordinator::DispatchRound() {
             std::lock_guard lk(push_mu_);
             auto it = attached_.find(id);
             if (it != attached_.end()) {
+              Unready(it->first, it->second);
               if (r) {
                 it->second.credit -= static_cast<int>(claimed->size());
                 it->second.first = false;
@@ -943,7 +991,11 @@ void Coordinator::DispatchRound() {
                 push_wake_ = true;  // tried again next round; the node is not told
               } else {
                 push = it->second.push;
-                if (!r) attached_.erase(it);  // node_deactivated, node_not_found...: the attachment ends
+              }
+              if (!r && !transient) {
+                attached_.erase(it);  // node_deactivated, node_not_found...: the attachment ends
+              } else {
+                Ready(it->first, it->second);
               }
             }
           }

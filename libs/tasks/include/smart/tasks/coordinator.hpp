@@ -379,6 +379,14 @@ class Coordinator {
   std::mutex push_mu_;
   std::condition_variable push_cv_;
   std::map<uint64_t, Attachment> attached_;
+  // The attachments with credit, indexed so that a dispatch round visits the
+  // nodes it gives work to, not every node attached: those on their first
+  // claim, and the others by capability, best first (-score, id). Kept by
+  // Unready before and Ready after every change to an attachment.
+  std::set<uint64_t> ready_first_;
+  std::map<std::string, std::set<std::pair<int64_t, uint64_t>>, std::less<>> ready_;
+  void Ready(uint64_t id, const Attachment& a);
+  void Unready(uint64_t id, const Attachment& a);
   uint64_t next_attachment_ = 1;
   bool push_wake_ = false, push_stopping_ = false;
 
