@@ -728,6 +728,29 @@ TEST_F(CoordinatorTest, PushMatchesCapabilitiesAndForgetsDetachedNodes) {
   coord_->Detach(h);
 }
 
+// A backlog of a type nobody runs (more than dispatch counts in one look)
+// delays neither pushed nor claimed work of another type.
+TEST_F(CoordinatorTest, ABacklogOfOneTypeDoesNotHoldUpAnother) {
+  Fund("usr_req", 100'000'000);
+  std::vector<SubmitRequest> batch(100, SubmitRequest{.type = "echo", .input = "x", .timeout_s = 60});
+  for (int i = 0; i < 21; ++i) ASSERT_TRUE(coord_->SubmitBatch("usr_req", batch, "").ok());
+  Node hash = MakeNode("usr_b", "hash", {"sha256"});
+  Pushed to_hash;
+  uint64_t h = coord_->Attach("usr_b", hash.id, {}, to_hash.Fn());
+  coord_->Credit(h, 1);
+  std::this_thread::sleep_for(200ms);
+  Task t = Submit("usr_req", "pushed", Priority::kNormal, "sha256");
+  ASSERT_TRUE(to_hash.WaitFor(1)) << "2,100 echo tasks ahead kept the sha256 task from the node";
+  EXPECT_EQ(to_hash.tasks[0].id, t.id);
+  coord_->Detach(h);
+  Node other = MakeNode("usr_c", "other", {"sha256"});
+  Task claimed = Submit("usr_req", "claimed", Priority::kNormal, "sha256");
+  auto got = coord_->Claim("usr_c", other.id, 5, 0);
+  ASSERT_TRUE(got.ok());
+  ASSERT_EQ(got->size(), 1u);
+  EXPECT_EQ((*got)[0].id, claimed.id);
+}
+
 TEST_F(CoordinatorTest, AnAttachmentOfAnotherOperatorsNodeEndsWithAnError) {
   Node n = MakeNode("usr_op", "n");
   Pushed pushed;

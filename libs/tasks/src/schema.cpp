@@ -113,11 +113,22 @@ ALTER TABLE tasks ADD COLUMN replicas INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE tasks ADD COLUMN parent_id TEXT;
 CREATE INDEX tasks_parent ON tasks (parent_id) WHERE parent_id IS NOT NULL;
 )sql";
+  // The pending queue by type first: a claim reads the head of each type its
+  // node runs, and dispatch counts what is claimable per type, without
+  // walking a backlog of other types (or of tasks scheduled for later).
+  // not_before_ms and status last, so the count reads the index alone.
+  const char* by_type = R"sql(
+DROP INDEX tasks_queue;
+DROP INDEX tasks_pending_types;
+CREATE INDEX tasks_ready ON tasks (type, priority DESC, fair_key, created_ms, not_before_ms, status)
+  WHERE status = 'pending';
+)sql";
   return {{300, "tasks", sql, ""},
           {301, "tasks_fair_scheduled", fair, ""},
           {302, "tasks_dead_letters", dead, ""},
           {303, "tasks_active_indexes", active, ""},
-          {304, "tasks_replicas", replicas, ""}};
+          {304, "tasks_replicas", replicas, ""},
+          {305, "tasks_ready_by_type", by_type, ""}};
 }
 
 }  // namespace smart::tasks

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <set>
 #include <thread>
 
 #include "internal.hpp"
@@ -364,24 +365,31 @@ Result<void> Coordinator::ClaimIn(store::Tx& tx, std::string_view operator_id, s
   int free = std::min(node->capacity, settings->max_tasks_per_node) - static_cast<int>((*held)->Int(0));
   int want = std::min(max, free);
   if (want <= 0 || node->capabilities.empty()) return Ok();
-  std::vector<Value> params;
-  std::string in;
-  for (const auto& c : node->capabilities) {
-    params.emplace_back(c);
-    in += (in.empty() ? "$" : ", $") + std::to_string(params.size());
-  }
-  params.emplace_back(int64_t{want} * 4 + 8);
-  params.emplace_back(now);
+  // The head of the queue of each type the node runs (the tasks_ready index
+  // is by type first, so a backlog of other types is never walked), merged
+  // in queue order: priority, then fair share, then age.
+  const int64_t limit = int64_t{want} * 4 + 8;
   std::string sql =
-      "SELECT id, requester, fair_key, parent_id FROM tasks WHERE status = 'pending' AND replicas = 0 AND type IN (" +
-      in + ") AND not_before_ms <= $" + std::to_string(params.size()) +
-      " ORDER BY priority DESC, fair_key, created_ms LIMIT $" + std::to_string(params.size() - 1);
+      "SELECT id, requester, fair_key, parent_id, priority, created_ms FROM tasks WHERE status = 'pending' "
+      "AND type = $1 AND replicas = 0 AND not_before_ms <= $2 ORDER BY priority DESC, fair_key, created_ms LIMIT $3";
   if (postgres) sql += " FOR UPDATE SKIP LOCKED";  // instances claiming at once take different tasks
-  auto candidates = tx.Query(sql, params);
-  if (!candidates) return candidates.take_error();
+  std::vector<store::Row> candidates;
+  for (const auto& type : std::set<std::string>(node->capabilities.begin(), node->capabilities.end())) {
+    auto rows = tx.Query(sql, {Value{type}, Value{now}, Value{limit}});
+    if (!rows) return rows.take_error();
+    for (auto& r : *rows) candidates.push_back(std::move(r));
+  }
+  if (node->capabilities.size() > 1) {
+    std::stable_sort(candidates.begin(), candidates.end(), [](const store::Row& a, const store::Row& b) {
+      if (a.Int(4) != b.Int(4)) return a.Int(4) > b.Int(4);
+      if (a.Int(2) != b.Int(2)) return a.Int(2) < b.Int(2);
+      return a.Int(5) < b.Int(5);
+    });
+    if (static_cast<int64_t>(candidates.size()) > limit) candidates.erase(candidates.begin() + limit, candidates.end());
+  }
   std::map<std::string, int64_t> in_flight;  // per requester
   int64_t max_key = 0;
-  for (const auto& c : *candidates) {
+  for (const auto& c : candidates) {
     if (static_cast<int>(claimed.size()) >= want) break;
     const std::string& requester = c.Text(1);
     if (!in_flight.count(requester)) {
@@ -885,20 +893,31 @@ void Coordinator::RunDispatcher() {
 }
 
 void Coordinator::DispatchRound() {
-  // What is claimable now, by type (bounded: a deep backlog needs no exact count).
+  // What is claimable now, for each type some node with credit runs
+  // (bounded per type: a deep backlog needs no exact count).
   constexpr int64_t kLook = 2000;
   std::map<std::string, int64_t> claimable;
-  int64_t seen = 0;
+  {
+    std::lock_guard lk(push_mu_);
+    for (const auto& [type, nodes] : ready_) claimable[type] = 0;
+  }
+  bool more = false;  // some type has more than was counted
   auto read = db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
-    claimable.clear();
-    auto rows = tx.Query("SELECT type FROM tasks WHERE status = 'pending' AND not_before_ms <= $1 LIMIT $2",
-                         {Value{clock_.NowMs()}, Value{kLook}});
-    if (!rows) return rows.take_error();
-    seen = static_cast<int64_t>(rows->size());
-    for (const auto& r : *rows) ++claimable[r.Text(0)];
+    more = false;
+    for (auto& [type, n] : claimable) {
+      auto row = tx.QueryOne(
+          "SELECT COUNT(*) FROM (SELECT 1 FROM tasks WHERE status = 'pending' AND type = $1 AND not_before_ms <= $2 "
+          "LIMIT $3) AS head",
+          {Value{type}, Value{clock_.NowMs()}, Value{kLook}});
+      if (!row) return row.take_error();
+      n = (*row)->Int(0);
+      more = more || n == kLook;
+    }
     return Ok();
   });
   if (!read) return;  // tried again at the next wake-up or tick
+  int64_t seen = 0;
+  for (const auto& [type, n] : claimable) seen += n;
   // Which attached nodes get a claim this round, best first: every node on
   // its first claim (it may have lost assignments to receive again), then
   // the best nodes that can take some of what is claimable, until it is all
@@ -1009,9 +1028,9 @@ void Coordinator::DispatchRound() {
   }
   std::unique_lock lk(round->mu);
   round->cv.wait(lk, [&] { return round->open == 0; });
-  if (seen == kLook) {
+  if (more) {
     std::lock_guard plk(push_mu_);
-    push_wake_ = true;  // more than was looked at: another round
+    push_wake_ = true;  // more than was counted: another round
   }
 }
 
