@@ -151,6 +151,43 @@ TEST(SmartdEvents, TaskIdSubscriptionsAndUnsubscribing) {
   EXPECT_EQ(stats, 2);
 }
 
+// A resume replays at most 1,000 events (what a send queue holds) and says
+// when there were more: the client re-reads the state instead.
+TEST(SmartdEvents, AResumeReplaysABoundedNumberOfEvents) {
+  Smartd s(Env());
+  ASSERT_NE(s.port(), 0);
+  Session root = CreateAdmin(s, "root@example.com");
+  Session alice = RegisterAndLogin(s.port(), "alice@example.com");
+  ASSERT_EQ(As(s.port(), "POST", "/api/v1/admin/mint", root.access,
+               R"({"user":"alice@example.com","asset":"USDC","amount":"100000000"})", "Idempotency-Key: m1\r\n")
+                ->status,
+            201);
+  std::string hundred;
+  for (int i = 0; i < 100; ++i) hundred += std::string(i ? "," : "") + R"({"type":"echo","input":"x","timeout_s":60})";
+  for (int i = 0; i < 11; ++i) {
+    ASSERT_EQ(As(s.port(), "POST", "/api/v1/tasks/batch", alice.access, R"({"tasks":[)" + hundred + "]}")->status, 201);
+  }
+  WsClient a(s.port(), "/api/v1/ws", alice.access);
+  a.Send(R"({"type":"subscribe","tasks":"own"})");
+  ASSERT_NE(a.Read().find("\"subscribed\""), std::string::npos);
+  a.Send(R"({"type":"resume","last_event_id":0})");
+  std::string gap = a.Read();
+  EXPECT_NE(gap.find("\"gap\""), std::string::npos) << gap;
+  EXPECT_NE(gap.find("1000"), std::string::npos) << gap;
+  uint64_t last = 0;
+  for (int i = 0; i < 1000; ++i) {
+    std::string m = a.Read();
+    ASSERT_NE(m.find("\"task_update\""), std::string::npos) << i << ": " << m;
+    uint64_t id = EventId(m);
+    EXPECT_GT(id, last) << "oldest first";
+    last = id;
+  }
+  // Nothing more was replayed: the next message is the reply to this one.
+  a.Send(R"({"type":"unsubscribe","nodes":true})");
+  std::string next = a.Read();
+  EXPECT_NE(next.find("\"unsubscribed\""), std::string::npos) << next;
+}
+
 TEST(SmartdEvents, BadClientsAreRefusedOrClosed) {
   Smartd s(Env());
   ASSERT_NE(s.port(), 0);

@@ -23,6 +23,7 @@ namespace json = boost::json;
 namespace {
 
 constexpr size_t kMaxTaskIds = 10000;  // task ids one connection may follow
+constexpr size_t kMaxResume = 1000;    // events one resume replays (the send queue holds 1,024 by default)
 
 // The connections and what each wants (indexed: an event costs its
 // subscribers, not every connection). Connections are known by an id.
@@ -115,7 +116,8 @@ void RegisterEventRoutes(http::Router& router, const Deps& deps) {
       bool authenticated;
       {
         std::lock_guard lk(hub->mu);
-        authenticated = !hub->subs.User(id).empty();
+        auto* interest = hub->subs.Find(id);
+        authenticated = interest && !interest->user.empty();
       }
       if (type == "auth") {
         if (authenticated) return;
@@ -142,7 +144,8 @@ void RegisterEventRoutes(http::Router& router, const Deps& deps) {
       }
       if (type == "subscribe" || type == "unsubscribe") {
         bool on = type == "subscribe";
-        events::Subscriptions::Summary now;
+        bool own, stats, nodes;
+        size_t tasks;
         {
           std::lock_guard lk(hub->mu);
           auto& subs = hub->subs;
@@ -154,12 +157,13 @@ void RegisterEventRoutes(http::Router& router, const Deps& deps) {
               if (task.is_string()) subs.Task(id, std::string(task.as_string()), on, kMaxTaskIds);
             }
           }
-          now = subs.Of(id);
+          const auto& now = *subs.Find(id);
+          own = now.own, stats = now.stats, nodes = now.nodes, tasks = now.tasks.size();
         }
-        ws->Send(Reply(on ? "subscribed" : "unsubscribed", {{"tasks", now.own ? "own" : ""},
-                                                            {"task_ids", static_cast<int64_t>(now.tasks)},
-                                                            {"network_stats", now.stats},
-                                                            {"nodes", now.nodes}}));
+        ws->Send(Reply(on ? "subscribed" : "unsubscribed", {{"tasks", own ? "own" : ""},
+                                                            {"task_ids", static_cast<int64_t>(tasks)},
+                                                            {"network_stats", stats},
+                                                            {"nodes", nodes}}));
         return;
       }
       if (type == "resume") {
@@ -173,17 +177,20 @@ void RegisterEventRoutes(http::Router& router, const Deps& deps) {
               Reply("error", {{"code", "invalid_message"}, {"detail", "resume needs last_event_id, an integer >= 0"}}));
           return;
         }
-        bool complete = false;
-        auto missed = deps.bus.Since(*since, &complete);
-        if (!complete) {
-          ws->Send(
-              Reply("gap", {{"detail", "some events since then are no longer kept; re-read the state over HTTP"}}));
-        }
-        std::erase_if(missed, [&](const events::Event& e) {
+        events::Subscriptions::Interest interest;  // a copy: the bus filters under its own lock
+        {
           std::lock_guard lk(hub->mu);
-          return !hub->subs.Wants(id, e);
-        });
-        for (const auto& e : missed) Deliver(weak, std::make_shared<const std::string>(e.Json()));
+          interest = *hub->subs.Find(id);
+        }
+        auto missed = deps.bus.Since(
+            *since, [&](const events::Event& e) { return interest.Wants(e); }, kMaxResume);
+        if (!missed.complete || missed.more) {
+          std::string why = missed.complete
+                                ? "more events since then than one resume replays (" + std::to_string(kMaxResume) + ")"
+                                : "some events since then are no longer kept";
+          ws->Send(Reply("gap", {{"detail", json::value(why + "; re-read the state over HTTP")}}));
+        }
+        for (const auto& e : missed.events) Deliver(weak, std::make_shared<const std::string>(e.Json()));
         return;
       }
       ws->Send(Reply("error", {{"code", "unknown_type"}, {"detail", "auth, subscribe, unsubscribe or resume"}}));

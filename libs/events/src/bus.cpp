@@ -42,12 +42,20 @@ void Bus::Unsubscribe(uint64_t token) {
   subscribers_.erase(token);
 }
 
-std::vector<Event> Bus::Since(uint64_t last_id, bool* complete) const {
+Bus::Missed Bus::Since(uint64_t last_id, const std::function<bool(const Event&)>& wanted, size_t max) const {
   std::lock_guard lk(mu_);
-  std::vector<Event> out;
-  *complete = recent_.empty() ? last_id + 1 >= next_id_ : recent_.front().id <= last_id + 1;
-  for (const auto& e : recent_) {
-    if (e.id > last_id) out.push_back(e);
+  Missed out;
+  out.complete = recent_.empty() ? last_id + 1 >= next_id_ : recent_.front().id <= last_id + 1;
+  if (recent_.empty() || last_id >= recent_.back().id) return out;
+  // Ids in the window are consecutive: the first one after last_id is found by arithmetic.
+  size_t start = last_id < recent_.front().id ? 0 : static_cast<size_t>(last_id + 1 - recent_.front().id);
+  for (auto it = recent_.begin() + static_cast<std::ptrdiff_t>(start); it != recent_.end(); ++it) {
+    if (!wanted(*it)) continue;
+    if (out.events.size() == max) {
+      out.more = true;
+      break;
+    }
+    out.events.push_back(*it);
   }
   return out;
 }

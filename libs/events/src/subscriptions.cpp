@@ -13,19 +13,13 @@ void Erase(std::unordered_map<std::string, std::unordered_set<uint64_t>>& index,
 }  // namespace
 
 void Subscriptions::SetUser(uint64_t id, std::string user) {
-  Sub& s = subs_[id];
+  Interest& s = subs_[id];
   if (!s.user.empty()) return;
   s.user = std::move(user);
 }
 
-const std::string& Subscriptions::User(uint64_t id) const {
-  static const std::string kNone;
-  auto it = subs_.find(id);
-  return it == subs_.end() ? kNone : it->second.user;
-}
-
 bool Subscriptions::Own(uint64_t id, bool on) {
-  Sub& s = subs_[id];
+  Interest& s = subs_[id];
   if (s.user.empty()) return false;
   if (on && !s.own) own_[s.user].insert(id);
   if (!on && s.own) Erase(own_, s.user, id);
@@ -52,7 +46,7 @@ void Subscriptions::Nodes(uint64_t id, bool on) {
 }
 
 bool Subscriptions::Task(uint64_t id, const std::string& task_id, bool on, size_t max_tasks) {
-  Sub& s = subs_[id];
+  Interest& s = subs_[id];
   if (!on) {
     if (s.tasks.erase(task_id) > 0) Erase(by_task_, task_id, id);
     return true;
@@ -67,7 +61,7 @@ bool Subscriptions::Task(uint64_t id, const std::string& task_id, bool on, size_
 void Subscriptions::Remove(uint64_t id) {
   auto it = subs_.find(id);
   if (it == subs_.end()) return;
-  const Sub& s = it->second;
+  const Interest& s = it->second;
   if (s.own) Erase(own_, s.user, id);
   for (const auto& t : s.tasks) Erase(by_task_, t, id);
   stats_.erase(id);
@@ -75,11 +69,9 @@ void Subscriptions::Remove(uint64_t id) {
   subs_.erase(it);
 }
 
-Subscriptions::Summary Subscriptions::Of(uint64_t id) const {
+const Subscriptions::Interest* Subscriptions::Find(uint64_t id) const {
   auto it = subs_.find(id);
-  if (it == subs_.end()) return {};
-  return {
-      .own = it->second.own, .stats = it->second.stats, .nodes = it->second.nodes, .tasks = it->second.tasks.size()};
+  return it == subs_.end() ? nullptr : &it->second;
 }
 
 void Subscriptions::Match(const Event& e, std::vector<uint64_t>& out) const {
@@ -95,21 +87,19 @@ void Subscriptions::Match(const Event& e, std::vector<uint64_t>& out) const {
   if (auto it = own_.find(e.owner); it != own_.end()) out.insert(out.end(), it->second.begin(), it->second.end());
   if (auto it = by_task_.find(e.subject); it != by_task_.end()) {
     for (uint64_t id : it->second) {
-      const Sub& s = subs_.at(id);
+      const Interest& s = subs_.at(id);
       // Only one's own tasks, ever; those already reached through "own" once.
       if (s.user == e.owner && !s.own) out.push_back(id);
     }
   }
 }
 
-bool Subscriptions::Wants(uint64_t id, const Event& e) const {
-  auto it = subs_.find(id);
-  if (it == subs_.end() || it->second.user.empty()) return false;
-  const Sub& s = it->second;
-  if (e.type == "network_stats") return s.stats;
-  if (e.type == "node_status") return s.nodes;
-  if (e.owner.empty() || e.owner != s.user) return false;
-  return s.own || s.tasks.count(e.subject) > 0;
+bool Subscriptions::Interest::Wants(const Event& e) const {
+  if (user.empty()) return false;
+  if (e.type == "network_stats") return stats;
+  if (e.type == "node_status") return nodes;
+  if (e.owner.empty() || e.owner != user) return false;
+  return own || tasks.count(e.subject) > 0;
 }
 
 }  // namespace smart::events

@@ -38,10 +38,11 @@ TEST(Subscriptions, TaskEventsReachTheirOwnersSubscribersOnly) {
   EXPECT_EQ(Matched(subs, TaskEvent("", "task_a")), Ids{}) << "no owner, no task subscriber";
   for (uint64_t id : {1, 2, 3, 4}) {
     bool matched = id != 3;
-    EXPECT_EQ(subs.Wants(id, TaskEvent("usr_alice", "task_a")), matched) << id;
+    EXPECT_EQ(subs.Find(id)->Wants(TaskEvent("usr_alice", "task_a")), matched) << id;
   }
-  EXPECT_FALSE(subs.Wants(2, TaskEvent("usr_alice", "task_b")));
-  EXPECT_FALSE(subs.Wants(99, TaskEvent("usr_alice", "task_a"))) << "unknown subscriber";
+  EXPECT_FALSE(subs.Find(2)->Wants(TaskEvent("usr_alice", "task_b")));
+  EXPECT_EQ(subs.Find(99), nullptr) << "unknown subscriber";
+  EXPECT_FALSE(Subscriptions::Interest{}.Wants(TaskEvent("", "task_a"))) << "not authenticated";
 }
 
 TEST(Subscriptions, BroadcastsReachTheirSets) {
@@ -55,8 +56,8 @@ TEST(Subscriptions, BroadcastsReachTheirSets) {
   Event node{.id = 2, .type = "node_status", .subject = "node_1", .data = "{}"};
   EXPECT_EQ(Matched(subs, stats), Ids{1});
   EXPECT_EQ(Matched(subs, node), Ids{2});
-  EXPECT_TRUE(subs.Wants(1, stats));
-  EXPECT_FALSE(subs.Wants(1, node));
+  EXPECT_TRUE(subs.Find(1)->Wants(stats));
+  EXPECT_FALSE(subs.Find(1)->Wants(node));
   subs.Stats(1, false);
   EXPECT_EQ(Matched(subs, stats), Ids{});
 }
@@ -66,15 +67,14 @@ TEST(Subscriptions, UnsubscribingAndRemovingLeaveNothingBehind) {
   EXPECT_FALSE(subs.Own(1, true)) << "no user yet";
   subs.SetUser(1, "usr_a");
   subs.SetUser(1, "usr_b");
-  EXPECT_EQ(subs.User(1), "usr_a") << "the user is set once";
+  EXPECT_EQ(subs.Find(1)->user, "usr_a") << "the user is set once";
   subs.Own(1, true);
   subs.Task(1, "task_x", true, 2);
   subs.Task(1, "task_y", true, 2);
   EXPECT_FALSE(subs.Task(1, "task_z", true, 2)) << "past the limit";
   EXPECT_TRUE(subs.Task(1, "task_x", true, 2)) << "already there: not a new one";
-  auto summary = subs.Of(1);
-  EXPECT_TRUE(summary.own);
-  EXPECT_EQ(summary.tasks, 2u);
+  EXPECT_TRUE(subs.Find(1)->own);
+  EXPECT_EQ(subs.Find(1)->tasks.size(), 2u);
   subs.Own(1, false);
   EXPECT_EQ(Matched(subs, TaskEvent("usr_a", "task_q")), Ids{});
   EXPECT_EQ(Matched(subs, TaskEvent("usr_a", "task_x")), Ids{1});
@@ -89,8 +89,7 @@ TEST(Subscriptions, UnsubscribingAndRemovingLeaveNothingBehind) {
     EXPECT_EQ(Matched(subs, Event{.type = type}), Ids{}) << type;
   }
   EXPECT_EQ(Matched(subs, TaskEvent("usr_a", "task_y")), Ids{});
-  EXPECT_EQ(subs.User(1), "");
-  EXPECT_EQ(subs.Of(1).tasks, 0u);
+  EXPECT_EQ(subs.Find(1), nullptr);
 }
 
 }  // namespace

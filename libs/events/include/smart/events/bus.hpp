@@ -40,9 +40,15 @@ class Bus {
   uint64_t Subscribe(Subscriber fn);
   void Unsubscribe(uint64_t token);
 
-  // Events after `last_id` still in the window; `*complete` is false when
-  // some after it were already dropped.
-  std::vector<Event> Since(uint64_t last_id, bool* complete) const;
+  // What a reconnecting client missed: the events after `last_id` still in
+  // the window that `wanted` accepts, oldest first, at most `max`. `wanted`
+  // runs under the bus's lock: it must be quick and take no lock of its own.
+  struct Missed {
+    std::vector<Event> events;
+    bool complete = true;  // false: some events after last_id were already dropped from the window
+    bool more = false;     // more than `max` were wanted
+  };
+  Missed Since(uint64_t last_id, const std::function<bool(const Event&)>& wanted, size_t max) const;
   uint64_t last_id() const;
 
  private:

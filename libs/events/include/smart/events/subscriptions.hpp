@@ -20,7 +20,6 @@ class Subscriptions {
   // Subscribers are the caller's ids. A subscriber exists from its first call.
   // Its user is set once (on authentication); task events reach only it.
   void SetUser(uint64_t id, std::string user);
-  const std::string& User(uint64_t id) const;  // empty when unknown or not authenticated
 
   // The subscription switches. Own needs a user (false without one); Task
   // refuses (false) past max_tasks ids per subscriber.
@@ -30,23 +29,20 @@ class Subscriptions {
   bool Task(uint64_t id, const std::string& task_id, bool on, size_t max_tasks);
   void Remove(uint64_t id);
 
-  struct Summary {
-    bool own = false, stats = false, nodes = false;
-    size_t tasks = 0;
-  };
-  Summary Of(uint64_t id) const;
-
-  // Appends every subscriber that wants `e`, each once.
-  void Match(const Event& e, std::vector<uint64_t>& out) const;
-  bool Wants(uint64_t id, const Event& e) const;
-
- private:
-  struct Sub {
+  // What one subscriber asked for.
+  struct Interest {
     std::string user;
     bool own = false, stats = false, nodes = false;
     std::unordered_set<std::string> tasks;
+    bool Wants(const Event& e) const;
   };
-  std::unordered_map<uint64_t, Sub> subs_;
+  const Interest* Find(uint64_t id) const;  // null when unknown
+
+  // Appends every subscriber that wants `e`, each once.
+  void Match(const Event& e, std::vector<uint64_t>& out) const;
+
+ private:
+  std::unordered_map<uint64_t, Interest> subs_;
   std::unordered_map<std::string, std::unordered_set<uint64_t>> own_;      // by user
   std::unordered_map<std::string, std::unordered_set<uint64_t>> by_task_;  // by task id
   std::unordered_set<uint64_t> stats_, nodes_;
