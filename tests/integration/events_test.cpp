@@ -202,6 +202,19 @@ TEST(SmartdEvents, BadClientsAreRefusedOrClosed) {
   d.Send(R"({"type":"auth","token":"sk_wrong"})");
   EXPECT_EQ(d.Read(), "");
   EXPECT_EQ(d.close_code(), 1008);
+  // A flood of messages: past the burst each is refused, unanswered otherwise.
+  Session alice = RegisterAndLogin(s.port(), "alice@example.com");
+  WsClient f(s.port(), "/api/v1/ws", alice.access);
+  for (int i = 0; i < 40; ++i) f.Send(R"({"type":"subscribe","network_stats":false})");
+  int answered = 0, refused = 0;
+  for (int i = 0; i < 40; ++i) {
+    std::string m = f.Read();
+    answered += m.find("\"subscribed\"") != std::string::npos;
+    refused += m.find("\"rate_limited\"") != std::string::npos;
+  }
+  EXPECT_EQ(answered + refused, 40);
+  EXPECT_GE(answered, 20) << "a burst of 20";
+  EXPECT_GE(refused, 1) << "then 10 a second";
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 // {"type":"subscribed"|"unsubscribed"|"authenticated"|"error"|"gap", ...}.
 // A client that falls behind (its send queue is full) is closed with 1008.
 #include <boost/json.hpp>
+#include <chrono>
 #include <unordered_map>
 
 #include "routes_internal.hpp"
@@ -24,6 +25,25 @@ namespace {
 
 constexpr size_t kMaxTaskIds = 10000;  // task ids one connection may follow
 constexpr size_t kMaxResume = 1000;    // events one resume replays (the send queue holds 1,024 by default)
+
+// What a connection may send: 10 messages a second, in bursts of 20 (a token
+// bucket; a client subscribes and resumes now and then, it does not stream).
+class MessageBudget {
+ public:
+  bool Take() {
+    auto now = std::chrono::steady_clock::now();
+    tokens_ = std::min(kBurst, tokens_ + std::chrono::duration<double>(now - at_).count() * kPerSecond);
+    at_ = now;
+    if (tokens_ < 1) return false;
+    tokens_ -= 1;
+    return true;
+  }
+
+ private:
+  static constexpr double kPerSecond = 10, kBurst = 20;
+  double tokens_ = kBurst;
+  std::chrono::steady_clock::time_point at_ = std::chrono::steady_clock::now();
+};
 
 // The connections and what each wants (indexed: an event costs its
 // subscribers, not every connection). Connections are known by an id.
@@ -102,9 +122,16 @@ void RegisterEventRoutes(http::Router& router, const Deps& deps) {
     }
     std::weak_ptr<http::WebSocket> weak = ws;
     http::WsCallbacks callbacks;
-    callbacks.on_message = [&deps, hub, id, weak](std::string_view message) {
+    // Messages of one connection arrive one at a time, on its I/O thread.
+    callbacks.on_message = [&deps, hub, id, weak,
+                            budget = std::make_shared<MessageBudget>()](std::string_view message) {
       auto ws = weak.lock();
       if (!ws) return;
+      if (!budget->Take()) {
+        ws->Send(Reply("error", {{"code", "rate_limited"},
+                                 {"detail", "at most 10 messages a second, in bursts of 20; this one was ignored"}}));
+        return;
+      }
       boost::system::error_code ec;
       auto v = json::parse(message, ec);
       if (ec || !v.is_object() || !v.as_object().contains("type") || !v.as_object().at("type").is_string()) {
