@@ -208,9 +208,14 @@ class WsConnection final : public WebSocket, public Tracked, public std::enable_
       }
       buffer.consume(buffer.size());
     }
-    closed_ = true;
     uint16_t code = ws_->reason().code != 0 ? static_cast<uint16_t>(ws_->reason().code) : sent_code_;
     if (ec == websocket::error::message_too_big) code = close_code::kTooBig;
+    Ended(code);
+  }
+
+  // The connection is over (also when its handshake failed): on_close runs once.
+  void Ended(uint16_t code) {
+    closed_ = true;
     if (code == 0) code = 1006;  // closed without a close frame
     auto on_close = std::move(callbacks_.on_close);
     callbacks_ = {};  // breaks cycles through handler captures
@@ -591,7 +596,10 @@ asio::awaitable<void> Server::Impl::RunWebSocket(std::shared_ptr<WsConnection> w
   stream.auto_fragment(false);
   error_code ec;
   co_await stream.async_accept(upgrade, asio::redirect_error(asio::use_awaitable, ec));
-  if (ec) co_return;
+  if (ec) {
+    ws->Ended(1006);  // the handler's cleanup runs all the same
+    co_return;
+  }
   ws->Opened();
   co_await ws->ReadLoop();
 }

@@ -3,7 +3,9 @@
 #include "smart/http/server.hpp"
 
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <boost/asio/connect.hpp>
@@ -51,6 +53,7 @@ class ServerTest : public ::testing::Test {
         return WsAccept{.reject = MakeProblem(req, {.status = 401, .code = "unauthorized", .detail = "no"})};
       }
       ws->Send("welcome");
+      ++ws_accepted_;
       std::weak_ptr<WebSocket> weak = ws;
       return WsAccept{.callbacks = {.on_message =
                                         [this, weak](std::string_view msg) {
@@ -71,7 +74,11 @@ class ServerTest : public ::testing::Test {
                                           }
                                           self->Send("echo:" + std::string(msg));
                                         },
-                                    .on_close = [this](uint16_t code) { last_close_code_ = code; }}};
+                                    .on_close =
+                                        [this](uint16_t code) {
+                                          last_close_code_ = code;
+                                          ++ws_closed_;
+                                        }}};
     });
     server_ = std::make_unique<Server>(opt, std::move(r),
                                        std::vector<Middleware>{RequestId(), AccessLog(logger_), Metrics(registry_),
@@ -91,6 +98,7 @@ class ServerTest : public ::testing::Test {
   std::atomic<bool> slow_started_{false};
   std::atomic<int> last_close_code_{0};
   std::atomic<int> flood_queued_{0}, flood_full_{0};
+  std::atomic<int> ws_accepted_{0}, ws_closed_{0};  // handler accepted, on_close called
 };
 
 TEST_F(ServerTest, KeepAliveServesManyRequestsOnOneConnection) {
@@ -395,6 +403,32 @@ TEST_F(ServerTest, WebSocketEcho) {
   c.ws.close(websocket::close_code::normal);
   for (int i = 0; i < 200 && last_close_code_ == 0; ++i) std::this_thread::sleep_for(10ms);
   EXPECT_EQ(last_close_code_, 1000);
+}
+
+// Clients that send an upgrade and reset the connection at once: whether the
+// handshake completed or failed, every accepted handler hears on_close once.
+TEST_F(ServerTest, WebSocketOnCloseFollowsEveryAcceptEvenAFailedHandshake) {
+  StartServer();
+  const std::string upgrade =
+      "GET /ws/echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+  for (int i = 0; i < 40; ++i) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port_);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    ASSERT_EQ(::send(fd, upgrade.data(), upgrade.size(), MSG_NOSIGNAL), static_cast<ssize_t>(upgrade.size()));
+    if (i % 2) std::this_thread::sleep_for(1ms);  // sometimes after the handler ran
+    linger reset{.l_onoff = 1, .l_linger = 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+    ::close(fd);
+  }
+  for (int i = 0; i < 300 && (ws_accepted_ == 0 || ws_closed_ != ws_accepted_); ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_GT(ws_accepted_.load(), 0);
+  EXPECT_EQ(ws_closed_.load(), ws_accepted_.load());
 }
 
 TEST_F(ServerTest, WebSocketMessagesQueuedBeforeACloseAreDelivered) {

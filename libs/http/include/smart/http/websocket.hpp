@@ -44,7 +44,8 @@ class WebSocket {
 struct WsCallbacks {
   // Called on the connection's I/O thread, one message at a time.
   std::function<void(std::string_view message)> on_message;
-  // Called once when the connection ends, with the close code received or sent.
+  // Called once when the connection ends, with the close code received or
+  // sent (1006 without one, also when the handshake after the accept failed).
   std::function<void(uint16_t code)> on_close;
 };
 
