@@ -409,7 +409,8 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
                  .limits = RateLimitsFrom(cfg),
                  .migrations = api::AllMigrations(),
                  .build = {kVersion, kCommit},
-                 .dev_faucet = cfg.Bool("ledger.dev_faucet")};
+                 .dev_faucet = cfg.Bool("ledger.dev_faucet"),
+                 .event_connections_per_user = static_cast<size_t>(cfg.Int("events.max_connections_per_user"))};
   http::Router router;
   api::RegisterRoutes(router, deps);
 

@@ -188,6 +188,40 @@ TEST(SmartdEvents, AResumeReplaysABoundedNumberOfEvents) {
   EXPECT_NE(next.find("\"unsubscribed\""), std::string::npos) << next;
 }
 
+// An account holds at most events.max_connections_per_user event sockets:
+// past it an upgrade is refused (429), a first-message auth closed (1008);
+// a closed one frees its place.
+TEST(SmartdEvents, AnAccountHoldsABoundedNumberOfConnections) {
+  auto env = Env();
+  env.emplace_back("SMART_EVENTS_MAX_CONNECTIONS_PER_USER=2");
+  Smartd s(env);
+  ASSERT_NE(s.port(), 0);
+  Session alice = RegisterAndLogin(s.port(), "alice@example.com");
+  Session bob = RegisterAndLogin(s.port(), "bob@example.com");
+  auto one = std::make_unique<WsClient>(s.port(), "/api/v1/ws", alice.access);
+  WsClient two(s.port(), "/api/v1/ws", alice.access);
+  EXPECT_THROW(WsClient(s.port(), "/api/v1/ws", alice.access), boost::system::system_error);
+  WsClient late(s.port(), "/api/v1/ws", "");
+  late.Send(R"({"type":"auth","token":")" + alice.access + R"("})");
+  EXPECT_EQ(late.Read(), "");
+  EXPECT_EQ(late.close_code(), 1008);
+  WsClient other(s.port(), "/api/v1/ws", bob.access);  // another account is not affected
+  other.Send(R"({"type":"subscribe","tasks":"own"})");
+  EXPECT_NE(other.Read().find("\"subscribed\""), std::string::npos);
+  one.reset();  // closes; the server hears it shortly
+  bool again = false;
+  for (int i = 0; i < 50 && !again; ++i) {
+    try {
+      WsClient three(s.port(), "/api/v1/ws", alice.access);
+      three.Send(R"({"type":"subscribe","tasks":"own"})");
+      again = three.Read().find("\"subscribed\"") != std::string::npos;
+    } catch (const boost::system::system_error&) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  EXPECT_TRUE(again) << "a closed connection frees its place";
+}
+
 TEST(SmartdEvents, BadClientsAreRefusedOrClosed) {
   Smartd s(Env());
   ASSERT_NE(s.port(), 0);

@@ -63,6 +63,10 @@ void Deliver(const std::weak_ptr<http::WebSocket>& weak, std::shared_ptr<const s
   }
 }
 
+std::string TooMany(size_t cap) {
+  return "this account has " + std::to_string(cap) + " event connections open, the most allowed";
+}
+
 std::string Reply(std::string_view type, std::initializer_list<std::pair<std::string_view, json::value>> fields = {}) {
   json::object o{{"type", type}};
   for (const auto& [k, v] : fields) o[k] = v;
@@ -117,8 +121,12 @@ void RegisterEventRoutes(http::Router& router, const Deps& deps) {
     {
       std::lock_guard lk(hub->mu);
       id = hub->next_id++;
+      if (!user.empty() && !hub->subs.SetUser(id, user, deps.event_connections_per_user)) {
+        return http::WsAccept{.reject = http::MakeProblem(req, {.status = 429,
+                                                                .code = "too_many_connections",
+                                                                .detail = TooMany(deps.event_connections_per_user)})};
+      }
       hub->sockets.emplace(id, ws);
-      if (!user.empty()) hub->subs.SetUser(id, std::move(user));
     }
     std::weak_ptr<http::WebSocket> weak = ws;
     http::WsCallbacks callbacks;
@@ -158,9 +166,14 @@ void RegisterEventRoutes(http::Router& router, const Deps& deps) {
           ws->Close(http::close_code::kPolicyViolation, "invalid credentials");
           return;
         }
+        bool set;
         {
           std::lock_guard lk(hub->mu);
-          hub->subs.SetUser(id, who->user_id);
+          set = hub->subs.SetUser(id, who->user_id, deps.event_connections_per_user);
+        }
+        if (!set) {
+          ws->Close(http::close_code::kPolicyViolation, TooMany(deps.event_connections_per_user));
+          return;
         }
         ws->Send(Reply("authenticated", {{"user_id", json::value(who->user_id)}}));
         return;

@@ -12,10 +12,16 @@ void Erase(std::unordered_map<std::string, std::unordered_set<uint64_t>>& index,
 
 }  // namespace
 
-void Subscriptions::SetUser(uint64_t id, std::string user) {
-  Interest& s = subs_[id];
-  if (!s.user.empty()) return;
-  s.user = std::move(user);
+bool Subscriptions::SetUser(uint64_t id, std::string user, size_t max_per_user) {
+  if (auto it = subs_.find(id); it != subs_.end() && !it->second.user.empty()) return it->second.user == user;
+  size_t& n = per_user_[user];
+  if (n >= max_per_user) {
+    if (n == 0) per_user_.erase(user);
+    return false;
+  }
+  ++n;
+  subs_[id].user = std::move(user);
+  return true;
 }
 
 bool Subscriptions::Own(uint64_t id, bool on) {
@@ -64,6 +70,10 @@ void Subscriptions::Remove(uint64_t id) {
   const Interest& s = it->second;
   if (s.own) Erase(own_, s.user, id);
   for (const auto& t : s.tasks) Erase(by_task_, t, id);
+  if (!s.user.empty()) {
+    auto n = per_user_.find(s.user);
+    if (n != per_user_.end() && --n->second == 0) per_user_.erase(n);
+  }
   stats_.erase(id);
   nodes_.erase(id);
   subs_.erase(it);

@@ -22,10 +22,10 @@ using Ids = std::vector<uint64_t>;
 
 TEST(Subscriptions, TaskEventsReachTheirOwnersSubscribersOnly) {
   Subscriptions subs;
-  subs.SetUser(1, "usr_alice");
-  subs.SetUser(2, "usr_alice");
-  subs.SetUser(3, "usr_eve");
-  subs.SetUser(4, "usr_alice");
+  subs.SetUser(1, "usr_alice", 10);
+  subs.SetUser(2, "usr_alice", 10);
+  subs.SetUser(3, "usr_eve", 10);
+  subs.SetUser(4, "usr_alice", 10);
   EXPECT_TRUE(subs.Own(1, true));
   EXPECT_TRUE(subs.Task(2, "task_a", true, 10));
   EXPECT_TRUE(subs.Own(3, true));
@@ -47,8 +47,8 @@ TEST(Subscriptions, TaskEventsReachTheirOwnersSubscribersOnly) {
 
 TEST(Subscriptions, BroadcastsReachTheirSets) {
   Subscriptions subs;
-  subs.SetUser(1, "usr_a");
-  subs.SetUser(2, "usr_b");
+  subs.SetUser(1, "usr_a", 10);
+  subs.SetUser(2, "usr_b", 10);
   subs.Stats(1, true);
   subs.Nodes(2, true);
   subs.Own(2, true);
@@ -65,8 +65,8 @@ TEST(Subscriptions, BroadcastsReachTheirSets) {
 TEST(Subscriptions, UnsubscribingAndRemovingLeaveNothingBehind) {
   Subscriptions subs;
   EXPECT_FALSE(subs.Own(1, true)) << "no user yet";
-  subs.SetUser(1, "usr_a");
-  subs.SetUser(1, "usr_b");
+  EXPECT_TRUE(subs.SetUser(1, "usr_a", 10));
+  EXPECT_FALSE(subs.SetUser(1, "usr_b", 10));
   EXPECT_EQ(subs.Find(1)->user, "usr_a") << "the user is set once";
   subs.Own(1, true);
   subs.Task(1, "task_x", true, 2);
@@ -90,6 +90,18 @@ TEST(Subscriptions, UnsubscribingAndRemovingLeaveNothingBehind) {
   }
   EXPECT_EQ(Matched(subs, TaskEvent("usr_a", "task_y")), Ids{});
   EXPECT_EQ(subs.Find(1), nullptr);
+}
+
+TEST(Subscriptions, AUserHoldsAtMostSoManySubscribers) {
+  Subscriptions subs;
+  EXPECT_TRUE(subs.SetUser(1, "usr_a", 2));
+  EXPECT_TRUE(subs.SetUser(2, "usr_a", 2));
+  EXPECT_FALSE(subs.SetUser(3, "usr_a", 2));
+  EXPECT_EQ(subs.Find(3), nullptr) << "refused: nothing kept";
+  EXPECT_TRUE(subs.SetUser(3, "usr_b", 2)) << "per user";
+  subs.Remove(1);
+  EXPECT_TRUE(subs.SetUser(4, "usr_a", 2)) << "a removed one frees its place";
+  EXPECT_FALSE(subs.SetUser(5, "usr_a", 2));
 }
 
 }  // namespace

@@ -66,7 +66,8 @@ struct Deps {
   RateLimits limits;
   std::span<const store::Migration> migrations;
   BuildInfo build;
-  bool dev_faucet = false;  // admin mint and burn (ledger.dev_faucet)
+  bool dev_faucet = false;                  // admin mint and burn (ledger.dev_faucet)
+  size_t event_connections_per_user = 100;  // events.max_connections_per_user
 };
 
 // Registers every public route of smartd.

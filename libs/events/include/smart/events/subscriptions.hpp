@@ -19,7 +19,8 @@ class Subscriptions {
  public:
   // Subscribers are the caller's ids. A subscriber exists from its first call.
   // Its user is set once (on authentication); task events reach only it.
-  void SetUser(uint64_t id, std::string user);
+  // False (and nothing set) when that user has max_per_user subscribers already.
+  bool SetUser(uint64_t id, std::string user, size_t max_per_user);
 
   // The subscription switches. Own needs a user (false without one); Task
   // refuses (false) past max_tasks ids per subscriber.
@@ -46,6 +47,7 @@ class Subscriptions {
   std::unordered_map<std::string, std::unordered_set<uint64_t>> own_;      // by user
   std::unordered_map<std::string, std::unordered_set<uint64_t>> by_task_;  // by task id
   std::unordered_set<uint64_t> stats_, nodes_;
+  std::unordered_map<std::string, size_t> per_user_;  // subscribers of each user
 };
 
 }  // namespace smart::events
