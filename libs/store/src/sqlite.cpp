@@ -350,21 +350,29 @@ class SqliteDatabase final : public Database {
   }
 
   // Copies committed WAL frames into the database file every 50 ms while
-  // there are new commits, so that commits never pay for it. PASSIVE never
-  // waits for readers or the writer; the writer restarts the WAL once a
-  // checkpoint has caught up.
-  // Copies the WAL into the database file while commits go on (PASSIVE).
-  // Under sustained load that never reaches the WAL's end, and the WAL only
-  // starts over from its beginning once all of it is copied: it grew by
-  // ~130 MB/s (bench/tasks_core), each commit appending to new file blocks.
-  // So once it holds kRestartFrames, the rest (what came during the unlocked
-  // pass) is copied with the writer held, and the next commit starts the WAL
-  // over (unless a reader still reads from it: then a later round does).
+  // there are new commits, so that commits never pay for it (PASSIVE never
+  // waits for readers or the writer). Under sustained load that never reaches
+  // the WAL's end, and the WAL only starts over from its beginning once all
+  // of it is copied: it grew by ~130 MB/s (bench/tasks_core), each commit
+  // appending to new file blocks. So once it holds kRestartFrames, the rest
+  // (what came during the unlocked pass) is copied with the writer held, and
+  // the next commit starts the WAL over (unless a reader still reads from it:
+  // then a later round does).
   static constexpr int kRestartFrames = 4096;  // 16 MiB of 4 KiB pages
+  // A checkpointer starved of CPU (both cores busy) could let the WAL grow
+  // without bound: past this the writer checkpoints itself, as SQLite's own
+  // autocheckpoint would.
+  static constexpr int kWriterCheckpointFrames = 3 * kRestartFrames;
 
-  // After each commit, on the writer: a WAL past kRestartFrames wakes the checkpointer at once.
-  static int OnWalCommit(void* self, sqlite3*, const char*, int frames) {
-    if (frames >= kRestartFrames) static_cast<SqliteDatabase*>(self)->checkpoint_cv_.notify_one();
+  // After each commit, on the writer (holding it): a WAL past kRestartFrames
+  // wakes the checkpointer at once; one past kWriterCheckpointFrames is
+  // copied here and now.
+  static int OnWalCommit(void* self, sqlite3* db, const char* name, int frames) {
+    if (frames >= kWriterCheckpointFrames) {
+      (void)sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+    } else if (frames >= kRestartFrames) {
+      static_cast<SqliteDatabase*>(self)->checkpoint_cv_.notify_one();
+    }
     return SQLITE_OK;
   }
 
