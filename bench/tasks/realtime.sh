@@ -93,7 +93,8 @@ if [[ " $PARTS " == *" 5 "* ]]; then
 clients=$CLIENTS
 [ "$clients" -gt "$server_cap" ] && clients=$server_cap
 port=$(start_smartd "$work/smartd5.log" SMART_LOG_ACCESS=false SMART_RATE_LIMIT_ENABLED=false \
-  SMART_LEDGER_DEV_FAUCET=true SMART_EVENTS_STATS_INTERVAL_S=1 SMART_HTTP_MAX_CONNECTIONS=$((server_cap + 100)))
+  SMART_LEDGER_DEV_FAUCET=true SMART_EVENTS_STATS_INTERVAL_S=1 SMART_HTTP_MAX_CONNECTIONS=$((server_cap + 100)) \
+  SMART_EVENTS_MAX_CONNECTIONS_PER_USER=$((server_cap + 100)))  # the load is one account
 pid=$(tail -1 "$work/pids")
 base="http://127.0.0.1:$port"
 rss0=$(rss_mib "$pid")
@@ -151,7 +152,8 @@ run6() { # none | clients N | nodes N
   local port pid out
   port=$(start_smartd "$work/smartd6-$1.log" SMART_LOG_ACCESS=false SMART_RATE_LIMIT_ENABLED=false \
     SMART_LEDGER_DEV_FAUCET=true SMART_TASKS_MAX_PER_REQUESTER=1000000 SMART_TASKS_MIN_STAKE=1 \
-    SMART_TASKS_MAX_TASKS_PER_NODE=100 SMART_HTTP_MAX_CONNECTIONS=$((server_cap + 100)))
+    SMART_TASKS_MAX_TASKS_PER_NODE=100 SMART_HTTP_MAX_CONNECTIONS=$((server_cap + 100)) \
+    SMART_EVENTS_MAX_CONNECTIONS_PER_USER=$((server_cap + 100)))
   pid=$(tail -1 "$work/pids")
   base="http://127.0.0.1:$port"
   bench_data_dir="$work/smartd6-$1.log.data" bench_funded_users client operator idle

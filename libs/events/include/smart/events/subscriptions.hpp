@@ -19,7 +19,8 @@ class Subscriptions {
  public:
   // Subscribers are the caller's ids. A subscriber exists from its first call.
   // Its user is set once (on authentication); task events reach only it.
-  // False (and nothing set) when that user has max_per_user subscribers already.
+  // True when set (or set already to that user); false, and nothing set, when
+  // another user is set already or that user has max_per_user subscribers.
   bool SetUser(uint64_t id, std::string user, size_t max_per_user);
 
   // The subscription switches. Own needs a user (false without one); Task
