@@ -220,6 +220,16 @@ TEST(SmartdEvents, AnAccountHoldsABoundedNumberOfConnections) {
     }
   }
   EXPECT_TRUE(again) << "a closed connection frees its place";
+  // Open now: two and other (every one accepted is counted out when it ends,
+  // the refused ones never in).
+  std::string body;
+  for (int i = 0; i < 100; ++i) {
+    body = testing::Request(s.port(), "GET", "/metrics")->body;
+    if (body.find("smart_ws_event_connections 2\n") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_NE(body.find("smart_ws_event_connections 2\n"), std::string::npos)
+      << body.substr(body.find("smart_ws_event_connections"), 80);
 }
 
 TEST(SmartdEvents, BadClientsAreRefusedOrClosed) {

@@ -105,7 +105,10 @@ void RegisterEventRoutes(http::Router& router, const Deps& deps) {
     }
   });
 
-  router.AddWebSocket("/api/v1/ws", [&deps, hub](http::Request& req, std::shared_ptr<http::WebSocket> ws) {
+  auto* connections =
+      &deps.registry.AddGauge("smart_ws_event_connections", "Client event WebSockets (/api/v1/ws) open now.")
+           .WithLabels({});
+  router.AddWebSocket("/api/v1/ws", [&deps, hub, connections](http::Request& req, std::shared_ptr<http::WebSocket> ws) {
     std::string user;
     if (HasCredentials(req)) {
       auto who = Authenticate(deps, req);
@@ -127,6 +130,7 @@ void RegisterEventRoutes(http::Router& router, const Deps& deps) {
                                                                 .detail = TooMany(deps.event_connections_per_user)})};
       }
       hub->sockets.emplace(id, ws);
+      connections->Set(static_cast<double>(hub->sockets.size()));
     }
     std::weak_ptr<http::WebSocket> weak = ws;
     http::WsCallbacks callbacks;
@@ -235,10 +239,11 @@ void RegisterEventRoutes(http::Router& router, const Deps& deps) {
       }
       ws->Send(Reply("error", {{"code", "unknown_type"}, {"detail", "auth, subscribe, unsubscribe or resume"}}));
     };
-    callbacks.on_close = [hub, id](uint16_t) {
+    callbacks.on_close = [hub, id, connections](uint16_t) {
       std::lock_guard lk(hub->mu);
       hub->subs.Remove(id);
       hub->sockets.erase(id);
+      connections->Set(static_cast<double>(hub->sockets.size()));
     };
     return http::WsAccept{.callbacks = std::move(callbacks)};
   });

@@ -19,6 +19,7 @@
 #include <boost/json.hpp>
 
 #include "routes_internal.hpp"
+#include "smart/metrics/metrics.hpp"
 #include "smart/tasks/coordinator.hpp"
 
 namespace smart::api {
@@ -244,7 +245,11 @@ void OnMessage(const Deps& deps, const std::shared_ptr<NodeConn>& conn, std::str
 }  // namespace
 
 void RegisterNodeSocket(http::Router& router, const Deps& deps) {
-  router.AddWebSocket("/api/v1/nodes/ws", [&deps](http::Request& req, std::shared_ptr<http::WebSocket> ws) {
+  auto* connections =
+      &deps.registry.AddGauge("smart_ws_node_connections", "Node WebSockets (/api/v1/nodes/ws) open now.")
+           .WithLabels({});
+  router.AddWebSocket("/api/v1/nodes/ws", [&deps, connections](http::Request& req,
+                                                               std::shared_ptr<http::WebSocket> ws) {
     auto conn = std::make_shared<NodeConn>();
     conn->ws = ws;
     if (HasCredentials(req)) {
@@ -259,7 +264,9 @@ void RegisterNodeSocket(http::Router& router, const Deps& deps) {
     }
     http::WsCallbacks callbacks;
     callbacks.on_message = [&deps, conn](std::string_view message) { OnMessage(deps, conn, message); };
-    callbacks.on_close = [&deps, conn](uint16_t) {
+    connections->Add(1);
+    callbacks.on_close = [&deps, connections, conn](uint16_t) {
+      connections->Add(-1);
       std::lock_guard lk(conn->mu);
       conn->closed = true;
       if (conn->attachment != 0) deps.tasks.Detach(conn->attachment);
