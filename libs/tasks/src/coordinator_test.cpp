@@ -6,6 +6,7 @@
 
 #include <condition_variable>
 #include <cstdlib>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -403,6 +404,41 @@ TEST_F(CoordinatorTest, HeartbeatsRecordLoadAndAnnounceOnlyAReturn) {
   std::lock_guard lk(seen->mu);
   EXPECT_EQ(seen->statuses, (std::vector<std::string>{"online", "maintenance"}))
       << "the return from offline and the switch to maintenance are news; beats that change nothing are not";
+}
+
+// A node's beats arriving together are one write, its latest: each is
+// answered with that; another node's and a wrong operator's stay their own.
+TEST_F(CoordinatorTest, BeatsOfOneNodeTogetherAreOneWriteOfTheLatest) {
+  Node a = MakeNode("usr_op", "a");
+  Node b = MakeNode("usr_op", "b");
+  std::mutex mu;
+  std::condition_variable cv;
+  std::map<std::string, Result<Node>> answers;
+  auto beat = [&](const std::string& name, const std::string& op, const std::string& node, int load) {
+    coord_->HeartbeatAsync(op, node, load, 0, [&, name](Result<Node> r) {
+      std::lock_guard lk(mu);
+      answers.emplace(name, std::move(r));
+      cv.notify_all();
+    });
+  };
+  // Within one linger (50 ms) of each other: one batch.
+  beat("a1", "usr_op", a.id, 10);
+  beat("b1", "usr_op", b.id, 70);
+  beat("a2", "usr_op", a.id, 20);
+  beat("wrong", "usr_other", a.id, 99);
+  beat("a3", "usr_op", a.id, 30);
+  std::unique_lock lk(mu);
+  ASSERT_TRUE(cv.wait_for(lk, 5s, [&] { return answers.size() == 5; }));
+  for (const char* name : {"a1", "a2", "a3"}) {
+    ASSERT_TRUE(answers.at(name).ok()) << name;
+    EXPECT_EQ(answers.at(name)->load, 30) << name << ": answered with the latest";
+  }
+  ASSERT_TRUE(answers.at("b1").ok());
+  EXPECT_EQ(answers.at("b1")->load, 70);
+  EXPECT_FALSE(answers.at("wrong").ok()) << "another operator's beat for the node";
+  lk.unlock();
+  EXPECT_EQ(coord_->GetNode(a.id)->load, 30);
+  EXPECT_EQ(coord_->GetNode(b.id)->load, 70);
 }
 
 TEST_F(CoordinatorTest, DeactivationNeedsAnIdleNodeAndReleasesTheStake) {

@@ -1,6 +1,7 @@
 // Nodes (stake, heartbeats, deactivation), settings, and the sweeper that
 // expires leases and notices dead nodes.
 #include <boost/json.hpp>
+#include <unordered_map>
 
 #include "internal.hpp"
 #include "smart/core/ids.hpp"
@@ -253,9 +254,17 @@ void Coordinator::RunBeatWriter() {
     writer_.TransactAsync(
         [this, batch, outs](store::Tx& tx) -> Result<void> {
           int64_t now = clock_.NowMs();
+          // A node's beats in one batch are one write, its latest; each beat
+          // is answered with the result (however fast a node beats, it costs
+          // at most one write per linger).
+          std::unordered_map<std::string, size_t> latest;
+          for (size_t i = 0; i < batch->size(); ++i) {
+            latest[(*batch)[i].operator_id + '\n' + (*batch)[i].node_id] = i;
+          }
           for (size_t i = 0; i < batch->size(); ++i) {
             const Beat& b = (*batch)[i];
             Out& out = (*outs)[i];
+            if (latest[b.operator_id + '\n' + b.node_id] != i) continue;  // answered with its latest, below
             // The usual case in one statement: an active node of this
             // operator, online already (so no node_status change to announce).
             auto fresh = tx.QueryOne(
@@ -288,6 +297,10 @@ void Coordinator::RunBeatWriter() {
             n->status = Status(*n, now, config_.offline_after_s);
             out.changed = n->status != before;
             out.node = std::move(n).value();
+          }
+          for (size_t i = 0; i < batch->size(); ++i) {
+            size_t last = latest[(*batch)[i].operator_id + '\n' + (*batch)[i].node_id];
+            if (last != i) (*outs)[i] = Out{.node = (*outs)[last].node, .changed = false};
           }
           return Ok();
         },
