@@ -24,19 +24,31 @@ std::vector<std::string> Env() {
   return env;
 }
 
+// The admin root, and alice and eve, registered and logged in.
+struct People {
+  Session root, alice, eve;
+};
+People Join(Smartd& s) {
+  return {CreateAdmin(s, "root@example.com"), RegisterAndLogin(s.port(), "alice@example.com"),
+          RegisterAndLogin(s.port(), "eve@example.com")};
+}
+
+// Mints `amount` USDC for each user (by email), as the admin `root`.
+void Fund(const Smartd& s, const Session& root, std::initializer_list<const char*> emails, const std::string& amount) {
+  for (const char* who : emails) {
+    auto r = As(s.port(), "POST", "/api/v1/admin/mint", root.access,
+                std::string(R"({"user":")") + who + R"(","asset":"USDC","amount":")" + amount + "\"}",
+                std::string("Idempotency-Key: ") + who + "\r\n");
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 201) << r->body;
+  }
+}
+
 TEST(SmartdEvents, TaskUpdatesNetworkStatsAndResume) {
   Smartd s(Env());
   ASSERT_NE(s.port(), 0);
-  Session root = CreateAdmin(s, "root@example.com");
-  Session alice = RegisterAndLogin(s.port(), "alice@example.com");
-  Session eve = RegisterAndLogin(s.port(), "eve@example.com");
-  for (const char* who : {"alice@example.com", "eve@example.com"}) {
-    ASSERT_EQ(As(s.port(), "POST", "/api/v1/admin/mint", root.access,
-                 std::string(R"({"user":")") + who + R"(","asset":"USDC","amount":"10000000"})",
-                 std::string("Idempotency-Key: ") + who + "\r\n")
-                  ->status,
-              201);
-  }
+  auto [root, alice, eve] = Join(s);
+  Fund(s, root, {"alice@example.com", "eve@example.com"}, "10000000");
   WsClient a(s.port(), "/api/v1/ws", alice.access);
   a.Send(R"({"type":"subscribe","tasks":"own"})");
   ASSERT_NE(a.Read().find("\"subscribed\""), std::string::npos);
@@ -96,13 +108,8 @@ TEST(SmartdEvents, TaskUpdatesNetworkStatsAndResume) {
 TEST(SmartdEvents, TaskIdSubscriptionsAndUnsubscribing) {
   Smartd s(Env());
   ASSERT_NE(s.port(), 0);
-  Session root = CreateAdmin(s, "root@example.com");
-  Session alice = RegisterAndLogin(s.port(), "alice@example.com");
-  Session eve = RegisterAndLogin(s.port(), "eve@example.com");
-  ASSERT_EQ(As(s.port(), "POST", "/api/v1/admin/mint", root.access,
-               R"({"user":"alice@example.com","asset":"USDC","amount":"10000000"})", "Idempotency-Key: m1\r\n")
-                ->status,
-            201);
+  auto [root, alice, eve] = Join(s);
+  Fund(s, root, {"alice@example.com"}, "10000000");
   auto submit = [&] {
     auto r = As(s.port(), "POST", "/api/v1/tasks", alice.access, R"({"type":"echo","input":"x","timeout_s":60})");
     EXPECT_EQ(r->status, 201);
@@ -158,10 +165,7 @@ TEST(SmartdEvents, AResumeReplaysABoundedNumberOfEvents) {
   ASSERT_NE(s.port(), 0);
   Session root = CreateAdmin(s, "root@example.com");
   Session alice = RegisterAndLogin(s.port(), "alice@example.com");
-  ASSERT_EQ(As(s.port(), "POST", "/api/v1/admin/mint", root.access,
-               R"({"user":"alice@example.com","asset":"USDC","amount":"100000000"})", "Idempotency-Key: m1\r\n")
-                ->status,
-            201);
+  Fund(s, root, {"alice@example.com"}, "100000000");
   std::string hundred;
   for (int i = 0; i < 100; ++i) hundred += std::string(i ? "," : "") + R"({"type":"echo","input":"x","timeout_s":60})";
   for (int i = 0; i < 11; ++i) {
@@ -222,12 +226,7 @@ TEST(SmartdEvents, AnAccountHoldsABoundedNumberOfConnections) {
   EXPECT_TRUE(again) << "a closed connection frees its place";
   // Open now: two and other (every one accepted is counted out when it ends,
   // the refused ones never in).
-  std::string body;
-  for (int i = 0; i < 100; ++i) {
-    body = testing::Request(s.port(), "GET", "/metrics")->body;
-    if (body.find("smart_ws_event_connections 2\n") != std::string::npos) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  std::string body = MetricsWith(s.port(), "smart_ws_event_connections 2\n");
   EXPECT_NE(body.find("smart_ws_event_connections 2\n"), std::string::npos)
       << body.substr(body.find("smart_ws_event_connections"), 80);
 }

@@ -10,7 +10,9 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/websocket.hpp>
+#include <chrono>
 #include <regex>
+#include <thread>
 
 namespace smart::itest {
 
@@ -105,6 +107,17 @@ struct WsClient::Impl {
   asio::io_context ioc;
   websocket::stream<asio::ip::tcp::socket> ws{ioc};
 };
+
+std::string MetricsWith(uint16_t port, const std::string& line) {
+  std::string body;
+  for (int i = 0; i < 100; ++i) {
+    auto r = testing::Request(port, "GET", "/metrics");
+    body = r ? r->body : "";
+    if (body.find(line) != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return body;
+}
 
 WsClient::WsClient(uint16_t port, const std::string& target, const std::string& token)
     : impl_(std::make_unique<Impl>()) {

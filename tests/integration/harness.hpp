@@ -52,6 +52,8 @@ Session RegisterAndLogin(uint16_t port, const std::string& email);
 std::optional<testing::HttpResponse> As(uint16_t port, const std::string& method, const std::string& target,
                                         const std::string& credential, const std::string& body = {},
                                         const std::string& extra_headers = {});
+// The /metrics text once it contains `line` (polled for up to 2 s), else the last one read.
+std::string MetricsWith(uint16_t port, const std::string& line);
 // `smartd admin create` against the data directory of `s` (password "admin password 1"); then logs in.
 Session CreateAdmin(Smartd& s, const std::string& email, const std::string& extra_env = "");
 

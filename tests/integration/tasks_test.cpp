@@ -506,13 +506,8 @@ TEST(SmartdTasks, NodeSocketPushesWorkAndTakesResults) {
   EXPECT_EQ(early.close_code(), 1008);
   EXPECT_THROW(WsClient(s.port(), "/api/v1/nodes/ws", "sk_wrong"), std::exception);
   // Open now: the node's own socket only (the closed ones counted out, the refused one never in).
-  std::string body;
-  for (int i = 0; i < 100; ++i) {
-    body = testing::Request(s.port(), "GET", "/metrics")->body;
-    if (body.find("smart_ws_node_connections 1\n") != std::string::npos) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  EXPECT_NE(body.find("smart_ws_node_connections 1\n"), std::string::npos);
+  EXPECT_NE(MetricsWith(s.port(), "smart_ws_node_connections 1\n").find("smart_ws_node_connections 1\n"),
+            std::string::npos);
 }
 
 TEST(SmartdPostgres, TasksOnPostgres) {

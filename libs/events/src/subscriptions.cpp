@@ -10,6 +10,14 @@ void Erase(std::unordered_map<std::string, std::unordered_set<uint64_t>>& index,
   if (it->second.empty()) index.erase(it);
 }
 
+void Switch(std::unordered_set<uint64_t>& set, uint64_t id, bool on) {
+  if (on) {
+    set.insert(id);
+  } else {
+    set.erase(id);
+  }
+}
+
 }  // namespace
 
 bool Subscriptions::SetUser(uint64_t id, std::string user, size_t max_per_user) {
@@ -35,20 +43,12 @@ bool Subscriptions::Own(uint64_t id, bool on) {
 
 void Subscriptions::Stats(uint64_t id, bool on) {
   subs_[id].stats = on;
-  if (on) {
-    stats_.insert(id);
-  } else {
-    stats_.erase(id);
-  }
+  Switch(stats_, id, on);
 }
 
 void Subscriptions::Nodes(uint64_t id, bool on) {
   subs_[id].nodes = on;
-  if (on) {
-    nodes_.insert(id);
-  } else {
-    nodes_.erase(id);
-  }
+  Switch(nodes_, id, on);
 }
 
 bool Subscriptions::Task(uint64_t id, const std::string& task_id, bool on, size_t max_tasks) {
