@@ -787,6 +787,41 @@ TEST_F(CoordinatorTest, ABacklogOfOneTypeDoesNotHoldUpAnother) {
   EXPECT_EQ((*got)[0].id, claimed.id);
 }
 
+// A node attached again by its operator (a reconnect while the old socket
+// still looks open) ends the older attachment; another operator naming the
+// node ends nothing of the owner's.
+TEST_F(CoordinatorTest, AttachingANodeAgainEndsTheOlderAttachment) {
+  Fund("usr_req", 1'000'000);
+  Node n = MakeNode("usr_op", "n");
+  Pushed old_socket, new_socket, intruder;
+  uint64_t a = coord_->Attach("usr_op", n.id, {}, old_socket.Fn());
+  coord_->Credit(a, 1);
+  uint64_t m = coord_->Attach("usr_mallory", n.id, {}, intruder.Fn());
+  coord_->Credit(m, 1);
+  {
+    std::unique_lock lk(intruder.mu);
+    ASSERT_TRUE(intruder.cv.wait_for(lk, 5s, [&] { return intruder.error.has_value(); }));
+    EXPECT_EQ(intruder.error->code, "node_not_yours");
+  }
+  uint64_t b = coord_->Attach("usr_op", n.id, {}, new_socket.Fn());
+  {
+    std::lock_guard lk(old_socket.mu);
+    ASSERT_TRUE(old_socket.error.has_value()) << "told at once";
+    EXPECT_EQ(old_socket.error->code, "node_reattached");
+  }
+  EXPECT_EQ(coord_->Attached(), 1u);
+  coord_->Credit(a, 5);  // the ended one: ignored
+  coord_->Credit(b, 1);
+  Task t = Submit("usr_req", "x");
+  ASSERT_TRUE(new_socket.WaitFor(1));
+  EXPECT_EQ(new_socket.tasks[0].id, t.id);
+  EXPECT_EQ(old_socket.Count(), 0u);
+  coord_->Detach(a);  // the old socket's close, late: the new attachment stays
+  EXPECT_EQ(coord_->Attached(), 1u);
+  coord_->Detach(b);
+  EXPECT_EQ(coord_->Attached(), 0u);
+}
+
 TEST_F(CoordinatorTest, AnAttachmentOfAnotherOperatorsNodeEndsWithAnError) {
   Node n = MakeNode("usr_op", "n");
   Pushed pushed;

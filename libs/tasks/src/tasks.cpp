@@ -837,16 +837,35 @@ void Coordinator::Unready(uint64_t id, const Attachment& a) {
   }
 }
 
+void Coordinator::EndAttachment(std::map<uint64_t, Attachment>::iterator it) {
+  Unready(it->first, it->second);
+  auto node = attached_nodes_.find(it->second.operator_id + '\n' + it->second.node_id);
+  if (node != attached_nodes_.end() && node->second == it->first) attached_nodes_.erase(node);
+  attached_.erase(it);
+}
+
 uint64_t Coordinator::Attach(std::string operator_id, std::string node_id, std::vector<std::string> holding,
                              Push push) {
   uint64_t id;
+  Push replaced;
+  std::string node_name = node_id;
   {
     std::lock_guard lk(push_mu_);
     id = next_attachment_++;
+    auto& slot = attached_nodes_[operator_id + '\n' + node_id];
+    if (auto old = attached_.find(slot); slot != 0 && old != attached_.end()) {
+      replaced = std::move(old->second.push);
+      EndAttachment(old);
+    }
+    attached_nodes_[operator_id + '\n' + node_id] = id;
     attached_[id] = Attachment{.operator_id = std::move(operator_id),
                                .node_id = std::move(node_id),
                                .holding = std::move(holding),
                                .push = std::move(push)};
+  }
+  if (replaced) {
+    replaced(Error::Conflict("node_reattached",
+                             "node " + node_name + " attached again from another connection; this one is ended"));
   }
   return id;
 }
@@ -867,9 +886,7 @@ void Coordinator::Credit(uint64_t attachment, int n) {
 void Coordinator::Detach(uint64_t attachment) {
   std::lock_guard lk(push_mu_);
   auto it = attached_.find(attachment);
-  if (it == attached_.end()) return;
-  Unready(it->first, it->second);
-  attached_.erase(it);
+  if (it != attached_.end()) EndAttachment(it);
 }
 
 size_t Coordinator::Attached() {
@@ -997,7 +1014,10 @@ void Coordinator::DispatchRound() {
           {
             std::lock_guard lk(push_mu_);
             auto it = attached_.find(id);
-            if (it != attached_.end()) {
+            if (it != attached_.end() && !r && !transient) {
+              push = it->second.push;
+              EndAttachment(it);  // node_deactivated, node_not_found...: the attachment ends
+            } else if (it != attached_.end()) {
               Unready(it->first, it->second);
               if (r) {
                 it->second.credit -= static_cast<int>(claimed->size());
@@ -1005,17 +1025,11 @@ void Coordinator::DispatchRound() {
                 it->second.holding.clear();
                 it->second.capabilities = node->capabilities;
                 it->second.score = Score(*node);
-              }
-              if (transient) {
-                push_wake_ = true;  // tried again next round; the node is not told
-              } else {
                 push = it->second.push;
-              }
-              if (!r && !transient) {
-                attached_.erase(it);  // node_deactivated, node_not_found...: the attachment ends
               } else {
-                Ready(it->first, it->second);
+                push_wake_ = true;  // transient: tried again next round; the node is not told
               }
+              Ready(it->first, it->second);
             }
           }
           // Assigned to a connection that is gone: delivered again when it

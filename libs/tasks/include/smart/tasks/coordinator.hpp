@@ -255,6 +255,8 @@ class Coordinator {
   // given tasks the moment they are claimable, best nodes first; `push` gets
   // them (or the error that ends the attachment: node_deactivated, ...) on the
   // committer's thread. `holding` as for Claim, checked on the first claim.
+  // A node attached again by its operator (a reconnect while the old socket
+  // still looks open) ends the older attachment with node_reattached.
   using Push = std::function<void(Result<std::vector<Task>>)>;
   uint64_t Attach(std::string operator_id, std::string node_id, std::vector<std::string> holding, Push push);
   // The node can take `n` more tasks (its credit grows by n, to at most 100).
@@ -379,6 +381,8 @@ class Coordinator {
   std::mutex push_mu_;
   std::condition_variable push_cv_;
   std::map<uint64_t, Attachment> attached_;
+  std::map<std::string, uint64_t> attached_nodes_;                  // operator_id + '\n' + node_id -> its attachment
+  void EndAttachment(std::map<uint64_t, Attachment>::iterator it);  // under push_mu_
   // The attachments with credit, indexed so that a dispatch round visits the
   // nodes it gives work to, not every node attached: those on their first
   // claim, and the others by capability, best first (-score, id). Kept by
