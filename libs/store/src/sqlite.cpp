@@ -366,12 +366,16 @@ class SqliteDatabase final : public Database {
 
   // After each commit, on the writer (holding it): a WAL past kRestartFrames
   // wakes the checkpointer at once; one past kWriterCheckpointFrames is
-  // copied here and now.
+  // copied here and now, once per kRestartFrames it grows (a reader holding
+  // the WAL keeps it long: not a checkpoint attempt on every commit).
   static int OnWalCommit(void* self, sqlite3* db, const char* name, int frames) {
-    if (frames >= kWriterCheckpointFrames) {
+    auto* me = static_cast<SqliteDatabase*>(self);
+    if (frames < kWriterCheckpointFrames) {
+      me->writer_checkpointed_at_ = 0;
+      if (frames >= kRestartFrames) me->checkpoint_cv_.notify_one();
+    } else if (frames >= me->writer_checkpointed_at_ + kRestartFrames) {
+      me->writer_checkpointed_at_ = frames;
       (void)sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
-    } else if (frames >= kRestartFrames) {
-      static_cast<SqliteDatabase*>(self)->checkpoint_cv_.notify_one();
     }
     return SQLITE_OK;
   }
@@ -407,6 +411,7 @@ class SqliteDatabase final : public Database {
   std::mutex readers_mu_;
   std::vector<std::unique_ptr<Connection>> readers_;
   bool shared_memory_ = false;
+  int writer_checkpointed_at_ = 0;      // the writer's: WAL frames at its last own checkpoint
   std::atomic<uint64_t> committed_{0};  // write commits: numbers them for WhenFlushed, wakes the checkpointer
   std::mutex checkpoint_mu_;
   std::condition_variable checkpoint_cv_;
