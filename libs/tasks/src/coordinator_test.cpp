@@ -441,6 +441,62 @@ TEST_F(CoordinatorTest, BeatsOfOneNodeTogetherAreOneWriteOfTheLatest) {
   EXPECT_EQ(coord_->GetNode(b.id)->load, 70);
 }
 
+TEST_F(CoordinatorTest, ProgressReportsWaitingTogetherAreOneWriteOfTheLatest) {
+  Fund("usr_req", 1'000'000);
+  Node n = MakeNode("usr_op", "n");
+  Task t = Submit("usr_req");
+  ASSERT_EQ(coord_->Claim("usr_op", n.id, 1, 0)->size(), 1u);
+  // Hold the writer (on PostgreSQL: the nodes table, which the write reads first).
+  std::mutex mu;
+  std::condition_variable cv;
+  bool holding = false, release = false;
+  std::thread holder([&] {
+    (void)db_->Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
+      if (db_->backend() == "postgres") SMART_TRY(tx.Exec("LOCK TABLE nodes IN ACCESS EXCLUSIVE MODE"));
+      std::unique_lock lk(mu);
+      holding = true;
+      cv.notify_all();
+      cv.wait(lk, [&] { return release; });
+      return Ok();
+    });
+  });
+  std::map<std::string, Result<Task>> answers;
+  auto report = [&](const std::string& name, int lease, int percent) {
+    coord_->Apply("usr_op", n.id,
+                  {.kind = LeaseOp::Kind::kProgress, .task_id = t.id, .lease = lease, .percent = percent},
+                  [&, name](Result<Task> r) {
+                    std::lock_guard lk(mu);
+                    answers.emplace(name, std::move(r));
+                    cv.notify_all();
+                  });
+  };
+  {
+    std::unique_lock lk(mu);
+    cv.wait(lk, [&] { return holding; });
+  }
+  report("p1", 1, 10);
+  report("p2", 1, 20);
+  report("stale", 2, 90);
+  report("p3", 1, 30);
+  {
+    std::lock_guard lk(mu);
+    release = true;
+    cv.notify_all();
+  }
+  holder.join();
+  std::unique_lock lk(mu);
+  ASSERT_TRUE(cv.wait_for(lk, 5s, [&] { return answers.size() == 4; }));
+  for (const char* name : {"p1", "p2", "p3"}) {
+    ASSERT_TRUE(answers.at(name).ok()) << name;
+    EXPECT_EQ(answers.at(name)->progress, 30) << name << ": answered with the latest";
+  }
+  EXPECT_EQ(answers.at("stale").error().code, "lease_stale") << "another lease's report is its own";
+  lk.unlock();
+  EXPECT_EQ(coord_->Get("usr_req", t.id)->progress, 30);
+  // Once written, the next report is a write of its own.
+  EXPECT_EQ(coord_->Progress("usr_op", n.id, t.id, 1, 40, "")->progress, 40);
+}
+
 TEST_F(CoordinatorTest, DeactivationNeedsAnIdleNodeAndReleasesTheStake) {
   Fund("usr_req", 1'000'000);
   Node n = MakeNode("usr_op", "n");

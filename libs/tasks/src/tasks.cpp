@@ -522,16 +522,49 @@ void Coordinator::Apply(std::string operator_id, std::string node_id, LeaseOp op
       if (op.message.size() > kMaxMessage || !IsValidUtf8(op.message)) {
         return done(Error::Invalid("invalid_message", "message: at most 256 bytes of UTF-8"));
       }
-      change = [percent = op.percent, message = op.message](store::Tx& tx, const Task& t, const Node& n, int64_t now,
-                                                            std::optional<Task>&) -> Result<void> {
-        SMART_TRY(
-            tx.Exec("UPDATE tasks SET status = 'in_progress', progress = $2, progress_message = $3, updated_ms = $4 "
-                    "WHERE id = $1",
-                    {Value{t.id}, Value{int64_t{percent}}, Value{message}, Value{now}}));
-        if (t.status == "assigned") SMART_TRY(AddEvent(tx, t.id, now, "in_progress", n.id));
-        return Ok();
-      };
-      break;
+      {
+        // Reports of one lease not yet written are one write, the latest, each
+        // answered with it: a node reporting very often costs at most one write
+        // per commit of the writer.
+        std::string key = operator_id + '\n' + node_id + '\n' + op.task_id + '\n' + std::to_string(op.lease);
+        std::shared_ptr<ProgressReport> report;
+        {
+          std::lock_guard lk(progress_mu_);
+          auto [it, added] = progress_.try_emplace(key);
+          if (!added) {
+            it->second->percent = op.percent;
+            it->second->message = std::move(op.message);
+            it->second->waiting.push_back(std::move(done));
+            return;
+          }
+          report = it->second = std::make_shared<ProgressReport>();
+          report->percent = op.percent;
+          report->message = std::move(op.message);
+          report->waiting.push_back(std::move(done));
+        }
+        // Taken out of the map when first written (or answered): later reports start another write.
+        auto take = [this, key, report] {
+          std::lock_guard lk(progress_mu_);
+          auto it = progress_.find(key);
+          if (it != progress_.end() && it->second == report) progress_.erase(it);
+          return std::pair{report->percent, report->message};
+        };
+        change = [take](store::Tx& tx, const Task& t, const Node& n, int64_t now,
+                        std::optional<Task>&) -> Result<void> {
+          auto [percent, message] = take();
+          SMART_TRY(
+              tx.Exec("UPDATE tasks SET status = 'in_progress', progress = $2, progress_message = $3, updated_ms = $4 "
+                      "WHERE id = $1",
+                      {Value{t.id}, Value{int64_t{percent}}, Value{message}, Value{now}}));
+          if (t.status == "assigned") SMART_TRY(AddEvent(tx, t.id, now, "in_progress", n.id));
+          return Ok();
+        };
+        done = [take, report](Result<Task> r) {
+          take();  // no report joins it any more
+          for (auto& answer : report->waiting) answer(r);
+        };
+        break;
+      }
     case Kind::kResult: {
       if (op.output.size() > config_.max_input_bytes) {
         return done(Error::Invalid("output_too_large",

@@ -27,6 +27,7 @@
 #include <condition_variable>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -373,6 +374,14 @@ class Coordinator {
     Callback<Node> done;
   };
   void RunBeatWriter();
+  // Progress reports waiting for the writer, by operator, node, task and lease.
+  struct ProgressReport {
+    int percent = 0;
+    std::string message;
+    std::vector<Callback<Task>> waiting;
+  };
+  std::mutex progress_mu_;
+  std::map<std::string, std::shared_ptr<ProgressReport>> progress_;
   std::mutex beat_mu_;
   std::condition_variable beat_cv_;
   std::vector<Beat> beats_;
