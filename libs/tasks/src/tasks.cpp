@@ -387,10 +387,12 @@ Result<void> Coordinator::ClaimIn(store::Tx& tx, std::string_view operator_id, s
     });
     if (static_cast<int64_t>(candidates.size()) > limit) candidates.erase(candidates.begin() + limit, candidates.end());
   }
+  // Chosen in queue order within the per-requester cap, then assigned by one statement.
   std::map<std::string, int64_t> in_flight;  // per requester
-  int64_t max_key = 0;
+  std::set<std::string> parents;             // replicas chosen: never two of one task on the same node
+  std::vector<const store::Row*> chosen;
   for (const auto& c : candidates) {
-    if (static_cast<int>(claimed.size()) >= want) break;
+    if (static_cast<int>(chosen.size()) >= want) break;
     const std::string& requester = c.Text(1);
     if (!in_flight.count(requester)) {
       auto n = tx.QueryOne("SELECT COUNT(*) FROM tasks WHERE requester = $1 AND status IN ('assigned', 'in_progress')",
@@ -399,7 +401,8 @@ Result<void> Coordinator::ClaimIn(store::Tx& tx, std::string_view operator_id, s
       in_flight[requester] = (*n)->Int(0);
     }
     if (in_flight[requester] >= config_.max_per_requester) continue;
-    if (!c.IsNull(3)) {  // a replica: never two of one task on the same node
+    if (!c.IsNull(3)) {
+      if (parents.contains(c.Text(3))) continue;
       auto sibling =
           tx.QueryOne("SELECT 1 FROM tasks WHERE parent_id = $1 AND node_id = $2 LIMIT 1", {c.at(3), Value{node->id}});
       if (!sibling) return sibling.take_error();
@@ -409,22 +412,45 @@ Result<void> Coordinator::ClaimIn(store::Tx& tx, std::string_view operator_id, s
                   {c.at(3), Value{now}});
       if (!started) return started.take_error();
       if (*started == 1) SMART_TRY(AddEvent(tx, c.Text(3), now, "in_progress", node->id));
+      parents.insert(c.Text(3));
     }
-    auto changed = tx.QueryOne(
-        "UPDATE tasks SET status = 'assigned', node_id = $2, attempt = attempt + 1, "
-        "lease_expires_ms = CASE WHEN deadline_ms > 0 AND deadline_ms < $3 + timeout_s * 1000 THEN deadline_ms "
-        "ELSE $3 + timeout_s * 1000 END, progress = 0, progress_message = '', updated_ms = $3 "
-        "WHERE id = $1 AND status = 'pending' RETURNING " +
-            std::string(kTaskColumns),
-        {c.at(0), Value{node->id}, Value{now}});
-    if (!changed) return changed.take_error();
-    if (!*changed) continue;
-    auto t = TaskFromRow(**changed);
-    if (!t) return t.take_error();
-    SMART_TRY(AddEvent(tx, t->id, now, "assigned", node->id, "{\"lease\":" + std::to_string(t->attempt) + "}"));
     ++in_flight[requester];
-    max_key = std::max(max_key, c.Int(2));
-    claimed.push_back(std::move(t).value());
+    chosen.push_back(&c);
+  }
+  if (chosen.empty()) return Ok();
+  // As many placeholders as the next power of two (the last id repeated), so
+  // that a handful of statement texts serve every claim size.
+  size_t slots = 1;
+  while (slots < chosen.size()) slots *= 2;
+  std::string sql_assign =
+      "UPDATE tasks SET status = 'assigned', node_id = $1, attempt = attempt + 1, "
+      "lease_expires_ms = CASE WHEN deadline_ms > 0 AND deadline_ms < $2 + timeout_s * 1000 THEN deadline_ms "
+      "ELSE $2 + timeout_s * 1000 END, progress = 0, progress_message = '', updated_ms = $2 "
+      "WHERE status = 'pending' AND id IN (";
+  std::vector<Value> params{Value{node->id}, Value{now}};
+  for (size_t i = 0; i < slots; ++i) {
+    sql_assign += (i ? ", $" : "$") + std::to_string(i + 3);
+    params.push_back(chosen[std::min(i, chosen.size() - 1)]->at(0));
+  }
+  sql_assign += ") RETURNING ";
+  sql_assign += kTaskColumns;
+  auto rows = tx.Query(sql_assign, params);
+  if (!rows) return rows.take_error();
+  std::map<std::string_view, Task> assigned;
+  for (const auto& r : *rows) {
+    auto t = TaskFromRow(r);
+    if (!t) return t.take_error();
+    std::string_view id = r.Text(0);
+    assigned.emplace(id, std::move(t).value());
+  }
+  int64_t max_key = 0;
+  for (const store::Row* c : chosen) {  // in queue order
+    auto it = assigned.find(c->Text(0));
+    if (it == assigned.end()) continue;
+    Task& t = it->second;
+    SMART_TRY(AddEvent(tx, t.id, now, "assigned", node->id, "{\"lease\":" + std::to_string(t.attempt) + "}"));
+    max_key = std::max(max_key, c->Int(2));
+    claimed.push_back(std::move(t));
   }
   // Virtual time advances to the work handed out: later submissions queue from here.
   if (max_key > 0) {
