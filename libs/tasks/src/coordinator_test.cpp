@@ -113,10 +113,23 @@ TEST_F(CoordinatorTest, TheWholeFlowMovesMoneyExactlyOnce) {
 
   std::string out = "result text";
   EXPECT_EQ(coord_->Complete("usr_op", node.id, t.id, 1, out, std::string(64, '0')).error().code, "invalid_proof");
+  clock_.Advance(1s);
   auto done = coord_->Complete("usr_op", node.id, t.id, 1, out, crypto::Sha256Hex(out));
   ASSERT_TRUE(done.ok()) << done.error().message;
   EXPECT_EQ(done->status, "completed");
   EXPECT_EQ(done->output, out);
+  // The answer is the task as stored.
+  Task stored = *coord_->Get("usr_req", t.id);
+  EXPECT_EQ(done->status, stored.status);
+  EXPECT_EQ(done->output, stored.output);
+  EXPECT_EQ(done->proof_hash, stored.proof_hash);
+  EXPECT_EQ(done->progress, stored.progress);
+  EXPECT_EQ(done->updated_ms, stored.updated_ms);
+  EXPECT_EQ(done->completed_ms, stored.completed_ms);
+  EXPECT_GT(done->completed_ms, t.created_ms);
+  EXPECT_EQ(done->lease_expires_ms, stored.lease_expires_ms);
+  EXPECT_EQ(done->attempt, stored.attempt);
+  EXPECT_EQ(done->node_id, stored.node_id);
   // A retry of the same result is answered the same; nothing moves again.
   ASSERT_TRUE(coord_->Complete("usr_op", node.id, t.id, 1, out, crypto::Sha256Hex(out)).ok());
 
@@ -439,6 +452,22 @@ TEST_F(CoordinatorTest, BeatsOfOneNodeTogetherAreOneWriteOfTheLatest) {
   lk.unlock();
   EXPECT_EQ(coord_->GetNode(a.id)->load, 30);
   EXPECT_EQ(coord_->GetNode(b.id)->load, 70);
+}
+
+TEST_F(CoordinatorTest, LeaseOperationsNameWhatIsMissing) {
+  Fund("usr_req", 1'000'000);
+  Node n = MakeNode("usr_op", "n");
+  Task t = Submit("usr_req");
+  ASSERT_EQ(coord_->Claim("usr_op", n.id, 1, 0)->size(), 1u);
+  EXPECT_EQ(coord_->Start("usr_op", "node_missing", t.id, 1).error().code, "node_not_found");
+  EXPECT_EQ(coord_->Start("usr_op", "node_missing", "task_missing", 1).error().code, "node_not_found");
+  EXPECT_EQ(coord_->Start("usr_other", n.id, "task_missing", 1).error().code, "node_not_yours") << "the node first";
+  EXPECT_EQ(coord_->Start("usr_op", n.id, "task_missing", 1).error().code, "task_not_found");
+  EXPECT_EQ(coord_->Start("usr_op", n.id, t.id, 2).error().code, "lease_stale");
+  auto started = coord_->Start("usr_op", n.id, t.id, 1);
+  ASSERT_TRUE(started.ok()) << started.error().message;
+  EXPECT_EQ(started->status, "in_progress");
+  EXPECT_EQ(started->node_id, n.id);
 }
 
 TEST_F(CoordinatorTest, ProgressReportsWaitingTogetherAreOneWriteOfTheLatest) {
