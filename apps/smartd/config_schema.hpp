@@ -282,6 +282,13 @@ inline std::vector<config::Key> ConfigSchema() {
        .help = "Tasks of one requester assigned or running at once.",
        .min = 1,
        .max = 1000000},
+      {.name = "tasks.node_max_unanswered",
+       .type = Type::kInt,
+       .default_value = "1000",
+       .help = "Messages one node WebSocket may have awaiting their answers; past it each is refused "
+               "(too_many_unanswered) until answers catch up.",
+       .min = 1,
+       .max = 100000},
       {.name = "events.window",
        .type = Type::kInt,
        .default_value = "100000",

@@ -510,6 +510,35 @@ TEST(SmartdTasks, NodeSocketPushesWorkAndTakesResults) {
             std::string::npos);
 }
 
+TEST(SmartdTasks, ANodeSocketBoundsItsUnansweredMessages) {
+  Smartd s(TaskEnv({"SMART_TASKS_NODE_MAX_UNANSWERED=2"}));
+  ASSERT_NE(s.port(), 0);
+  Network n = StartNetwork(s);
+  WsClient node(s.port(), "/api/v1/nodes/ws", n.node_key);
+  node.Send(R"({"type":"hello","node_id":")" + n.node_id + R"(","credit":0})");
+  ASSERT_NE(node.Read().find("\"type\":\"welcome\""), std::string::npos);
+  // Each a write the coordinator answers (lease_stale): sent without waiting,
+  // more than two are refused until answers catch up; every one is answered.
+  constexpr int kSent = 200;
+  for (int i = 0; i < kSent; ++i) {
+    node.Send(R"({"type":"start","ref":)" + std::to_string(i) + R"(,"task_id":"task_none","lease":1})");
+  }
+  int not_found = 0, refused = 0;
+  for (int i = 0; i < kSent; ++i) {
+    std::string m = node.Read();
+    ASSERT_NE(m.find("\"type\":\"error\""), std::string::npos) << m;
+    if (m.find("task_not_found") != std::string::npos) ++not_found;
+    if (m.find("too_many_unanswered") != std::string::npos) ++refused;
+  }
+  EXPECT_EQ(not_found + refused, kSent);
+  EXPECT_GE(not_found, 2);
+  EXPECT_GT(refused, 0);
+  // Once answered, the places are free again.
+  node.Send(R"({"type":"heartbeat","ref":"hb","load":1,"running":0})");
+  std::string m = node.ReadUntil("\"ref\":\"hb\"");
+  EXPECT_NE(m.find("\"status\":\"online\""), std::string::npos) << m;
+}
+
 TEST(SmartdPostgres, TasksOnPostgres) {
   std::string url = testing::FreshPostgresDatabase();
   ASSERT_FALSE(url.empty());

@@ -15,7 +15,9 @@
 // A refused message answers {"type":"error","ref","task_id","code","detail"}
 // (with or without a ref); an accepted heartbeat without a ref is not answered;
 // a node that cannot take work (deactivated, not this operator's) is told so
-// and closed with 1008.
+// and closed with 1008. At most deps.node_max_unanswered heartbeats and lease
+// messages may await their answers; past that each is refused (too_many_unanswered).
+#include <atomic>
 #include <boost/json.hpp>
 
 #include "routes_internal.hpp"
@@ -33,6 +35,10 @@ struct NodeConn {
   uint64_t attachment = 0;  // 0 until hello
   std::string node_id;
   bool closed = false;
+  // Heartbeats and lease messages handed to the coordinator and not yet
+  // answered: bounded, so that one connection cannot queue unbounded work
+  // for the writer that every node shares.
+  std::atomic<int> unanswered{0};
 };
 
 void Send(const std::weak_ptr<http::WebSocket>& weak, const json::object& o) {
@@ -48,6 +54,18 @@ json::object Problem(const json::value* ref, std::string_view task_id, std::stri
   if (ref) o["ref"] = *ref;
   if (!task_id.empty()) o["task_id"] = task_id;
   return o;
+}
+
+// Takes a place for a message that will be answered; false (and the message
+// refused) when the connection has deps.node_max_unanswered waiting already.
+bool TakePlace(const Deps& deps, NodeConn& conn, http::WebSocket& ws, const json::value* ref,
+               std::string_view task_id) {
+  if (conn.unanswered.fetch_add(1) < deps.node_max_unanswered) return true;
+  conn.unanswered.fetch_sub(1);
+  ws.Send(json::serialize(Problem(ref, task_id, "too_many_unanswered",
+                                  std::to_string(deps.node_max_unanswered) +
+                                      " messages of this connection await their answers; wait for some first")));
+  return false;
 }
 
 // An integer field within [lo, hi], or nullopt.
@@ -191,8 +209,10 @@ void OnMessage(const Deps& deps, const std::shared_ptr<NodeConn>& conn, std::str
     // Answered only when asked (a ref): 10,000 nodes beating need no 2,000 replies a second.
     std::optional<json::value> echo;
     if (ref) echo = *ref;
+    if (!TakePlace(deps, *conn, *ws, ref, "")) return;
     deps.tasks.HeartbeatAsync(operator_id, node_id, static_cast<int>(load.value_or(0)),
-                              static_cast<int>(running.value_or(0)), [weak, echo](Result<tasks::Node> n) {
+                              static_cast<int>(running.value_or(0)), [weak, echo, conn](Result<tasks::Node> n) {
+                                conn->unanswered.fetch_sub(1);
                                 if (!n)
                                   return Send(weak,
                                               Problem(echo ? &*echo : nullptr, "", n.error().code, n.error().message));
@@ -236,7 +256,9 @@ void OnMessage(const Deps& deps, const std::shared_ptr<NodeConn>& conn, std::str
     return;
   }
   json::value echo = ref ? *ref : json::value(nullptr);
-  deps.tasks.Apply(operator_id, node_id, std::move(op), [weak, echo, id = *task_id](Result<tasks::Task> t) {
+  if (!TakePlace(deps, *conn, *ws, ref, op.task_id)) return;
+  deps.tasks.Apply(operator_id, node_id, std::move(op), [weak, echo, conn, id = *task_id](Result<tasks::Task> t) {
+    conn->unanswered.fetch_sub(1);
     if (!t) return Send(weak, Problem(&echo, id, t.error().code, t.error().message));
     Send(weak, {{"type", "ack"}, {"ref", echo}, {"task_id", t->id}, {"status", t->status}});
   });

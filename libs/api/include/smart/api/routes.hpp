@@ -68,6 +68,7 @@ struct Deps {
   BuildInfo build;
   bool dev_faucet = false;                  // admin mint and burn (ledger.dev_faucet)
   size_t event_connections_per_user = 100;  // events.max_connections_per_user
+  int node_max_unanswered = 1000;           // tasks.node_max_unanswered
 };
 
 // Registers every public route of smartd.
