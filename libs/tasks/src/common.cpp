@@ -199,16 +199,42 @@ Result<Settings> ReadSettings(store::Tx& tx) {
 
 }  // namespace
 
+std::string HistoryLine(int64_t ts_ms, std::string_view status, std::string_view node_id,
+                        std::string_view detail_json) {
+  std::string line = "[" + std::to_string(ts_ms) + ",";
+  line += boost::json::serialize(boost::json::string(status));
+  line += ",";
+  line += node_id.empty() ? std::string("null") : boost::json::serialize(boost::json::string(node_id));
+  line += ",";
+  line += detail_json;
+  line += "]\n";
+  return line;
+}
+
 Result<void> AddEvent(store::Tx& tx, std::string_view task_id, int64_t ts_ms, std::string_view status,
                       std::string_view node_id, std::string detail_json) {
-  // The next seq in the same statement (the primary key's last entry); sent
-  // without waiting: nothing reads its outcome.
-  SMART_TRY(tx.ExecLater(
-      "INSERT INTO task_events (task_id, seq, ts_ms, status, node_id, detail) "
-      "SELECT $1, COALESCE(MAX(seq), 0) + 1, CAST($2 AS BIGINT), $3, $4, $5 FROM task_events WHERE task_id = $1",
-      {Value{std::string(task_id)}, Value{ts_ms}, Value{std::string(status)},
-       node_id.empty() ? Value{} : Value{std::string(node_id)}, Value{std::move(detail_json)}}));
-  return Ok();
+  // Sent without waiting: nothing reads its outcome.
+  return tx.ExecLater("UPDATE tasks SET history = history || $2 WHERE id = $1",
+                      {Value{std::string(task_id)}, Value{HistoryLine(ts_ms, status, node_id, detail_json)}});
+}
+
+Result<std::vector<TaskEvent>> ParseHistory(std::string_view history) {
+  std::vector<TaskEvent> out;
+  while (!history.empty()) {
+    size_t end = history.find('\n');
+    std::string_view line = history.substr(0, end);
+    history.remove_prefix(end == std::string_view::npos ? history.size() : end + 1);
+    boost::system::error_code ec;
+    auto v = boost::json::parse(line, ec);
+    const boost::json::array* a = !ec && v.is_array() ? &v.as_array() : nullptr;
+    if (!a || a->size() != 4 || !(*a)[0].is_int64() || !(*a)[1].is_string() ||
+        !((*a)[2].is_string() || (*a)[2].is_null()) || !(*a)[3].is_object()) {
+      return Error::Internal("history_corrupt", "a task's history holds an unreadable line");
+    }
+    out.push_back({static_cast<int>(out.size()) + 1, (*a)[0].as_int64(), std::string((*a)[1].as_string()),
+                   (*a)[2].is_null() ? "" : std::string((*a)[2].as_string()), boost::json::serialize((*a)[3])});
+  }
+  return out;
 }
 
 bool IsJsonObject(std::string_view text, size_t max_bytes) {

@@ -143,7 +143,64 @@ TEST_F(CoordinatorTest, TheWholeFlowMovesMoneyExactlyOnce) {
   std::vector<std::string> statuses;
   for (const auto& e : *events) statuses.push_back(e.status);
   EXPECT_EQ(statuses, (std::vector<std::string>{"pending", "assigned", "in_progress", "completed"}));
+  for (size_t i = 0; i < events->size(); ++i) EXPECT_EQ((*events)[i].seq, static_cast<int>(i) + 1);
+  EXPECT_EQ((*events)[0].detail, R"({"cost":"50000"})");
+  EXPECT_EQ((*events)[0].node_id, "");
+  EXPECT_EQ((*events)[0].ts_ms, t.created_ms);
+  EXPECT_EQ((*events)[1].detail, R"({"lease":1})");
+  EXPECT_EQ((*events)[1].node_id, node.id);
+  EXPECT_EQ((*events)[3].detail, "{\"proof_hash\":\"" + crypto::Sha256Hex(out) + "\"}");
+  EXPECT_EQ((*events)[3].node_id, node.id);
+  EXPECT_EQ((*events)[3].ts_ms, done->completed_ms);
+  EXPECT_EQ(coord_->Events("usr_other", t.id).error().code, "task_not_found");
   EXPECT_EQ(coord_->Get("usr_other", t.id).error().code, "task_not_found") << "others' tasks are invisible";
+}
+
+// Migration 306 moves the history of tasks made before it into their rows.
+TEST(CoordinatorMigration, TheHistoryOfEarlierTasksMovesIntoTheirRows) {
+  smart::testing::TempDir dir;
+  std::string url =
+      std::getenv("SMART_TEST_PG_URL_FILE") ? testing::FreshPostgresDatabase() : "sqlite:" + dir.path() + "/t.db";
+  auto db = std::move(store::Open(url)).value();
+  auto all = ledger::Ledger::Migrations();
+  for (auto& m : Coordinator::Migrations()) all.push_back(m);
+  std::vector<store::Migration> before;
+  for (const auto& m : all) {
+    if (m.version < 306 || m.version >= 400) before.push_back(m);
+  }
+  ASSERT_TRUE(store::Migrate(*db, before).ok());
+  ASSERT_TRUE(db->Transact(store::TxMode::kWrite, [](store::Tx& tx) -> Result<void> {
+                  SMART_TRY(tx.Exec(
+                      "INSERT INTO tasks (id, requester, type, input, input_is_json, parameters, priority, status, "
+                      "asset, cost, timeout_s, max_attempts, attempt, failures, lease_expires_ms, progress, "
+                      "progress_message, escrow_id, fingerprint, created_ms, updated_ms, completed_ms) VALUES "
+                      "('task_old', 'usr_req', 'echo', 'x', 0, '{}', 1, 'assigned', 'USDC', '10', 60, 3, 1, 0, 0, "
+                      "0, '', 'tr_1', 'f', 5, 7, 0)"));
+                  SMART_TRY(
+                      tx.Exec("INSERT INTO task_events (task_id, seq, ts_ms, status, node_id, detail) VALUES "
+                              "('task_old', 2, 7, 'assigned', 'node_a', '{\"lease\":1}'), "
+                              "('task_old', 1, 5, 'pending', NULL, '{\"cost\":\"10\"}')"));
+                  return Ok();
+                }).ok());
+  auto migrated = store::Migrate(*db, all);
+  ASSERT_TRUE(migrated.ok()) << migrated.error().message;
+  FakeClock clock;
+  ledger::Ledger ledger(*db, ledger::LedgerConfig{.assets = {{"USDC", 6}}, .sweep_interval_ms = 0}, clock);
+  TasksConfig config;
+  config.sweep_interval_ms = 0;
+  Coordinator coord(*db, ledger, config, clock);
+  auto events = coord.Events("usr_req", "task_old");
+  ASSERT_TRUE(events.ok()) << events.error().message;
+  ASSERT_EQ(events->size(), 2u);
+  EXPECT_EQ((*events)[0].seq, 1);
+  EXPECT_EQ((*events)[0].status, "pending");
+  EXPECT_EQ((*events)[0].ts_ms, 5);
+  EXPECT_EQ((*events)[0].node_id, "");
+  EXPECT_EQ((*events)[0].detail, R"({"cost":"10"})");
+  EXPECT_EQ((*events)[1].seq, 2);
+  EXPECT_EQ((*events)[1].status, "assigned");
+  EXPECT_EQ((*events)[1].node_id, "node_a");
+  EXPECT_EQ((*events)[1].detail, R"({"lease":1})");
 }
 
 TEST_F(CoordinatorTest, InsufficientFundsCreatesNothing) {

@@ -36,9 +36,16 @@ std::string EscrowKey(const Task& t, std::string_view step);
 // Adds a replica (a child task costing `price`) to the redundant task `parent_id`.
 Result<void> AddReplica(store::Tx& tx, std::string_view parent_id, ledger::Amount price, int64_t now);
 
-// Appends to a task's history.
+// A task's history is the column tasks.history, one line per event:
+// [ts_ms, status, node_id or null, detail object] and a newline; an event's
+// seq is its line's number. The transitions every task makes (submitted,
+// assigned, completed) append their line in the statement that changes the
+// row; the others with AddEvent.
+std::string HistoryLine(int64_t ts_ms, std::string_view status, std::string_view node_id,
+                        std::string_view detail_json = "{}");
 Result<void> AddEvent(store::Tx& tx, std::string_view task_id, int64_t ts_ms, std::string_view status,
                       std::string_view node_id, std::string detail_json = "{}");
+Result<std::vector<TaskEvent>> ParseHistory(std::string_view history);
 
 // Runs an asynchronous operation and waits for its callback.
 template <class T, class Start>

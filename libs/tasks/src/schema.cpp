@@ -123,12 +123,34 @@ DROP INDEX tasks_pending_types;
 CREATE INDEX tasks_ready ON tasks (type, priority DESC, fair_key, created_ms, not_before_ms, status)
   WHERE status = 'pending';
 )sql";
+  // A task's history in its own row (a line per event, see internal.hpp):
+  // the transitions every task makes append in the statement that changes the
+  // row, instead of two more B-tree inserts each (task_events and its key).
+  const char* history_sqlite = R"sql(
+ALTER TABLE tasks ADD COLUMN history TEXT NOT NULL DEFAULT '';
+UPDATE tasks SET history = (
+  SELECT group_concat(line, '') FROM (
+    SELECT json_array(e.ts_ms, e.status, e.node_id, json(e.detail)) || char(10) AS line
+    FROM task_events e WHERE e.task_id = tasks.id ORDER BY e.seq))
+WHERE id IN (SELECT task_id FROM task_events);
+DROP TABLE task_events;
+)sql";
+  const char* history_postgres = R"sql(
+ALTER TABLE tasks ADD COLUMN history TEXT NOT NULL DEFAULT '';
+UPDATE tasks SET history = e.lines FROM (
+  SELECT task_id, string_agg(CAST(json_build_array(ts_ms, status, node_id, CAST(detail AS json)) AS TEXT) || chr(10),
+                             '' ORDER BY seq) AS lines
+  FROM task_events GROUP BY task_id) e
+WHERE e.task_id = tasks.id;
+DROP TABLE task_events;
+)sql";
   return {{300, "tasks", sql, ""},
           {301, "tasks_fair_scheduled", fair, ""},
           {302, "tasks_dead_letters", dead, ""},
           {303, "tasks_active_indexes", active, ""},
           {304, "tasks_replicas", replicas, ""},
-          {305, "tasks_ready_by_type", by_type, ""}};
+          {305, "tasks_ready_by_type", by_type, ""},
+          {306, "tasks_history_in_row", history_sqlite, history_postgres}};
 }
 
 }  // namespace smart::tasks

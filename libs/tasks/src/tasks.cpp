@@ -140,8 +140,8 @@ Result<void> Coordinator::SubmitIn(store::Tx& tx, std::string_view requester, co
       "INSERT INTO tasks (id, requester, type, input, input_is_json, parameters, priority, status, asset, cost, "
       "max_cost, timeout_s, max_attempts, attempt, failures, node_id, lease_expires_ms, progress, progress_message, "
       "escrow_id, idem_key, fingerprint, created_ms, updated_ms, completed_ms, fair_key, not_before_ms, deadline_ms, "
-      "retries, replicas) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11, $12, 0, 0, NULL, 0, 0, "
-      "'', $13, $14, $15, $16, $16, 0, $17, $18, $19, 0, $20) RETURNING " +
+      "retries, replicas, history) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11, $12, 0, 0, NULL, "
+      "0, 0, '', $13, $14, $15, $16, $16, 0, $17, $18, $19, 0, $20, $21) RETURNING " +
           std::string(kTaskColumns),
       {Value{id},
        Value{std::string(requester)},
@@ -162,12 +162,12 @@ Result<void> Coordinator::SubmitIn(store::Tx& tx, std::string_view requester, co
        Value{*fair_key},
        Value{req.not_before_ms},
        Value{req.deadline_ms},
-       Value{int64_t{req.replicas}}});
+       Value{int64_t{req.replicas}},
+       Value{HistoryLine(now, "pending", "", JsonObject({{"cost", ledger::FormatAmount(p.cost)}}))}});
   if (!row) return row.take_error();
   if (!*row) return Error::Internal("task_not_inserted", "the task insert returned no row");
   auto t = TaskFromRow(**row);
   if (!t) return t.take_error();
-  SMART_TRY(AddEvent(tx, id, now, "pending", "", JsonObject({{"cost", ledger::FormatAmount(p.cost)}})));
   for (int i = 0; i < req.replicas; ++i) SMART_TRY(AddReplica(tx, id, p.price, now));
   out = std::move(t).value();
   return Ok();
@@ -285,13 +285,14 @@ Result<std::vector<TaskEvent>> Coordinator::Events(std::string_view requester, s
   std::vector<TaskEvent> out;
   SMART_TRY(db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
     out.clear();
-    SMART_TRY(LoadTask(tx, id, requester));
-    auto rows = tx.Query("SELECT seq, ts_ms, status, node_id, detail FROM task_events WHERE task_id = $1 ORDER BY seq",
-                         {Value{std::string(id)}});
-    if (!rows) return rows.take_error();
-    for (const auto& r : *rows) {
-      out.push_back({static_cast<int>(r.Int(0)), r.Int(1), r.Text(2), r.IsNull(3) ? "" : r.Text(3), r.Text(4)});
+    auto row = tx.QueryOne("SELECT requester, history FROM tasks WHERE id = $1", {Value{std::string(id)}});
+    if (!row) return row.take_error();
+    if (!*row || (*row)->Text(0) != requester) {
+      return Error::NotFound("task_not_found", "no task " + std::string(id));  // others' tasks do not exist
     }
+    auto events = ParseHistory((*row)->Text(1));
+    if (!events) return events.take_error();
+    out = std::move(events).value();
     return Ok();
   }));
   return out;
@@ -425,8 +426,9 @@ Result<void> Coordinator::ClaimIn(store::Tx& tx, std::string_view operator_id, s
   std::string sql_assign =
       "UPDATE tasks SET status = 'assigned', node_id = $1, attempt = attempt + 1, "
       "lease_expires_ms = CASE WHEN deadline_ms > 0 AND deadline_ms < $2 + timeout_s * 1000 THEN deadline_ms "
-      "ELSE $2 + timeout_s * 1000 END, progress = 0, progress_message = '', updated_ms = $2 "
-      "WHERE status = 'pending' AND id IN (";
+      "ELSE $2 + timeout_s * 1000 END, progress = 0, progress_message = '', updated_ms = $2, "
+      "history = history || '[' || CAST($2 AS TEXT) || ',\"assigned\",\"' || $1 || '\",{\"lease\":' || "
+      "CAST(attempt + 1 AS TEXT) || '}]\n' WHERE status = 'pending' AND id IN (";
   std::vector<Value> params{Value{node->id}, Value{now}};
   for (size_t i = 0; i < slots; ++i) {
     sql_assign += (i ? ", $" : "$") + std::to_string(i + 3);
@@ -448,7 +450,6 @@ Result<void> Coordinator::ClaimIn(store::Tx& tx, std::string_view operator_id, s
     auto it = assigned.find(c->Text(0));
     if (it == assigned.end()) continue;
     Task& t = it->second;
-    SMART_TRY(AddEvent(tx, t.id, now, "assigned", node->id, "{\"lease\":" + std::to_string(t.attempt) + "}"));
     max_key = std::max(max_key, c->Int(2));
     claimed.push_back(std::move(t));
   }
@@ -676,9 +677,10 @@ Result<void> Coordinator::CompleteIn(store::Tx& tx, const Task& t, const Node& n
   SMART_TRY(ledger_.ExecuteIn(tx, settle));
   auto row = tx.QueryOne(
       "UPDATE tasks SET status = 'completed', output = $2, proof_hash = $3, progress = 100, updated_ms = $4, "
-      "completed_ms = $4, lease_expires_ms = 0 WHERE id = $1 RETURNING " +
+      "completed_ms = $4, lease_expires_ms = 0, history = history || $5 WHERE id = $1 RETURNING " +
           std::string(kTaskColumns),
-      {Value{t.id}, Value{output}, Value{proof_hash}, Value{now}});
+      {Value{t.id}, Value{output}, Value{proof_hash}, Value{now},
+       Value{HistoryLine(now, "completed", n.id, JsonObject({{"proof_hash", proof_hash}}))}});
   if (!row) return row.take_error();
   if (!*row) return Error::Internal("task_vanished", "task " + t.id + " was not there to complete");
   if (after) {
@@ -690,7 +692,7 @@ Result<void> Coordinator::CompleteIn(store::Tx& tx, const Task& t, const Node& n
       tx.ExecLater("UPDATE nodes SET completed = completed + 1, last_heartbeat_ms = $2, "
                    "reputation = CASE WHEN reputation + 10 > 1000 THEN 1000 ELSE reputation + 10 END WHERE id = $1",
                    {Value{n.id}, Value{now}}));
-  return AddEvent(tx, t.id, now, "completed", n.id, JsonObject({{"proof_hash", proof_hash}}));
+  return Ok();
 }
 
 Result<Task> Coordinator::Start(std::string_view operator_id, std::string_view node_id, std::string_view task_id,
