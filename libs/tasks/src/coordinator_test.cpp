@@ -986,7 +986,14 @@ TEST_F(CoordinatorTest, ABatchIsCreatedWhole) {
   EXPECT_NE(refused.error().message.find("tasks[1]"), std::string::npos) << refused.error().message;
   auto three = two;
   three.push_back(two[0]);
-  EXPECT_EQ(coord_->SubmitBatch("usr_req", three, "").error().code, "insufficient_funds");
+  auto poor = coord_->SubmitBatch("usr_req", three, "");
+  EXPECT_EQ(poor.error().code, "insufficient_funds");
+  EXPECT_NE(poor.error().message.find("the 3 tasks cost 75000 USDC"), std::string::npos) << poor.error().message;
+  auto slow = two;
+  slow[1].timeout_s = 1;  // below min_timeout_s
+  auto refused_timeout = coord_->SubmitBatch("usr_req", slow, "");
+  EXPECT_EQ(refused_timeout.error().code, "invalid_timeout");
+  EXPECT_NE(refused_timeout.error().message.find("tasks[1]"), std::string::npos) << refused_timeout.error().message;
   EXPECT_TRUE(coord_->List("usr_req", {}, 10, "")->items.empty()) << "nothing of a refused batch stays";
   EXPECT_EQ(FormatAmount(Acc("usr_req").Spendable()), "60000");
   auto done = coord_->SubmitBatch("usr_req", two, "b1");

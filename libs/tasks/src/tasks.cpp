@@ -91,85 +91,114 @@ Result<Coordinator::Prepared> Coordinator::Prepare(const SubmitRequest& req) con
   return Prepared{.cost = *cost, .price = price, .fingerprint = Fingerprint(req)};
 }
 
-Result<void> Coordinator::SubmitIn(store::Tx& tx, std::string_view requester, const SubmitRequest& req,
-                                   const Prepared& p, const std::string& key, const std::string& id, Task& out) {
-  if (!key.empty()) {
-    auto existing = tx.QueryOne("SELECT id, fingerprint FROM tasks WHERE idem_key = $1", {Value{key}});
-    if (!existing) return existing.take_error();
-    if (*existing) {
-      if ((*existing)->Text(1) != p.fingerprint) {
-        return Error::Conflict("idempotency_key_reused",
-                               "Idempotency-Key: already used for task " + (*existing)->Text(0) + " with another body");
+Result<void> Coordinator::SubmitIn(store::Tx& tx, std::string_view requester, std::span<const SubmitRequest> reqs,
+                                   std::span<const Prepared> prepared, std::span<const std::string> keys,
+                                   std::span<const std::string> ids, std::span<Task> out) {
+  const size_t n = reqs.size();
+  // A batch names the task an error is about.
+  auto about = [n](size_t i, Error e) {
+    if (n > 1) e.message = "tasks[" + std::to_string(i) + "]: " + e.message;
+    return e;
+  };
+  // Replays of an idempotent submission first: they hold and write nothing.
+  std::vector<size_t> fresh;
+  for (size_t i = 0; i < n; ++i) {
+    if (!keys[i].empty()) {
+      auto existing = tx.QueryOne("SELECT id, fingerprint FROM tasks WHERE idem_key = $1", {Value{keys[i]}});
+      if (!existing) return existing.take_error();
+      if (*existing) {
+        if ((*existing)->Text(1) != prepared[i].fingerprint) {
+          return about(i, Error::Conflict("idempotency_key_reused", "Idempotency-Key: already used for task " +
+                                                                        (*existing)->Text(0) + " with another body"));
+        }
+        auto t = LoadTask(tx, (*existing)->Text(0));
+        if (!t) return t.take_error();
+        out[i] = std::move(t).value();
+        out[i].replayed = true;
+        continue;
       }
-      auto t = LoadTask(tx, (*existing)->Text(0));
-      if (!t) return t.take_error();
-      out = std::move(t).value();
-      out.replayed = true;
-      return Ok();
     }
+    fresh.push_back(i);
   }
+  if (fresh.empty()) return Ok();
   auto settings = LoadSettings(tx);
   if (!settings) return settings.take_error();
   if (settings->paused) return Error::Conflict("submissions_paused", "the network is not taking new tasks now");
-  int64_t timeout =
-      req.timeout_s.value_or(std::clamp(config_.default_timeout_s, settings->min_timeout_s, settings->max_timeout_s));
-  if (timeout < settings->min_timeout_s || timeout > settings->max_timeout_s) {
-    return Error::Invalid("invalid_timeout", "timeout_s: " + std::to_string(settings->min_timeout_s) + " to " +
-                                                 std::to_string(settings->max_timeout_s));
+  std::vector<int64_t> timeouts(n);
+  int64_t steps = 0;
+  ledger::Amount total = 0;
+  std::vector<ledger::TransferRequest> holds;
+  for (size_t i : fresh) {
+    timeouts[i] = reqs[i].timeout_s.value_or(
+        std::clamp(config_.default_timeout_s, settings->min_timeout_s, settings->max_timeout_s));
+    if (timeouts[i] < settings->min_timeout_s || timeouts[i] > settings->max_timeout_s) {
+      return about(i, Error::Invalid("invalid_timeout", "timeout_s: " + std::to_string(settings->min_timeout_s) +
+                                                            " to " + std::to_string(settings->max_timeout_s)));
+    }
+    steps += kFairUnit / reqs[i].weight;
+    total += prepared[i].cost;
+    holds.push_back({.key = "task/" + ids[i] + "/escrow",
+                     .type = ledger::TransferType::kPending,
+                     .debit = Account(std::string(requester), ledger::kind::kAvailable, config_.asset),
+                     .credit = Account(std::string(ledger::kPlatform), ledger::kind::kEscrow, config_.asset),
+                     .amount = prepared[i].cost,
+                     .code = "task_escrow",
+                     .metadata = JsonObject({{"task_id", ids[i]}})});
   }
-  int64_t now = clock_.NowMs();
-  auto fair_key = FairKey(tx, requester, req.weight);
-  if (!fair_key) return fair_key.take_error();
-  ledger::TransferRequest hold{.key = "task/" + id + "/escrow",
-                               .type = ledger::TransferType::kPending,
-                               .debit = Account(std::string(requester), ledger::kind::kAvailable, config_.asset),
-                               .credit = Account(std::string(ledger::kPlatform), ledger::kind::kEscrow, config_.asset),
-                               .amount = p.cost,
-                               .code = "task_escrow",
-                               .metadata = JsonObject({{"task_id", id}})};
-  auto held = ledger_.ExecuteIn(tx, std::span(&hold, 1));
+  // Places in fair queueing, one after another, and the escrows: one statement each for the lot.
+  auto last_key = FairKey(tx, requester, steps);
+  if (!last_key) return last_key.take_error();
+  int64_t fair_key = *last_key - steps;
+  auto held = ledger_.ExecuteIn(tx, holds);
   if (!held) {
     Error e = held.take_error();
     if (e.code == "insufficient_funds") {
-      e.message = "the task costs " + ledger::FormatAmount(p.cost) + " " + config_.asset +
+      e.message = (fresh.size() == 1 ? "the task costs " : "the " + std::to_string(fresh.size()) + " tasks cost ") +
+                  ledger::FormatAmount(total) + " " + config_.asset + (fresh.size() == 1 ? "" : " in all") +
                   " (base units); hold that much in your available balance";
     }
     return e;
   }
-  auto row = tx.QueryOne(
-      "INSERT INTO tasks (id, requester, type, input, input_is_json, parameters, priority, status, asset, cost, "
-      "max_cost, timeout_s, max_attempts, attempt, failures, node_id, lease_expires_ms, progress, progress_message, "
-      "escrow_id, idem_key, fingerprint, created_ms, updated_ms, completed_ms, fair_key, not_before_ms, deadline_ms, "
-      "retries, replicas, history) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11, $12, 0, 0, NULL, "
-      "0, 0, '', $13, $14, $15, $16, $16, 0, $17, $18, $19, 0, $20, $21) RETURNING " +
-          std::string(kTaskColumns),
-      {Value{id},
-       Value{std::string(requester)},
-       Value{req.type},
-       Value{req.input},
-       Value{int64_t{req.input_is_json}},
-       Value{req.parameters},
-       Value{static_cast<int64_t>(req.priority)},
-       Value{config_.asset},
-       Value{ledger::FormatAmount(p.cost)},
-       req.max_cost ? Value{ledger::FormatAmount(*req.max_cost)} : Value{},
-       Value{timeout},
-       Value{int64_t{req.max_attempts}},
-       Value{(*held)[0].id},
-       key.empty() ? Value{} : Value{key},
-       Value{p.fingerprint},
-       Value{now},
-       Value{*fair_key},
-       Value{req.not_before_ms},
-       Value{req.deadline_ms},
-       Value{int64_t{req.replicas}},
-       Value{HistoryLine(now, "pending", "", JsonObject({{"cost", ledger::FormatAmount(p.cost)}}))}});
-  if (!row) return row.take_error();
-  if (!*row) return Error::Internal("task_not_inserted", "the task insert returned no row");
-  auto t = TaskFromRow(**row);
-  if (!t) return t.take_error();
-  for (int i = 0; i < req.replicas; ++i) SMART_TRY(AddReplica(tx, id, p.price, now));
-  out = std::move(t).value();
+  const int64_t now = clock_.NowMs();
+  for (size_t h = 0; h < fresh.size(); ++h) {
+    const size_t i = fresh[h];
+    const SubmitRequest& req = reqs[i];
+    fair_key += kFairUnit / req.weight;
+    auto row = tx.QueryOne(
+        "INSERT INTO tasks (id, requester, type, input, input_is_json, parameters, priority, status, asset, cost, "
+        "max_cost, timeout_s, max_attempts, attempt, failures, node_id, lease_expires_ms, progress, progress_message, "
+        "escrow_id, idem_key, fingerprint, created_ms, updated_ms, completed_ms, fair_key, not_before_ms, "
+        "deadline_ms, retries, replicas, history) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11, "
+        "$12, 0, 0, NULL, 0, 0, '', $13, $14, $15, $16, $16, 0, $17, $18, $19, 0, $20, $21) RETURNING " +
+            std::string(kTaskColumns),
+        {Value{ids[i]},
+         Value{std::string(requester)},
+         Value{req.type},
+         Value{req.input},
+         Value{int64_t{req.input_is_json}},
+         Value{req.parameters},
+         Value{static_cast<int64_t>(req.priority)},
+         Value{config_.asset},
+         Value{ledger::FormatAmount(prepared[i].cost)},
+         req.max_cost ? Value{ledger::FormatAmount(*req.max_cost)} : Value{},
+         Value{timeouts[i]},
+         Value{int64_t{req.max_attempts}},
+         Value{(*held)[h].id},
+         keys[i].empty() ? Value{} : Value{keys[i]},
+         Value{prepared[i].fingerprint},
+         Value{now},
+         Value{fair_key},
+         Value{req.not_before_ms},
+         Value{req.deadline_ms},
+         Value{int64_t{req.replicas}},
+         Value{HistoryLine(now, "pending", "", JsonObject({{"cost", ledger::FormatAmount(prepared[i].cost)}}))}});
+    if (!row) return row.take_error();
+    if (!*row) return Error::Internal("task_not_inserted", "the task insert returned no row");
+    auto t = TaskFromRow(**row);
+    if (!t) return t.take_error();
+    for (int r = 0; r < req.replicas; ++r) SMART_TRY(AddReplica(tx, ids[i], prepared[i].price, now));
+    out[i] = std::move(t).value();
+  }
   return Ok();
 }
 
@@ -180,8 +209,10 @@ Result<Task> Coordinator::Submit(std::string_view requester, const SubmitRequest
   const std::string key = idempotency_key.empty() ? "" : std::string(requester) + "/" + std::string(idempotency_key);
   const std::string id = MakeId("task");
   Task out;
-  SMART_TRY(writer_.Transact(
-      [&](store::Tx& tx) -> Result<void> { return SubmitIn(tx, requester, req, *prepared, key, id, out); }));
+  SMART_TRY(writer_.Transact([&](store::Tx& tx) -> Result<void> {
+    return SubmitIn(tx, requester, std::span(&req, 1), std::span(&*prepared, 1), std::span(&key, 1), std::span(&id, 1),
+                    std::span(&out, 1));
+  }));
   if (!out.replayed) {
     WakeClaimers();
     Notify(out);
@@ -205,23 +236,15 @@ Result<std::vector<Task>> Coordinator::SubmitBatch(std::string_view requester, c
     prepared.push_back(std::move(p).value());
   }
   std::vector<Task> out(reqs.size());
-  std::vector<std::string> ids;
-  for (size_t i = 0; i < reqs.size(); ++i) ids.push_back(MakeId("task"));
+  std::vector<std::string> ids, keys;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    ids.push_back(MakeId("task"));
+    keys.push_back(idempotency_key.empty()
+                       ? ""
+                       : std::string(requester) + "/" + std::string(idempotency_key) + "/" + std::to_string(i));
+  }
   SMART_TRY(writer_.Transact([&](store::Tx& tx) -> Result<void> {  // all of them or none
-    for (size_t i = 0; i < reqs.size(); ++i) {
-      std::string key = idempotency_key.empty()
-                            ? ""
-                            : std::string(requester) + "/" + std::string(idempotency_key) + "/" + std::to_string(i);
-      auto r = SubmitIn(tx, requester, reqs[i], prepared[i], key, ids[i], out[i]);
-      if (!r) {
-        Error e = r.take_error();
-        if (e.kind == ErrorKind::kInvalid || e.kind == ErrorKind::kConflict) {
-          e.message = "tasks[" + std::to_string(i) + "]: " + e.message;
-        }
-        return e;
-      }
-    }
-    return Ok();
+    return SubmitIn(tx, requester, reqs, prepared, keys, ids, out);
   }));
   WakeClaimers();
   for (const auto& t : out) {
@@ -773,15 +796,15 @@ Result<void> Coordinator::Requeue(store::Tx& tx, const Task& t, std::string_view
   return Ok();
 }
 
-Result<int64_t> Coordinator::FairKey(store::Tx& tx, std::string_view requester, int weight) {
-  // max(virtual time, the requester's last key) + its step, in one statement
+Result<int64_t> Coordinator::FairKey(store::Tx& tx, std::string_view requester, int64_t steps) {
+  // max(virtual time, the requester's last key) + the steps, in one statement
   // (SQLite's upsert needs the WHERE before ON CONFLICT).
   auto key = tx.QueryOne(
       "INSERT INTO task_requesters (requester, last_key) "
       "SELECT $1, CASE WHEN c.vtime > COALESCE(r.last_key, 0) THEN c.vtime ELSE COALESCE(r.last_key, 0) END + $2 "
       "FROM task_clock c LEFT JOIN task_requesters r ON r.requester = $1 WHERE c.id = 1 "
       "ON CONFLICT (requester) DO UPDATE SET last_key = excluded.last_key RETURNING last_key",
-      {Value{std::string(requester)}, Value{kFairUnit / weight}});
+      {Value{std::string(requester)}, Value{steps}});
   if (!key) return key.take_error();
   if (!*key) return Error::Internal("task_clock_missing", "the task clock row is missing");
   return (*key)->Int(0);
@@ -822,7 +845,7 @@ Result<Task> Coordinator::Retry(std::string_view requester, std::string_view id)
                                  .metadata = JsonObject({{"task_id", t->id}})};
     auto held = ledger_.ExecuteIn(tx, std::span(&hold, 1));
     if (!held) return held.take_error();
-    auto fair_key = FairKey(tx, requester, 1);
+    auto fair_key = FairKey(tx, requester, kFairUnit);
     if (!fair_key) return fair_key.take_error();
     SMART_TRY(tx.Exec(
         "UPDATE tasks SET status = 'pending', retries = $2, escrow_id = $3, failures = 0, error = NULL, node_id = "

@@ -31,6 +31,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -327,8 +328,12 @@ class Coordinator {
     std::string fingerprint;
   };
   Result<Prepared> Prepare(const SubmitRequest& req) const;
-  Result<void> SubmitIn(store::Tx& tx, std::string_view requester, const SubmitRequest& req, const Prepared& p,
-                        const std::string& key, const std::string& id, Task& out);
+  // Submits reqs[i] as ids[i] with the idempotency key keys[i] (empty: none)
+  // into out[i]: replays first, then one fair-queue update and one ledger call
+  // for all the new ones. A batch's errors name the task (tasks[i]).
+  Result<void> SubmitIn(store::Tx& tx, std::string_view requester, std::span<const SubmitRequest> reqs,
+                        std::span<const Prepared> prepared, std::span<const std::string> keys,
+                        std::span<const std::string> ids, std::span<Task> out);
   // A replica's result: recorded, then its redundant task is settled if it can be.
   Result<void> CompleteReplica(store::Tx& tx, const Task& t, const Node& n, const std::string& output,
                                const std::string& proof_hash, int64_t now);
@@ -342,9 +347,11 @@ class Coordinator {
   Result<void> Slash(store::Tx& tx, const Node& node);
   Result<void> ExpireLease(std::string_view task_id);
   Result<void> ExpireDeadline(std::string_view task_id);
-  // The task's place in fair queueing: after the requester's previous tasks
-  // and no earlier than the work being handed out now.
-  Result<int64_t> FairKey(store::Tx& tx, std::string_view requester, int weight);
+  // Places in fair queueing: after the requester's previous tasks and no
+  // earlier than the work being handed out now. Advances the requester by
+  // `steps` (the sum of kFairUnit / weight of its new tasks) and returns
+  // where it ends: the last new task's key.
+  Result<int64_t> FairKey(store::Tx& tx, std::string_view requester, int64_t steps);
   Result<void> ReleaseLease(std::string_view task_id);
 
   store::Database& db_;
