@@ -134,10 +134,12 @@ int main(int argc, char** argv) {
   }
   std::vector<std::thread> threads;
   for (int s = 0; s < submitters; ++s) {
-    threads.emplace_back([&] {
+    threads.emplace_back([&, s] {
       auto interval =
           rate > 0 ? std::chrono::duration<double>(submitters * batch / rate) : std::chrono::duration<double>(0);
-      auto next = Clock::now();
+      // Staggered: submitters starting together would send in bursts of
+      // `submitters` requests, and the queue a burst makes is not the server's.
+      auto next = Clock::now() + std::chrono::duration_cast<Clock::duration>(interval * s / submitters);
       while (!stop.load()) {
         if (rate > 0) {
           std::this_thread::sleep_until(next);

@@ -23,8 +23,8 @@ const worker = new Worker('bench', async (job) => {
 worker.on('completed', () => { completed++; });
 await worker.waitUntilReady();
 await queue.drain(true);  // a backlog left by the previous run
-const loops = Array.from({ length: producers }, async () => {
-  let next = Date.now();
+const loops = Array.from({ length: producers }, async (_, p) => {
+  let next = Date.now() + (rate > 0 ? (producers * bulk / rate) * 1000 * p / producers : 0);  // staggered, as tasks_sim
   while (!stop) {
     if (rate > 0) {
       next += (producers * bulk / rate) * 1000;
