@@ -4,7 +4,8 @@
 #  process (bench/tasks_sim) take pushed tasks on the node WebSocket and send
 #  their results on it; every step is a durable transaction (SQLite, FULL
 #  sync; then PostgreSQL). Latency submit -> node receives is measured again
-#  at half the throughput just measured.
+#  at half the throughput just measured (submitters paced, staggered). Each
+#  SQLite run has a fresh smartd.
 #  BullMQ (npm) on Debian's redis-server with appendfsync always (each write
 #  durable, as ours), the same no-op flow, same machine, same run.
 # Targets (2 cores): >= 10k tasks/s, >= 3x BullMQ, p99 submit -> receive <= 10 ms.
@@ -16,13 +17,22 @@ SECONDS_EACH=${SECONDS_EACH:-10}
 SIM=build/release/bench/tasks_sim
 scripts/install-npm build/npm bullmq@5
 
-port=$(start_smartd "$work/smartd.log" SMART_LOG_ACCESS=false SMART_RATE_LIMIT_ENABLED=false \
-  SMART_LEDGER_DEV_FAUCET=true SMART_TASKS_MAX_PER_REQUESTER=1000000 \
-  SMART_TASKS_MIN_STAKE=1 SMART_TASKS_MAX_TASKS_PER_NODE=100)
-base="http://127.0.0.1:$port"
-bench_funded_users client operator
-client_key=$(bench_key client tasks:write)
-operator_key=$(bench_key operator nodes tasks:read)
+# A fresh smartd on SQLite (the previous one stopped) for each SQLite run: a
+# run after a full-load one would meet its after-effects (a grown WAL and
+# database) in its first moments.
+instance=0
+fresh_sqlite() {
+  [ -n "${sqlite_pid:-}" ] && { kill "$sqlite_pid" 2>/dev/null || true; while kill -0 "$sqlite_pid" 2>/dev/null; do sleep 0.1; done; }
+  instance=$((instance + 1))
+  port=$(start_smartd "$work/smartd$instance.log" SMART_LOG_ACCESS=false SMART_RATE_LIMIT_ENABLED=false \
+    SMART_LEDGER_DEV_FAUCET=true SMART_TASKS_MAX_PER_REQUESTER=1000000 \
+    SMART_TASKS_MIN_STAKE=1 SMART_TASKS_MAX_TASKS_PER_NODE=100)
+  sqlite_pid=$(tail -1 "$work/pids")
+  base="http://127.0.0.1:$port"
+  bench_data_dir="$work/smartd$instance.log.data" bench_funded_users client operator
+  client_key=$(bench_key client tasks:write)
+  operator_key=$(bench_key operator nodes tasks:read)
+}
 
 echo "bench/tasks: $(nproc) cores, $SECONDS_EACH s each, echo tasks"
 printf '%-64s %12s %12s %10s %10s\n' "system" "completed/s" "submitted/s" "p50 ms" "p99 ms"
@@ -37,11 +47,15 @@ sim() { # label rate batch
 half() { awk -v r="$1" 'BEGIN { printf "%d", r / 2 }'; }
 read -r core_done core_sub < <(build/release/bench/tasks_core --seconds "$SECONDS_EACH")
 printf '%-64s %12.0f %12.0f %10s %10s\n' "the coordinator alone (bench/tasks_core: no HTTP), SQLite" "$core_done" "$core_sub" - -
+fresh_sqlite
 sim "smartd, SQLite: one task per request, full load" 0 1
 smart_rate=$done_s
+fresh_sqlite
 sim "smartd, SQLite: one task per request, at half that rate" "$(half "$done_s")" 1
+fresh_sqlite
 sim "smartd, SQLite: batches of 100 (POST /tasks/batch), full load" 0 100
 smart_batch_rate=$done_s
+fresh_sqlite
 sim "smartd, SQLite: batches of 100, at half that rate" "$(half "$done_s")" 100
 
 # The same on PostgreSQL (a throwaway cluster, fsync and synchronous_commit on).
