@@ -208,13 +208,12 @@ struct TaskWatch {
 
 // The task with its history, as GET /tasks/{id} answers it.
 Result<std::string> TaskDocument(const Deps& deps, const std::string& user, std::string_view id) {
-  auto t = deps.tasks.Get(user, id);
+  std::vector<tasks::TaskEvent> events;
+  auto t = deps.tasks.Get(user, id, &events);
   if (!t) return t.take_error();
-  auto events = deps.tasks.Events(user, id);
-  if (!events) return events.take_error();
   auto o = TaskJson(deps, *t, true);
   json::array history;
-  for (const auto& e : *events) {
+  for (const auto& e : events) {
     boost::system::error_code ec;
     auto detail = json::parse(e.detail, ec);
     history.push_back(json::object{{"seq", e.seq},

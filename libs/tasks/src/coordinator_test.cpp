@@ -49,6 +49,14 @@ class CoordinatorTest : public ::testing::Test {
     }
   }
 
+  // The task's history, as GET /tasks/{id} reads it.
+  Result<std::vector<TaskEvent>> History(const std::string& who, const std::string& id) {
+    std::vector<TaskEvent> history;
+    auto t = coord_->Get(who, id, &history);
+    if (!t) return t.take_error();
+    return history;
+  }
+
   void Fund(const std::string& user, Amount amount) {
     ASSERT_TRUE(ledger_
                     ->Execute({{.key = "fund/" + user + "/" + std::to_string(++funds_),
@@ -138,7 +146,7 @@ TEST_F(CoordinatorTest, TheWholeFlowMovesMoneyExactlyOnce) {
   EXPECT_EQ(Balance("platform", "fees"), "5000");
   EXPECT_EQ(Balance("platform", "escrow"), "0");
   EXPECT_EQ(coord_->GetNode(node.id)->reputation, 110);
-  auto events = coord_->Events("usr_req", t.id);
+  auto events = History("usr_req", t.id);
   ASSERT_TRUE(events.ok());
   std::vector<std::string> statuses;
   for (const auto& e : *events) statuses.push_back(e.status);
@@ -152,7 +160,7 @@ TEST_F(CoordinatorTest, TheWholeFlowMovesMoneyExactlyOnce) {
   EXPECT_EQ((*events)[3].detail, "{\"proof_hash\":\"" + crypto::Sha256Hex(out) + "\"}");
   EXPECT_EQ((*events)[3].node_id, node.id);
   EXPECT_EQ((*events)[3].ts_ms, done->completed_ms);
-  EXPECT_EQ(coord_->Events("usr_other", t.id).error().code, "task_not_found");
+  EXPECT_EQ(History("usr_other", t.id).error().code, "task_not_found");
   EXPECT_EQ(coord_->Get("usr_other", t.id).error().code, "task_not_found") << "others' tasks are invisible";
 }
 
@@ -189,7 +197,11 @@ TEST(CoordinatorMigration, TheHistoryOfEarlierTasksMovesIntoTheirRows) {
   TasksConfig config;
   config.sweep_interval_ms = 0;
   Coordinator coord(*db, ledger, config, clock);
-  auto events = coord.Events("usr_req", "task_old");
+  std::vector<TaskEvent> history;
+  auto migrated_task = coord.Get("usr_req", "task_old", &history);
+  ASSERT_TRUE(migrated_task.ok()) << migrated_task.error().message;
+  EXPECT_EQ(migrated_task->status, "assigned");
+  auto events = Result<std::vector<TaskEvent>>(std::move(history));
   ASSERT_TRUE(events.ok()) << events.error().message;
   ASSERT_EQ(events->size(), 2u);
   EXPECT_EQ((*events)[0].seq, 1);
@@ -1053,7 +1065,7 @@ TEST_F(ReplicaTest, AgreementPaysEveryAgreeingNodeAndChargesOnlyThem) {
     std::lock_guard lk(seen->mu);
     EXPECT_EQ(seen->statuses, std::vector<std::string>{"in_progress"}) << "and its watchers hear of it";
   }
-  auto parent_events = coord_->Events("usr_req", t.id);
+  auto parent_events = History("usr_req", t.id);
   ASSERT_TRUE(parent_events.ok());
   EXPECT_EQ(parent_events->back().status, "in_progress");
   EXPECT_EQ(parent_events->back().node_id, a.id);
@@ -1101,7 +1113,7 @@ TEST_F(ReplicaTest, ADisagreementIsBrokenByAnotherNodeAndTheMinorityIsSlashed) {
   EXPECT_EQ(slashed.reputation, 50);
   EXPECT_EQ(Balance("usr_b"), "900000");
   EXPECT_EQ(Balance("platform", "treasury"), "100000");
-  auto events = coord_->Events("usr_req", t.id);
+  auto events = History("usr_req", t.id);
   bool disputed = false, slash_event = false;
   for (const auto& e : *events) {
     disputed = disputed || e.status == "disputed";

@@ -253,12 +253,18 @@ Result<std::vector<Task>> Coordinator::SubmitBatch(std::string_view requester, c
   return out;
 }
 
-Result<Task> Coordinator::Get(std::string_view requester, std::string_view id) {
+Result<Task> Coordinator::Get(std::string_view requester, std::string_view id, std::vector<TaskEvent>* history) {
   Task out;
   SMART_TRY(db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
     auto t = LoadTask(tx, id, requester);
     if (!t) return t.take_error();
     out = std::move(t).value();
+    if (!history) return Ok();
+    auto row = tx.QueryOne("SELECT history FROM tasks WHERE id = $1", {Value{out.id}});
+    if (!row) return row.take_error();
+    auto events = ParseHistory(*row ? std::string_view((*row)->Text(0)) : std::string_view());
+    if (!events) return events.take_error();
+    *history = std::move(events).value();
     return Ok();
   }));
   return out;
@@ -302,23 +308,6 @@ Result<Page<Task>> Coordinator::List(std::string_view requester, const TaskFilte
     return Ok();
   }));
   return page;
-}
-
-Result<std::vector<TaskEvent>> Coordinator::Events(std::string_view requester, std::string_view id) {
-  std::vector<TaskEvent> out;
-  SMART_TRY(db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
-    out.clear();
-    auto row = tx.QueryOne("SELECT requester, history FROM tasks WHERE id = $1", {Value{std::string(id)}});
-    if (!row) return row.take_error();
-    if (!*row || (!requester.empty() && (*row)->Text(0) != requester)) {
-      return Error::NotFound("task_not_found", "no task " + std::string(id));  // others' tasks do not exist
-    }
-    auto events = ParseHistory((*row)->Text(1));
-    if (!events) return events.take_error();
-    out = std::move(events).value();
-    return Ok();
-  }));
-  return out;
 }
 
 Result<Task> Coordinator::Cancel(std::string_view requester, std::string_view id) {

@@ -209,9 +209,10 @@ class Coordinator {
   Result<std::vector<Task>> SubmitBatch(std::string_view requester, const std::vector<SubmitRequest>& reqs,
                                         std::string_view idempotency_key);
   Result<ledger::Amount> Estimate(std::string_view type, size_t input_bytes) const;
-  Result<Task> Get(std::string_view requester, std::string_view id);  // not_found unless the requester's
+  // task_not_found unless the requester's (an empty requester: anyone's).
+  // With `history`, the task's events too, from the same snapshot.
+  Result<Task> Get(std::string_view requester, std::string_view id, std::vector<TaskEvent>* history = nullptr);
   Result<Page<Task>> List(std::string_view requester, const TaskFilter& filter, int limit, std::string_view cursor);
-  Result<std::vector<TaskEvent>> Events(std::string_view requester, std::string_view id);
   Result<Task> Cancel(std::string_view requester, std::string_view id);
   // The dead-letter list: tasks that used up their attempts (failed,
   // timed_out), newest first; Retry queues one again with a new escrow hold.
