@@ -433,8 +433,10 @@ Result<void> Coordinator::ClaimIn(store::Tx& tx, std::string_view operator_id, s
   if (chosen.empty()) return Ok();
   // As many placeholders as the next power of two (the last id repeated), so
   // that a handful of statement texts serve every claim size. The history
-  // line is made in SQL (the lease is the row's); node ids are ours
-  // ([A-Za-z0-9_]), so they need no JSON escaping.
+  // line is made in SQL, in HistoryLine's format (the lease is the row's);
+  // node ids are ours ([A-Za-z0-9_]), so they need no JSON escaping. $2 is
+  // typed BIGINT by the assignments before it (PostgreSQL infers a
+  // parameter's type where it is first used): keep the history last.
   size_t slots = 1;
   while (slots < chosen.size()) slots *= 2;
   std::string sql_assign =
