@@ -1,6 +1,8 @@
 #include "apply.hpp"
 
 #include <algorithm>
+#include <bit>
+#include <boost/json/monotonic_resource.hpp>
 #include <boost/json/parse.hpp>
 
 #include "smart/core/crypto.hpp"
@@ -23,14 +25,6 @@ void AppendField(std::string& out, std::string_view field) {
   out += ':';
   out += field;
   out += ';';
-}
-
-std::string AccountKeyOf(const AccountRef& r) {
-  std::string k;
-  AppendField(k, r.owner);
-  AppendField(k, r.kind);
-  AppendField(k, r.asset);
-  return k;
 }
 
 // Identifies what a request asks for, so that a replayed key can be told
@@ -79,8 +73,12 @@ bool ValidKey(std::string_view s) {
 
 Result<void> CheckMetadata(std::string_view m) {
   if (m.size() > kMaxMetadata) return Error::Invalid("invalid_metadata", "metadata: at most 4096 bytes");
+  if (m == "{}") return Ok();
+  // Parsed into a stack buffer: a check per transfer should not allocate.
+  unsigned char buffer[2048];
+  boost::json::monotonic_resource memory(buffer, sizeof buffer);
   boost::system::error_code ec;
-  auto v = boost::json::parse(m, ec);
+  auto v = boost::json::parse(m, ec, &memory);
   if (ec || !v.is_object()) return Error::Invalid("invalid_metadata", "metadata: must be a JSON object");
   return Ok();
 }
@@ -95,6 +93,54 @@ Result<void> CheckRef(const LedgerConfig& config, const AccountRef& r, std::stri
   for (const auto& a : config.assets) known = known || a.code == r.asset;
   if (!known) return Error::Invalid("unknown_asset", f + ".asset: '" + r.asset + "' is not a configured asset");
   return Ok();
+}
+
+std::string ValuesList(size_t rows, size_t columns) {
+  std::string sql;
+  for (size_t r = 0; r < rows; ++r) {
+    sql += r == 0 ? "(" : ", (";
+    for (size_t c = 0; c < columns; ++c) sql += (c == 0 ? "$" : ", $") + std::to_string(r * columns + c + 1);
+    sql += ")";
+  }
+  return sql;
+}
+
+std::string UpdateAccounts(size_t rows) {
+  return "UPDATE ledger_accounts SET debits_posted = v.column2, credits_posted = v.column3, debits_pending = "
+         "v.column4, credits_pending = v.column5, last_seq = CAST(v.column6 AS BIGINT) FROM (VALUES " +
+         ValuesList(rows, 6) + ") AS v WHERE ledger_accounts.id = v.column1";
+}
+
+std::string InsertAccounts(size_t rows) {
+  return "INSERT INTO ledger_accounts (id, owner, kind, asset, debits_posted, credits_posted, debits_pending, "
+         "credits_pending, created_ms, last_seq) VALUES " +
+         ValuesList(rows, 10);
+}
+
+std::string InsertTransfers(size_t rows) {
+  return "INSERT INTO ledger_transfers (seq, id, idem_key, fingerprint, type, debit_id, credit_id, asset, amount, "
+         "pending_id, expires_ms, state, code, metadata, ts_ms, debit_prev, credit_prev, hash) VALUES " +
+         ValuesList(rows, 18);
+}
+
+// "$1, $2, ... $n" for n a power of two up to 256 (the caller pads its list
+// by repeating an element): a handful of statement texts, built once.
+const std::string& Placeholders(size_t n) {
+  static const std::vector<std::string> lists = [] {
+    std::vector<std::string> out;
+    for (size_t k = 1; k <= 256; k *= 2) {
+      std::string s;
+      for (size_t i = 1; i <= k; ++i) s += (i == 1 ? "$" : ", $") + std::to_string(i);
+      out.push_back(std::move(s));
+    }
+    return out;
+  }();
+  return lists.at(static_cast<size_t>(std::bit_width(n - 1)));
+}
+
+// Pads `params` to a power of two by repeating its last element (harmless in an IN list).
+void PadToPowerOfTwo(std::vector<Value>& params) {
+  while (!params.empty() && !std::has_single_bit(params.size())) params.push_back(params.back());
 }
 
 Error Overflow() {
@@ -117,12 +163,7 @@ Result<void> Applier::Begin() {
 }
 
 Result<void> Applier::Prefetch(const std::vector<const TransferRequest*>& requests) {
-  constexpr size_t kChunk = 200;
-  auto placeholders = [](size_t n) {
-    std::string s;
-    for (size_t i = 1; i <= n; ++i) s += (i == 1 ? "$" : ", $") + std::to_string(i);
-    return s;
-  };
+  constexpr size_t kChunk = 256;
   std::vector<std::string> keys, owners;
   std::unordered_set<std::string> seen_owners;
   for (const TransferRequest* req : requests) {
@@ -138,8 +179,10 @@ Result<void> Applier::Prefetch(const std::vector<const TransferRequest*>& reques
   for (size_t i = 0; i < keys.size(); i += kChunk) {
     size_t n = std::min(kChunk, keys.size() - i);
     params.assign(keys.begin() + static_cast<std::ptrdiff_t>(i), keys.begin() + static_cast<std::ptrdiff_t>(i + n));
-    auto rows = tx_.Query(
-        "SELECT idem_key, fingerprint, id FROM ledger_transfers WHERE idem_key IN (" + placeholders(n) + ")", params);
+    PadToPowerOfTwo(params);
+    auto rows = tx_.Query("SELECT idem_key, fingerprint, id FROM ledger_transfers WHERE idem_key IN (" +
+                              Placeholders(params.size()) + ")",
+                          params);
     if (!rows) return rows.take_error();
     for (size_t k = i; k < i + n; ++k) new_keys_.insert(keys[k]);
     for (const auto& r : *rows) {
@@ -150,16 +193,17 @@ Result<void> Applier::Prefetch(const std::vector<const TransferRequest*>& reques
   for (size_t i = 0; i < owners.size(); i += kChunk) {
     size_t n = std::min(kChunk, owners.size() - i);
     params.assign(owners.begin() + static_cast<std::ptrdiff_t>(i), owners.begin() + static_cast<std::ptrdiff_t>(i + n));
-    auto rows = tx_.Query(
-        "SELECT " + std::string(kAccountColumns) + " FROM ledger_accounts WHERE owner IN (" + placeholders(n) + ")",
-        params);
+    PadToPowerOfTwo(params);
+    auto rows = tx_.Query("SELECT " + std::string(kAccountColumns) + " FROM ledger_accounts WHERE owner IN (" +
+                              Placeholders(params.size()) + ")",
+                          params);
     if (!rows) return rows.take_error();
     for (const auto& r : *rows) {
       auto a = AccountFromRow(r);
       if (!a) return a.take_error();
-      std::string k = AccountKeyOf(a->ref);
-      if (accounts_.count(k)) continue;
-      accounts_.emplace(std::move(k), AccountState{.account = std::move(a).value(), .persisted = true});
+      if (accounts_.count(a->ref)) continue;
+      AccountRef ref = a->ref;
+      accounts_.emplace(std::move(ref), AccountState{.account = std::move(a).value(), .persisted = true});
     }
     for (size_t k = i; k < i + n; ++k) loaded_owners_.insert(owners[k]);
   }
@@ -241,8 +285,7 @@ void Applier::TouchPending(const std::string& id, PendingState* p) {
 }
 
 Result<Applier::AccountState*> Applier::LoadAccount(const AccountRef& ref) {
-  std::string k = AccountKeyOf(ref);
-  if (auto it = accounts_.find(k); it != accounts_.end()) return &it->second;
+  if (auto it = accounts_.find(ref); it != accounts_.end()) return &it->second;
   AccountState s;
   if (!loaded_owners_.count(ref.owner)) {  // a prefetched owner's missing account does not exist yet
     auto row = tx_.QueryOne("SELECT " + std::string(kAccountColumns) +
@@ -261,7 +304,7 @@ Result<Applier::AccountState*> Applier::LoadAccount(const AccountRef& ref) {
     s.account.id = MakeId("acc");
     s.account.created_ms = clock_.NowMs();
   }
-  return &accounts_.emplace(std::move(k), std::move(s)).first->second;
+  return &accounts_.emplace(ref, std::move(s)).first->second;
 }
 
 Result<Applier::PendingState*> Applier::LoadPending(const std::string& id) {
@@ -337,6 +380,8 @@ Result<Transfer> Applier::ApplyOne(const TransferRequest& req, bool internal) {
   t.metadata = req.metadata;
   t.ts_ms = std::max(clock_.NowMs(), ts_);  // time follows the chain even if the clock steps back
   t.id = MakeId("tr");
+  AccountState* debit_state = nullptr;
+  AccountState* credit_state = nullptr;
 
   if (req.type == TransferType::kSingle || req.type == TransferType::kPending) {
     SMART_TRY(CheckRef(config_, req.debit, "debit"));
@@ -372,8 +417,10 @@ Result<Transfer> Applier::ApplyOne(const TransferRequest& req, bool internal) {
         !CheckedAdd(c.credits_posted, c.credits_pending + req.amount)) {
       return Overflow();
     }
-    Touch(*debit);
-    Touch(*credit);
+    debit_state = *debit;
+    credit_state = *credit;
+    Touch(debit_state);
+    Touch(credit_state);
     (pending ? d.debits_pending : d.debits_posted) = *nd;
     (pending ? c.credits_pending : c.credits_posted) = *nc;
     t.debit = d.ref;
@@ -430,8 +477,10 @@ Result<Transfer> Applier::ApplyOne(const TransferRequest& req, bool internal) {
     auto nd = CheckedAdd(d.debits_posted, posted);
     auto nc = CheckedAdd(c.credits_posted, posted);
     if (!nd || !nc) return Overflow();
-    Touch(*debit);
-    Touch(*credit);
+    debit_state = *debit;
+    credit_state = *credit;
+    Touch(debit_state);
+    Touch(credit_state);
     TouchPending(pt.id, *p);
     d.debits_pending -= pt.amount;
     c.credits_pending -= pt.amount;
@@ -452,14 +501,10 @@ Result<Transfer> Applier::ApplyOne(const TransferRequest& req, bool internal) {
   }
 
   t.seq = seq_ + 1;
-  {
-    // Touched above, so both are cached and their undo is recorded.
-    Account& d = accounts_.at(AccountKeyOf(t.debit)).account;
-    Account& c = accounts_.at(AccountKeyOf(t.credit)).account;
-    t.debit_prev = d.last_seq;
-    t.credit_prev = c.last_seq;
-    d.last_seq = c.last_seq = t.seq;
-  }
+  // Both touched above, so their undo is recorded.
+  t.debit_prev = debit_state->account.last_seq;
+  t.credit_prev = credit_state->account.last_seq;
+  debit_state->account.last_seq = credit_state->account.last_seq = t.seq;
   t.hash = ChainHash(hash_, t);
   seq_ = t.seq;
   ts_ = t.ts_ms;
@@ -472,82 +517,89 @@ Result<Transfer> Applier::ApplyOne(const TransferRequest& req, bool internal) {
 Result<void> Applier::Flush() {
   if (rows_.empty()) return Ok();
   // Changed accounts, a chunk per statement: an UPDATE ... FROM (VALUES ...)
-  // for those that exist, a multi-row INSERT for new ones.
+  // for those that exist, a multi-row INSERT for new ones. Two statement
+  // shapes each (a full chunk, or one row), their text built once.
   std::vector<const Account*> updated, inserted;
   for (const auto& [k, st] : accounts_) {
     if (st.dirty) (st.persisted ? updated : inserted).push_back(&st.account);
   }
-  auto values_list = [](size_t rows, size_t columns) {
-    std::string sql;
-    for (size_t r = 0; r < rows; ++r) {
-      sql += r == 0 ? "(" : ", (";
-      for (size_t c = 0; c < columns; ++c) sql += (c == 0 ? "$" : ", $") + std::to_string(r * columns + c + 1);
-      sql += ")";
-    }
-    return sql;
-  };
+  static const std::string kUpdate[2] = {UpdateAccounts(1), UpdateAccounts(kAccountChunk)};
+  static const std::string kInsertAccounts[2] = {InsertAccounts(1), InsertAccounts(kAccountChunk)};
+  static const std::string kInsertTransfers[2] = {InsertTransfers(1), InsertTransfers(kInsertChunk)};
   std::vector<Value> params;
   for (size_t i = 0; i < updated.size();) {
-    size_t n = std::min(kAccountChunk, updated.size() - i);
-    if (n != kAccountChunk) n = 1;  // two statement shapes only, both cached
+    const bool full = updated.size() - i >= kAccountChunk;
+    const size_t n = full ? kAccountChunk : 1;
     params.clear();
     for (size_t r = i; r < i + n; ++r) {
       const Account& a = *updated[r];
-      for (Value v :
-           {Value{a.id}, Value{FormatAmount(a.debits_posted)}, Value{FormatAmount(a.credits_posted)},
-            Value{FormatAmount(a.debits_pending)}, Value{FormatAmount(a.credits_pending)}, Value{a.last_seq}}) {
-        params.push_back(std::move(v));
-      }
+      params.emplace_back(a.id);
+      params.emplace_back(FormatAmount(a.debits_posted));
+      params.emplace_back(FormatAmount(a.credits_posted));
+      params.emplace_back(FormatAmount(a.debits_pending));
+      params.emplace_back(FormatAmount(a.credits_pending));
+      params.emplace_back(a.last_seq);
     }
-    SMART_TRY(tx_.ExecLater(
-        "UPDATE ledger_accounts SET debits_posted = v.column2, credits_posted = v.column3, debits_pending = "
-        "v.column4, credits_pending = v.column5, last_seq = CAST(v.column6 AS BIGINT) FROM (VALUES " +
-            values_list(n, 6) + ") AS v WHERE ledger_accounts.id = v.column1",
-        params));
+    SMART_TRY(tx_.ExecLater(kUpdate[full], params));
     i += n;
   }
   for (size_t i = 0; i < inserted.size();) {
-    size_t n = std::min(kAccountChunk, inserted.size() - i);
-    if (n != kAccountChunk) n = 1;
+    const bool full = inserted.size() - i >= kAccountChunk;
+    const size_t n = full ? kAccountChunk : 1;
     params.clear();
     for (size_t r = i; r < i + n; ++r) {
       const Account& a = *inserted[r];
-      for (Value v : {Value{a.id}, Value{a.ref.owner}, Value{a.ref.kind}, Value{a.ref.asset},
-                      Value{FormatAmount(a.debits_posted)}, Value{FormatAmount(a.credits_posted)},
-                      Value{FormatAmount(a.debits_pending)}, Value{FormatAmount(a.credits_pending)},
-                      Value{a.created_ms}, Value{a.last_seq}}) {
-        params.push_back(std::move(v));
-      }
+      params.emplace_back(a.id);
+      params.emplace_back(a.ref.owner);
+      params.emplace_back(a.ref.kind);
+      params.emplace_back(a.ref.asset);
+      params.emplace_back(FormatAmount(a.debits_posted));
+      params.emplace_back(FormatAmount(a.credits_posted));
+      params.emplace_back(FormatAmount(a.debits_pending));
+      params.emplace_back(FormatAmount(a.credits_pending));
+      params.emplace_back(a.created_ms);
+      params.emplace_back(a.last_seq);
     }
-    SMART_TRY(tx_.ExecLater(
-        "INSERT INTO ledger_accounts (id, owner, kind, asset, debits_posted, credits_posted, debits_pending, "
-        "credits_pending, created_ms, last_seq) VALUES " +
-            values_list(n, 10),
-        params));
+    SMART_TRY(tx_.ExecLater(kInsertAccounts[full], params));
     i += n;
   }
   // Transfers kInsertChunk at a time: one statement instead of many.
-  constexpr size_t kColumns = 18;
-  const std::string insert =
-      "INSERT INTO ledger_transfers (seq, id, idem_key, fingerprint, type, debit_id, credit_id, asset, amount, "
-      "pending_id, expires_ms, state, code, metadata, ts_ms, debit_prev, credit_prev, hash) VALUES ";
   for (size_t i = 0; i < rows_.size();) {
-    size_t n = rows_.size() - i >= kInsertChunk ? kInsertChunk : 1;
+    const bool full = rows_.size() - i >= kInsertChunk;
+    const size_t n = full ? kInsertChunk : 1;
     params.clear();
     for (size_t r = i; r < i + n; ++r) {
-      const Transfer& t = rows_[r].transfer;
-      std::string state = t.type == TransferType::kPending ? pendings_[t.id].transfer.state : t.state;
-      for (Value v : {Value{t.seq}, Value{t.id}, Value{t.key}, Value{rows_[r].fingerprint},
-                      Value{std::string(ToString(t.type))}, Value{t.debit_id}, Value{t.credit_id}, Value{t.asset},
-                      Value{FormatAmount(t.amount)}, t.pending_id.empty() ? Value{} : Value{t.pending_id},
-                      Value{t.expires_ms}, Value{std::move(state)}, Value{t.code}, Value{t.metadata}, Value{t.ts_ms},
-                      Value{t.debit_prev}, Value{t.credit_prev}, Value{t.hash}}) {
-        params.push_back(std::move(v));
+      // Moved from: Flush runs once, as the transaction ends (after it, rows_ is empty).
+      Transfer& t = rows_[r].transfer;
+      std::string state = t.type == TransferType::kPending ? pendings_.at(t.id).transfer.state : std::move(t.state);
+      params.emplace_back(t.seq);
+      params.emplace_back(std::move(t.id));
+      params.emplace_back(std::move(t.key));
+      params.emplace_back(std::move(rows_[r].fingerprint));
+      params.emplace_back(std::string(ToString(t.type)));
+      params.emplace_back(std::move(t.debit_id));
+      params.emplace_back(std::move(t.credit_id));
+      params.emplace_back(std::move(t.asset));
+      params.emplace_back(FormatAmount(t.amount));
+      if (t.pending_id.empty()) {
+        params.emplace_back(std::monostate{});
+      } else {
+        params.emplace_back(std::move(t.pending_id));
       }
+      params.emplace_back(t.expires_ms);
+      params.emplace_back(std::move(state));
+      params.emplace_back(std::move(t.code));
+      params.emplace_back(std::move(t.metadata));
+      params.emplace_back(t.ts_ms);
+      params.emplace_back(t.debit_prev);
+      params.emplace_back(t.credit_prev);
+      params.emplace_back(std::move(t.hash));
     }
-    SMART_TRY(tx_.ExecLater(insert + values_list(n, kColumns), params));
+    SMART_TRY(tx_.ExecLater(kInsertTransfers[full], params));
     i += n;
   }
+  rows_.clear();
+  keys_.clear();
   for (const auto& [id, p] : pendings_) {
     if (p.persisted && p.dirty) {
       SMART_TRY(

@@ -73,7 +73,13 @@ class Applier {
   uint64_t epoch_ = 1;  // advanced by every Here(): a change records its undo once per epoch
   Position mark_;
 
-  std::unordered_map<std::string, AccountState> accounts_;  // by owner/kind/asset
+  struct RefHash {
+    size_t operator()(const AccountRef& r) const {
+      std::hash<std::string_view> h;
+      return h(r.owner) ^ (h(r.kind) * 31) ^ (h(r.asset) * 1031);
+    }
+  };
+  std::unordered_map<AccountRef, AccountState, RefHash> accounts_;
   std::unordered_map<std::string, PendingState> pendings_;  // by transfer id
   struct NewRow {
     Transfer transfer;
