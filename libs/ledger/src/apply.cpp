@@ -201,9 +201,7 @@ Result<void> Applier::Prefetch(const std::vector<const TransferRequest*>& reques
     for (const auto& r : *rows) {
       auto a = AccountFromRow(r);
       if (!a) return a.take_error();
-      if (accounts_.count(a->ref)) continue;
-      AccountRef ref = a->ref;
-      accounts_.emplace(std::move(ref), AccountState{.account = std::move(a).value(), .persisted = true});
+      if (!accounts_.count(a->ref)) Remember(AccountState{.account = std::move(a).value(), .persisted = true});
     }
     for (size_t k = i; k < i + n; ++k) loaded_owners_.insert(owners[k]);
   }
@@ -304,20 +302,60 @@ Result<Applier::AccountState*> Applier::LoadAccount(const AccountRef& ref) {
     s.account.id = MakeId("acc");
     s.account.created_ms = clock_.NowMs();
   }
-  return &accounts_.emplace(ref, std::move(s)).first->second;
+  return Remember(std::move(s));
+}
+
+Applier::AccountState* Applier::Remember(AccountState s) {
+  AccountRef ref = s.account.ref;
+  AccountState* kept = &accounts_.emplace(std::move(ref), std::move(s)).first->second;
+  by_id_.emplace(kept->account.id, kept);
+  return kept;
+}
+
+Result<Applier::AccountState*> Applier::AccountById(const std::string& id) {
+  if (auto it = by_id_.find(id); it != by_id_.end()) return it->second;
+  auto row =
+      tx_.QueryOne("SELECT " + std::string(kAccountColumns) + " FROM ledger_accounts WHERE id = $1", {Value{id}});
+  if (!row) return row.take_error();
+  if (!*row) return Error::Internal("ledger_inconsistent", "a pending transfer names account " + id + ", not found");
+  auto a = AccountFromRow(**row);
+  if (!a) return a.take_error();
+  if (auto it = accounts_.find(a->ref); it != accounts_.end()) return &it->second;  // read by its name already
+  return Remember(AccountState{.account = std::move(a).value(), .persisted = true});
 }
 
 Result<Applier::PendingState*> Applier::LoadPending(const std::string& id) {
   if (auto it = pendings_.find(id); it != pendings_.end()) return &it->second;
-  auto loaded = LoadTransfer(tx_, id);
-  if (!loaded) return loaded.take_error();
-  if (!*loaded) return Error::NotFound("pending_not_found", "pending_id: no transfer " + id);
-  auto& t = *loaded;
-  if (t->type != TransferType::kPending) {
+  // The columns a post or void reads, without joining the accounts: their
+  // names come from the accounts this transaction holds already, mostly.
+  auto row = tx_.QueryOne(
+      "SELECT seq, type, debit_id, credit_id, asset, amount, expires_ms, state FROM ledger_transfers WHERE id = $1",
+      {Value{id}});
+  if (!row) return row.take_error();
+  if (!*row) return Error::NotFound("pending_not_found", "pending_id: no transfer " + id);
+  const store::Row& r = **row;
+  if (ParseTransferType(r.Text(1)) != TransferType::kPending) {
     return Error::NotFound("pending_not_found", "pending_id: " + id + " is not a pending transfer");
   }
+  auto amount = AmountColumn(r, 5);
+  if (!amount) return amount.take_error();
+  auto debit = AccountById(r.Text(2));
+  if (!debit) return debit.take_error();
+  auto credit = AccountById(r.Text(3));
+  if (!credit) return credit.take_error();
   PendingState s;
-  s.transfer = std::move(t).value();
+  Transfer& t = s.transfer;
+  t.seq = r.Int(0);
+  t.id = id;
+  t.type = TransferType::kPending;
+  t.debit = (*debit)->account.ref;
+  t.credit = (*credit)->account.ref;
+  t.debit_id = r.Text(2);
+  t.credit_id = r.Text(3);
+  t.asset = r.Text(4);
+  t.amount = *amount;
+  t.expires_ms = r.Int(6);
+  t.state = r.Text(7);
   s.persisted = true;
   return &pendings_.emplace(id, std::move(s)).first->second;
 }
@@ -602,8 +640,8 @@ Result<void> Applier::Flush() {
   keys_.clear();
   for (const auto& [id, p] : pendings_) {
     if (p.persisted && p.dirty) {
-      SMART_TRY(
-          tx_.ExecLater("UPDATE ledger_transfers SET state = $2 WHERE id = $1", {Value{id}, Value{p.transfer.state}}));
+      SMART_TRY(tx_.ExecLater("UPDATE ledger_transfers SET state = $2 WHERE seq = $1",
+                              {Value{p.transfer.seq}, Value{p.transfer.state}}));
     }
   }
   SMART_TRY(tx_.ExecLater("UPDATE ledger_head SET seq = $1, hash = $2, ts_ms = $3 WHERE id = 1",

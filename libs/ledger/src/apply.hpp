@@ -56,7 +56,10 @@ class Applier {
 
   Result<Transfer> ApplyOne(const TransferRequest& req, bool internal);
   Result<AccountState*> LoadAccount(const AccountRef& ref);
+  // A pending transfer as a post or void needs it (not its key, code, metadata or hash).
   Result<PendingState*> LoadPending(const std::string& id);
+  Result<AccountState*> AccountById(const std::string& id);
+  AccountState* Remember(AccountState s);  // into accounts_ and by_id_
   Result<std::optional<Transfer>> FindByKey(const std::string& key, std::string* fingerprint);
   void Touch(AccountState* a);
   void TouchPending(const std::string& id, PendingState* p);
@@ -80,6 +83,7 @@ class Applier {
     }
   };
   std::unordered_map<AccountRef, AccountState, RefHash> accounts_;
+  std::unordered_map<std::string, AccountState*> by_id_;    // the same accounts by id
   std::unordered_map<std::string, PendingState> pendings_;  // by transfer id
   struct NewRow {
     Transfer transfer;
