@@ -239,6 +239,41 @@ TEST_F(LedgerTest, HoldAndPostInOneBatch) {
   ExpectVerifies();
 }
 
+TEST_F(LedgerTest, LargeBatchesWriteEveryRowAndAccount) {
+  // Past the multi-row statements' sizes (32 transfers, 64 accounts a
+  // statement) and not a multiple of them: new accounts, then existing ones
+  // changed, then holds posted by a later call (read back without a join).
+  constexpr int kOwners = 70;
+  std::vector<TransferRequest> issue, holds;
+  for (int i = 0; i < kOwners; ++i) {
+    issue.push_back(Single("issue/" + std::to_string(i), Ref("platform", kind::kIssuer),
+                           Ref("usr_" + std::to_string(i)), 1000 + i, "mint"));
+    holds.push_back(Pending("hold/" + std::to_string(i), Ref("usr_" + std::to_string(i)),
+                            Ref("platform", kind::kEscrow), 100 + i, 0));
+  }
+  ASSERT_TRUE(ledger_->Execute(issue).ok());
+  auto held = ledger_->Execute(holds);
+  ASSERT_TRUE(held.ok()) << held.error().message;
+  std::vector<TransferRequest> settle;
+  for (int i = 0; i < kOwners; ++i) {
+    settle.push_back(i % 2 == 0 ? Resolve("post/" + std::to_string(i), TransferType::kPost, (*held)[i].id)
+                                : Resolve("void/" + std::to_string(i), TransferType::kVoid, (*held)[i].id));
+  }
+  ASSERT_TRUE(ledger_->Execute(settle).ok());
+  for (int i = 0; i < kOwners; ++i) {
+    auto a = ledger_->GetAccount(Ref("usr_" + std::to_string(i)));
+    ASSERT_TRUE(a.ok());
+    EXPECT_EQ(a->Balance(), std::to_string(i % 2 == 0 ? 900 : 1000 + i)) << i;
+    EXPECT_EQ(FormatAmount(a->debits_pending), "0") << i;
+    auto t = ledger_->GetTransfer((*held)[i].id);
+    ASSERT_TRUE(t.ok());
+    EXPECT_EQ(t->state, i % 2 == 0 ? "posted" : "voided") << i;
+  }
+  // The evens' holds: 100, 102, ... 168.
+  EXPECT_EQ(ledger_->GetAccount(Ref("platform", kind::kEscrow))->Balance(), std::to_string(35 * 100 + 2 * 595));
+  ExpectVerifies();
+}
+
 TEST_F(LedgerTest, ExecuteInCommitsOrRollsBackWithTheCaller) {
   Mint("usr_a", 100);
   auto failed = db_->Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
