@@ -513,13 +513,22 @@ Result<std::vector<Task>> Coordinator::Claim(std::string_view operator_id, std::
 }
 
 void Coordinator::OnLease(std::string operator_id, std::string node_id, std::string task_id, int lease,
-                          LeaseChange change, Callback<Task> done) {
+                          LeaseChange change, Callback<Task> done, LeaseFirst first) {
   auto out = std::make_shared<Task>();
   writer_.TransactAsync(
       [this, operator_id = std::move(operator_id), node_id = std::move(node_id), task_id = std::move(task_id), lease,
-       change = std::move(change), out](store::Tx& tx) -> Result<void> {
+       change = std::move(change), first = std::move(first), out](store::Tx& tx) -> Result<void> {
         auto node = LoadOwnNode(tx, node_id, operator_id);
         if (!node) return node.take_error();
+        if (first) {
+          std::optional<Task> after;
+          auto made = first(tx, *node, clock_.NowMs(), after);
+          if (!made) return made.take_error();
+          if (*made) {
+            *out = std::move(*after);
+            return Ok();
+          }
+        }
         auto t = LoadTask(tx, task_id);
         if (!t) return t.take_error();
         if (t->node_id != node_id || t->attempt != lease || (t->status != "assigned" && t->status != "in_progress")) {
@@ -551,6 +560,7 @@ void Coordinator::OnLease(std::string operator_id, std::string node_id, std::str
 void Coordinator::Apply(std::string operator_id, std::string node_id, LeaseOp op, Callback<Task> done) {
   using Kind = LeaseOp::Kind;
   LeaseChange change;
+  LeaseFirst first;
   switch (op.kind) {
     case Kind::kStart:
       change = [](store::Tx& tx, const Task& t, const Node& n, int64_t now, std::optional<Task>&) -> Result<void> {
@@ -618,10 +628,17 @@ void Coordinator::Apply(std::string operator_id, std::string node_id, LeaseOp op
         return done(Error::Invalid("invalid_proof", "proof_hash: must be the lowercase hex SHA-256 of output"));
       }
       auto output = std::make_shared<const std::string>(std::move(op.output));
+      // The usual case, a task without replicas under this node's lease, in
+      // one statement; a replica's result, or a refusal, after the task is read.
+      first = [this, output, proof = op.proof_hash, task_id = op.task_id, lease = op.lease](
+                  store::Tx& tx, const Node& n, int64_t now, std::optional<Task>& after) -> Result<bool> {
+        return CompleteIn(tx, n, task_id, lease, *output, proof, now, after);
+      };
       change = [this, output, proof = op.proof_hash](store::Tx& tx, const Task& t, const Node& n, int64_t now,
-                                                     std::optional<Task>& after) -> Result<void> {
+                                                     std::optional<Task>&) -> Result<void> {
         if (!t.parent_id.empty()) return CompleteReplica(tx, t, n, *output, proof, now);
-        return CompleteIn(tx, t, n, *output, proof, now, &after);
+        // The lease was checked on the same snapshot that CompleteIn's statement saw.
+        return Error::Internal("completion_inconsistent", "task " + t.id + " was neither completed nor a replica");
       };
       // A retry of a result whose answer was lost (the same lease, the same
       // proof) gets the same answer again.
@@ -662,11 +679,25 @@ void Coordinator::Apply(std::string operator_id, std::string node_id, LeaseOp op
       break;
   }
   OnLease(std::move(operator_id), std::move(node_id), std::move(op.task_id), op.lease, std::move(change),
-          std::move(done));
+          std::move(done), std::move(first));
 }
 
-Result<void> Coordinator::CompleteIn(store::Tx& tx, const Task& t, const Node& n, const std::string& output,
-                                     const std::string& proof_hash, int64_t now, std::optional<Task>* after) {
+Result<bool> Coordinator::CompleteIn(store::Tx& tx, const Node& n, const std::string& task_id, int lease,
+                                     const std::string& output, const std::string& proof_hash, int64_t now,
+                                     std::optional<Task>& after) {
+  auto row = tx.QueryOne(
+      "UPDATE tasks SET status = 'completed', output = $2, proof_hash = $3, progress = 100, updated_ms = $4, "
+      "completed_ms = $4, lease_expires_ms = 0, history = history || $5 WHERE id = $1 AND node_id = $6 AND "
+      "attempt = $7 AND status IN ('assigned', 'in_progress') AND parent_id IS NULL RETURNING " +
+          std::string(kTaskColumns),
+      {Value{task_id}, Value{output}, Value{proof_hash}, Value{now},
+       Value{HistoryLine(now, "completed", n.id, JsonObject({{"proof_hash", proof_hash}}))}, Value{n.id},
+       Value{int64_t{lease}}});
+  if (!row) return row.take_error();
+  if (!*row) return false;
+  auto done = TaskFromRow(**row);
+  if (!done) return done.take_error();
+  const Task& t = *done;
   ledger::Amount fee = t.cost * static_cast<unsigned>(config_.fee_pct) / 100;
   ledger::Amount pay = t.cost - fee;
   std::vector<ledger::TransferRequest> settle{{.key = EscrowKey(t, "post"),
@@ -691,24 +722,12 @@ Result<void> Coordinator::CompleteIn(store::Tx& tx, const Task& t, const Node& n
                       .metadata = meta});
   }
   SMART_TRY(ledger_.ExecuteIn(tx, settle));
-  auto row = tx.QueryOne(
-      "UPDATE tasks SET status = 'completed', output = $2, proof_hash = $3, progress = 100, updated_ms = $4, "
-      "completed_ms = $4, lease_expires_ms = 0, history = history || $5 WHERE id = $1 RETURNING " +
-          std::string(kTaskColumns),
-      {Value{t.id}, Value{output}, Value{proof_hash}, Value{now},
-       Value{HistoryLine(now, "completed", n.id, JsonObject({{"proof_hash", proof_hash}}))}});
-  if (!row) return row.take_error();
-  if (!*row) return Error::Internal("task_vanished", "task " + t.id + " was not there to complete");
-  if (after) {
-    auto done = TaskFromRow(**row);
-    if (!done) return done.take_error();
-    *after = std::move(done).value();
-  }
   SMART_TRY(
       tx.ExecLater("UPDATE nodes SET completed = completed + 1, last_heartbeat_ms = $2, "
                    "reputation = CASE WHEN reputation + 10 > 1000 THEN 1000 ELSE reputation + 10 END WHERE id = $1",
                    {Value{n.id}, Value{now}}));
-  return Ok();
+  after = std::move(done).value();
+  return true;
 }
 
 Result<Task> Coordinator::Start(std::string_view operator_id, std::string_view node_id, std::string_view task_id,
