@@ -255,6 +255,9 @@ TEST_F(CoordinatorTest, TimeoutSlashesRequeuesAndFencesTheOldLease) {
   EXPECT_EQ(stale.error().code, "lease_stale");
   EXPECT_EQ(coord_->Start("usr_b", b.id, t.id, 1).error().code, "lease_stale") << "the old token, the new node";
   EXPECT_EQ(coord_->Complete("usr_b", a.id, t.id, 2, out, crypto::Sha256Hex(out)).error().code, "node_not_yours");
+  auto intruder = coord_->Complete("usr_a", b.id, t.id, 2, out, crypto::Sha256Hex(out));
+  ASSERT_FALSE(intruder.ok()) << "the lease's node and token, but another operator";
+  EXPECT_EQ(intruder.error().code, "node_not_yours");
   ASSERT_TRUE(coord_->Complete("usr_b", b.id, t.id, 2, out, crypto::Sha256Hex(out)).ok());
   EXPECT_EQ(Balance("usr_b"), "1022500");
   EXPECT_EQ(Balance("usr_a"), "900000") << "the slash left; nothing was paid to the slow node";

@@ -518,17 +518,17 @@ void Coordinator::OnLease(std::string operator_id, std::string node_id, std::str
   writer_.TransactAsync(
       [this, operator_id = std::move(operator_id), node_id = std::move(node_id), task_id = std::move(task_id), lease,
        change = std::move(change), first = std::move(first), out](store::Tx& tx) -> Result<void> {
-        auto node = LoadOwnNode(tx, node_id, operator_id);
-        if (!node) return node.take_error();
         if (first) {
           std::optional<Task> after;
-          auto made = first(tx, *node, clock_.NowMs(), after);
+          auto made = first(tx, clock_.NowMs(), after);
           if (!made) return made.take_error();
           if (*made) {
             *out = std::move(*after);
             return Ok();
           }
         }
+        auto node = LoadOwnNode(tx, node_id, operator_id);
+        if (!node) return node.take_error();
         auto t = LoadTask(tx, task_id);
         if (!t) return t.take_error();
         if (t->node_id != node_id || t->attempt != lease || (t->status != "assigned" && t->status != "in_progress")) {
@@ -630,9 +630,9 @@ void Coordinator::Apply(std::string operator_id, std::string node_id, LeaseOp op
       auto output = std::make_shared<const std::string>(std::move(op.output));
       // The usual case, a task without replicas under this node's lease, in
       // one statement; a replica's result, or a refusal, after the task is read.
-      first = [this, output, proof = op.proof_hash, task_id = op.task_id, lease = op.lease](
-                  store::Tx& tx, const Node& n, int64_t now, std::optional<Task>& after) -> Result<bool> {
-        return CompleteIn(tx, n, task_id, lease, *output, proof, now, after);
+      first = [this, output, proof = op.proof_hash, operator_id, node_id, task_id = op.task_id, lease = op.lease](
+                  store::Tx& tx, int64_t now, std::optional<Task>& after) -> Result<bool> {
+        return CompleteIn(tx, operator_id, node_id, task_id, lease, *output, proof, now, after);
       };
       change = [this, output, proof = op.proof_hash](store::Tx& tx, const Task& t, const Node& n, int64_t now,
                                                      std::optional<Task>&) -> Result<void> {
@@ -682,17 +682,18 @@ void Coordinator::Apply(std::string operator_id, std::string node_id, LeaseOp op
           std::move(done), std::move(first));
 }
 
-Result<bool> Coordinator::CompleteIn(store::Tx& tx, const Node& n, const std::string& task_id, int lease,
-                                     const std::string& output, const std::string& proof_hash, int64_t now,
-                                     std::optional<Task>& after) {
+Result<bool> Coordinator::CompleteIn(store::Tx& tx, const std::string& operator_id, const std::string& node_id,
+                                     const std::string& task_id, int lease, const std::string& output,
+                                     const std::string& proof_hash, int64_t now, std::optional<Task>& after) {
   auto row = tx.QueryOne(
       "UPDATE tasks SET status = 'completed', output = $2, proof_hash = $3, progress = 100, updated_ms = $4, "
       "completed_ms = $4, lease_expires_ms = 0, history = history || $5 WHERE id = $1 AND node_id = $6 AND "
-      "attempt = $7 AND status IN ('assigned', 'in_progress') AND parent_id IS NULL RETURNING " +
+      "attempt = $7 AND status IN ('assigned', 'in_progress') AND parent_id IS NULL AND EXISTS (SELECT 1 FROM "
+      "nodes WHERE nodes.id = $6 AND nodes.operator_id = $8) RETURNING " +
           std::string(kTaskColumns),
       {Value{task_id}, Value{output}, Value{proof_hash}, Value{now},
-       Value{HistoryLine(now, "completed", n.id, JsonObject({{"proof_hash", proof_hash}}))}, Value{n.id},
-       Value{int64_t{lease}}});
+       Value{HistoryLine(now, "completed", node_id, JsonObject({{"proof_hash", proof_hash}}))}, Value{node_id},
+       Value{int64_t{lease}}, Value{operator_id}});
   if (!row) return row.take_error();
   if (!*row) return false;
   auto done = TaskFromRow(**row);
@@ -704,11 +705,11 @@ Result<bool> Coordinator::CompleteIn(store::Tx& tx, const Node& n, const std::st
                                                .type = ledger::TransferType::kPost,
                                                .pending_id = t.escrow_id,
                                                .code = "task_settle"}};
-  std::string meta = JsonObject({{"task_id", t.id}, {"node_id", n.id}});
+  std::string meta = JsonObject({{"task_id", t.id}, {"node_id", node_id}});
   if (pay > 0) {
     settle.push_back({.key = EscrowKey(t, "pay"),
                       .debit = Account(std::string(ledger::kPlatform), ledger::kind::kEscrow, t.asset),
-                      .credit = Account(n.operator_id, ledger::kind::kAvailable, t.asset),
+                      .credit = Account(operator_id, ledger::kind::kAvailable, t.asset),
                       .amount = pay,
                       .code = "task_reward",
                       .metadata = meta});
@@ -725,7 +726,7 @@ Result<bool> Coordinator::CompleteIn(store::Tx& tx, const Node& n, const std::st
   SMART_TRY(
       tx.ExecLater("UPDATE nodes SET completed = completed + 1, last_heartbeat_ms = $2, "
                    "reputation = CASE WHEN reputation + 10 > 1000 THEN 1000 ELSE reputation + 10 END WHERE id = $1",
-                   {Value{n.id}, Value{now}}));
+                   {Value{node_id}, Value{now}}));
   after = std::move(done).value();
   return true;
 }

@@ -301,12 +301,12 @@ class Coordinator {
   // `operator_id`; else node_not_found, node_not_yours, lease_stale), then
   // answers the task as it is afterwards and publishes it. A change that read
   // the task back as it left it (RETURNING) puts it in `after`; else it is read again.
-  // `first`, when given, runs after the node is checked and before the task
-  // is read: true when it made the change itself (the task in `after`), false
-  // to go on with the task read, checked and given to `change`.
+  // `first`, when given, runs before the node and the task are read: true
+  // when it made the change itself (the task in `after`), false to go on
+  // with both read, checked and given to `change`.
   using LeaseChange =
       std::function<Result<void>(store::Tx& tx, const Task& t, const Node& n, int64_t now, std::optional<Task>& after)>;
-  using LeaseFirst = std::function<Result<bool>(store::Tx& tx, const Node& n, int64_t now, std::optional<Task>& after)>;
+  using LeaseFirst = std::function<Result<bool>(store::Tx& tx, int64_t now, std::optional<Task>& after)>;
   void OnLease(std::string operator_id, std::string node_id, std::string task_id, int lease, LeaseChange change,
                Callback<Task> done, LeaseFirst first = nullptr);
   // One claim's transaction: `claimed` gets the tasks, `node` the claimer.
@@ -344,13 +344,13 @@ class Coordinator {
                                const std::string& proof_hash, int64_t now);
   // Settles, disputes (one more replica) or fails a redundant task from its replicas' results.
   Result<void> EvaluateReplicas(store::Tx& tx, std::string_view parent_id, int64_t now);
-  // Completes a task that is not a replica, if `n` holds its lease `lease`,
-  // in the one statement that checks it (false when not: the caller reads the
-  // task to say why), then settles it: posts the escrow, pays the node's
-  // operator and the fee. `after` gets the task as it is left.
-  Result<bool> CompleteIn(store::Tx& tx, const Node& n, const std::string& task_id, int lease,
-                          const std::string& output, const std::string& proof_hash, int64_t now,
-                          std::optional<Task>& after);
+  // Completes a task that is not a replica, if the operator's node holds its
+  // lease `lease`, in the one statement that checks it all (false when not:
+  // the caller reads the node and the task to say why), then settles it:
+  // posts the escrow, pays the operator and the fee. `after` gets the task as it is left.
+  Result<bool> CompleteIn(store::Tx& tx, const std::string& operator_id, const std::string& node_id,
+                          const std::string& task_id, int lease, const std::string& output,
+                          const std::string& proof_hash, int64_t now, std::optional<Task>& after);
   // Takes slash_pct of the node's stake to platform/treasury; the rest stays held.
   Result<void> Slash(store::Tx& tx, const Node& node);
   Result<void> ExpireLease(std::string_view task_id);
