@@ -123,19 +123,17 @@ std::string InsertTransfers(size_t rows) {
          ValuesList(rows, 18);
 }
 
-// "$1, $2, ... $n" for n a power of two up to 256 (the caller pads its list
-// by repeating an element): a handful of statement texts, built once.
-const std::string& Placeholders(size_t n) {
-  static const std::vector<std::string> lists = [] {
-    std::vector<std::string> out;
-    for (size_t k = 1; k <= 256; k *= 2) {
-      std::string s;
-      for (size_t i = 1; i <= k; ++i) s += (i == 1 ? "$" : ", $") + std::to_string(i);
-      out.push_back(std::move(s));
-    }
-    return out;
-  }();
-  return lists.at(static_cast<size_t>(std::bit_width(n - 1)));
+// `head` + "$1, $2, ... $n)" for n = 1, 2, 4 ... 256, by log2 of n (the
+// caller pads its list by repeating an element): a handful of statement
+// texts, built once.
+std::vector<std::string> InLists(std::string_view head) {
+  std::vector<std::string> out;
+  for (size_t n = 1; n <= 256; n *= 2) {
+    std::string s(head);
+    for (size_t i = 1; i <= n; ++i) s += (i == 1 ? "$" : ", $") + std::to_string(i);
+    out.push_back(s + ")");
+  }
+  return out;
 }
 
 // Pads `params` to a power of two by repeating its last element (harmless in an IN list).
@@ -164,6 +162,9 @@ Result<void> Applier::Begin() {
 
 Result<void> Applier::Prefetch(const std::vector<const TransferRequest*>& requests) {
   constexpr size_t kChunk = 256;
+  static const auto kKeys = InLists("SELECT idem_key, fingerprint, id FROM ledger_transfers WHERE idem_key IN (");
+  static const auto kOwners =
+      InLists("SELECT " + std::string(kAccountColumns) + " FROM ledger_accounts WHERE owner IN (");
   std::vector<std::string> keys, owners;
   std::unordered_set<std::string> seen_owners;
   for (const TransferRequest* req : requests) {
@@ -180,9 +181,7 @@ Result<void> Applier::Prefetch(const std::vector<const TransferRequest*>& reques
     size_t n = std::min(kChunk, keys.size() - i);
     params.assign(keys.begin() + static_cast<std::ptrdiff_t>(i), keys.begin() + static_cast<std::ptrdiff_t>(i + n));
     PadToPowerOfTwo(params);
-    auto rows = tx_.Query("SELECT idem_key, fingerprint, id FROM ledger_transfers WHERE idem_key IN (" +
-                              Placeholders(params.size()) + ")",
-                          params);
+    auto rows = tx_.Query(kKeys.at(static_cast<size_t>(std::bit_width(params.size() - 1))), params);
     if (!rows) return rows.take_error();
     for (size_t k = i; k < i + n; ++k) new_keys_.insert(keys[k]);
     for (const auto& r : *rows) {
@@ -194,9 +193,7 @@ Result<void> Applier::Prefetch(const std::vector<const TransferRequest*>& reques
     size_t n = std::min(kChunk, owners.size() - i);
     params.assign(owners.begin() + static_cast<std::ptrdiff_t>(i), owners.begin() + static_cast<std::ptrdiff_t>(i + n));
     PadToPowerOfTwo(params);
-    auto rows = tx_.Query("SELECT " + std::string(kAccountColumns) + " FROM ledger_accounts WHERE owner IN (" +
-                              Placeholders(params.size()) + ")",
-                          params);
+    auto rows = tx_.Query(kOwners.at(static_cast<size_t>(std::bit_width(params.size() - 1))), params);
     if (!rows) return rows.take_error();
     for (const auto& r : *rows) {
       auto a = AccountFromRow(r);
