@@ -555,6 +555,24 @@ TEST(SmartdPostgres, TasksOnPostgres) {
          R"({"node_id":")" + n.node_id + R"(","lease":1,"output":"abc","proof_hash":")" + abc + R"("})");
   ASSERT_EQ(r->status, 200) << r->body;
   EXPECT_EQ(Available(s.port(), n.op.access), "9022500");
+  // A full batch is several multi-row statements: every task in the order asked.
+  int64_t before = std::stoll(Available(s.port(), n.alice.access));
+  std::string batch = R"({"tasks":[)";
+  for (int i = 0; i < 100; ++i) {
+    batch += (i ? "," : "") + std::string(R"({"type":"echo","input":"in-)") + std::to_string(i) + R"("})";
+  }
+  r = As(s.port(), "POST", "/api/v1/tasks/batch", n.alice.access, batch + "]}");
+  ASSERT_EQ(r->status, 201) << r->body;
+  std::regex id_re("\"id\":\"(task_[0-9A-Z]+)\"");
+  std::vector<std::string> ids;
+  for (std::sregex_iterator it(r->body.begin(), r->body.end(), id_re), end; it != end; ++it) ids.push_back((*it)[1]);
+  ASSERT_EQ(ids.size(), 100u);
+  for (int i = 0; i < 100; ++i) {
+    auto got = As(s.port(), "GET", "/api/v1/tasks/" + ids[static_cast<size_t>(i)], n.alice.access);
+    ASSERT_EQ(got->status, 200) << got->body;
+    EXPECT_EQ(JsonField(got->body, "input"), "in-" + std::to_string(i)) << "the tasks in the order asked";
+  }
+  EXPECT_EQ(std::stoll(Available(s.port(), n.alice.access)), before - 100 * 25'000);
 }
 
 }  // namespace

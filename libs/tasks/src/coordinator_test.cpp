@@ -1023,6 +1023,62 @@ TEST_F(CoordinatorTest, ABatchIsCreatedWhole) {
   EXPECT_EQ(coord_->SubmitBatch("usr_req", {}, "").error().code, "invalid_batch");
 }
 
+// A full batch is written in several multi-row statements (64 + 32 + 4 rows):
+// every task as asked, in the order asked, with its own escrow; the same key
+// replays all of them.
+TEST_F(CoordinatorTest, AFullBatchWritesEveryTaskAsAsked) {
+  Fund("usr_req", 100'000'000);
+  std::vector<SubmitRequest> batch;
+  for (int i = 0; i < 100; ++i) {
+    batch.push_back({.type = i % 2 ? "echo" : "sha256",
+                     .input = "in-" + std::to_string(i),
+                     .parameters = "{\"i\":" + std::to_string(i) + "}",
+                     .priority = static_cast<Priority>(i % 4),
+                     .max_cost = i % 5 ? std::optional<Amount>(1'000'000 + i) : std::nullopt,
+                     .timeout_s = 60 + i,
+                     .max_attempts = 1 + i % 3,
+                     .not_before_ms = i == 70 ? clock_.NowMs() + 5000 : 0,
+                     .replicas = i == 66 ? 2 : 0});
+  }
+  auto done = coord_->SubmitBatch("usr_req", batch, "big");
+  ASSERT_TRUE(done.ok()) << done.error().message;
+  ASSERT_EQ(done->size(), batch.size());
+  std::set<std::string> ids, escrows;
+  Amount total = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    auto t = coord_->Get("usr_req", (*done)[i].id);
+    ASSERT_TRUE(t.ok()) << t.error().message;
+    for (const Task* x : {&(*done)[i], &*t}) {
+      SCOPED_TRACE("task " + std::to_string(i));
+      EXPECT_EQ(x->type, batch[i].type);
+      EXPECT_EQ(x->input, batch[i].input);
+      EXPECT_EQ(x->parameters, batch[i].parameters);
+      EXPECT_EQ(x->priority, batch[i].priority);
+      EXPECT_EQ(x->max_cost, batch[i].max_cost);
+      EXPECT_EQ(x->timeout_s, batch[i].timeout_s);
+      EXPECT_EQ(x->max_attempts, batch[i].max_attempts);
+      EXPECT_EQ(x->not_before_ms, batch[i].not_before_ms);
+      EXPECT_EQ(x->replicas, batch[i].replicas);
+      EXPECT_EQ(x->status, "pending");
+      EXPECT_EQ(x->escrow_id, (*done)[i].escrow_id);
+    }
+    ids.insert((*done)[i].id);
+    escrows.insert((*done)[i].escrow_id);
+    total += (*done)[i].cost;
+  }
+  EXPECT_EQ(ids.size(), batch.size());
+  EXPECT_EQ(escrows.size(), batch.size()) << "an escrow of its own each";
+  EXPECT_EQ(Acc("usr_req").Spendable(), Amount{100'000'000} - total);
+  EXPECT_EQ(Acc("platform", "escrow").credits_pending, total) << "held, one hold a task";
+  auto again = coord_->SubmitBatch("usr_req", batch, "big");
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    EXPECT_TRUE((*again)[i].replayed);
+    EXPECT_EQ((*again)[i].id, (*done)[i].id);
+  }
+  EXPECT_EQ(Acc("usr_req").Spendable(), Amount{100'000'000} - total) << "a replay holds nothing";
+}
+
 // Redundant execution: replicas on different nodes, results compared by proof.
 class ReplicaTest : public CoordinatorTest {
  protected:

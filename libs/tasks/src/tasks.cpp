@@ -1,5 +1,7 @@
 // Tasks: submission with escrow, reads, cancel, and the leased lifecycle.
 #include <algorithm>
+#include <array>
+#include <bit>
 #include <chrono>
 #include <map>
 #include <set>
@@ -21,6 +23,35 @@ constexpr int64_t kFairUnit = 1'000'000;  // a weight-1 requester's step in virt
 constexpr int64_t kMaxScheduleMs = 30LL * 86400 * 1000;
 constexpr int kMaxCredit = 1000;
 constexpr size_t kMaxBatch = 100;
+
+// A submission's INSERT of `rows` tasks (a power of two up to kInsertChunk),
+// each with kInsertColumns parameters, RETURNING the inserted tasks.
+constexpr size_t kInsertChunk = 64;
+constexpr size_t kInsertColumns = 21;
+const std::string& InsertTasks(size_t rows) {
+  static const std::array<std::string, std::bit_width(kInsertChunk)> kStatements = [] {
+    std::array<std::string, std::bit_width(kInsertChunk)> out;
+    for (size_t b = 0; b < out.size(); ++b) {
+      std::string& s = out[b];
+      s = "INSERT INTO tasks (id, requester, type, input, input_is_json, parameters, priority, status, asset, cost, "
+          "max_cost, timeout_s, max_attempts, attempt, failures, node_id, lease_expires_ms, progress, "
+          "progress_message, escrow_id, idem_key, fingerprint, created_ms, updated_ms, completed_ms, fair_key, "
+          "not_before_ms, deadline_ms, retries, replicas, history) VALUES ";
+      for (size_t r = 0; r < (size_t{1} << b); ++r) {
+        auto p = [&](size_t c) { return "$" + std::to_string(r * kInsertColumns + c); };
+        s += r ? ", (" : "(";
+        s += p(1) + ", " + p(2) + ", " + p(3) + ", " + p(4) + ", " + p(5) + ", " + p(6) + ", " + p(7) +
+             ", 'pending', " + p(8) + ", " + p(9) + ", " + p(10) + ", " + p(11) + ", " + p(12) +
+             ", 0, 0, NULL, 0, 0, '', " + p(13) + ", " + p(14) + ", " + p(15) + ", " + p(16) + ", " + p(16) + ", 0, " +
+             p(17) + ", " + p(18) + ", " + p(19) + ", 0, " + p(20) + ", " + p(21) + ")";
+      }
+      s += " RETURNING ";
+      s += kTaskColumns;
+    }
+    return out;
+  }();
+  return kStatements[static_cast<size_t>(std::countr_zero(rows))];
+}
 
 // Claims go to better nodes first: reputation, then lower load.
 int64_t Score(const Node& n) { return int64_t{n.reputation} * 1000 + (100 - n.load); }
@@ -159,45 +190,61 @@ Result<void> Coordinator::SubmitIn(store::Tx& tx, std::string_view requester, st
     }
     return e;
   }
+  // The rows in chunks of 64, 32, ... 1 tasks: one statement (one round trip
+  // on PostgreSQL) per chunk, each size's text prepared once.
   const int64_t now = clock_.NowMs();
-  for (size_t h = 0; h < fresh.size(); ++h) {
-    const size_t i = fresh[h];
-    const SubmitRequest& req = reqs[i];
-    fair_key += kFairUnit / req.weight;
-    auto row = tx.QueryOne(
-        "INSERT INTO tasks (id, requester, type, input, input_is_json, parameters, priority, status, asset, cost, "
-        "max_cost, timeout_s, max_attempts, attempt, failures, node_id, lease_expires_ms, progress, progress_message, "
-        "escrow_id, idem_key, fingerprint, created_ms, updated_ms, completed_ms, fair_key, not_before_ms, "
-        "deadline_ms, retries, replicas, history) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11, "
-        "$12, 0, 0, NULL, 0, 0, '', $13, $14, $15, $16, $16, 0, $17, $18, $19, 0, $20, $21) RETURNING " +
-            std::string(kTaskColumns),
-        {Value{ids[i]},
-         Value{std::string(requester)},
-         Value{req.type},
-         Value{req.input},
-         Value{int64_t{req.input_is_json}},
-         Value{req.parameters},
-         Value{static_cast<int64_t>(req.priority)},
-         Value{config_.asset},
-         Value{ledger::FormatAmount(prepared[i].cost)},
-         req.max_cost ? Value{ledger::FormatAmount(*req.max_cost)} : Value{},
-         Value{timeouts[i]},
-         Value{int64_t{req.max_attempts}},
-         Value{(*held)[h].id},
-         keys[i].empty() ? Value{} : Value{keys[i]},
-         Value{prepared[i].fingerprint},
-         Value{now},
-         Value{fair_key},
-         Value{req.not_before_ms},
-         Value{req.deadline_ms},
-         Value{int64_t{req.replicas}},
-         Value{HistoryLine(now, "pending", "", JsonObject({{"cost", ledger::FormatAmount(prepared[i].cost)}}))}});
-    if (!row) return row.take_error();
-    if (!*row) return Error::Internal("task_not_inserted", "the task insert returned no row");
-    auto t = TaskFromRow(**row);
-    if (!t) return t.take_error();
-    for (int r = 0; r < req.replicas; ++r) SMART_TRY(AddReplica(tx, ids[i], prepared[i].price, now));
-    out[i] = std::move(t).value();
+  std::vector<Value> params;
+  for (size_t h = 0; h < fresh.size();) {
+    const size_t rows = std::bit_floor(std::min(fresh.size() - h, kInsertChunk));
+    params.clear();
+    params.reserve(rows * kInsertColumns);
+    for (size_t k = h; k < h + rows; ++k) {
+      const size_t i = fresh[k];
+      const SubmitRequest& req = reqs[i];
+      fair_key += kFairUnit / req.weight;
+      std::string cost = ledger::FormatAmount(prepared[i].cost);
+      std::string history = HistoryLine(now, "pending", "", JsonObject({{"cost", cost}}));
+      params.emplace_back(ids[i]);
+      params.emplace_back(std::string(requester));
+      params.emplace_back(req.type);
+      params.emplace_back(req.input);
+      params.emplace_back(int64_t{req.input_is_json});
+      params.emplace_back(req.parameters);
+      params.emplace_back(static_cast<int64_t>(req.priority));
+      params.emplace_back(config_.asset);
+      params.emplace_back(std::move(cost));
+      params.push_back(req.max_cost ? Value{ledger::FormatAmount(*req.max_cost)} : Value{});
+      params.emplace_back(timeouts[i]);
+      params.emplace_back(int64_t{req.max_attempts});
+      params.emplace_back((*held)[k].id);
+      params.push_back(keys[i].empty() ? Value{} : Value{keys[i]});
+      params.emplace_back(prepared[i].fingerprint);
+      params.emplace_back(now);
+      params.emplace_back(fair_key);
+      params.emplace_back(req.not_before_ms);
+      params.emplace_back(req.deadline_ms);
+      params.emplace_back(int64_t{req.replicas});
+      params.emplace_back(std::move(history));
+    }
+    auto inserted = tx.Query(InsertTasks(rows), params);
+    if (!inserted) return inserted.take_error();
+    if (inserted->size() != rows) return Error::Internal("task_not_inserted", "a task insert returned no row");
+    // RETURNING's order is the VALUES' in practice; matched by id regardless.
+    for (size_t j = 0; j < rows; ++j) {
+      auto t = TaskFromRow((*inserted)[j]);
+      if (!t) return t.take_error();
+      size_t k = h + j;
+      if (ids[fresh[k]] != t->id) {
+        k = h;
+        while (k < h + rows && ids[fresh[k]] != t->id) ++k;
+        if (k == h + rows) return Error::Internal("task_not_inserted", "a task insert returned another row");
+      }
+      out[fresh[k]] = std::move(t).value();
+    }
+    h += rows;
+  }
+  for (size_t i : fresh) {
+    for (int r = 0; r < reqs[i].replicas; ++r) SMART_TRY(AddReplica(tx, ids[i], prepared[i].price, now));
   }
   return Ok();
 }
