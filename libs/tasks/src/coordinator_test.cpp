@@ -6,6 +6,7 @@
 
 #include <condition_variable>
 #include <cstdlib>
+#include <future>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -22,6 +23,32 @@ namespace {
 using namespace std::chrono_literals;
 using ledger::Amount;
 using ledger::FormatAmount;
+
+// Holds the database's writer with a transaction of the test's until it goes
+// out of scope, so that what the coordinator is asked meanwhile waits for it
+// together (on PostgreSQL, what touches the tasks table waits).
+class WriterHold {
+ public:
+  explicit WriterHold(store::Database& db)
+      : holder_([this, &db] {
+          (void)db.Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
+            if (db.backend() == "postgresql") SMART_TRY(tx.Exec("LOCK TABLE tasks IN EXCLUSIVE MODE"));
+            holding_.set_value();
+            release_.get_future().wait();
+            return Ok();
+          });
+        }) {
+    holding_.get_future().wait();
+  }
+  ~WriterHold() {
+    release_.set_value();
+    holder_.join();
+  }
+
+ private:
+  std::promise<void> holding_, release_;
+  std::thread holder_;
+};
 
 class CoordinatorTest : public ::testing::Test {
  protected:
@@ -1077,6 +1104,118 @@ TEST_F(CoordinatorTest, AFullBatchWritesEveryTaskAsAsked) {
     EXPECT_EQ((*again)[i].id, (*done)[i].id);
   }
   EXPECT_EQ(Acc("usr_req").Spendable(), Amount{100'000'000} - total) << "a replay holds nothing";
+}
+
+// Results that arrive together are completed together: a multi-row statement
+// and a ledger call a chunk (here 2,400 transfers, more than one ledger call
+// takes, and on PostgreSQL at least half of them in one run). Each is answered with its task and paid once; a result
+// sent twice in the same run gets the same answer; a stale lease is refused.
+TEST_F(CoordinatorTest, ResultsThatArriveTogetherAreCompletedTogether) {
+  Settings settings = *coord_->GetSettings();
+  settings.max_tasks_per_node = 100;
+  ASSERT_TRUE(coord_->UpdateSettings(settings).ok());
+  std::vector<SubmitRequest> batch(100, SubmitRequest{.type = "echo", .input = "x", .timeout_s = 60});
+  std::vector<std::pair<Node, Task>> leased;
+  for (int i = 0; i < 8; ++i) {  // eight requesters: each may have 100 tasks running
+    const std::string requester = "usr_req" + std::to_string(i);
+    Fund(requester, 100'000'000);
+    ASSERT_TRUE(coord_->SubmitBatch(requester, batch, "").ok());
+    Node node = MakeNode("usr_op", "n" + std::to_string(i), {"echo"}, 100);
+    auto got = coord_->Claim("usr_op", node.id, 100, 0);
+    ASSERT_TRUE(got.ok()) << got.error().message;
+    ASSERT_EQ(got->size(), 100u);
+    for (Task& t : *got) leased.emplace_back(node, std::move(t));
+  }
+  const Amount before = Acc("usr_op").Spendable();
+  const uint64_t together = coord_->ResultsCompletedTogether();
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t answered = 0;
+  std::vector<std::optional<Result<Task>>> answers(leased.size() + 2);
+  auto send = [&](size_t slot, const Node& n, const Task& t, int lease) {
+    coord_->Apply("usr_op", n.id,
+                  {.kind = LeaseOp::Kind::kResult,
+                   .task_id = t.id,
+                   .lease = lease,
+                   .output = "out",
+                   .proof_hash = crypto::Sha256Hex("out")},
+                  [&, slot](Result<Task> r) {
+                    std::lock_guard lk(mu);
+                    answers[slot] = std::move(r);
+                    ++answered;
+                    cv.notify_all();
+                  });
+  };
+  // While the results arrive the writer is held, so that they wait for it
+  // together (on PostgreSQL the writer takes the first few and waits for the
+  // tasks table; the rest go together after them).
+  {
+    WriterHold hold(*db_);
+    for (size_t i = 0; i < leased.size(); ++i) send(i, leased[i].first, leased[i].second, leased[i].second.attempt);
+    send(leased.size(), leased[0].first, leased[0].second, leased[0].second.attempt);          // again
+    send(leased.size() + 1, leased[1].first, leased[1].second, leased[1].second.attempt + 1);  // stale
+  }
+  {
+    std::unique_lock lk(mu);
+    ASSERT_TRUE(cv.wait_for(lk, 60s, [&] { return answered == answers.size(); }));
+  }
+  Amount paid = 0;
+  for (size_t i = 0; i < leased.size(); ++i) {
+    ASSERT_TRUE(answers[i]->ok()) << i << ": " << answers[i]->error().message;
+    EXPECT_EQ((*answers[i])->id, leased[i].second.id);
+    EXPECT_EQ((*answers[i])->status, "completed");
+    paid += leased[i].second.cost - leased[i].second.cost * static_cast<unsigned>(config_.fee_pct) / 100;
+  }
+  ASSERT_TRUE(answers[leased.size()]->ok()) << answers[leased.size()]->error().message;
+  EXPECT_EQ((*answers[leased.size()])->id, leased[0].second.id) << "the same answer again";
+  EXPECT_EQ(answers[leased.size() + 1]->error().code, "lease_stale");
+  EXPECT_EQ(coord_->ResultsCompletedTogether() - together, leased.size()) << "not one by one";
+  EXPECT_EQ(Acc("usr_op").Spendable(), before + paid) << "each paid once";
+  auto nodes = coord_->ListNodes(10, "");
+  ASSERT_TRUE(nodes.ok());
+  ASSERT_EQ(nodes->items.size(), 8u);
+  for (const Node& n : nodes->items) EXPECT_EQ(n.completed, 100) << n.name;
+}
+
+// A node's operations on a task are applied in the order sent: a result
+// whose task has a start on its way goes after it, not with results queued
+// before the start.
+TEST_F(CoordinatorTest, AResultGoesAfterItsTasksStart) {
+  Fund("usr_req", 1'000'000);
+  Node n = MakeNode("usr_op", "n");
+  Task a = Submit("usr_req", "a");
+  Task b = Submit("usr_req", "b");
+  auto got = coord_->Claim("usr_op", n.id, 2, 0);
+  ASSERT_TRUE(got.ok() && got->size() == 2u);
+  std::mutex mu;
+  std::condition_variable cv;
+  std::map<std::string, Result<Task>> answers;
+  auto apply = [&](const std::string& name, LeaseOp op) {
+    coord_->Apply("usr_op", n.id, std::move(op), [&, name](Result<Task> r) {
+      std::lock_guard lk(mu);
+      answers.emplace(name, std::move(r));
+      cv.notify_all();
+    });
+  };
+  auto result = [](const Task& t) {
+    return LeaseOp{.kind = LeaseOp::Kind::kResult,
+                   .task_id = t.id,
+                   .lease = 1,
+                   .output = "out",
+                   .proof_hash = crypto::Sha256Hex("out")};
+  };
+  {
+    WriterHold hold(*db_);
+    apply("result a", result(a));  // results queued
+    apply("start b", {.kind = LeaseOp::Kind::kStart, .task_id = b.id, .lease = 1});
+    apply("result b", result(b));
+  }
+  std::unique_lock lk(mu);
+  ASSERT_TRUE(cv.wait_for(lk, 30s, [&] { return answers.size() == 3; }));
+  for (const auto& [name, r] : answers) ASSERT_TRUE(r.ok()) << name << ": " << r.error().message;
+  EXPECT_EQ(answers.at("start b")->status, "in_progress");
+  EXPECT_EQ(answers.at("result b")->status, "completed");
+  EXPECT_EQ(answers.at("result a")->status, "completed");
 }
 
 // Redundant execution: replicas on different nodes, results compared by proof.

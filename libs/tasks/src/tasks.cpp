@@ -53,6 +53,39 @@ const std::string& InsertTasks(size_t rows) {
   return kStatements[static_cast<size_t>(std::countr_zero(rows))];
 }
 
+// Results of tasks (not replicas) completed `rows` at a time (a power of two
+// up to kCompleteChunk): $1 the time, then per row the task, node, lease,
+// output, proof, history line and operator. Only a row whose node holds the
+// lease and is the operator's changes, as in CompleteIn. The status test
+// names v.column1 (a task id, never a status) so that PostgreSQL cannot use
+// the partial indexes of active tasks, whose statistics go stale under churn
+// (it scanned one per statement), and looks each task up by its key.
+constexpr size_t kCompleteChunk = 32;
+constexpr size_t kCompleteColumns = 7;
+const std::string& CompleteTasks(size_t rows) {
+  static const std::array<std::string, std::bit_width(kCompleteChunk)> kStatements = [] {
+    std::array<std::string, std::bit_width(kCompleteChunk)> out;
+    for (size_t b = 0; b < out.size(); ++b) {
+      std::string& s = out[b];
+      s = "UPDATE tasks SET status = 'completed', output = v.column4, proof_hash = v.column5, progress = 100, "
+          "updated_ms = $1, completed_ms = $1, lease_expires_ms = 0, history = history || v.column6 FROM (VALUES ";
+      for (size_t r = 0; r < (size_t{1} << b); ++r) {
+        auto p = [&](size_t c) { return "$" + std::to_string(2 + r * kCompleteColumns + c); };
+        s += r ? ", (" : "(";
+        s += p(0) + ", " + p(1) + ", CAST(" + p(2) + " AS BIGINT), " + p(3) + ", " + p(4) + ", " + p(5) + ", " + p(6) +
+             ")";
+      }
+      s += ") AS v WHERE tasks.id = v.column1 AND tasks.node_id = v.column2 AND tasks.attempt = v.column3 AND "
+           "tasks.status IN ('assigned', 'in_progress', v.column1) AND tasks.parent_id IS NULL AND EXISTS (SELECT 1 "
+           "FROM nodes "
+           "WHERE nodes.id = v.column2 AND nodes.operator_id = v.column7) RETURNING ";
+      s += kTaskColumns;
+    }
+    return out;
+  }();
+  return kStatements[static_cast<size_t>(std::countr_zero(rows))];
+}
+
 // Claims go to better nodes first: reputation, then lower load.
 int64_t Score(const Node& n) { return int64_t{n.reputation} * 1000 + (100 - n.load); }
 
@@ -559,6 +592,16 @@ Result<std::vector<Task>> Coordinator::Claim(std::string_view operator_id, std::
   }
 }
 
+struct Coordinator::ResultItem {
+  std::string operator_id, node_id, task_id;
+  int lease = 0;
+  std::shared_ptr<const std::string> output;
+  std::string proof_hash;
+  Callback<Task> done;
+  LeaseChange change;  // for CompleteAlone
+  LeaseFirst first;
+};
+
 void Coordinator::OnLease(std::string operator_id, std::string node_id, std::string task_id, int lease,
                           LeaseChange change, Callback<Task> done, LeaseFirst first) {
   auto out = std::make_shared<Task>();
@@ -705,7 +748,27 @@ void Coordinator::Apply(std::string operator_id, std::string node_id, LeaseOp op
         }
         done(std::move(r));
       };
-      break;
+      auto item = std::make_shared<ResultItem>(ResultItem{.operator_id = std::move(operator_id),
+                                                          .node_id = std::move(node_id),
+                                                          .task_id = std::move(op.task_id),
+                                                          .lease = op.lease,
+                                                          .output = std::move(output),
+                                                          .proof_hash = std::move(op.proof_hash),
+                                                          .done = std::move(done),
+                                                          .change = std::move(change),
+                                                          .first = std::move(first)});
+      bool alone = false, queue = false;
+      {
+        std::lock_guard lk(results_mu_);
+        alone = ops_.contains(item->task_id);  // behind that operation, in order
+        if (!alone) {
+          results_.push_back(item);
+          queue = !std::exchange(results_queued_, true);
+        }
+      }
+      if (alone) return CompleteAlone(*item);
+      if (queue) QueueResults();
+      return;
     }
     case Kind::kFail:
       if (op.error.size() > 4096 || !IsValidUtf8(op.error)) {
@@ -725,8 +788,141 @@ void Coordinator::Apply(std::string operator_id, std::string node_id, LeaseOp op
       };
       break;
   }
+  auto tracked = Tracked(op.task_id, std::move(done));
   OnLease(std::move(operator_id), std::move(node_id), std::move(op.task_id), op.lease, std::move(change),
-          std::move(done), std::move(first));
+          std::move(tracked), std::move(first));
+}
+
+Callback<Task> Coordinator::Tracked(const std::string& task_id, Callback<Task> done) {
+  {
+    std::lock_guard lk(results_mu_);
+    ++ops_[task_id];
+  }
+  return [this, task_id, done = std::move(done)](Result<Task> r) {
+    {
+      std::lock_guard lk(results_mu_);
+      auto it = ops_.find(task_id);
+      if (it != ops_.end() && --it->second == 0) ops_.erase(it);
+    }
+    done(std::move(r));
+  };
+}
+
+void Coordinator::CompleteAlone(const ResultItem& item) {
+  OnLease(item.operator_id, item.node_id, item.task_id, item.lease, item.change, Tracked(item.task_id, item.done),
+          item.first);
+}
+
+void Coordinator::QueueResults() {
+  // What one writer job completes: taken from results_ when the job first
+  // runs (it may run again, after a refusal elsewhere in its group), or when
+  // it is answered without running (the writer is stopping).
+  struct Run {
+    std::vector<std::shared_ptr<ResultItem>> items;
+    std::vector<std::optional<Task>> after;
+    bool taken = false;
+  };
+  auto run = std::make_shared<Run>();
+  auto take = [this, run] {
+    if (run->taken) return;
+    std::lock_guard lk(results_mu_);
+    run->items.swap(results_);
+    results_queued_ = false;
+    run->taken = true;
+  };
+  writer_.TransactAsync(
+      [this, run, take](store::Tx& tx) -> Result<void> {
+        take();
+        return CompleteResults(tx, run->items, run->after);
+      },
+      [this, run, take](Result<void> r) {
+        take();
+        for (size_t i = 0; i < run->items.size(); ++i) {
+          const ResultItem& item = *run->items[i];
+          if (r && run->after[i]) {
+            completed_together_.fetch_add(1);
+            Notify(*run->after[i]);
+            item.done(std::move(*run->after[i]));
+          } else {
+            CompleteAlone(item);  // not completed here (a replica's, a refusal) or the job failed: on its own
+          }
+        }
+      });
+}
+
+Result<void> Coordinator::CompleteResults(store::Tx& tx, std::span<const std::shared_ptr<ResultItem>> items,
+                                          std::vector<std::optional<Task>>& after) {
+  after.assign(items.size(), std::nullopt);
+  const int64_t now = clock_.NowMs();
+  std::vector<ledger::TransferRequest> settle;
+  std::map<std::string, int64_t> completed;  // by node
+  std::vector<Value> params;
+  for (size_t h = 0; h < items.size();) {
+    const size_t rows = std::bit_floor(std::min(items.size() - h, kCompleteChunk));
+    params.clear();
+    params.reserve(1 + rows * kCompleteColumns);
+    params.emplace_back(now);
+    for (size_t k = h; k < h + rows; ++k) {
+      const ResultItem& item = *items[k];
+      params.emplace_back(item.task_id);
+      params.emplace_back(item.node_id);
+      params.emplace_back(int64_t{item.lease});
+      params.emplace_back(*item.output);
+      params.emplace_back(item.proof_hash);
+      params.emplace_back(HistoryLine(now, "completed", item.node_id, JsonObject({{"proof_hash", item.proof_hash}})));
+      params.emplace_back(item.operator_id);
+    }
+    auto rows_done = tx.Query(CompleteTasks(rows), params);
+    if (!rows_done) return rows_done.take_error();
+    for (const store::Row& row : *rows_done) {
+      auto t = TaskFromRow(row);
+      if (!t) return t.take_error();
+      // The result it records (a task named twice is completed once, by one of them).
+      size_t k = h;
+      while (k < h + rows && (after[k] || items[k]->task_id != t->id || items[k]->proof_hash != t->proof_hash)) ++k;
+      if (k == h + rows) return Error::Internal("completion_inconsistent", "task " + t->id + " completed unasked");
+      Settlement(*t, items[k]->operator_id, items[k]->node_id, settle);
+      ++completed[items[k]->node_id];
+      after[k] = std::move(t).value();
+    }
+    if (!settle.empty()) SMART_TRY(ledger_.ExecuteIn(tx, settle));  // a chunk's: within the ledger's batch limit
+    settle.clear();
+    h += rows;
+  }
+  for (const auto& [node_id, n] : completed) {
+    SMART_TRY(
+        tx.ExecLater("UPDATE nodes SET completed = completed + $3, last_heartbeat_ms = $2, "
+                     "reputation = CASE WHEN reputation + $4 > 1000 THEN 1000 ELSE reputation + $4 END WHERE id = $1",
+                     {Value{node_id}, Value{now}, Value{n}, Value{10 * n}}));
+  }
+  return Ok();
+}
+
+void Coordinator::Settlement(const Task& t, const std::string& operator_id, const std::string& node_id,
+                             std::vector<ledger::TransferRequest>& out) const {
+  ledger::Amount fee = t.cost * static_cast<unsigned>(config_.fee_pct) / 100;
+  ledger::Amount pay = t.cost - fee;
+  out.push_back({.key = EscrowKey(t, "post"),
+                 .type = ledger::TransferType::kPost,
+                 .pending_id = t.escrow_id,
+                 .code = "task_settle"});
+  std::string meta = JsonObject({{"task_id", t.id}, {"node_id", node_id}});
+  if (pay > 0) {
+    out.push_back({.key = EscrowKey(t, "pay"),
+                   .debit = Account(std::string(ledger::kPlatform), ledger::kind::kEscrow, t.asset),
+                   .credit = Account(operator_id, ledger::kind::kAvailable, t.asset),
+                   .amount = pay,
+                   .code = "task_reward",
+                   .metadata = meta});
+  }
+  if (fee > 0) {
+    out.push_back({.key = EscrowKey(t, "fee"),
+                   .debit = Account(std::string(ledger::kPlatform), ledger::kind::kEscrow, t.asset),
+                   .credit = Account(std::string(ledger::kPlatform), ledger::kind::kFees, t.asset),
+                   .amount = fee,
+                   .code = "task_fee",
+                   .metadata = std::move(meta)});
+  }
 }
 
 Result<bool> Coordinator::CompleteIn(store::Tx& tx, const std::string& operator_id, const std::string& node_id,
@@ -745,30 +941,8 @@ Result<bool> Coordinator::CompleteIn(store::Tx& tx, const std::string& operator_
   if (!*row) return false;
   auto done = TaskFromRow(**row);
   if (!done) return done.take_error();
-  const Task& t = *done;
-  ledger::Amount fee = t.cost * static_cast<unsigned>(config_.fee_pct) / 100;
-  ledger::Amount pay = t.cost - fee;
-  std::vector<ledger::TransferRequest> settle{{.key = EscrowKey(t, "post"),
-                                               .type = ledger::TransferType::kPost,
-                                               .pending_id = t.escrow_id,
-                                               .code = "task_settle"}};
-  std::string meta = JsonObject({{"task_id", t.id}, {"node_id", node_id}});
-  if (pay > 0) {
-    settle.push_back({.key = EscrowKey(t, "pay"),
-                      .debit = Account(std::string(ledger::kPlatform), ledger::kind::kEscrow, t.asset),
-                      .credit = Account(operator_id, ledger::kind::kAvailable, t.asset),
-                      .amount = pay,
-                      .code = "task_reward",
-                      .metadata = meta});
-  }
-  if (fee > 0) {
-    settle.push_back({.key = EscrowKey(t, "fee"),
-                      .debit = Account(std::string(ledger::kPlatform), ledger::kind::kEscrow, t.asset),
-                      .credit = Account(std::string(ledger::kPlatform), ledger::kind::kFees, t.asset),
-                      .amount = fee,
-                      .code = "task_fee",
-                      .metadata = meta});
-  }
+  std::vector<ledger::TransferRequest> settle;
+  Settlement(*done, operator_id, node_id, settle);
   SMART_TRY(ledger_.ExecuteIn(tx, settle));
   SMART_TRY(
       tx.ExecLater("UPDATE nodes SET completed = completed + 1, last_heartbeat_ms = $2, "

@@ -279,6 +279,9 @@ class Coordinator {
 
   // Claims waiting for work on this instance now.
   size_t WaitingClaims();
+  // Results completed together with others (one statement and one ledger
+  // call for many) since the start, rather than each on its own.
+  uint64_t ResultsCompletedTogether() const { return completed_together_.load(); }
 
   // Waiting claims return at once and the sweeper stops: call before the
   // server drains its requests.
@@ -397,6 +400,28 @@ class Coordinator {
   };
   std::mutex progress_mu_;
   std::map<std::string, std::shared_ptr<ProgressReport>> progress_;
+  // Results waiting for the writer, completed together (CompleteResults: one
+  // multi-row statement and one ledger call for all of them). A result for a
+  // task with another lease operation on its way goes on its own, after it.
+  struct ResultItem;
+  std::mutex results_mu_;
+  std::vector<std::shared_ptr<ResultItem>> results_;
+  bool results_queued_ = false;  // a writer job will take results_
+  std::atomic<uint64_t> completed_together_{0};
+  std::map<std::string, int> ops_;  // lease operations on their way, by task id
+  void QueueResults();
+  // A result on its own: OnLease with CompleteIn first (the path that says why a result is refused).
+  void CompleteAlone(const ResultItem& item);
+  // `done` of a lease operation on `task_id` now on its way.
+  Callback<Task> Tracked(const std::string& task_id, Callback<Task> done);
+  // Completes every result that CompleteIn's statement would (after[i] the
+  // task, or nullopt for those to go on their own) and settles them.
+  Result<void> CompleteResults(store::Tx& tx, std::span<const std::shared_ptr<ResultItem>> items,
+                               std::vector<std::optional<Task>>& after);
+  // The transfers that settle a completed task (not a replica): the escrow
+  // posted, the operator paid, the fee.
+  void Settlement(const Task& t, const std::string& operator_id, const std::string& node_id,
+                  std::vector<ledger::TransferRequest>& out) const;
   std::mutex beat_mu_;
   std::condition_variable beat_cv_;
   std::vector<Beat> beats_;
