@@ -123,6 +123,11 @@ std::string InsertTransfers(size_t rows) {
          ValuesList(rows, 18);
 }
 
+// The columns a post or void reads of its pending transfer, without joining
+// the accounts: their names come from the accounts the transaction holds
+// already, mostly.
+constexpr std::string_view kPendingColumns = "id, seq, type, debit_id, credit_id, asset, amount, expires_ms, state";
+
 // `head` + "$1, $2, ... $n)" for n = 1, 2, 4 ... 256, by log2 of n (the
 // caller pads its list by repeating an element): a handful of statement
 // texts, built once.
@@ -165,12 +170,17 @@ Result<void> Applier::Prefetch(const std::vector<const TransferRequest*>& reques
   static const auto kKeys = InLists("SELECT idem_key, fingerprint, id FROM ledger_transfers WHERE idem_key IN (");
   static const auto kOwners =
       InLists("SELECT " + std::string(kAccountColumns) + " FROM ledger_accounts WHERE owner IN (");
-  std::vector<std::string> keys, owners;
-  std::unordered_set<std::string> seen_owners;
+  static const auto kPendings =
+      InLists("SELECT " + std::string(kPendingColumns) + " FROM ledger_transfers WHERE id IN (");
+  std::vector<std::string> keys, owners, pendings;
+  std::unordered_set<std::string> seen_owners, seen_pendings;
   for (const TransferRequest* req : requests) {
     const TransferRequest& r = *req;
     if (ValidKey(r.key) && !keys_.count(r.key) && !stored_keys_.count(r.key) && !new_keys_.count(r.key)) {
       keys.push_back(r.key);
+    }
+    if (!r.pending_id.empty() && !pendings_.count(r.pending_id) && seen_pendings.insert(r.pending_id).second) {
+      pendings.push_back(r.pending_id);
     }
     for (const auto* o : {&r.debit.owner, &r.credit.owner}) {
       if (ValidOwner(*o) && !loaded_owners_.count(*o) && seen_owners.insert(*o).second) owners.push_back(*o);
@@ -201,6 +211,20 @@ Result<void> Applier::Prefetch(const std::vector<const TransferRequest*>& reques
       if (!accounts_.count(a->ref)) Remember(AccountState{.account = std::move(a).value(), .persisted = true});
     }
     for (size_t k = i; k < i + n; ++k) loaded_owners_.insert(owners[k]);
+  }
+  // The pending transfers to post or void (a missing one, or one that is not
+  // pending, is left to LoadPending, which says so).
+  for (size_t i = 0; i < pendings.size(); i += kChunk) {
+    size_t n = std::min(kChunk, pendings.size() - i);
+    params.assign(pendings.begin() + static_cast<std::ptrdiff_t>(i),
+                  pendings.begin() + static_cast<std::ptrdiff_t>(i + n));
+    PadToPowerOfTwo(params);
+    auto rows = tx_.Query(kPendings.at(static_cast<size_t>(std::bit_width(params.size() - 1))), params);
+    if (!rows) return rows.take_error();
+    for (const auto& r : *rows) {
+      if (pendings_.count(r.Text(0)) || ParseTransferType(r.Text(2)) != TransferType::kPending) continue;
+      SMART_TRY(RememberPending(r));
+    }
   }
   return Ok();
 }
@@ -323,36 +347,37 @@ Result<Applier::AccountState*> Applier::AccountById(const std::string& id) {
 
 Result<Applier::PendingState*> Applier::LoadPending(const std::string& id) {
   if (auto it = pendings_.find(id); it != pendings_.end()) return &it->second;
-  // The columns a post or void reads, without joining the accounts: their
-  // names come from the accounts this transaction holds already, mostly.
-  auto row = tx_.QueryOne(
-      "SELECT seq, type, debit_id, credit_id, asset, amount, expires_ms, state FROM ledger_transfers WHERE id = $1",
-      {Value{id}});
+  static const std::string kSql = "SELECT " + std::string(kPendingColumns) + " FROM ledger_transfers WHERE id = $1";
+  auto row = tx_.QueryOne(kSql, {Value{id}});
   if (!row) return row.take_error();
   if (!*row) return Error::NotFound("pending_not_found", "pending_id: no transfer " + id);
-  const store::Row& r = **row;
-  if (ParseTransferType(r.Text(1)) != TransferType::kPending) {
+  return RememberPending(**row);
+}
+
+Result<Applier::PendingState*> Applier::RememberPending(const store::Row& r) {
+  const std::string& id = r.Text(0);
+  if (ParseTransferType(r.Text(2)) != TransferType::kPending) {
     return Error::NotFound("pending_not_found", "pending_id: " + id + " is not a pending transfer");
   }
-  auto amount = AmountColumn(r, 5);
+  auto amount = AmountColumn(r, 6);
   if (!amount) return amount.take_error();
-  auto debit = AccountById(r.Text(2));
+  auto debit = AccountById(r.Text(3));
   if (!debit) return debit.take_error();
-  auto credit = AccountById(r.Text(3));
+  auto credit = AccountById(r.Text(4));
   if (!credit) return credit.take_error();
   PendingState s;
   Transfer& t = s.transfer;
-  t.seq = r.Int(0);
+  t.seq = r.Int(1);
   t.id = id;
   t.type = TransferType::kPending;
   t.debit = (*debit)->account.ref;
   t.credit = (*credit)->account.ref;
-  t.debit_id = r.Text(2);
-  t.credit_id = r.Text(3);
-  t.asset = r.Text(4);
+  t.debit_id = r.Text(3);
+  t.credit_id = r.Text(4);
+  t.asset = r.Text(5);
   t.amount = *amount;
-  t.expires_ms = r.Int(6);
-  t.state = r.Text(7);
+  t.expires_ms = r.Int(7);
+  t.state = r.Text(8);
   s.persisted = true;
   return &pendings_.emplace(id, std::move(s)).first->second;
 }

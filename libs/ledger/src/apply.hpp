@@ -23,8 +23,8 @@ class Applier {
   Applier(store::Tx& tx, const LedgerConfig& config, const Clock& clock) : tx_(tx), config_(config), clock_(clock) {}
 
   Result<void> Begin();
-  // Reads, in a few statements, the keys and accounts that `requests` will
-  // need, so that applying them costs no round trip each (PostgreSQL).
+  // Reads, in a few statements, the keys, accounts and pending transfers
+  // that `requests` will need, so that applying them costs no round trip each (PostgreSQL).
   Result<void> Prefetch(const std::vector<const TransferRequest*>& requests);
   // Transfers in request order, or the first failure (and nothing applied).
   // `internal` admits kExpire, which only the ledger writes.
@@ -58,6 +58,8 @@ class Applier {
   Result<AccountState*> LoadAccount(const AccountRef& ref);
   // A pending transfer as a post or void needs it (not its key, code, metadata or hash).
   Result<PendingState*> LoadPending(const std::string& id);
+  // Into pendings_ from a row of kPendingColumns (pending_not_found if it is not one).
+  Result<PendingState*> RememberPending(const store::Row& r);
   Result<AccountState*> AccountById(const std::string& id);
   AccountState* Remember(AccountState s);  // into accounts_ and by_id_
   Result<std::optional<Transfer>> FindByKey(const std::string& key, std::string* fingerprint);

@@ -222,6 +222,32 @@ TEST_F(LedgerTest, PendingHoldsPostPartlyVoidAndExpire) {
   ExpectVerifies();
 }
 
+// A call's posts and voids read their holds together: one naming a transfer
+// that is not pending refuses the call and nothing of it stays; holds posted
+// and voided in one call each end as asked.
+TEST_F(LedgerTest, PostsAndVoidsOfOneCall) {
+  Mint("usr_a", 100);
+  auto holds = ledger_->Execute({Pending("h1", Ref("usr_a"), Ref("platform", kind::kEscrow), 10, 0),
+                                 Pending("h2", Ref("usr_a"), Ref("platform", kind::kEscrow), 20, 0)});
+  ASSERT_TRUE(holds.ok()) << holds.error().message;
+  auto single = ledger_->Execute({Single("s", Ref("usr_a"), Ref("usr_b"), 1)});
+  ASSERT_TRUE(single.ok());
+  auto mixed = ledger_->Execute(
+      {Resolve("p1", TransferType::kPost, (*holds)[0].id), Resolve("p-single", TransferType::kPost, (*single)[0].id)});
+  ASSERT_FALSE(mixed.ok());
+  EXPECT_EQ(mixed.error().code, "pending_not_found");
+  EXPECT_NE(mixed.error().message.find("is not a pending transfer"), std::string::npos) << mixed.error().message;
+  EXPECT_EQ(ledger_->GetTransfer((*holds)[0].id)->state, "pending");
+  auto both = ledger_->Execute(
+      {Resolve("p1", TransferType::kPost, (*holds)[0].id), Resolve("v2", TransferType::kVoid, (*holds)[1].id)});
+  ASSERT_TRUE(both.ok()) << both.error().message;
+  EXPECT_EQ(ledger_->GetTransfer((*holds)[0].id)->state, "posted");
+  EXPECT_EQ(ledger_->GetTransfer((*holds)[1].id)->state, "voided");
+  EXPECT_EQ(Balance("usr_a"), "89");
+  EXPECT_EQ(ledger_->GetAccount(Ref("platform", kind::kEscrow))->Balance(), "10");
+  ExpectVerifies();
+}
+
 TEST_F(LedgerTest, HoldAndPostInOneBatch) {
   Mint("usr_a", 100);
   // The id of a pending transfer is known only after it is made, so a batch
