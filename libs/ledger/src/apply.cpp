@@ -111,6 +111,11 @@ std::string UpdateAccounts(size_t rows) {
          ValuesList(rows, 6) + ") AS v WHERE ledger_accounts.id = v.column1";
 }
 
+std::string UpdateStates(size_t rows) {
+  return "UPDATE ledger_transfers SET state = v.column2 FROM (VALUES " + ValuesList(rows, 2) +
+         ") AS v WHERE ledger_transfers.seq = CAST(v.column1 AS BIGINT)";
+}
+
 std::string InsertAccounts(size_t rows) {
   return "INSERT INTO ledger_accounts (id, owner, kind, asset, debits_posted, credits_posted, debits_pending, "
          "credits_pending, created_ms, last_seq) VALUES " +
@@ -660,11 +665,22 @@ Result<void> Applier::Flush() {
   }
   rows_.clear();
   keys_.clear();
+  // Pending transfers posted, voided or expired, as the accounts.
+  static const std::string kStates[2] = {UpdateStates(1), UpdateStates(kAccountChunk)};
+  std::vector<const Transfer*> resolved;
   for (const auto& [id, p] : pendings_) {
-    if (p.persisted && p.dirty) {
-      SMART_TRY(tx_.ExecLater("UPDATE ledger_transfers SET state = $2 WHERE seq = $1",
-                              {Value{p.transfer.seq}, Value{p.transfer.state}}));
+    if (p.persisted && p.dirty) resolved.push_back(&p.transfer);
+  }
+  for (size_t i = 0; i < resolved.size();) {
+    const bool full = resolved.size() - i >= kAccountChunk;
+    const size_t n = full ? kAccountChunk : 1;
+    params.clear();
+    for (size_t r = i; r < i + n; ++r) {
+      params.emplace_back(resolved[r]->seq);
+      params.emplace_back(resolved[r]->state);
     }
+    SMART_TRY(tx_.ExecLater(kStates[full], params));
+    i += n;
   }
   SMART_TRY(tx_.ExecLater("UPDATE ledger_head SET seq = $1, hash = $2, ts_ms = $3 WHERE id = 1",
                           {Value{seq_}, Value{hash_}, Value{ts_}}));
