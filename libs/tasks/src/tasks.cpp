@@ -24,33 +24,39 @@ constexpr int64_t kMaxScheduleMs = 30LL * 86400 * 1000;
 constexpr int kMaxCredit = 1000;
 constexpr size_t kMaxBatch = 100;
 
-// A submission's INSERT of `rows` tasks (a power of two up to kInsertChunk),
-// each with kInsertColumns parameters, RETURNING the inserted tasks.
+// The text of a multi-row statement for `rows` rows (a power of two up to
+// kMax), made by `make(rows)` once per size.
+template <size_t kMax, class Make>
+const std::string& ByChunk(size_t rows, Make make) {
+  static const auto kTexts = [&] {
+    std::array<std::string, std::bit_width(kMax)> out;
+    for (size_t b = 0; b < out.size(); ++b) out[b] = make(size_t{1} << b);
+    return out;
+  }();
+  return kTexts[static_cast<size_t>(std::countr_zero(rows))];
+}
+
+// A submission's INSERT of `rows` tasks, each with kInsertColumns
+// parameters, RETURNING the inserted tasks.
 constexpr size_t kInsertChunk = 64;
 constexpr size_t kInsertColumns = 21;
 const std::string& InsertTasks(size_t rows) {
-  static const std::array<std::string, std::bit_width(kInsertChunk)> kStatements = [] {
-    std::array<std::string, std::bit_width(kInsertChunk)> out;
-    for (size_t b = 0; b < out.size(); ++b) {
-      std::string& s = out[b];
-      s = "INSERT INTO tasks (id, requester, type, input, input_is_json, parameters, priority, status, asset, cost, "
-          "max_cost, timeout_s, max_attempts, attempt, failures, node_id, lease_expires_ms, progress, "
-          "progress_message, escrow_id, idem_key, fingerprint, created_ms, updated_ms, completed_ms, fair_key, "
-          "not_before_ms, deadline_ms, retries, replicas, history) VALUES ";
-      for (size_t r = 0; r < (size_t{1} << b); ++r) {
-        auto p = [&](size_t c) { return "$" + std::to_string(r * kInsertColumns + c); };
-        s += r ? ", (" : "(";
-        s += p(1) + ", " + p(2) + ", " + p(3) + ", " + p(4) + ", " + p(5) + ", " + p(6) + ", " + p(7) +
-             ", 'pending', " + p(8) + ", " + p(9) + ", " + p(10) + ", " + p(11) + ", " + p(12) +
-             ", 0, 0, NULL, 0, 0, '', " + p(13) + ", " + p(14) + ", " + p(15) + ", " + p(16) + ", " + p(16) + ", 0, " +
-             p(17) + ", " + p(18) + ", " + p(19) + ", 0, " + p(20) + ", " + p(21) + ")";
-      }
-      s += " RETURNING ";
-      s += kTaskColumns;
+  return ByChunk<kInsertChunk>(rows, [](size_t n) {
+    std::string s =
+        "INSERT INTO tasks (id, requester, type, input, input_is_json, parameters, priority, status, asset, cost, "
+        "max_cost, timeout_s, max_attempts, attempt, failures, node_id, lease_expires_ms, progress, "
+        "progress_message, escrow_id, idem_key, fingerprint, created_ms, updated_ms, completed_ms, fair_key, "
+        "not_before_ms, deadline_ms, retries, replicas, history) VALUES ";
+    for (size_t r = 0; r < n; ++r) {
+      auto p = [&](size_t c) { return "$" + std::to_string(r * kInsertColumns + c); };
+      s += r ? ", (" : "(";
+      s += p(1) + ", " + p(2) + ", " + p(3) + ", " + p(4) + ", " + p(5) + ", " + p(6) + ", " + p(7) + ", 'pending', " +
+           p(8) + ", " + p(9) + ", " + p(10) + ", " + p(11) + ", " + p(12) + ", 0, 0, NULL, 0, 0, '', " + p(13) + ", " +
+           p(14) + ", " + p(15) + ", " + p(16) + ", " + p(16) + ", 0, " + p(17) + ", " + p(18) + ", " + p(19) +
+           ", 0, " + p(20) + ", " + p(21) + ")";
     }
-    return out;
-  }();
-  return kStatements[static_cast<size_t>(std::countr_zero(rows))];
+    return s + " RETURNING " + std::string(kTaskColumns);
+  });
 }
 
 // Results of tasks (not replicas) completed `rows` at a time (a power of two
@@ -63,27 +69,22 @@ const std::string& InsertTasks(size_t rows) {
 constexpr size_t kCompleteChunk = 32;
 constexpr size_t kCompleteColumns = 7;
 const std::string& CompleteTasks(size_t rows) {
-  static const std::array<std::string, std::bit_width(kCompleteChunk)> kStatements = [] {
-    std::array<std::string, std::bit_width(kCompleteChunk)> out;
-    for (size_t b = 0; b < out.size(); ++b) {
-      std::string& s = out[b];
-      s = "UPDATE tasks SET status = 'completed', output = v.column4, proof_hash = v.column5, progress = 100, "
-          "updated_ms = $1, completed_ms = $1, lease_expires_ms = 0, history = history || v.column6 FROM (VALUES ";
-      for (size_t r = 0; r < (size_t{1} << b); ++r) {
-        auto p = [&](size_t c) { return "$" + std::to_string(2 + r * kCompleteColumns + c); };
-        s += r ? ", (" : "(";
-        s += p(0) + ", " + p(1) + ", CAST(" + p(2) + " AS BIGINT), " + p(3) + ", " + p(4) + ", " + p(5) + ", " + p(6) +
-             ")";
-      }
-      s += ") AS v WHERE tasks.id = v.column1 AND tasks.node_id = v.column2 AND tasks.attempt = v.column3 AND "
-           "tasks.status IN ('assigned', 'in_progress', v.column1) AND tasks.parent_id IS NULL AND EXISTS (SELECT 1 "
-           "FROM nodes "
-           "WHERE nodes.id = v.column2 AND nodes.operator_id = v.column7) RETURNING ";
-      s += kTaskColumns;
+  return ByChunk<kCompleteChunk>(rows, [](size_t n) {
+    std::string s =
+        "UPDATE tasks SET status = 'completed', output = v.column4, proof_hash = v.column5, progress = 100, "
+        "updated_ms = $1, completed_ms = $1, lease_expires_ms = 0, history = history || v.column6 FROM (VALUES ";
+    for (size_t r = 0; r < n; ++r) {
+      auto p = [&](size_t c) { return "$" + std::to_string(2 + r * kCompleteColumns + c); };
+      s += r ? ", (" : "(";
+      s += p(0) + ", " + p(1) + ", CAST(" + p(2) + " AS BIGINT), " + p(3) + ", " + p(4) + ", " + p(5) + ", " + p(6) +
+           ")";
     }
-    return out;
-  }();
-  return kStatements[static_cast<size_t>(std::countr_zero(rows))];
+    return s +
+           ") AS v WHERE tasks.id = v.column1 AND tasks.node_id = v.column2 AND tasks.attempt = v.column3 AND "
+           "tasks.status IN ('assigned', 'in_progress', v.column1) AND tasks.parent_id IS NULL AND EXISTS (SELECT 1 "
+           "FROM nodes WHERE nodes.id = v.column2 AND nodes.operator_id = v.column7) RETURNING " +
+           std::string(kTaskColumns);
+  });
 }
 
 // Claims go to better nodes first: reputation, then lower load.
