@@ -36,26 +36,39 @@ const std::string& ByChunk(size_t rows, Make make) {
   return kTexts[static_cast<size_t>(std::countr_zero(rows))];
 }
 
+// `row` (one row of a VALUES list, ?1 ... ?k its parameters) `n` times,
+// comma separated, the parameters numbered from `first`, `columns` a row.
+std::string Rows(size_t n, size_t columns, size_t first, std::string_view row) {
+  std::string out;
+  for (size_t r = 0; r < n; ++r) {
+    if (r > 0) out += ", ";
+    for (size_t i = 0; i < row.size(); ++i) {
+      if (row[i] != '?') {
+        out += row[i];
+        continue;
+      }
+      size_t k = 0;
+      while (i + 1 < row.size() && row[i + 1] >= '0' && row[i + 1] <= '9') k = k * 10 + (row[++i] - '0');
+      out += "$" + std::to_string(first + r * columns + k - 1);
+    }
+  }
+  return out;
+}
+
 // A submission's INSERT of `rows` tasks, each with kInsertColumns
 // parameters, RETURNING the inserted tasks.
 constexpr size_t kInsertChunk = 64;
 constexpr size_t kInsertColumns = 21;
 const std::string& InsertTasks(size_t rows) {
   return ByChunk<kInsertChunk>(rows, [](size_t n) {
-    std::string s =
-        "INSERT INTO tasks (id, requester, type, input, input_is_json, parameters, priority, status, asset, cost, "
-        "max_cost, timeout_s, max_attempts, attempt, failures, node_id, lease_expires_ms, progress, "
-        "progress_message, escrow_id, idem_key, fingerprint, created_ms, updated_ms, completed_ms, fair_key, "
-        "not_before_ms, deadline_ms, retries, replicas, history) VALUES ";
-    for (size_t r = 0; r < n; ++r) {
-      auto p = [&](size_t c) { return "$" + std::to_string(r * kInsertColumns + c); };
-      s += r ? ", (" : "(";
-      s += p(1) + ", " + p(2) + ", " + p(3) + ", " + p(4) + ", " + p(5) + ", " + p(6) + ", " + p(7) + ", 'pending', " +
-           p(8) + ", " + p(9) + ", " + p(10) + ", " + p(11) + ", " + p(12) + ", 0, 0, NULL, 0, 0, '', " + p(13) + ", " +
-           p(14) + ", " + p(15) + ", " + p(16) + ", " + p(16) + ", 0, " + p(17) + ", " + p(18) + ", " + p(19) +
-           ", 0, " + p(20) + ", " + p(21) + ")";
-    }
-    return s + " RETURNING " + std::string(kTaskColumns);
+    return "INSERT INTO tasks (id, requester, type, input, input_is_json, parameters, priority, status, asset, cost, "
+           "max_cost, timeout_s, max_attempts, attempt, failures, node_id, lease_expires_ms, progress, "
+           "progress_message, escrow_id, idem_key, fingerprint, created_ms, updated_ms, completed_ms, fair_key, "
+           "not_before_ms, deadline_ms, retries, replicas, history) VALUES " +
+           Rows(n, kInsertColumns, 1,
+                "(?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12, 0, 0, NULL, 0, 0, '', ?13, ?14, ?15, "
+                "?16, ?16, 0, ?17, ?18, ?19, 0, ?20, ?21)") +
+           " RETURNING " + std::string(kTaskColumns);
   });
 }
 
@@ -70,16 +83,9 @@ constexpr size_t kCompleteChunk = 32;
 constexpr size_t kCompleteColumns = 7;
 const std::string& CompleteTasks(size_t rows) {
   return ByChunk<kCompleteChunk>(rows, [](size_t n) {
-    std::string s =
-        "UPDATE tasks SET status = 'completed', output = v.column4, proof_hash = v.column5, progress = 100, "
-        "updated_ms = $1, completed_ms = $1, lease_expires_ms = 0, history = history || v.column6 FROM (VALUES ";
-    for (size_t r = 0; r < n; ++r) {
-      auto p = [&](size_t c) { return "$" + std::to_string(2 + r * kCompleteColumns + c); };
-      s += r ? ", (" : "(";
-      s += p(0) + ", " + p(1) + ", CAST(" + p(2) + " AS BIGINT), " + p(3) + ", " + p(4) + ", " + p(5) + ", " + p(6) +
-           ")";
-    }
-    return s +
+    return "UPDATE tasks SET status = 'completed', output = v.column4, proof_hash = v.column5, progress = 100, "
+           "updated_ms = $1, completed_ms = $1, lease_expires_ms = 0, history = history || v.column6 FROM (VALUES " +
+           Rows(n, kCompleteColumns, 2, "(?1, ?2, CAST(?3 AS BIGINT), ?4, ?5, ?6, ?7)") +
            ") AS v WHERE tasks.id = v.column1 AND tasks.node_id = v.column2 AND tasks.attempt = v.column3 AND "
            "tasks.status IN ('assigned', 'in_progress', v.column1) AND tasks.parent_id IS NULL AND EXISTS (SELECT 1 "
            "FROM nodes WHERE nodes.id = v.column2 AND nodes.operator_id = v.column7) RETURNING " +
