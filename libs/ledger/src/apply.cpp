@@ -234,13 +234,13 @@ Result<void> Applier::Prefetch(const std::vector<const TransferRequest*>& reques
   return Ok();
 }
 
-Result<std::vector<Transfer>> Applier::ApplyBatch(std::span<const TransferRequest> batch, bool internal) {
+Result<std::vector<Transfer>> Applier::ApplyBatch(std::span<const TransferRequest> batch, bool internal, bool full) {
   if (!began_) SMART_TRY(Begin());
   const Position before = Here();
   std::vector<Transfer> out;
   out.reserve(batch.size());
   for (size_t i = 0; i < batch.size(); ++i) {
-    auto t = ApplyOne(batch[i], internal);
+    auto t = ApplyOne(batch[i], internal, full);
     if (!t) {
       UndoTo(before);
       Error e = t.take_error();
@@ -414,7 +414,7 @@ Result<std::optional<Transfer>> Applier::FindByKey(const std::string& key, std::
   return t;
 }
 
-Result<Transfer> Applier::ApplyOne(const TransferRequest& req, bool internal) {
+Result<Transfer> Applier::ApplyOne(const TransferRequest& req, bool internal, bool full) {
   if (!ValidKey(req.key)) {
     return Error::Invalid("invalid_key", "key: 1 to 256 bytes of UTF-8 without control characters");
   }
@@ -575,8 +575,14 @@ Result<Transfer> Applier::ApplyOne(const TransferRequest& req, bool internal) {
   ts_ = t.ts_ms;
   hash_ = t.hash;
   keys_.emplace(t.key, rows_.size());
-  rows_.push_back({t, std::move(fingerprint)});
-  return t;
+  Transfer out;
+  if (full) {
+    out = t;
+  } else {
+    out.id = t.id;
+  }
+  rows_.push_back({std::move(t), std::move(fingerprint)});
+  return out;
 }
 
 Result<void> Applier::Flush() {

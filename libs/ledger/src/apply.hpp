@@ -28,7 +28,9 @@ class Applier {
   Result<void> Prefetch(const std::vector<const TransferRequest*>& requests);
   // Transfers in request order, or the first failure (and nothing applied).
   // `internal` admits kExpire, which only the ledger writes.
-  Result<std::vector<Transfer>> ApplyBatch(std::span<const TransferRequest> batch, bool internal = false);
+  // With `full` false each has only its id and `replayed` (nothing copied out of the rows to write).
+  Result<std::vector<Transfer>> ApplyBatch(std::span<const TransferRequest> batch, bool internal = false,
+                                           bool full = true);
   Result<void> Flush();
 
   // A point to return to: a job's start in a group commit.
@@ -54,7 +56,8 @@ class Applier {
     uint64_t saved_in = 0;
   };
 
-  Result<Transfer> ApplyOne(const TransferRequest& req, bool internal);
+  // The transfer made or replayed; with `full` false only its id and `replayed`.
+  Result<Transfer> ApplyOne(const TransferRequest& req, bool internal, bool full = true);
   Result<AccountState*> LoadAccount(const AccountRef& ref);
   // A pending transfer as a post or void needs it (not its key, code, metadata or hash).
   Result<PendingState*> LoadPending(const std::string& id);

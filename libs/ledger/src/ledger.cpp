@@ -201,7 +201,7 @@ Result<std::vector<Transfer>> Ledger::Execute(std::vector<TransferRequest> batch
   return done.get();
 }
 
-Result<std::vector<Transfer>> Ledger::ExecuteIn(store::Tx& tx, std::span<const TransferRequest> batch) {
+Result<std::vector<std::string>> Ledger::ExecuteIn(store::Tx& tx, std::span<const TransferRequest> batch) {
   if (batch.empty()) return Error::Invalid("invalid_batch", "transfers: at least one");
   if (batch.size() > config_.max_batch) {
     return Error::Invalid("batch_too_large", "transfers: at most " + std::to_string(config_.max_batch));
@@ -217,7 +217,12 @@ Result<std::vector<Transfer>> Ledger::ExecuteIn(store::Tx& tx, std::span<const T
   std::vector<const TransferRequest*> all;
   for (const auto& r : batch) all.push_back(&r);
   SMART_TRY(state->applier.Prefetch(all));
-  return state->applier.ApplyBatch(batch);
+  auto done = state->applier.ApplyBatch(batch, /*internal=*/false, /*full=*/false);
+  if (!done) return done.take_error();
+  std::vector<std::string> ids;
+  ids.reserve(done->size());
+  for (Transfer& t : *done) ids.push_back(std::move(t.id));
+  return ids;
 }
 
 void Ledger::RunCommitter() {

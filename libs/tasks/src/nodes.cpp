@@ -149,7 +149,7 @@ Result<Node> Coordinator::RegisterNode(std::string_view operator_id, const Regis
         }
         return e;
       }
-      stake_id = (*held)[0].id;
+      stake_id = (*held)[0];
     }
     SMART_TRY(tx.Exec(
         "INSERT INTO nodes (id, operator_id, name, capabilities, capacity, hardware, endpoint, state, stake, stake_id, "
@@ -465,7 +465,7 @@ Result<void> Coordinator::Slash(store::Tx& tx, const Node& node) {
   auto done = ledger_.ExecuteIn(tx, batch);
   if (!done) return done.take_error();
   SMART_TRY(tx.Exec("UPDATE nodes SET stake = $2, stake_id = $3, slashed = $4, slashes = slashes + 1 WHERE id = $1",
-                    {Value{node.id}, Value{ledger::FormatAmount(rest)}, rest > 0 ? Value{(*done)[1].id} : Value{},
+                    {Value{node.id}, Value{ledger::FormatAmount(rest)}, rest > 0 ? Value{(*done)[1]} : Value{},
                      Value{ledger::FormatAmount(node.slashed + amount)}}));
   return Ok();
 }

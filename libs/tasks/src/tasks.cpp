@@ -256,7 +256,7 @@ Result<void> Coordinator::SubmitIn(store::Tx& tx, std::string_view requester, st
       params.push_back(req.max_cost ? Value{ledger::FormatAmount(*req.max_cost)} : Value{});
       params.emplace_back(timeouts[i]);
       params.emplace_back(int64_t{req.max_attempts});
-      params.emplace_back((*held)[k].id);
+      params.emplace_back((*held)[k]);
       params.push_back(keys[i].empty() ? Value{} : Value{keys[i]});
       params.emplace_back(prepared[i].fingerprint);
       params.emplace_back(now);
@@ -1093,7 +1093,7 @@ Result<Task> Coordinator::Retry(std::string_view requester, std::string_view id)
         "NULL, "
         "lease_expires_ms = 0, progress = 0, progress_message = '', completed_ms = 0, fair_key = $4, updated_ms = $5 "
         "WHERE id = $1",
-        {Value{t->id}, Value{int64_t{next.retries}}, Value{(*held)[0].id}, Value{*fair_key}, Value{now}}));
+        {Value{t->id}, Value{int64_t{next.retries}}, Value{(*held)[0]}, Value{*fair_key}, Value{now}}));
     SMART_TRY(AddEvent(tx, t->id, now, "pending", "", "{\"retry\":" + std::to_string(next.retries) + "}"));
     auto done = LoadTask(tx, id);
     if (!done) return done.take_error();

@@ -166,7 +166,9 @@ class Ledger {
   // share the chain head and accounts in memory; their rows are written when
   // it commits (Tx::FlushStates), so SQL on the ledger's tables in the same
   // transaction does not see them. A savepoint rollback undoes them too.
-  Result<std::vector<Transfer>> ExecuteIn(store::Tx& tx, std::span<const TransferRequest> batch);
+  // Returns the transfers' ids in request order (a replayed one's too): the
+  // rows stay with the transaction until it commits, not copied out.
+  Result<std::vector<std::string>> ExecuteIn(store::Tx& tx, std::span<const TransferRequest> batch);
   // Voids pending transfers whose expiry has passed; returns how many. The
   // committer does this every sweep_interval_ms; tests call it directly.
   Result<int> ExpirePending(int limit = 1000);
