@@ -92,6 +92,23 @@ sim "smartd, SQLite: batches of 100, at half that rate" "$(half "$done_s")" 100
 sustained fresh_sim_run "$smart_batch_rate" 100
 smart_batch_peak=$peak
 row "smartd, SQLite: batches of 100, highest sustained rate" "$peak" "$peak_sub" "$peak_p50" "$peak_p99"
+# What a task costs smartd, at one paced rate so that sessions compare: CPU
+# per completed task of the writer thread (the sustained rate's limit) and of
+# the whole process, sampled over 5 s in the middle of a run.
+if [ "$SECONDS_EACH" -ge 9 ]; then
+  fresh_sqlite
+  writer_dir=$(dirname "$(grep -lx group-commit /proc/"$sqlite_pid"/task/*/comm | head -1)")
+  ticks() { awk '{ print $14 + $15 }' "$1"; }
+  ( sleep 3; w0=$(ticks "$writer_dir/stat"); p0=$(ticks /proc/"$sqlite_pid"/stat); sleep 5
+    echo "$w0 $(ticks "$writer_dir/stat") $p0 $(ticks /proc/"$sqlite_pid"/stat)" >"$work/cpu" ) &
+  sampler=$!
+  sim_run 10000 100
+  wait "$sampler"
+  read -r w0 w1 p0 p1 <"$work/cpu"
+  awk -v w=$((w1 - w0)) -v p=$((p1 - p0)) -v hz="$(getconf CLK_TCK)" -v n="$done_s" 'BEGIN {
+    printf "%-64s %12.0f   writer %.1f us, smartd %.1f us of CPU a task\n",
+      "smartd, SQLite: batches of 100 at 10,000/s, CPU per task", n, w / hz / 5 / n * 1e6, p / hz / 5 / n * 1e6 }'
+fi
 
 # The same on PostgreSQL (a throwaway cluster, fsync and synchronous_commit on).
 PG_DURABLE=1 scripts/test-postgres start "$work/pg" >/dev/null
