@@ -96,13 +96,9 @@ Result<void> CheckRef(const LedgerConfig& config, const AccountRef& r, std::stri
 }
 
 std::string ValuesList(size_t rows, size_t columns) {
-  std::string sql;
-  for (size_t r = 0; r < rows; ++r) {
-    sql += r == 0 ? "(" : ", (";
-    for (size_t c = 0; c < columns; ++c) sql += (c == 0 ? "$" : ", $") + std::to_string(r * columns + c + 1);
-    sql += ")";
-  }
-  return sql;
+  std::string row = "(";
+  for (size_t c = 1; c <= columns; ++c) row += (c == 1 ? "?" : ", ?") + std::to_string(c);
+  return store::ValuesRows(rows, columns, 1, row + ")");
 }
 
 std::string UpdateAccounts(size_t rows) {

@@ -15,6 +15,23 @@ double Row::Double(size_t i) const {
   return std::get<double>(v);
 }
 
+std::string ValuesRows(size_t n, size_t columns, size_t first, std::string_view row) {
+  std::string out;
+  for (size_t r = 0; r < n; ++r) {
+    if (r > 0) out += ", ";
+    for (size_t i = 0; i < row.size(); ++i) {
+      if (row[i] != '?') {
+        out += row[i];
+        continue;
+      }
+      size_t k = 0;
+      while (i + 1 < row.size() && row[i + 1] >= '0' && row[i + 1] <= '9') k = k * 10 + (row[++i] - '0');
+      out += "$" + std::to_string(first + r * columns + k - 1);
+    }
+  }
+  return out;
+}
+
 Result<std::optional<Row>> Tx::QueryOne(std::string_view sql, std::initializer_list<Value> params) {
   auto rows = Query(sql, params);
   if (!rows) return rows.take_error();

@@ -53,6 +53,13 @@ class StoreTest : public ::testing::Test {
   std::unique_ptr<Database> db_;
 };
 
+TEST(ValuesRowsTest, NumbersEachRowsParameters) {
+  EXPECT_EQ(ValuesRows(2, 2, 1, "(?1, ?2)"), "($1, $2), ($3, $4)");
+  EXPECT_EQ(ValuesRows(3, 2, 2, "(?2, 'x', ?1, ?1)"), "($3, 'x', $2, $2), ($5, 'x', $4, $4), ($7, 'x', $6, $6)");
+  EXPECT_EQ(ValuesRows(2, 12, 1, "(?12)"), "($12), ($24)");
+  EXPECT_EQ(ValuesRows(0, 2, 1, "(?1, ?2)"), "");
+}
+
 TEST_F(StoreTest, RoundTripsEveryType) {
   auto r = db_->Transact(TxMode::kWrite, [](Tx& tx) -> Result<void> {
     SMART_TRY(tx.Exec("INSERT INTO items (id, n, x, note) VALUES ($1, $2, $3, $4)",

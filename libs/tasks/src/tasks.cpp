@@ -36,25 +36,6 @@ const std::string& ByChunk(size_t rows, Make make) {
   return kTexts[static_cast<size_t>(std::countr_zero(rows))];
 }
 
-// `row` (one row of a VALUES list, ?1 ... ?k its parameters) `n` times,
-// comma separated, the parameters numbered from `first`, `columns` a row.
-std::string Rows(size_t n, size_t columns, size_t first, std::string_view row) {
-  std::string out;
-  for (size_t r = 0; r < n; ++r) {
-    if (r > 0) out += ", ";
-    for (size_t i = 0; i < row.size(); ++i) {
-      if (row[i] != '?') {
-        out += row[i];
-        continue;
-      }
-      size_t k = 0;
-      while (i + 1 < row.size() && row[i + 1] >= '0' && row[i + 1] <= '9') k = k * 10 + (row[++i] - '0');
-      out += "$" + std::to_string(first + r * columns + k - 1);
-    }
-  }
-  return out;
-}
-
 // A submission's INSERT of `rows` tasks, each with kInsertColumns
 // parameters, RETURNING the inserted tasks.
 constexpr size_t kInsertChunk = 64;
@@ -65,9 +46,10 @@ const std::string& InsertTasks(size_t rows) {
            "max_cost, timeout_s, max_attempts, attempt, failures, node_id, lease_expires_ms, progress, "
            "progress_message, escrow_id, idem_key, fingerprint, created_ms, updated_ms, completed_ms, fair_key, "
            "not_before_ms, deadline_ms, retries, replicas, history) VALUES " +
-           Rows(n, kInsertColumns, 1,
-                "(?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12, 0, 0, NULL, 0, 0, '', ?13, ?14, ?15, "
-                "?16, ?16, 0, ?17, ?18, ?19, 0, ?20, ?21)") +
+           store::ValuesRows(
+               n, kInsertColumns, 1,
+               "(?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12, 0, 0, NULL, 0, 0, '', ?13, ?14, ?15, "
+               "?16, ?16, 0, ?17, ?18, ?19, 0, ?20, ?21)") +
            " RETURNING " + std::string(kTaskColumns);
   });
 }
@@ -85,7 +67,7 @@ const std::string& CompleteTasks(size_t rows) {
   return ByChunk<kCompleteChunk>(rows, [](size_t n) {
     return "UPDATE tasks SET status = 'completed', output = v.column4, proof_hash = v.column5, progress = 100, "
            "updated_ms = $1, completed_ms = $1, lease_expires_ms = 0, history = history || v.column6 FROM (VALUES " +
-           Rows(n, kCompleteColumns, 2, "(?1, ?2, CAST(?3 AS BIGINT), ?4, ?5, ?6, ?7)") +
+           store::ValuesRows(n, kCompleteColumns, 2, "(?1, ?2, CAST(?3 AS BIGINT), ?4, ?5, ?6, ?7)") +
            ") AS v WHERE tasks.id = v.column1 AND tasks.node_id = v.column2 AND tasks.attempt = v.column3 AND "
            "tasks.status IN ('assigned', 'in_progress', v.column1) AND tasks.parent_id IS NULL AND EXISTS (SELECT 1 "
            "FROM nodes WHERE nodes.id = v.column2 AND nodes.operator_id = v.column7) RETURNING " +

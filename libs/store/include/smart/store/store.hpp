@@ -156,6 +156,12 @@ bool MayWaitForCommits();
 // Opens the database named by `url`. Errors name the URL with any password hidden.
 Result<std::unique_ptr<Database>> Open(const std::string& url, const Options& options = {});
 
+// SQL text of a multi-row VALUES list: `row` (one row, ?1 ... ?k its
+// parameters) `n` times, comma separated, the parameters numbered from
+// $`first`, `columns` a row. ValuesRows(2, 2, 1, "(?1, ?2)") is
+// "($1, $2), ($3, $4)".
+std::string ValuesRows(size_t n, size_t columns, size_t first, std::string_view row);
+
 // Rewrites $1..$N placeholders to SQLite's ?1..?N, leaving string literals,
 // quoted identifiers and comments alone. Exposed for tests.
 std::string TranslatePlaceholders(std::string_view sql);
