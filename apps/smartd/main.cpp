@@ -397,6 +397,14 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
             ",\"reputation\":" + std::to_string(n.reputation) + "}}";
     bus.Publish("node_status", "", n.id, std::move(data), clock.NowMs());
   });
+  registry.AddCollector([&coordinator](std::string& out) {
+    out +=
+        "# HELP smart_tasks_results_total Node results: completed together with others (one statement and one "
+        "ledger call for many), or sent on their own (a replica's, a refusal, one behind another operation on its "
+        "task, a failed run).\n# TYPE smart_tasks_results_total counter\n";
+    out += "smart_tasks_results_total{way=\"together\"} " + std::to_string(coordinator->ResultsCompletedTogether()) +
+           "\nsmart_tasks_results_total{way=\"alone\"} " + std::to_string(coordinator->ResultsAlone()) + "\n";
+  });
   api::Deps deps{.db = **db,
                  .registry = registry,
                  .auth = auth,

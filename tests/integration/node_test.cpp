@@ -121,6 +121,15 @@ TEST(SmartdNodes, RealNodesCompleteTasksAndArePaidOnce) {
   EXPECT_EQ(JsonField(body, "cost"), "50000") << "two runs charged; the tie-breaker's share released";
   EXPECT_EQ(Available(s.port(), alice.access), "825000");
   EXPECT_EQ(Available(s.port(), op.session.access), "3157500");
+  // The five results went with the others that arrived with them; the two
+  // replicas' results on their own (settled by comparing them).
+  auto metrics = testing::Request(s.port(), "GET", "/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_NE(metrics->body.find("smart_tasks_results_total{way=\"together\"} 5\n"), std::string::npos) << metrics->body;
+  std::smatch alone;
+  ASSERT_TRUE(
+      std::regex_search(metrics->body, alone, std::regex("smart_tasks_results_total\\{way=\"alone\"\\} ([0-9]+)")));
+  EXPECT_GE(std::stoi(alone[1]), 2);
   node->Signal(SIGTERM);
   http_node->Signal(SIGTERM);
   EXPECT_EQ(node->Wait(20s), 0);

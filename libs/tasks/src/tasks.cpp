@@ -798,6 +798,7 @@ Callback<Task> Coordinator::Tracked(const std::string& task_id, Callback<Task> d
 }
 
 void Coordinator::CompleteAlone(const ResultItem& item) {
+  results_alone_.fetch_add(1);
   OnLease(item.operator_id, item.node_id, item.task_id, item.lease, item.change, Tracked(item.task_id, item.done),
           item.first);
 }

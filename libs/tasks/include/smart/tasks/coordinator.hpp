@@ -280,8 +280,11 @@ class Coordinator {
   // Claims waiting for work on this instance now.
   size_t WaitingClaims();
   // Results completed together with others (one statement and one ledger
-  // call for many) since the start, rather than each on its own.
+  // call for many) since the start, and those sent on their own (a replica's,
+  // a refused one, one behind another operation on its task, or one whose
+  // run failed).
   uint64_t ResultsCompletedTogether() const { return completed_together_.load(); }
+  uint64_t ResultsAlone() const { return results_alone_.load(); }
 
   // Waiting claims return at once and the sweeper stops: call before the
   // server drains its requests.
@@ -407,7 +410,7 @@ class Coordinator {
   std::mutex results_mu_;
   std::vector<std::shared_ptr<ResultItem>> results_;
   bool results_queued_ = false;  // a writer job will take results_
-  std::atomic<uint64_t> completed_together_{0};
+  std::atomic<uint64_t> completed_together_{0}, results_alone_{0};
   std::map<std::string, int> ops_;  // lease operations on their way, by task id
   void QueueResults();
   // A result on its own: OnLease with CompleteIn first (the path that says why a result is refused).
