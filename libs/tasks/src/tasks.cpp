@@ -57,7 +57,7 @@ const std::string& InsertTasks(size_t rows) {
 // Results of tasks (not replicas) completed `rows` at a time (a power of two
 // up to kCompleteChunk): $1 the time, then per row the task, node, lease,
 // output, proof, history line and operator. Only a row whose node holds the
-// lease and is the operator's changes, as in CompleteIn. The status test
+// lease and is the operator's changes. The status test
 // names v.column1 (a task id, never a status) so that PostgreSQL cannot use
 // the partial indexes of active tasks, whose statistics go stale under churn
 // (it scanned one per statement), and looks each task up by its key.
@@ -587,8 +587,7 @@ struct Coordinator::ResultItem {
   std::shared_ptr<const std::string> output;
   std::string proof_hash;
   Callback<Task> done;
-  LeaseChange change;  // for CompleteAlone
-  LeaseFirst first;
+  LeaseChange change;  // for CompleteAlone, once the task is read
 };
 
 void Coordinator::OnLease(std::string operator_id, std::string node_id, std::string task_id, int lease,
@@ -639,7 +638,6 @@ void Coordinator::OnLease(std::string operator_id, std::string node_id, std::str
 void Coordinator::Apply(std::string operator_id, std::string node_id, LeaseOp op, Callback<Task> done) {
   using Kind = LeaseOp::Kind;
   LeaseChange change;
-  LeaseFirst first;
   switch (op.kind) {
     case Kind::kStart:
       change = [](store::Tx& tx, const Task& t, const Node& n, int64_t now, std::optional<Task>&) -> Result<void> {
@@ -707,16 +705,12 @@ void Coordinator::Apply(std::string operator_id, std::string node_id, LeaseOp op
         return done(Error::Invalid("invalid_proof", "proof_hash: must be the lowercase hex SHA-256 of output"));
       }
       auto output = std::make_shared<const std::string>(std::move(op.output));
-      // The usual case, a task without replicas under this node's lease, in
-      // one statement; a replica's result, or a refusal, after the task is read.
-      first = [this, output, proof = op.proof_hash, operator_id, node_id, task_id = op.task_id, lease = op.lease](
-                  store::Tx& tx, int64_t now, std::optional<Task>& after) -> Result<bool> {
-        return CompleteIn(tx, operator_id, node_id, task_id, lease, *output, proof, now, after);
-      };
+      // CompleteAlone tries CompleteResults first; the task is read only for
+      // a replica's result or a refusal.
       change = [this, output, proof = op.proof_hash](store::Tx& tx, const Task& t, const Node& n, int64_t now,
                                                      std::optional<Task>&) -> Result<void> {
         if (!t.parent_id.empty()) return CompleteReplica(tx, t, n, *output, proof, now);
-        // The lease was checked on the same snapshot that CompleteIn's statement saw.
+        // The lease was checked on the same snapshot that CompleteResults' statement saw.
         return Error::Internal("completion_inconsistent", "task " + t.id + " was neither completed nor a replica");
       };
       // A retry of a result whose answer was lost (the same lease, the same
@@ -744,8 +738,7 @@ void Coordinator::Apply(std::string operator_id, std::string node_id, LeaseOp op
                                                           .output = std::move(output),
                                                           .proof_hash = std::move(op.proof_hash),
                                                           .done = std::move(done),
-                                                          .change = std::move(change),
-                                                          .first = std::move(first)});
+                                                          .change = std::move(change)});
       bool alone = false, queue = false;
       {
         std::lock_guard lk(results_mu_);
@@ -755,7 +748,7 @@ void Coordinator::Apply(std::string operator_id, std::string node_id, LeaseOp op
           queue = !std::exchange(results_queued_, true);
         }
       }
-      if (alone) return CompleteAlone(*item);
+      if (alone) return CompleteAlone(item);
       if (queue) QueueResults();
       return;
     }
@@ -779,7 +772,7 @@ void Coordinator::Apply(std::string operator_id, std::string node_id, LeaseOp op
   }
   auto tracked = Tracked(op.task_id, std::move(done));
   OnLease(std::move(operator_id), std::move(node_id), std::move(op.task_id), op.lease, std::move(change),
-          std::move(tracked), std::move(first));
+          std::move(tracked));
 }
 
 Callback<Task> Coordinator::Tracked(const std::string& task_id, Callback<Task> done) {
@@ -797,10 +790,19 @@ Callback<Task> Coordinator::Tracked(const std::string& task_id, Callback<Task> d
   };
 }
 
-void Coordinator::CompleteAlone(const ResultItem& item) {
+void Coordinator::CompleteAlone(std::shared_ptr<ResultItem> item) {
   results_alone_.fetch_add(1);
-  OnLease(item.operator_id, item.node_id, item.task_id, item.lease, item.change, Tracked(item.task_id, item.done),
-          item.first);
+  // The one statement first (CompleteResults for this result alone); the node
+  // and the task are read only when it completes nothing.
+  LeaseFirst first = [this, item](store::Tx& tx, int64_t, std::optional<Task>& after) -> Result<bool> {
+    std::vector<std::optional<Task>> done;
+    SMART_TRY(CompleteResults(tx, std::span(&item, 1), done));
+    if (!done[0]) return false;
+    after = std::move(done[0]);
+    return true;
+  };
+  OnLease(item->operator_id, item->node_id, item->task_id, item->lease, item->change,
+          Tracked(item->task_id, item->done), std::move(first));
 }
 
 void Coordinator::QueueResults() {
@@ -828,13 +830,12 @@ void Coordinator::QueueResults() {
       [this, run, take](Result<void> r) {
         take();
         for (size_t i = 0; i < run->items.size(); ++i) {
-          const ResultItem& item = *run->items[i];
           if (r && run->after[i]) {
             completed_together_.fetch_add(1);
             Notify(*run->after[i]);
-            item.done(std::move(*run->after[i]));
+            run->items[i]->done(std::move(*run->after[i]));
           } else {
-            CompleteAlone(item);  // not completed here (a replica's, a refusal) or the job failed: on its own
+            CompleteAlone(run->items[i]);  // not completed here (a replica's, a refusal) or the job failed: on its own
           }
         }
       });
@@ -913,33 +914,6 @@ void Coordinator::Settlement(const Task& t, const std::string& operator_id, cons
                    .code = "task_fee",
                    .metadata = std::move(meta)});
   }
-}
-
-Result<bool> Coordinator::CompleteIn(store::Tx& tx, const std::string& operator_id, const std::string& node_id,
-                                     const std::string& task_id, int lease, const std::string& output,
-                                     const std::string& proof_hash, int64_t now, std::optional<Task>& after) {
-  auto row = tx.QueryOne(
-      "UPDATE tasks SET status = 'completed', output = $2, proof_hash = $3, progress = 100, updated_ms = $4, "
-      "completed_ms = $4, lease_expires_ms = 0, history = history || $5 WHERE id = $1 AND node_id = $6 AND "
-      "attempt = $7 AND status IN ('assigned', 'in_progress') AND parent_id IS NULL AND EXISTS (SELECT 1 FROM "
-      "nodes WHERE nodes.id = $6 AND nodes.operator_id = $8) RETURNING " +
-          std::string(kTaskColumns),
-      {Value{task_id}, Value{output}, Value{proof_hash}, Value{now},
-       Value{HistoryLine(now, "completed", node_id, JsonObject({{"proof_hash", proof_hash}}))}, Value{node_id},
-       Value{int64_t{lease}}, Value{operator_id}});
-  if (!row) return row.take_error();
-  if (!*row) return false;
-  auto done = TaskFromRow(**row);
-  if (!done) return done.take_error();
-  std::vector<ledger::TransferRequest> settle;
-  Settlement(*done, operator_id, node_id, settle);
-  SMART_TRY(ledger_.ExecuteIn(tx, settle));
-  SMART_TRY(
-      tx.ExecLater("UPDATE nodes SET completed = completed + 1, last_heartbeat_ms = $2, "
-                   "reputation = CASE WHEN reputation + 10 > 1000 THEN 1000 ELSE reputation + 10 END WHERE id = $1",
-                   {Value{node_id}, Value{now}}));
-  after = std::move(done).value();
-  return true;
 }
 
 Result<Task> Coordinator::Start(std::string_view operator_id, std::string_view node_id, std::string_view task_id,

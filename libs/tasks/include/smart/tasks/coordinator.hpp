@@ -350,13 +350,6 @@ class Coordinator {
                                const std::string& proof_hash, int64_t now);
   // Settles, disputes (one more replica) or fails a redundant task from its replicas' results.
   Result<void> EvaluateReplicas(store::Tx& tx, std::string_view parent_id, int64_t now);
-  // Completes a task that is not a replica, if the operator's node holds its
-  // lease `lease`, in the one statement that checks it all (false when not:
-  // the caller reads the node and the task to say why), then settles it:
-  // posts the escrow, pays the operator and the fee. `after` gets the task as it is left.
-  Result<bool> CompleteIn(store::Tx& tx, const std::string& operator_id, const std::string& node_id,
-                          const std::string& task_id, int lease, const std::string& output,
-                          const std::string& proof_hash, int64_t now, std::optional<Task>& after);
   // Takes slash_pct of the node's stake to platform/treasury; the rest stays held.
   Result<void> Slash(store::Tx& tx, const Node& node);
   Result<void> ExpireLease(std::string_view task_id);
@@ -413,12 +406,15 @@ class Coordinator {
   std::atomic<uint64_t> completed_together_{0}, results_alone_{0};
   std::map<std::string, int> ops_;  // lease operations on their way, by task id
   void QueueResults();
-  // A result on its own: OnLease with CompleteIn first (the path that says why a result is refused).
-  void CompleteAlone(const ResultItem& item);
+  // A result on its own: OnLease with CompleteResults for it alone first
+  // (the path that says why a result is refused).
+  void CompleteAlone(std::shared_ptr<ResultItem> item);
   // `done` of a lease operation on `task_id` now on its way.
   Callback<Task> Tracked(const std::string& task_id, Callback<Task> done);
-  // Completes every result that CompleteIn's statement would (after[i] the
-  // task, or nullopt for those to go on their own) and settles them.
+  // Completes every result whose task is not a replica and whose node holds
+  // the lease and is the operator's, in one statement per 32 (after[i] the
+  // task, or nullopt for those to go on their own), and settles them: the
+  // escrow posted, the operator paid, the fee; the nodes' counters.
   Result<void> CompleteResults(store::Tx& tx, std::span<const std::shared_ptr<ResultItem>> items,
                                std::vector<std::optional<Task>>& after);
   // The transfers that settle a completed task (not a replica): the escrow
