@@ -142,9 +142,39 @@ std::vector<std::string> InLists(std::string_view head) {
   return out;
 }
 
-// Pads `params` to a power of two by repeating its last element (harmless in an IN list).
-void PadToPowerOfTwo(std::vector<Value>& params) {
-  while (!params.empty() && !std::has_single_bit(params.size())) params.push_back(params.back());
+// Runs one of `texts` (InLists) over `values`, 256 at a time, each list
+// padded to a power of two by repeating its last value (harmless in an IN
+// list); `each` gets every row read.
+Result<void> SelectIn(store::Tx& tx, const std::vector<std::string>& texts, const std::vector<std::string>& values,
+                      const std::function<Result<void>(const store::Row&)>& each) {
+  constexpr size_t kChunk = 256;
+  std::vector<Value> params;
+  for (size_t i = 0; i < values.size(); i += kChunk) {
+    const size_t n = std::min(kChunk, values.size() - i);
+    params.assign(values.begin() + static_cast<std::ptrdiff_t>(i), values.begin() + static_cast<std::ptrdiff_t>(i + n));
+    while (!std::has_single_bit(params.size())) params.push_back(params.back());
+    auto rows = tx.Query(texts.at(static_cast<size_t>(std::bit_width(params.size() - 1))), params);
+    if (!rows) return rows.take_error();
+    for (const auto& r : *rows) SMART_TRY(each(r));
+  }
+  return Ok();
+}
+
+// Writes rows [0, count) with ExecLater, `chunk` a statement while that many
+// are left, then one a statement: two statement shapes (sql[1] and sql[0]),
+// their texts built once. `add(params, r)` appends row r's parameters.
+template <class Add>
+Result<void> WriteRows(store::Tx& tx, size_t count, size_t chunk, const std::string (&sql)[2], Add add) {
+  std::vector<Value> params;
+  for (size_t i = 0; i < count;) {
+    const bool full = count - i >= chunk;
+    const size_t n = full ? chunk : 1;
+    params.clear();
+    for (size_t r = i; r < i + n; ++r) add(params, r);
+    SMART_TRY(tx.ExecLater(sql[full], params));
+    i += n;
+  }
+  return Ok();
 }
 
 Error Overflow() {
@@ -167,7 +197,6 @@ Result<void> Applier::Begin() {
 }
 
 Result<void> Applier::Prefetch(const std::vector<const TransferRequest*>& requests) {
-  constexpr size_t kChunk = 256;
   static const auto kKeys = InLists("SELECT idem_key, fingerprint, id FROM ledger_transfers WHERE idem_key IN (");
   static const auto kOwners =
       InLists("SELECT " + std::string(kAccountColumns) + " FROM ledger_accounts WHERE owner IN (");
@@ -187,46 +216,28 @@ Result<void> Applier::Prefetch(const std::vector<const TransferRequest*>& reques
       if (ValidOwner(*o) && !loaded_owners_.count(*o) && seen_owners.insert(*o).second) owners.push_back(*o);
     }
   }
-  std::vector<Value> params;
-  for (size_t i = 0; i < keys.size(); i += kChunk) {
-    size_t n = std::min(kChunk, keys.size() - i);
-    params.assign(keys.begin() + static_cast<std::ptrdiff_t>(i), keys.begin() + static_cast<std::ptrdiff_t>(i + n));
-    PadToPowerOfTwo(params);
-    auto rows = tx_.Query(kKeys.at(static_cast<size_t>(std::bit_width(params.size() - 1))), params);
-    if (!rows) return rows.take_error();
-    for (size_t k = i; k < i + n; ++k) new_keys_.insert(keys[k]);
-    for (const auto& r : *rows) {
-      new_keys_.erase(r.Text(0));
-      stored_keys_[r.Text(0)] = {r.Text(1), r.Text(2)};
-    }
+  SMART_TRY(SelectIn(tx_, kKeys, keys, [&](const store::Row& r) -> Result<void> {
+    stored_keys_[r.Text(0)] = {r.Text(1), r.Text(2)};
+    return Ok();
+  }));
+  for (const std::string& k : keys) {
+    if (!stored_keys_.count(k)) new_keys_.insert(k);
   }
-  for (size_t i = 0; i < owners.size(); i += kChunk) {
-    size_t n = std::min(kChunk, owners.size() - i);
-    params.assign(owners.begin() + static_cast<std::ptrdiff_t>(i), owners.begin() + static_cast<std::ptrdiff_t>(i + n));
-    PadToPowerOfTwo(params);
-    auto rows = tx_.Query(kOwners.at(static_cast<size_t>(std::bit_width(params.size() - 1))), params);
-    if (!rows) return rows.take_error();
-    for (const auto& r : *rows) {
-      auto a = AccountFromRow(r);
-      if (!a) return a.take_error();
-      if (!accounts_.count(a->ref)) Remember(AccountState{.account = std::move(a).value(), .persisted = true});
-    }
-    for (size_t k = i; k < i + n; ++k) loaded_owners_.insert(owners[k]);
-  }
+  SMART_TRY(SelectIn(tx_, kOwners, owners, [&](const store::Row& r) -> Result<void> {
+    auto a = AccountFromRow(r);
+    if (!a) return a.take_error();
+    if (!accounts_.count(a->ref)) Remember(AccountState{.account = std::move(a).value(), .persisted = true});
+    return Ok();
+  }));
+  loaded_owners_.insert(owners.begin(), owners.end());
   // The pending transfers to post or void (a missing one, or one that is not
   // pending, is left to LoadPending, which says so).
-  for (size_t i = 0; i < pendings.size(); i += kChunk) {
-    size_t n = std::min(kChunk, pendings.size() - i);
-    params.assign(pendings.begin() + static_cast<std::ptrdiff_t>(i),
-                  pendings.begin() + static_cast<std::ptrdiff_t>(i + n));
-    PadToPowerOfTwo(params);
-    auto rows = tx_.Query(kPendings.at(static_cast<size_t>(std::bit_width(params.size() - 1))), params);
-    if (!rows) return rows.take_error();
-    for (const auto& r : *rows) {
-      if (pendings_.count(r.Text(0)) || ParseTransferType(r.Text(2)) != TransferType::kPending) continue;
-      SMART_TRY(RememberPending(r));
-    }
-  }
+  SMART_TRY(SelectIn(tx_, kPendings, pendings, [&](const store::Row& r) -> Result<void> {
+    if (pendings_.count(r.Text(0)) || ParseTransferType(r.Text(2)) != TransferType::kPending) return Ok();
+    auto p = RememberPending(r);
+    if (!p) return p.take_error();
+    return Ok();
+  }));
   return Ok();
 }
 
@@ -593,97 +604,68 @@ Result<void> Applier::Flush() {
   static const std::string kUpdate[2] = {UpdateAccounts(1), UpdateAccounts(kAccountChunk)};
   static const std::string kInsertAccounts[2] = {InsertAccounts(1), InsertAccounts(kAccountChunk)};
   static const std::string kInsertTransfers[2] = {InsertTransfers(1), InsertTransfers(kInsertChunk)};
-  std::vector<Value> params;
-  for (size_t i = 0; i < updated.size();) {
-    const bool full = updated.size() - i >= kAccountChunk;
-    const size_t n = full ? kAccountChunk : 1;
-    params.clear();
-    for (size_t r = i; r < i + n; ++r) {
-      const Account& a = *updated[r];
-      params.emplace_back(a.id);
-      params.emplace_back(FormatAmount(a.debits_posted));
-      params.emplace_back(FormatAmount(a.credits_posted));
-      params.emplace_back(FormatAmount(a.debits_pending));
-      params.emplace_back(FormatAmount(a.credits_pending));
-      params.emplace_back(a.last_seq);
+  static const std::string kStates[2] = {UpdateStates(1), UpdateStates(kAccountChunk)};
+  SMART_TRY(WriteRows(tx_, updated.size(), kAccountChunk, kUpdate, [&](std::vector<Value>& params, size_t r) {
+    const Account& a = *updated[r];
+    params.emplace_back(a.id);
+    params.emplace_back(FormatAmount(a.debits_posted));
+    params.emplace_back(FormatAmount(a.credits_posted));
+    params.emplace_back(FormatAmount(a.debits_pending));
+    params.emplace_back(FormatAmount(a.credits_pending));
+    params.emplace_back(a.last_seq);
+  }));
+  SMART_TRY(WriteRows(tx_, inserted.size(), kAccountChunk, kInsertAccounts, [&](std::vector<Value>& params, size_t r) {
+    const Account& a = *inserted[r];
+    params.emplace_back(a.id);
+    params.emplace_back(a.ref.owner);
+    params.emplace_back(a.ref.kind);
+    params.emplace_back(a.ref.asset);
+    params.emplace_back(FormatAmount(a.debits_posted));
+    params.emplace_back(FormatAmount(a.credits_posted));
+    params.emplace_back(FormatAmount(a.debits_pending));
+    params.emplace_back(FormatAmount(a.credits_pending));
+    params.emplace_back(a.created_ms);
+    params.emplace_back(a.last_seq);
+  }));
+  // Transfers kInsertChunk at a time, moved from: Flush runs once, as the
+  // transaction ends (after it, rows_ is empty).
+  SMART_TRY(WriteRows(tx_, rows_.size(), kInsertChunk, kInsertTransfers, [&](std::vector<Value>& params, size_t r) {
+    Transfer& t = rows_[r].transfer;
+    std::string state = t.type == TransferType::kPending ? pendings_.at(t.id).transfer.state : std::move(t.state);
+    params.emplace_back(t.seq);
+    params.emplace_back(std::move(t.id));
+    params.emplace_back(std::move(t.key));
+    params.emplace_back(std::move(rows_[r].fingerprint));
+    params.emplace_back(std::string(ToString(t.type)));
+    params.emplace_back(std::move(t.debit_id));
+    params.emplace_back(std::move(t.credit_id));
+    params.emplace_back(std::move(t.asset));
+    params.emplace_back(FormatAmount(t.amount));
+    if (t.pending_id.empty()) {
+      params.emplace_back(std::monostate{});
+    } else {
+      params.emplace_back(std::move(t.pending_id));
     }
-    SMART_TRY(tx_.ExecLater(kUpdate[full], params));
-    i += n;
-  }
-  for (size_t i = 0; i < inserted.size();) {
-    const bool full = inserted.size() - i >= kAccountChunk;
-    const size_t n = full ? kAccountChunk : 1;
-    params.clear();
-    for (size_t r = i; r < i + n; ++r) {
-      const Account& a = *inserted[r];
-      params.emplace_back(a.id);
-      params.emplace_back(a.ref.owner);
-      params.emplace_back(a.ref.kind);
-      params.emplace_back(a.ref.asset);
-      params.emplace_back(FormatAmount(a.debits_posted));
-      params.emplace_back(FormatAmount(a.credits_posted));
-      params.emplace_back(FormatAmount(a.debits_pending));
-      params.emplace_back(FormatAmount(a.credits_pending));
-      params.emplace_back(a.created_ms);
-      params.emplace_back(a.last_seq);
-    }
-    SMART_TRY(tx_.ExecLater(kInsertAccounts[full], params));
-    i += n;
-  }
-  // Transfers kInsertChunk at a time: one statement instead of many.
-  for (size_t i = 0; i < rows_.size();) {
-    const bool full = rows_.size() - i >= kInsertChunk;
-    const size_t n = full ? kInsertChunk : 1;
-    params.clear();
-    for (size_t r = i; r < i + n; ++r) {
-      // Moved from: Flush runs once, as the transaction ends (after it, rows_ is empty).
-      Transfer& t = rows_[r].transfer;
-      std::string state = t.type == TransferType::kPending ? pendings_.at(t.id).transfer.state : std::move(t.state);
-      params.emplace_back(t.seq);
-      params.emplace_back(std::move(t.id));
-      params.emplace_back(std::move(t.key));
-      params.emplace_back(std::move(rows_[r].fingerprint));
-      params.emplace_back(std::string(ToString(t.type)));
-      params.emplace_back(std::move(t.debit_id));
-      params.emplace_back(std::move(t.credit_id));
-      params.emplace_back(std::move(t.asset));
-      params.emplace_back(FormatAmount(t.amount));
-      if (t.pending_id.empty()) {
-        params.emplace_back(std::monostate{});
-      } else {
-        params.emplace_back(std::move(t.pending_id));
-      }
-      params.emplace_back(t.expires_ms);
-      params.emplace_back(std::move(state));
-      params.emplace_back(std::move(t.code));
-      params.emplace_back(std::move(t.metadata));
-      params.emplace_back(t.ts_ms);
-      params.emplace_back(t.debit_prev);
-      params.emplace_back(t.credit_prev);
-      params.emplace_back(std::move(t.hash));
-    }
-    SMART_TRY(tx_.ExecLater(kInsertTransfers[full], params));
-    i += n;
-  }
+    params.emplace_back(t.expires_ms);
+    params.emplace_back(std::move(state));
+    params.emplace_back(std::move(t.code));
+    params.emplace_back(std::move(t.metadata));
+    params.emplace_back(t.ts_ms);
+    params.emplace_back(t.debit_prev);
+    params.emplace_back(t.credit_prev);
+    params.emplace_back(std::move(t.hash));
+  }));
   rows_.clear();
   keys_.clear();
-  // Pending transfers posted, voided or expired, as the accounts.
-  static const std::string kStates[2] = {UpdateStates(1), UpdateStates(kAccountChunk)};
+  // Pending transfers posted, voided or expired.
   std::vector<const Transfer*> resolved;
   for (const auto& [id, p] : pendings_) {
     if (p.persisted && p.dirty) resolved.push_back(&p.transfer);
   }
-  for (size_t i = 0; i < resolved.size();) {
-    const bool full = resolved.size() - i >= kAccountChunk;
-    const size_t n = full ? kAccountChunk : 1;
-    params.clear();
-    for (size_t r = i; r < i + n; ++r) {
-      params.emplace_back(resolved[r]->seq);
-      params.emplace_back(resolved[r]->state);
-    }
-    SMART_TRY(tx_.ExecLater(kStates[full], params));
-    i += n;
-  }
+  SMART_TRY(WriteRows(tx_, resolved.size(), kAccountChunk, kStates, [&](std::vector<Value>& params, size_t r) {
+    params.emplace_back(resolved[r]->seq);
+    params.emplace_back(resolved[r]->state);
+  }));
   SMART_TRY(tx_.ExecLater("UPDATE ledger_head SET seq = $1, hash = $2, ts_ms = $3 WHERE id = 1",
                           {Value{seq_}, Value{hash_}, Value{ts_}}));
   return Ok();
