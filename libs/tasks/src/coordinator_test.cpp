@@ -12,6 +12,7 @@
 #include <optional>
 #include <set>
 #include <thread>
+#include <tuple>
 
 #include "smart/core/crypto.hpp"
 #include "smart/testing/postgres.hpp"
@@ -1171,6 +1172,30 @@ TEST_F(CoordinatorTest, ResultsThatArriveTogetherAreCompletedTogether) {
   EXPECT_EQ(answers[leased.size() + 1]->error().code, "lease_stale");
   EXPECT_EQ(coord_->ResultsCompletedTogether() - together, leased.size()) << "not one by one";
   EXPECT_EQ(Acc("usr_op").Spendable(), before + paid) << "each paid once";
+  // Paid per chunk, not per task: each reward and fee names its tasks, and
+  // every task is named once in the rewards and once in the fees.
+  for (const auto& [owner, kind, code] :
+       {std::tuple{"usr_op", "available", "task_reward"}, std::tuple{"platform", "fees", "task_fee"}}) {
+    std::vector<ledger::Transfer> settled;
+    std::optional<std::string> cursor = "";
+    while (cursor) {
+      auto page = ledger_->History(owner, {.kind = kind}, 100, *cursor);
+      ASSERT_TRUE(page.ok()) << page.error().message;
+      for (ledger::Transfer& t : page->items)
+        if (t.code == code) settled.push_back(std::move(t));
+      cursor = page->next_cursor;
+    }
+    EXPECT_GE(settled.size(), leased.size() / 32) << code;
+    EXPECT_LE(settled.size(), leased.size() / 16) << code << ": one a chunk";
+    for (const auto& [node, task] : leased) {
+      const std::string quoted = "\"" + task.id + "\"";
+      int named = 0;
+      for (const ledger::Transfer& t : settled)
+        for (size_t at = t.metadata.find(quoted); at != std::string::npos; at = t.metadata.find(quoted, at + 1))
+          ++named;
+      EXPECT_EQ(named, 1) << code << " of " << task.id;
+    }
+  }
   auto nodes = coord_->ListNodes(10, "");
   ASSERT_TRUE(nodes.ok());
   ASSERT_EQ(nodes->items.size(), 8u);

@@ -841,11 +841,86 @@ void Coordinator::QueueResults() {
       });
 }
 
+namespace {
+
+// The transfers that settle a chunk of completed tasks (none a replica): each
+// task's escrow posted, then per operator and asset one payment of what its
+// tasks earned (cost less fee, each) and per asset one fee. Their keys name the
+// chunk's first task, which completes once, so each is made once; their
+// metadata lists the tasks they pay for.
+class Settlement {
+ public:
+  explicit Settlement(int fee_pct) : fee_pct_(static_cast<unsigned>(fee_pct)) {}
+
+  void Add(const Task& t, const std::string& operator_id) {
+    if (posts_.empty()) first_ = t.id;
+    posts_.push_back({.key = EscrowKey(t, "post"),
+                      .type = ledger::TransferType::kPost,
+                      .pending_id = t.escrow_id,
+                      .code = "task_settle"});
+    const ledger::Amount fee = t.cost * fee_pct_ / 100;
+    Earn(pays_[{operator_id, t.asset}], t.cost - fee, t.id);
+    Earn(fees_[t.asset], fee, t.id);
+  }
+
+  bool Empty() const { return posts_.empty(); }
+
+  // The chunk's transfers, the posts first (they fund the escrow the rest
+  // draws on); empties this for the next chunk.
+  std::vector<ledger::TransferRequest> Take() {
+    std::vector<ledger::TransferRequest> out = std::move(posts_);
+    const std::string prefix = "results/" + first_;
+    for (auto& [to, e] : pays_) {
+      if (e.amount == 0) continue;
+      out.push_back({.key = prefix + "/pay/" + to.first + "/" + to.second,
+                     .debit = Account(std::string(ledger::kPlatform), ledger::kind::kEscrow, to.second),
+                     .credit = Account(to.first, ledger::kind::kAvailable, to.second),
+                     .amount = e.amount,
+                     .code = "task_reward",
+                     .metadata = std::move(e.tasks) + "]}"});
+    }
+    for (auto& [asset, e] : fees_) {
+      if (e.amount == 0) continue;
+      out.push_back({.key = prefix + "/fee/" + asset,
+                     .debit = Account(std::string(ledger::kPlatform), ledger::kind::kEscrow, asset),
+                     .credit = Account(std::string(ledger::kPlatform), ledger::kind::kFees, asset),
+                     .amount = e.amount,
+                     .code = "task_fee",
+                     .metadata = std::move(e.tasks) + "]}"});
+    }
+    posts_.clear();
+    pays_.clear();
+    fees_.clear();
+    return out;
+  }
+
+ private:
+  struct Earned {
+    ledger::Amount amount = 0;
+    std::string tasks = "{\"task_ids\":[";  // the metadata, less its closing
+  };
+
+  static void Earn(Earned& e, ledger::Amount amount, const std::string& task_id) {
+    if (amount == 0) return;
+    e.amount += amount;
+    if (e.tasks.back() != '[') e.tasks += ',';
+    AppendJsonString(e.tasks, task_id);
+  }
+
+  unsigned fee_pct_;
+  std::string first_;
+  std::vector<ledger::TransferRequest> posts_;
+  std::map<std::pair<std::string, std::string>, Earned> pays_;  // by operator and asset
+  std::map<std::string, Earned> fees_;                          // by asset
+};
+
+}  // namespace
+
 Result<void> Coordinator::CompleteResults(store::Tx& tx, std::span<const std::shared_ptr<ResultItem>> items,
                                           std::vector<std::optional<Task>>& after) {
   after.assign(items.size(), std::nullopt);
   const int64_t now = clock_.NowMs();
-  std::vector<ledger::TransferRequest> settle;
+  Settlement settlement(config_.fee_pct);
   std::map<std::string, int64_t> completed;  // by node
   std::vector<Value> params;
   for (size_t h = 0; h < items.size();) {
@@ -872,12 +947,11 @@ Result<void> Coordinator::CompleteResults(store::Tx& tx, std::span<const std::sh
       size_t k = h;
       while (k < h + rows && (after[k] || items[k]->task_id != t->id || items[k]->proof_hash != t->proof_hash)) ++k;
       if (k == h + rows) return Error::Internal("completion_inconsistent", "task " + t->id + " completed unasked");
-      Settlement(*t, items[k]->operator_id, items[k]->node_id, settle);
+      settlement.Add(*t, items[k]->operator_id);
       ++completed[items[k]->node_id];
       after[k] = std::move(t).value();
     }
-    if (!settle.empty()) SMART_TRY(ledger_.ExecuteIn(tx, settle));  // a chunk's: within the ledger's batch limit
-    settle.clear();
+    if (!settlement.Empty()) SMART_TRY(ledger_.ExecuteIn(tx, settlement.Take()));  // within the ledger's batch limit
     h += rows;
   }
   for (const auto& [node_id, n] : completed) {
@@ -887,33 +961,6 @@ Result<void> Coordinator::CompleteResults(store::Tx& tx, std::span<const std::sh
                      {Value{node_id}, Value{now}, Value{n}, Value{10 * n}}));
   }
   return Ok();
-}
-
-void Coordinator::Settlement(const Task& t, const std::string& operator_id, const std::string& node_id,
-                             std::vector<ledger::TransferRequest>& out) const {
-  ledger::Amount fee = t.cost * static_cast<unsigned>(config_.fee_pct) / 100;
-  ledger::Amount pay = t.cost - fee;
-  out.push_back({.key = EscrowKey(t, "post"),
-                 .type = ledger::TransferType::kPost,
-                 .pending_id = t.escrow_id,
-                 .code = "task_settle"});
-  std::string meta = JsonObject({{"task_id", t.id}, {"node_id", node_id}});
-  if (pay > 0) {
-    out.push_back({.key = EscrowKey(t, "pay"),
-                   .debit = Account(std::string(ledger::kPlatform), ledger::kind::kEscrow, t.asset),
-                   .credit = Account(operator_id, ledger::kind::kAvailable, t.asset),
-                   .amount = pay,
-                   .code = "task_reward",
-                   .metadata = meta});
-  }
-  if (fee > 0) {
-    out.push_back({.key = EscrowKey(t, "fee"),
-                   .debit = Account(std::string(ledger::kPlatform), ledger::kind::kEscrow, t.asset),
-                   .credit = Account(std::string(ledger::kPlatform), ledger::kind::kFees, t.asset),
-                   .amount = fee,
-                   .code = "task_fee",
-                   .metadata = std::move(meta)});
-  }
 }
 
 Result<Task> Coordinator::Start(std::string_view operator_id, std::string_view node_id, std::string_view task_id,

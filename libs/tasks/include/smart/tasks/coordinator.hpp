@@ -413,14 +413,11 @@ class Coordinator {
   Callback<Task> Tracked(const std::string& task_id, Callback<Task> done);
   // Completes every result whose task is not a replica and whose node holds
   // the lease and is the operator's, in one statement per 32 (after[i] the
-  // task, or nullopt for those to go on their own), and settles them: the
-  // escrow posted, the operator paid, the fee; the nodes' counters.
+  // task, or nullopt for those to go on their own), and settles them: each
+  // escrow posted; per chunk each operator paid and the fee, one transfer
+  // each; the nodes' counters.
   Result<void> CompleteResults(store::Tx& tx, std::span<const std::shared_ptr<ResultItem>> items,
                                std::vector<std::optional<Task>>& after);
-  // The transfers that settle a completed task (not a replica): the escrow
-  // posted, the operator paid, the fee.
-  void Settlement(const Task& t, const std::string& operator_id, const std::string& node_id,
-                  std::vector<ledger::TransferRequest>& out) const;
   std::mutex beat_mu_;
   std::condition_variable beat_cv_;
   std::vector<Beat> beats_;
