@@ -404,6 +404,11 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
         "task, a failed run).\n# TYPE smart_tasks_results_total counter\n";
     out += "smart_tasks_results_total{way=\"together\"} " + std::to_string(coordinator->ResultsCompletedTogether()) +
            "\nsmart_tasks_results_total{way=\"alone\"} " + std::to_string(coordinator->ResultsAlone()) + "\n";
+    out +=
+        "# HELP smart_tasks_submits_together_total Single task submissions written together with others of their "
+        "requester (one fair-queue update and one ledger call for many).\n"
+        "# TYPE smart_tasks_submits_together_total counter\nsmart_tasks_submits_together_total " +
+        std::to_string(coordinator->SubmittedTogether()) + "\n";
   });
   api::Deps deps{.db = **db,
                  .registry = registry,

@@ -130,6 +130,7 @@ TEST(SmartdNodes, RealNodesCompleteTasksAndArePaidOnce) {
   ASSERT_TRUE(
       std::regex_search(metrics->body, alone, std::regex("smart_tasks_results_total\\{way=\"alone\"\\} ([0-9]+)")));
   EXPECT_GE(std::stoi(alone[1]), 2);
+  EXPECT_TRUE(std::regex_search(metrics->body, std::regex("\nsmart_tasks_submits_together_total [0-9]+\n")));
   node->Signal(SIGTERM);
   http_node->Signal(SIGTERM);
   EXPECT_EQ(node->Wait(20s), 0);

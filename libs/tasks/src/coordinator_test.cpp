@@ -581,7 +581,7 @@ TEST_F(CoordinatorTest, ProgressReportsWaitingTogetherAreOneWriteOfTheLatest) {
   bool holding = false, release = false;
   std::thread holder([&] {
     (void)db_->Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
-      if (db_->backend() == "postgres") SMART_TRY(tx.Exec("LOCK TABLE nodes IN ACCESS EXCLUSIVE MODE"));
+      if (db_->backend() == "postgresql") SMART_TRY(tx.Exec("LOCK TABLE nodes IN ACCESS EXCLUSIVE MODE"));
       std::unique_lock lk(mu);
       holding = true;
       cv.notify_all();
@@ -1200,6 +1200,71 @@ TEST_F(CoordinatorTest, ResultsThatArriveTogetherAreCompletedTogether) {
   ASSERT_TRUE(nodes.ok());
   ASSERT_EQ(nodes->items.size(), 8u);
   for (const Node& n : nodes->items) EXPECT_EQ(n.completed, 100) << n.name;
+}
+
+// Single submissions of one requester that wait for the writer together are
+// written together (one fair-queue update, one ledger call, multi-row
+// inserts), each still answered as if alone: a requester who can afford only
+// one of two gets one task and one insufficient_funds; one idempotency key
+// sent twice at once makes one task.
+TEST_F(CoordinatorTest, SingleSubmitsWaitingTogetherAreWrittenTogether) {
+  const Amount cost = *coord_->Estimate("echo", 1);
+  Fund("usr_a", 20 * cost);
+  Fund("usr_b", cost);
+  Fund("usr_c", 10 * cost);
+  const uint64_t together = coord_->SubmittedTogether();
+  struct Sent {
+    std::string who, key;
+    std::optional<Result<Task>> answer;
+  };
+  std::vector<Sent> sent;
+  for (int i = 0; i < 20; ++i) sent.push_back({"usr_a", "a" + std::to_string(i)});
+  sent.push_back({"usr_b", ""});
+  sent.push_back({"usr_b", ""});
+  sent.push_back({"usr_c", "same"});
+  sent.push_back({"usr_c", "same"});
+  std::vector<std::thread> threads;
+  {
+    WriterHold hold(*db_);
+    for (Sent& s : sent) {
+      threads.emplace_back(
+          [&] { s.answer = coord_->Submit(s.who, {.type = "echo", .input = "x", .timeout_s = 60}, s.key); });
+    }
+    std::this_thread::sleep_for(300ms);  // they wait for the writer meanwhile
+  }
+  for (auto& t : threads) t.join();
+  std::set<std::string> ids;
+  for (size_t i = 0; i < 20; ++i) {
+    ASSERT_TRUE(sent[i].answer->ok()) << i << ": " << sent[i].answer->error().message;
+    const Task& t = **sent[i].answer;
+    EXPECT_EQ(t.status, "pending");
+    EXPECT_FALSE(t.replayed);
+    ids.insert(t.id);
+    auto again = coord_->Submit("usr_a", {.type = "echo", .input = "x", .timeout_s = 60}, sent[i].key);
+    ASSERT_TRUE(again.ok());
+    EXPECT_EQ(again->id, t.id) << "its own key";
+    EXPECT_TRUE(again->replayed);
+  }
+  EXPECT_EQ(ids.size(), 20u);
+  EXPECT_GE(coord_->SubmittedTogether() - together, 10u) << "not one by one";
+  EXPECT_EQ(Acc("usr_a").debits_pending, 20 * cost) << "each held once";
+  EXPECT_EQ(Acc("usr_a").Spendable(), 0);
+  // usr_b: one of the two, and the other told why.
+  const Result<Task>& b1 = *sent[20].answer;
+  const Result<Task>& b2 = *sent[21].answer;
+  ASSERT_NE(b1.ok(), b2.ok());
+  const Error& refused = b1.ok() ? b2.error() : b1.error();
+  EXPECT_EQ(refused.code, "insufficient_funds");
+  EXPECT_NE(refused.message.find("the task costs"), std::string::npos) << refused.message;
+  EXPECT_EQ(Acc("usr_b").debits_pending, cost);
+  // usr_c: one task for the key, answered to both.
+  ASSERT_TRUE(sent[22].answer->ok() && sent[23].answer->ok());
+  EXPECT_EQ((*sent[22].answer)->id, (*sent[23].answer)->id);
+  EXPECT_NE((*sent[22].answer)->replayed, (*sent[23].answer)->replayed);
+  EXPECT_EQ(Acc("usr_c").debits_pending, cost);
+  auto listed = coord_->List("usr_a", {}, 100, "");
+  ASSERT_TRUE(listed.ok());
+  EXPECT_EQ(listed->items.size(), 20u);
 }
 
 // A node's operations on a task are applied in the order sent: a result

@@ -271,22 +271,106 @@ Result<void> Coordinator::SubmitIn(store::Tx& tx, std::string_view requester, st
   return Ok();
 }
 
+struct Coordinator::SubmitItem {
+  SubmitRequest req;
+  Prepared prepared;
+  std::string key, id;
+  Task out;
+  Callback<Task> done;
+};
+
 Result<Task> Coordinator::Submit(std::string_view requester, const SubmitRequest& req,
                                  std::string_view idempotency_key) {
   auto prepared = Prepare(req);
   if (!prepared) return prepared.take_error();
-  const std::string key = idempotency_key.empty() ? "" : std::string(requester) + "/" + std::string(idempotency_key);
-  const std::string id = MakeId("task");
-  Task out;
-  SMART_TRY(writer_.Transact([&](store::Tx& tx) -> Result<void> {
-    return SubmitIn(tx, requester, std::span(&req, 1), std::span(&*prepared, 1), std::span(&key, 1), std::span(&id, 1),
-                    std::span(&out, 1));
-  }));
-  if (!out.replayed) {
-    WakeClaimers();
-    Notify(out);
-  }
-  return out;
+  auto item = std::make_shared<SubmitItem>(
+      SubmitItem{.req = req,
+                 .prepared = std::move(prepared).value(),
+                 .key = idempotency_key.empty() ? "" : std::string(requester) + "/" + std::string(idempotency_key),
+                 .id = MakeId("task")});
+  return Wait<Task>([&](Callback<Task> done) {
+    item->done = std::move(done);
+    bool first = false;
+    {
+      std::lock_guard lk(submits_mu_);
+      auto& waiting = submits_[std::string(requester)];
+      first = waiting.empty();  // else the job queued for them takes this too
+      waiting.push_back(item);
+    }
+    if (first) QueueSubmits(std::string(requester));
+  });
+}
+
+void Coordinator::QueueSubmits(const std::string& requester) {
+  // What one writer job submits: taken when the job first runs (it may run
+  // again, after a refusal elsewhere in its group), or when it is answered
+  // without running (the writer is stopping).
+  struct Run {
+    std::vector<std::shared_ptr<SubmitItem>> items;
+    bool taken = false;
+  };
+  auto run = std::make_shared<Run>();
+  auto take = [this, run, requester] {
+    if (run->taken) return;
+    std::lock_guard lk(submits_mu_);
+    auto it = submits_.find(requester);
+    run->items.swap(it->second);
+    submits_.erase(it);
+    run->taken = true;
+  };
+  writer_.TransactAsync(
+      [this, run, take, requester](store::Tx& tx) -> Result<void> {
+        take();
+        const size_t n = run->items.size();
+        std::vector<SubmitRequest> reqs;
+        std::vector<Prepared> prepared;
+        std::vector<std::string> keys, ids;
+        std::vector<Task> out(n);
+        for (const auto& item : run->items) {
+          reqs.push_back(item->req);
+          prepared.push_back(item->prepared);
+          keys.push_back(item->key);
+          ids.push_back(item->id);
+        }
+        SMART_TRY(SubmitIn(tx, requester, reqs, prepared, keys, ids, out));
+        for (size_t i = 0; i < n; ++i) run->items[i]->out = std::move(out[i]);
+        return Ok();
+      },
+      [this, run, take, requester](Result<void> r) {
+        take();
+        if (!r && run->items.size() > 1) {
+          for (auto& item : run->items) SubmitAlone(requester, std::move(item));  // each for its own answer
+          return;
+        }
+        if (r) {
+          if (run->items.size() > 1) submitted_together_.fetch_add(run->items.size());
+          WakeClaimers();
+        }
+        for (auto& item : run->items) {
+          if (!r) {
+            item->done(r.error());
+            continue;
+          }
+          if (!item->out.replayed) Notify(item->out);
+          item->done(std::move(item->out));
+        }
+      });
+}
+
+void Coordinator::SubmitAlone(const std::string& requester, std::shared_ptr<SubmitItem> item) {
+  writer_.TransactAsync(
+      [this, item, requester](store::Tx& tx) -> Result<void> {
+        return SubmitIn(tx, requester, std::span(&item->req, 1), std::span(&item->prepared, 1),
+                        std::span(&item->key, 1), std::span(&item->id, 1), std::span(&item->out, 1));
+      },
+      [this, item](Result<void> r) {
+        if (!r) return item->done(r.error());
+        if (!item->out.replayed) {
+          WakeClaimers();
+          Notify(item->out);
+        }
+        item->done(std::move(item->out));
+      });
 }
 
 Result<std::vector<Task>> Coordinator::SubmitBatch(std::string_view requester, const std::vector<SubmitRequest>& reqs,

@@ -285,6 +285,8 @@ class Coordinator {
   // run failed).
   uint64_t ResultsCompletedTogether() const { return completed_together_.load(); }
   uint64_t ResultsAlone() const { return results_alone_.load(); }
+  // Single submissions written together with others of their requester.
+  uint64_t SubmittedTogether() const { return submitted_together_.load(); }
 
   // Waiting claims return at once and the sweeper stops: call before the
   // server drains its requests.
@@ -396,6 +398,16 @@ class Coordinator {
   };
   std::mutex progress_mu_;
   std::map<std::string, std::shared_ptr<ProgressReport>> progress_;
+  // Single submissions waiting for the writer, by requester: each
+  // requester's are written together (SubmitIn for all of them: one
+  // fair-queue update, one ledger call, multi-row inserts); if that fails,
+  // each goes again on its own, which gives it its own answer.
+  struct SubmitItem;
+  std::mutex submits_mu_;
+  std::map<std::string, std::vector<std::shared_ptr<SubmitItem>>, std::less<>> submits_;
+  std::atomic<uint64_t> submitted_together_{0};
+  void QueueSubmits(const std::string& requester);
+  void SubmitAlone(const std::string& requester, std::shared_ptr<SubmitItem> item);
   // Results waiting for the writer, completed together (CompleteResults: one
   // multi-row statement and one ledger call for all of them). A result for a
   // task with another lease operation on its way goes on its own, after it.
