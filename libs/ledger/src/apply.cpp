@@ -130,16 +130,13 @@ std::string InsertTransfers(size_t rows) {
 constexpr std::string_view kPendingColumns = "id, seq, type, debit_id, credit_id, asset, amount, expires_ms, state";
 
 // `head` + "$1, $2, ... $n)" for n = 1, 2, 4 ... 256, by log2 of n (the
-// caller pads its list by repeating an element): a handful of statement
-// texts, built once.
+// caller pads its list by repeating an element).
 std::vector<std::string> InLists(std::string_view head) {
-  std::vector<std::string> out;
-  for (size_t n = 1; n <= 256; n *= 2) {
+  return store::PowersOfTwo(256, [head](size_t n) {
     std::string s(head);
     for (size_t i = 1; i <= n; ++i) s += (i == 1 ? "$" : ", $") + std::to_string(i);
-    out.push_back(s + ")");
-  }
-  return out;
+    return s + ")";
+  });
 }
 
 // Runs one of `texts` (InLists) over `values`, 256 at a time, each list
@@ -160,18 +157,18 @@ Result<void> SelectIn(store::Tx& tx, const std::vector<std::string>& texts, cons
   return Ok();
 }
 
-// Writes rows [0, count) with ExecLater, `chunk` a statement while that many
-// are left, then one a statement: two statement shapes (sql[1] and sql[0]),
-// their texts built once. `add(params, r)` appends row r's parameters.
+// Writes rows [0, count) with ExecLater, sql[k] (store::PowersOfTwo) writing 2^k
+// rows: the largest that fits what is left a statement (45 rows: 32, 8, 4
+// and 1). `add(params, r)` appends row r's parameters.
 template <class Add>
-Result<void> WriteRows(store::Tx& tx, size_t count, size_t chunk, const std::string (&sql)[2], Add add) {
+Result<void> WriteRows(store::Tx& tx, size_t count, const std::vector<std::string>& sql, Add add) {
+  const size_t chunk = size_t{1} << (sql.size() - 1);
   std::vector<Value> params;
   for (size_t i = 0; i < count;) {
-    const bool full = count - i >= chunk;
-    const size_t n = full ? chunk : 1;
+    const size_t n = std::bit_floor(std::min(count - i, chunk));
     params.clear();
     for (size_t r = i; r < i + n; ++r) add(params, r);
-    SMART_TRY(tx.ExecLater(sql[full], params));
+    SMART_TRY(tx.ExecLater(sql[static_cast<size_t>(std::countr_zero(n))], params));
     i += n;
   }
   return Ok();
@@ -595,17 +592,17 @@ Result<Transfer> Applier::ApplyOne(const TransferRequest& req, bool internal, bo
 Result<void> Applier::Flush() {
   if (rows_.empty()) return Ok();
   // Changed accounts, a chunk per statement: an UPDATE ... FROM (VALUES ...)
-  // for those that exist, a multi-row INSERT for new ones. Two statement
-  // shapes each (a full chunk, or one row), their text built once.
+  // for those that exist, a multi-row INSERT for new ones; a statement
+  // shape for each power of two up to a chunk, their texts built once.
   std::vector<const Account*> updated, inserted;
   for (const auto& [k, st] : accounts_) {
     if (st.dirty) (st.persisted ? updated : inserted).push_back(&st.account);
   }
-  static const std::string kUpdate[2] = {UpdateAccounts(1), UpdateAccounts(kAccountChunk)};
-  static const std::string kInsertAccounts[2] = {InsertAccounts(1), InsertAccounts(kAccountChunk)};
-  static const std::string kInsertTransfers[2] = {InsertTransfers(1), InsertTransfers(kInsertChunk)};
-  static const std::string kStates[2] = {UpdateStates(1), UpdateStates(kAccountChunk)};
-  SMART_TRY(WriteRows(tx_, updated.size(), kAccountChunk, kUpdate, [&](std::vector<Value>& params, size_t r) {
+  static const auto kUpdate = store::PowersOfTwo(kAccountChunk, UpdateAccounts);
+  static const auto kInsertAccounts = store::PowersOfTwo(kAccountChunk, InsertAccounts);
+  static const auto kInsertTransfers = store::PowersOfTwo(kInsertChunk, InsertTransfers);
+  static const auto kStates = store::PowersOfTwo(kAccountChunk, UpdateStates);
+  SMART_TRY(WriteRows(tx_, updated.size(), kUpdate, [&](std::vector<Value>& params, size_t r) {
     const Account& a = *updated[r];
     params.emplace_back(a.id);
     params.emplace_back(FormatAmount(a.debits_posted));
@@ -614,7 +611,7 @@ Result<void> Applier::Flush() {
     params.emplace_back(FormatAmount(a.credits_pending));
     params.emplace_back(a.last_seq);
   }));
-  SMART_TRY(WriteRows(tx_, inserted.size(), kAccountChunk, kInsertAccounts, [&](std::vector<Value>& params, size_t r) {
+  SMART_TRY(WriteRows(tx_, inserted.size(), kInsertAccounts, [&](std::vector<Value>& params, size_t r) {
     const Account& a = *inserted[r];
     params.emplace_back(a.id);
     params.emplace_back(a.ref.owner);
@@ -629,7 +626,7 @@ Result<void> Applier::Flush() {
   }));
   // Transfers kInsertChunk at a time, moved from: Flush runs once, as the
   // transaction ends (after it, rows_ is empty).
-  SMART_TRY(WriteRows(tx_, rows_.size(), kInsertChunk, kInsertTransfers, [&](std::vector<Value>& params, size_t r) {
+  SMART_TRY(WriteRows(tx_, rows_.size(), kInsertTransfers, [&](std::vector<Value>& params, size_t r) {
     Transfer& t = rows_[r].transfer;
     std::string state = t.type == TransferType::kPending ? pendings_.at(t.id).transfer.state : std::move(t.state);
     params.emplace_back(t.seq);
@@ -662,7 +659,7 @@ Result<void> Applier::Flush() {
   for (const auto& [id, p] : pendings_) {
     if (p.persisted && p.dirty) resolved.push_back(&p.transfer);
   }
-  SMART_TRY(WriteRows(tx_, resolved.size(), kAccountChunk, kStates, [&](std::vector<Value>& params, size_t r) {
+  SMART_TRY(WriteRows(tx_, resolved.size(), kStates, [&](std::vector<Value>& params, size_t r) {
     params.emplace_back(resolved[r]->seq);
     params.emplace_back(resolved[r]->state);
   }));

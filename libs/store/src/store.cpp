@@ -15,6 +15,12 @@ double Row::Double(size_t i) const {
   return std::get<double>(v);
 }
 
+std::vector<std::string> PowersOfTwo(size_t max, const std::function<std::string(size_t)>& make) {
+  std::vector<std::string> out;
+  for (size_t n = 1; n <= max; n *= 2) out.push_back(make(n));
+  return out;
+}
+
 std::string ValuesRows(size_t n, size_t columns, size_t first, std::string_view row) {
   std::string out;
   for (size_t r = 0; r < n; ++r) {

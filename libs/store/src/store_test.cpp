@@ -60,6 +60,15 @@ TEST(ValuesRowsTest, NumbersEachRowsParameters) {
   EXPECT_EQ(ValuesRows(0, 2, 1, "(?1, ?2)"), "");
 }
 
+TEST(PowersOfTwoTest, OneTextForEachPowerOfTwoUpToMax) {
+  auto texts = PowersOfTwo(8, [](size_t n) { return "VALUES " + ValuesRows(n, 1, 1, "(?1)"); });
+  ASSERT_EQ(texts.size(), 4u);
+  EXPECT_EQ(texts[0], "VALUES ($1)");
+  EXPECT_EQ(texts[2], "VALUES ($1), ($2), ($3), ($4)");
+  EXPECT_EQ(texts[3], "VALUES ($1), ($2), ($3), ($4), ($5), ($6), ($7), ($8)");
+  EXPECT_EQ(PowersOfTwo(1, [](size_t n) { return std::to_string(n); }), std::vector<std::string>{"1"});
+}
+
 TEST_F(StoreTest, RoundTripsEveryType) {
   auto r = db_->Transact(TxMode::kWrite, [](Tx& tx) -> Result<void> {
     SMART_TRY(tx.Exec("INSERT INTO items (id, n, x, note) VALUES ($1, $2, $3, $4)",

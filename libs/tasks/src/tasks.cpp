@@ -1,6 +1,5 @@
 // Tasks: submission with escrow, reads, cancel, and the leased lifecycle.
 #include <algorithm>
-#include <array>
 #include <bit>
 #include <chrono>
 #include <map>
@@ -28,11 +27,7 @@ constexpr size_t kMaxBatch = 100;
 // kMax), made by `make(rows)` once per size.
 template <size_t kMax, class Make>
 const std::string& ByChunk(size_t rows, Make make) {
-  static const auto kTexts = [&] {
-    std::array<std::string, std::bit_width(kMax)> out;
-    for (size_t b = 0; b < out.size(); ++b) out[b] = make(size_t{1} << b);
-    return out;
-  }();
+  static const auto kTexts = store::PowersOfTwo(kMax, make);
   return kTexts[static_cast<size_t>(std::countr_zero(rows))];
 }
 

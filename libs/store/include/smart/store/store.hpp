@@ -162,6 +162,11 @@ Result<std::unique_ptr<Database>> Open(const std::string& url, const Options& op
 // "($1, $2), ($3, $4)".
 std::string ValuesRows(size_t n, size_t columns, size_t first, std::string_view row);
 
+// The shapes of a multi-row statement: make(n) for n = 1, 2, 4 ... max (a
+// power of two), texts[k] the one for 2^k rows. Built once by the caller; a
+// writer then takes the largest that fits what is left (45 rows: 32, 8, 4, 1).
+std::vector<std::string> PowersOfTwo(size_t max, const std::function<std::string(size_t)>& make);
+
 // Rewrites $1..$N placeholders to SQLite's ?1..?N, leaving string literals,
 // quoted identifiers and comments alone. Exposed for tests.
 std::string TranslatePlaceholders(std::string_view sql);
