@@ -1066,6 +1066,7 @@ TEST_F(CoordinatorTest, AFullBatchWritesEveryTaskAsAsked) {
                      .timeout_s = 60 + i,
                      .max_attempts = 1 + i % 3,
                      .not_before_ms = i == 70 ? clock_.NowMs() + 5000 : 0,
+                     .deadline_ms = i == 71 ? clock_.NowMs() + 60'000 : 0,
                      .replicas = i == 66 ? 2 : 0});
   }
   auto done = coord_->SubmitBatch("usr_req", batch, "big");
@@ -1090,6 +1091,27 @@ TEST_F(CoordinatorTest, AFullBatchWritesEveryTaskAsAsked) {
       EXPECT_EQ(x->status, "pending");
       EXPECT_EQ(x->escrow_id, (*done)[i].escrow_id);
     }
+    // The answer is the row as written, field for field.
+    const Task& a = (*done)[i];
+    EXPECT_EQ(a.requester, t->requester);
+    EXPECT_EQ(a.input_is_json, t->input_is_json);
+    EXPECT_EQ(a.asset, t->asset);
+    EXPECT_EQ(a.cost, t->cost);
+    EXPECT_EQ(a.attempt, t->attempt);
+    EXPECT_EQ(a.failures, t->failures);
+    EXPECT_EQ(a.node_id, t->node_id);
+    EXPECT_EQ(a.lease_expires_ms, t->lease_expires_ms);
+    EXPECT_EQ(a.progress, t->progress);
+    EXPECT_EQ(a.progress_message, t->progress_message);
+    EXPECT_EQ(a.output, t->output);
+    EXPECT_EQ(a.proof_hash, t->proof_hash);
+    EXPECT_EQ(a.error, t->error);
+    EXPECT_EQ(a.created_ms, t->created_ms);
+    EXPECT_EQ(a.updated_ms, t->updated_ms);
+    EXPECT_EQ(a.completed_ms, t->completed_ms);
+    EXPECT_EQ(a.deadline_ms, t->deadline_ms);
+    EXPECT_EQ(a.retries, t->retries);
+    EXPECT_EQ(a.parent_id, t->parent_id);
     ids.insert((*done)[i].id);
     escrows.insert((*done)[i].escrow_id);
     total += (*done)[i].cost;

@@ -32,7 +32,7 @@ const std::string& ByChunk(size_t rows, Make make) {
 }
 
 // A submission's INSERT of `rows` tasks, each with kInsertColumns
-// parameters, RETURNING the inserted tasks.
+// parameters.
 constexpr size_t kInsertChunk = 64;
 constexpr size_t kInsertColumns = 21;
 const std::string& InsertTasks(size_t rows) {
@@ -44,8 +44,7 @@ const std::string& InsertTasks(size_t rows) {
            store::ValuesRows(
                n, kInsertColumns, 1,
                "(?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12, 0, 0, NULL, 0, 0, '', ?13, ?14, ?15, "
-               "?16, ?16, 0, ?17, ?18, ?19, 0, ?20, ?21)") +
-           " RETURNING " + std::string(kTaskColumns);
+               "?16, ?16, 0, ?17, ?18, ?19, 0, ?20, ?21)");
   });
 }
 
@@ -207,8 +206,10 @@ Result<void> Coordinator::SubmitIn(store::Tx& tx, std::string_view requester, st
     }
     return e;
   }
-  // The rows in chunks of 64, 32, ... 1 tasks: one statement (one round trip
-  // on PostgreSQL) per chunk, each size's text prepared once.
+  // The rows in chunks of 64, 32, ... 1 tasks: one statement per chunk, each
+  // size's text prepared once, sent without waiting for it (PostgreSQL's
+  // pipeline; a failed insert fails the transaction). The answers are the
+  // rows as written, made here rather than read back.
   const int64_t now = clock_.NowMs();
   std::vector<Value> params;
   for (size_t h = 0; h < fresh.size();) {
@@ -219,45 +220,51 @@ Result<void> Coordinator::SubmitIn(store::Tx& tx, std::string_view requester, st
       const size_t i = fresh[k];
       const SubmitRequest& req = reqs[i];
       fair_key += kFairUnit / req.weight;
-      std::string cost = ledger::FormatAmount(prepared[i].cost);
+      Task& t = out[i];
+      t = Task{.id = ids[i],
+               .requester = std::string(requester),
+               .type = req.type,
+               .input = req.input,
+               .input_is_json = req.input_is_json,
+               .parameters = req.parameters,
+               .priority = req.priority,
+               .status = "pending",
+               .asset = config_.asset,
+               .cost = prepared[i].cost,
+               .max_cost = req.max_cost,
+               .timeout_s = timeouts[i],
+               .max_attempts = req.max_attempts,
+               .escrow_id = (*held)[k],
+               .created_ms = now,
+               .updated_ms = now,
+               .not_before_ms = req.not_before_ms,
+               .deadline_ms = req.deadline_ms,
+               .replicas = req.replicas};
+      std::string cost = ledger::FormatAmount(t.cost);
       std::string history = HistoryLine(now, "pending", "", JsonObject({{"cost", cost}}));
-      params.emplace_back(ids[i]);
-      params.emplace_back(std::string(requester));
-      params.emplace_back(req.type);
-      params.emplace_back(req.input);
-      params.emplace_back(int64_t{req.input_is_json});
-      params.emplace_back(req.parameters);
-      params.emplace_back(static_cast<int64_t>(req.priority));
-      params.emplace_back(config_.asset);
+      params.emplace_back(t.id);
+      params.emplace_back(t.requester);
+      params.emplace_back(t.type);
+      params.emplace_back(t.input);
+      params.emplace_back(int64_t{t.input_is_json});
+      params.emplace_back(t.parameters);
+      params.emplace_back(static_cast<int64_t>(t.priority));
+      params.emplace_back(t.asset);
       params.emplace_back(std::move(cost));
-      params.push_back(req.max_cost ? Value{ledger::FormatAmount(*req.max_cost)} : Value{});
-      params.emplace_back(timeouts[i]);
-      params.emplace_back(int64_t{req.max_attempts});
-      params.emplace_back((*held)[k]);
+      params.push_back(t.max_cost ? Value{ledger::FormatAmount(*t.max_cost)} : Value{});
+      params.emplace_back(t.timeout_s);
+      params.emplace_back(int64_t{t.max_attempts});
+      params.emplace_back(t.escrow_id);
       params.push_back(keys[i].empty() ? Value{} : Value{keys[i]});
       params.emplace_back(prepared[i].fingerprint);
       params.emplace_back(now);
       params.emplace_back(fair_key);
-      params.emplace_back(req.not_before_ms);
-      params.emplace_back(req.deadline_ms);
-      params.emplace_back(int64_t{req.replicas});
+      params.emplace_back(t.not_before_ms);
+      params.emplace_back(t.deadline_ms);
+      params.emplace_back(int64_t{t.replicas});
       params.emplace_back(std::move(history));
     }
-    auto inserted = tx.Query(InsertTasks(rows), params);
-    if (!inserted) return inserted.take_error();
-    if (inserted->size() != rows) return Error::Internal("task_not_inserted", "a task insert returned no row");
-    // RETURNING's order is the VALUES' in practice; matched by id regardless.
-    for (size_t j = 0; j < rows; ++j) {
-      auto t = TaskFromRow((*inserted)[j]);
-      if (!t) return t.take_error();
-      size_t k = h + j;
-      if (ids[fresh[k]] != t->id) {
-        k = h;
-        while (k < h + rows && ids[fresh[k]] != t->id) ++k;
-        if (k == h + rows) return Error::Internal("task_not_inserted", "a task insert returned another row");
-      }
-      out[fresh[k]] = std::move(t).value();
-    }
+    SMART_TRY(tx.ExecLater(InsertTasks(rows), params));
     h += rows;
   }
   for (size_t i : fresh) {
