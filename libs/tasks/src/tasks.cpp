@@ -273,105 +273,104 @@ Result<void> Coordinator::SubmitIn(store::Tx& tx, std::string_view requester, st
   return Ok();
 }
 
-struct Coordinator::SubmitItem {
-  SubmitRequest req;
-  Prepared prepared;
-  std::string key, id;
-  Task out;
-  Callback<Task> done;
+// A requester's single submissions taken by one writer job, in arrays for
+// SubmitIn (moved from their items once, as the job may run more than once).
+struct Coordinator::SubmitRun {
+  std::string requester;
+  std::vector<SubmitRequest> reqs;
+  std::vector<Prepared> prepared;
+  std::vector<std::string> keys, ids;
+  std::vector<Callback<Task>> done;
+  std::vector<Task> out;
+  bool taken = false;
 };
 
 Result<Task> Coordinator::Submit(std::string_view requester, const SubmitRequest& req,
                                  std::string_view idempotency_key) {
   auto prepared = Prepare(req);
   if (!prepared) return prepared.take_error();
-  auto item = std::make_shared<SubmitItem>(
-      SubmitItem{.req = req,
-                 .prepared = std::move(prepared).value(),
-                 .key = idempotency_key.empty() ? "" : std::string(requester) + "/" + std::string(idempotency_key),
-                 .id = MakeId("task")});
+  SubmitItem item{.req = req,
+                  .prepared = std::move(prepared).value(),
+                  .key = idempotency_key.empty() ? "" : std::string(requester) + "/" + std::string(idempotency_key),
+                  .id = MakeId("task")};
   return Wait<Task>([&](Callback<Task> done) {
-    item->done = std::move(done);
+    item.done = std::move(done);
     bool first = false;
     {
       std::lock_guard lk(submits_mu_);
       auto& waiting = submits_[std::string(requester)];
       first = waiting.empty();  // else the job queued for them takes this too
-      waiting.push_back(item);
+      waiting.push_back(std::move(item));
     }
     if (first) QueueSubmits(std::string(requester));
   });
 }
 
 void Coordinator::QueueSubmits(const std::string& requester) {
-  // What one writer job submits: taken when the job first runs (it may run
-  // again, after a refusal elsewhere in its group), or when it is answered
-  // without running (the writer is stopping).
-  struct Run {
-    std::vector<std::shared_ptr<SubmitItem>> items;
-    bool taken = false;
-  };
-  auto run = std::make_shared<Run>();
-  auto take = [this, run, requester] {
+  // Taken when the job first runs (it may run again, after a refusal
+  // elsewhere in its group), or when it is answered without running (the
+  // writer is stopping).
+  auto run = std::make_shared<SubmitRun>();
+  run->requester = requester;
+  auto take = [this, run] {
     if (run->taken) return;
-    std::lock_guard lk(submits_mu_);
-    auto it = submits_.find(requester);
-    run->items.swap(it->second);
-    submits_.erase(it);
+    std::vector<SubmitItem> items;
+    {
+      std::lock_guard lk(submits_mu_);
+      auto it = submits_.find(run->requester);
+      items.swap(it->second);
+      submits_.erase(it);
+    }
+    for (SubmitItem& item : items) {
+      run->reqs.push_back(std::move(item.req));
+      run->prepared.push_back(std::move(item.prepared));
+      run->keys.push_back(std::move(item.key));
+      run->ids.push_back(std::move(item.id));
+      run->done.push_back(std::move(item.done));
+    }
+    run->out.resize(items.size());
     run->taken = true;
   };
   writer_.TransactAsync(
-      [this, run, take, requester](store::Tx& tx) -> Result<void> {
+      [this, run, take](store::Tx& tx) -> Result<void> {
         take();
-        const size_t n = run->items.size();
-        std::vector<SubmitRequest> reqs;
-        std::vector<Prepared> prepared;
-        std::vector<std::string> keys, ids;
-        std::vector<Task> out(n);
-        for (const auto& item : run->items) {
-          reqs.push_back(item->req);
-          prepared.push_back(item->prepared);
-          keys.push_back(item->key);
-          ids.push_back(item->id);
-        }
-        SMART_TRY(SubmitIn(tx, requester, reqs, prepared, keys, ids, out));
-        for (size_t i = 0; i < n; ++i) run->items[i]->out = std::move(out[i]);
-        return Ok();
+        return SubmitIn(tx, run->requester, run->reqs, run->prepared, run->keys, run->ids, run->out);
       },
-      [this, run, take, requester](Result<void> r) {
+      [this, run, take](Result<void> r) {
         take();
-        if (!r && run->items.size() > 1) {
-          for (auto& item : run->items) SubmitAlone(requester, std::move(item));  // each for its own answer
+        const size_t n = run->reqs.size();
+        if (!r && n > 1) {
+          for (size_t i = 0; i < n; ++i) SubmitAlone(run, i);  // each for its own answer
           return;
         }
         if (r) {
-          if (run->items.size() > 1) submitted_together_.fetch_add(run->items.size());
+          if (n > 1) submitted_together_.fetch_add(n);
           WakeClaimers();
         }
-        for (auto& item : run->items) {
+        for (size_t i = 0; i < n; ++i) {
           if (!r) {
-            item->done(r.error());
+            run->done[i](r.error());
             continue;
           }
-          if (!item->out.replayed) Notify(item->out);
-          item->done(std::move(item->out));
+          if (!run->out[i].replayed) Notify(run->out[i]);
+          run->done[i](std::move(run->out[i]));
         }
       });
 }
 
-void Coordinator::SubmitAlone(const std::string& requester, std::shared_ptr<SubmitItem> item) {
+void Coordinator::SubmitAlone(std::shared_ptr<SubmitRun> run, size_t i) {
   writer_.TransactAsync(
-      [this, item, requester](store::Tx& tx) -> Result<void> {
-        return SubmitIn(tx, requester, std::span(&item->req, 1), std::span(&item->prepared, 1),
-                        std::span(&item->key, 1), std::span(&item->id, 1), std::span(&item->out, 1));
+      [this, run, i](store::Tx& tx) -> Result<void> {
+        return SubmitIn(tx, run->requester, std::span(&run->reqs[i], 1), std::span(&run->prepared[i], 1),
+                        std::span(&run->keys[i], 1), std::span(&run->ids[i], 1), std::span(&run->out[i], 1));
       },
-      [this, item](Result<void> r) {
-        if (!r) return item->done(r.error());
-        if (!item->out.replayed) {
+      [this, run, i](Result<void> r) {
+        if (!r) return run->done[i](r.error());
+        if (!run->out[i].replayed) {
           WakeClaimers();
-          Notify(item->out);
+          Notify(run->out[i]);
         }
-        item->done(std::move(item->out));
+        run->done[i](std::move(run->out[i]));
       });
 }
 
@@ -934,6 +933,10 @@ namespace {
 // tasks earned (cost less fee, each) and per asset one fee. Their keys name the
 // chunk's first task, which completes once, so each is made once; their
 // metadata lists the tasks they pay for.
+// A lot's metadata lists at most kCompleteChunk task ids (31 characters,
+// quoted, a comma): well within the ledger's 4 KiB.
+static_assert(kCompleteChunk * (31 + 3) + 16 <= 4096);
+
 class Settlement {
  public:
   explicit Settlement(int fee_pct) : fee_pct_(static_cast<unsigned>(fee_pct)) {}

@@ -402,12 +402,18 @@ class Coordinator {
   // requester's are written together (SubmitIn for all of them: one
   // fair-queue update, one ledger call, multi-row inserts); if that fails,
   // each goes again on its own, which gives it its own answer.
-  struct SubmitItem;
+  struct SubmitItem {
+    SubmitRequest req;
+    Prepared prepared;
+    std::string key, id;
+    Callback<Task> done;
+  };
+  struct SubmitRun;
   std::mutex submits_mu_;
-  std::map<std::string, std::vector<std::shared_ptr<SubmitItem>>, std::less<>> submits_;
+  std::map<std::string, std::vector<SubmitItem>, std::less<>> submits_;
   std::atomic<uint64_t> submitted_together_{0};
   void QueueSubmits(const std::string& requester);
-  void SubmitAlone(const std::string& requester, std::shared_ptr<SubmitItem> item);
+  void SubmitAlone(std::shared_ptr<SubmitRun> run, size_t i);
   // Results waiting for the writer, completed together (CompleteResults: one
   // multi-row statement and one ledger call for all of them). A result for a
   // task with another lease operation on its way goes on its own, after it.
