@@ -48,6 +48,26 @@ const std::string& InsertTasks(size_t rows) {
   });
 }
 
+// A claim's assignment of `rows` tasks (a power of two up to kClaimChunk;
+// a node holds at most 100): $1 the node, $2 the time, then the task ids.
+// The history line is made in SQL, in HistoryLine's format (the lease is
+// the row's); node ids are ours ([A-Za-z0-9_]), so they need no JSON
+// escaping. $2 is typed BIGINT by the assignments before it (PostgreSQL
+// infers a parameter's type where it is first used): keep the history last.
+constexpr size_t kClaimChunk = 128;
+const std::string& AssignTasks(size_t rows) {
+  return ByChunk<kClaimChunk>(rows, [](size_t n) {
+    std::string sql =
+        "UPDATE tasks SET status = 'assigned', node_id = $1, attempt = attempt + 1, "
+        "lease_expires_ms = CASE WHEN deadline_ms > 0 AND deadline_ms < $2 + timeout_s * 1000 THEN deadline_ms "
+        "ELSE $2 + timeout_s * 1000 END, progress = 0, progress_message = '', updated_ms = $2, "
+        "history = history || '[' || CAST($2 AS TEXT) || ',\"assigned\",\"' || $1 || '\",{\"lease\":' || "
+        "CAST(attempt + 1 AS TEXT) || '}]\n' WHERE status = 'pending' AND id IN (";
+    for (size_t i = 0; i < n; ++i) sql += (i ? ", $" : "$") + std::to_string(i + 3);
+    return sql + ") RETURNING " + std::string(kTaskColumns);
+  });
+}
+
 // Results of tasks (not replicas) completed `rows` at a time (a power of two
 // up to kCompleteChunk): $1 the time, then per row the task, node, lease,
 // output, proof, history line and operator. Only a row whose node holds the
@@ -586,26 +606,12 @@ Result<void> Coordinator::ClaimIn(store::Tx& tx, std::string_view operator_id, s
   }
   if (chosen.empty()) return Ok();
   // As many placeholders as the next power of two (the last id repeated), so
-  // that a handful of statement texts serve every claim size. The history
-  // line is made in SQL, in HistoryLine's format (the lease is the row's);
-  // node ids are ours ([A-Za-z0-9_]), so they need no JSON escaping. $2 is
-  // typed BIGINT by the assignments before it (PostgreSQL infers a
-  // parameter's type where it is first used): keep the history last.
-  size_t slots = 1;
-  while (slots < chosen.size()) slots *= 2;
-  std::string sql_assign =
-      "UPDATE tasks SET status = 'assigned', node_id = $1, attempt = attempt + 1, "
-      "lease_expires_ms = CASE WHEN deadline_ms > 0 AND deadline_ms < $2 + timeout_s * 1000 THEN deadline_ms "
-      "ELSE $2 + timeout_s * 1000 END, progress = 0, progress_message = '', updated_ms = $2, "
-      "history = history || '[' || CAST($2 AS TEXT) || ',\"assigned\",\"' || $1 || '\",{\"lease\":' || "
-      "CAST(attempt + 1 AS TEXT) || '}]\n' WHERE status = 'pending' AND id IN (";
+  // that a handful of statement texts serve every claim size.
+  const size_t slots = std::bit_ceil(chosen.size());
+  if (slots > kClaimChunk) return Error::Internal("claim_too_large", "a claim chose more tasks than a node may hold");
   std::vector<Value> params{Value{node->id}, Value{now}};
-  for (size_t i = 0; i < slots; ++i) {
-    sql_assign += (i ? ", $" : "$") + std::to_string(i + 3);
-    params.push_back(chosen[std::min(i, chosen.size() - 1)]->at(0));
-  }
-  sql_assign += ") RETURNING ";
-  sql_assign += kTaskColumns;
+  for (size_t i = 0; i < slots; ++i) params.push_back(chosen[std::min(i, chosen.size() - 1)]->at(0));
+  const std::string& sql_assign = AssignTasks(slots);
   auto rows = tx.Query(sql_assign, params);
   if (!rows) return rows.take_error();
   std::map<std::string_view, Task> assigned;
