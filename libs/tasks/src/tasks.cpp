@@ -367,15 +367,14 @@ void Coordinator::QueueSubmits(const std::string& requester) {
           if (n > 1) submitted_together_.fetch_add(n);
           WakeClaimers();
         }
-        for (size_t i = 0; i < n; ++i) {
-          if (!r) {
-            run->done[i](r.error());
-            continue;
-          }
-          if (!run->out[i].replayed) Notify(run->out[i]);
-          run->done[i](std::move(run->out[i]));
-        }
+        for (size_t i = 0; i < n; ++i) AnswerSubmit(*run, i, r);
       });
+}
+
+void Coordinator::AnswerSubmit(SubmitRun& run, size_t i, const Result<void>& r) {
+  if (!r) return run.done[i](r.error());
+  if (!run.out[i].replayed) Notify(run.out[i]);
+  run.done[i](std::move(run.out[i]));
 }
 
 void Coordinator::SubmitAlone(std::shared_ptr<SubmitRun> run, size_t i) {
@@ -385,12 +384,8 @@ void Coordinator::SubmitAlone(std::shared_ptr<SubmitRun> run, size_t i) {
                         std::span(&run->keys[i], 1), std::span(&run->ids[i], 1), std::span(&run->out[i], 1));
       },
       [this, run, i](Result<void> r) {
-        if (!r) return run->done[i](r.error());
-        if (!run->out[i].replayed) {
-          WakeClaimers();
-          Notify(run->out[i]);
-        }
-        run->done[i](std::move(run->out[i]));
+        if (r && !run->out[i].replayed) WakeClaimers();
+        AnswerSubmit(*run, i, r);
       });
 }
 

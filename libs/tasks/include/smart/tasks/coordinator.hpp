@@ -414,6 +414,8 @@ class Coordinator {
   std::atomic<uint64_t> submitted_together_{0};
   void QueueSubmits(const std::string& requester);
   void SubmitAlone(std::shared_ptr<SubmitRun> run, size_t i);
+  // Answers run's submission i (its task, announced unless replayed; or r's error).
+  void AnswerSubmit(SubmitRun& run, size_t i, const Result<void>& r);
   // Results waiting for the writer, completed together (CompleteResults: one
   // multi-row statement and one ledger call for all of them). A result for a
   // task with another lease operation on its way goes on its own, after it.
