@@ -70,7 +70,7 @@ http::Middleware Limits(const Deps& deps) {
       deps.usage.Count(who->value().user_id, who->value().api_key_id);
     }
     http::Response res = next(req);
-    SetHeaders(res, shown);
+    res.Then([shown](http::Response& r) { SetHeaders(r, shown); });
     return res;
   };
 }

@@ -265,80 +265,87 @@ int PreferredWait(const http::Request& req) {
 }  // namespace
 
 void RegisterTaskRoutes(http::Router& router, const Deps& deps) {
-  router.Add(
-      http::Method::kPost, "/api/v1/tasks",
-      [&deps](http::Request& req) {
-        auto who = Require(deps, req, auth::scope::kTasksWrite);
-        if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
-        std::optional<http::Response> bad_key;
-        auto key = OptionalKey(req, &bad_key);
-        if (bad_key) return std::move(*bad_key);
-        auto body = ParseJsonObject(req, kSubmitFields);
-        if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
-        FieldReader f(std::get<json::object>(body));
-        auto s = ReadSubmit(f, std::get<auth::Principal>(who));
-        if (!f.ok()) return f.Problem(req);
-        auto t = deps.tasks.Submit(std::get<auth::Principal>(who).user_id, s, key.value_or(""));
-        if (!t) return TaskError(req, t.error());
-        auto res = Json(201, TaskJson(deps, *t, false));
-        if (t->replayed) res.headers.Add("Idempotent-Replayed", "true");
-        return res;
-      },
-      kBlocking);
+  router.Add(http::Method::kPost, "/api/v1/tasks", [&deps](http::Request& req) {
+    auto who = Require(deps, req, auth::scope::kTasksWrite);
+    if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
+    std::optional<http::Response> bad_key;
+    auto key = OptionalKey(req, &bad_key);
+    if (bad_key) return std::move(*bad_key);
+    auto body = ParseJsonObject(req, kSubmitFields);
+    if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
+    FieldReader f(std::get<json::object>(body));
+    auto s = ReadSubmit(f, std::get<auth::Principal>(who));
+    if (!f.ok()) return f.Problem(req);
+    // Answered once durable, without holding a thread meanwhile.
+    auto [res, reply] = http::Response::Later();
+    deps.tasks.SubmitAsync(std::get<auth::Principal>(who).user_id, s, key.value_or(""),
+                           [&deps, &req, reply](Result<tasks::Task> t) {
+                             reply([&deps, &req, t = std::move(t)] {
+                               if (!t) return TaskError(req, t.error());
+                               auto created = Json(201, TaskJson(deps, *t, false));
+                               if (t->replayed) created.headers.Add("Idempotent-Replayed", "true");
+                               return created;
+                             });
+                           });
+    return res;
+  });
 
   // Up to 100 tasks in one request and one transaction: all are created, or none.
-  router.Add(
-      http::Method::kPost, "/api/v1/tasks/batch",
-      [&deps](http::Request& req) {
-        auto who = Require(deps, req, auth::scope::kTasksWrite);
-        if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
-        std::optional<http::Response> bad_key;
-        auto key = OptionalKey(req, &bad_key);
-        if (bad_key) return std::move(*bad_key);
-        auto body = ParseJsonObject(req, {"tasks"});
-        if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
-        const auto* items = std::get<json::object>(body).if_contains("tasks");
-        if (!items || !items->is_array() || items->as_array().empty() || items->as_array().size() > 100) {
-          return http::MakeProblem(req, {.status = 422,
-                                         .code = "validation_failed",
-                                         .detail = "tasks: an array of 1 to 100 tasks",
-                                         .errors = {{"tasks", "must be an array of 1 to 100 tasks"}}});
+  router.Add(http::Method::kPost, "/api/v1/tasks/batch", [&deps](http::Request& req) {
+    auto who = Require(deps, req, auth::scope::kTasksWrite);
+    if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
+    std::optional<http::Response> bad_key;
+    auto key = OptionalKey(req, &bad_key);
+    if (bad_key) return std::move(*bad_key);
+    auto body = ParseJsonObject(req, {"tasks"});
+    if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
+    const auto* items = std::get<json::object>(body).if_contains("tasks");
+    if (!items || !items->is_array() || items->as_array().empty() || items->as_array().size() > 100) {
+      return http::MakeProblem(req, {.status = 422,
+                                     .code = "validation_failed",
+                                     .detail = "tasks: an array of 1 to 100 tasks",
+                                     .errors = {{"tasks", "must be an array of 1 to 100 tasks"}}});
+    }
+    std::vector<tasks::SubmitRequest> reqs;
+    std::vector<http::FieldError> errors;
+    const json::array& list = items->as_array();
+    for (size_t i = 0; i < list.size(); ++i) {
+      std::string where = "tasks[" + std::to_string(i) + "]";
+      if (!list[i].is_object()) {
+        errors.push_back({where, "must be an object"});
+        continue;
+      }
+      for (const auto& kv : list[i].as_object()) {
+        if (std::find(kSubmitFields.begin(), kSubmitFields.end(), kv.key()) == kSubmitFields.end()) {
+          errors.push_back({where + "." + std::string(kv.key()), "unknown field"});
         }
-        std::vector<tasks::SubmitRequest> reqs;
-        std::vector<http::FieldError> errors;
-        const json::array& list = items->as_array();
-        for (size_t i = 0; i < list.size(); ++i) {
-          std::string where = "tasks[" + std::to_string(i) + "]";
-          if (!list[i].is_object()) {
-            errors.push_back({where, "must be an object"});
-            continue;
-          }
-          for (const auto& kv : list[i].as_object()) {
-            if (std::find(kSubmitFields.begin(), kSubmitFields.end(), kv.key()) == kSubmitFields.end()) {
-              errors.push_back({where + "." + std::string(kv.key()), "unknown field"});
-            }
-          }
-          FieldReader f(list[i].as_object(), where + ".");
-          reqs.push_back(ReadSubmit(f, std::get<auth::Principal>(who)));
-          errors.insert(errors.end(), f.errors().begin(), f.errors().end());
-        }
-        if (!errors.empty()) {
-          return http::MakeProblem(
-              req, {.status = 422, .code = "validation_failed", .detail = "Some tasks are invalid.", .errors = errors});
-        }
-        auto done = deps.tasks.SubmitBatch(std::get<auth::Principal>(who).user_id, reqs, key.value_or(""));
-        if (!done) return TaskError(req, done.error());
-        json::array out;
-        bool replayed = true;
-        for (const auto& t : *done) {
-          out.push_back(TaskJson(deps, t, false));
-          replayed = replayed && t.replayed;
-        }
-        auto res = Json(201, {{"tasks", std::move(out)}});
-        if (replayed) res.headers.Add("Idempotent-Replayed", "true");
-        return res;
-      },
-      kBlocking);
+      }
+      FieldReader f(list[i].as_object(), where + ".");
+      reqs.push_back(ReadSubmit(f, std::get<auth::Principal>(who)));
+      errors.insert(errors.end(), f.errors().begin(), f.errors().end());
+    }
+    if (!errors.empty()) {
+      return http::MakeProblem(
+          req, {.status = 422, .code = "validation_failed", .detail = "Some tasks are invalid.", .errors = errors});
+    }
+    auto [res, reply] = http::Response::Later();
+    deps.tasks.SubmitBatchAsync(std::get<auth::Principal>(who).user_id, std::move(reqs), key.value_or(""),
+                                [&deps, &req, reply](Result<std::vector<tasks::Task>> done) {
+                                  reply([&deps, &req, done = std::move(done)] {
+                                    if (!done) return TaskError(req, done.error());
+                                    json::array out;
+                                    bool replayed = true;
+                                    for (const auto& t : *done) {
+                                      out.push_back(TaskJson(deps, t, false));
+                                      replayed = replayed && t.replayed;
+                                    }
+                                    auto created = Json(201, {{"tasks", std::move(out)}});
+                                    if (replayed) created.headers.Add("Idempotent-Replayed", "true");
+                                    return created;
+                                  });
+                                });
+    return res;
+  });
 
   router.Add(http::Method::kPost, "/api/v1/tasks/estimate", [&deps](http::Request& req) {
     auto who = Require(deps, req, auth::scope::kTasksRead);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 
+#include "later.hpp"
 #include "smart/core/json_text.hpp"
 
 namespace smart::http {
@@ -96,6 +97,19 @@ Response Response::Empty(int status) {
   r.status = status;
   return r;
 }
+
+void Reply::operator()(std::function<Response()> make) const { state_->later->Give(std::move(make)); }
+
+std::pair<Response, Reply> Response::Later() {
+  Response placeholder = Empty(0);
+  placeholder.later = std::make_shared<detail::Later>();
+  Reply reply;
+  reply.state_ = std::make_shared<detail::ReplyState>();
+  reply.state_->later = placeholder.later;
+  return {std::move(placeholder), std::move(reply)};
+}
+
+void Response::ThenLater(std::function<void(Response&)> fn) { later->then.push_back(std::move(fn)); }
 
 Response MakeProblem(const Request& req, const Problem& problem) { return MakeProblem(req.request_id, problem); }
 

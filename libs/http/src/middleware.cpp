@@ -35,7 +35,7 @@ Middleware RequestId() {
     auto given = req.headers.Get("X-Request-Id");
     req.request_id = given && SaneRequestId(*given) ? std::string(*given) : NewUlid();
     Response res = next(req);
-    res.headers.Set("X-Request-Id", req.request_id);
+    res.Then([&req](Response& r) { r.headers.Set("X-Request-Id", req.request_id); });
     return res;
   };
 }
@@ -44,17 +44,18 @@ Middleware AccessLog(log::Logger& logger) {
   return [&logger](Request& req, const Handler& next) {
     auto start = std::chrono::steady_clock::now();
     Response res = next(req);
-    if (logger.Enabled(log::Level::kInfo)) {
+    res.Then([&logger, &req, start](Response& r) {
+      if (!logger.Enabled(log::Level::kInfo)) return;
       double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
       logger.Info("request", {{"method", req.method_text},
                               {"route", RouteLabel(req)},
                               {"path", req.path},
-                              {"status", res.status},
-                              {"bytes", res.body.size()},
+                              {"status", r.status},
+                              {"bytes", r.body.size()},
                               {"duration_ms", ms},
                               {"request_id", req.request_id},
                               {"client", req.remote_address}});
-    }
+    });
     return res;
   };
 }
@@ -67,30 +68,32 @@ Middleware Metrics(metrics::Registry& registry) {
   return [&requests, &durations](Request& req, const Handler& next) {
     auto start = std::chrono::steady_clock::now();
     Response res = next(req);
-    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    // Each thread remembers the children it used, so the hot path takes no
-    // lock and allocates nothing once a (method, route, status) has been seen.
-    struct Children {
-      metrics::Counter* count;
-      metrics::Histogram* duration;
-    };
-    thread_local std::unordered_map<std::string, Children> cache;
-    thread_local std::string key;
-    std::string_view method = MethodLabel(req), route = RouteLabel(req);
-    // The family's address keeps two middlewares (two registries) on one thread apart.
-    const void* family = &requests;
-    key.assign(reinterpret_cast<const char*>(&family), sizeof family);
-    key.append(method).push_back(' ');
-    key.append(route).push_back(' ');
-    key.append(std::to_string(res.status));
-    auto it = cache.find(key);
-    if (it == cache.end()) {
-      Children c{&requests.WithLabels({method, route, std::to_string(res.status)}),
-                 &durations.WithLabels({method, route})};
-      it = cache.emplace(key, c).first;
-    }
-    it->second.count->Inc();
-    it->second.duration->Observe(secs);
+    res.Then([&requests, &durations, &req, start](Response& r) {
+      double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      // Each thread remembers the children it used, so the hot path takes no
+      // lock and allocates nothing once a (method, route, status) has been seen.
+      struct Children {
+        metrics::Counter* count;
+        metrics::Histogram* duration;
+      };
+      thread_local std::unordered_map<std::string, Children> cache;
+      thread_local std::string key;
+      std::string_view method = MethodLabel(req), route = RouteLabel(req);
+      // The family's address keeps two middlewares (two registries) on one thread apart.
+      const void* family = &requests;
+      key.assign(reinterpret_cast<const char*>(&family), sizeof family);
+      key.append(method).push_back(' ');
+      key.append(route).push_back(' ');
+      key.append(std::to_string(r.status));
+      auto it = cache.find(key);
+      if (it == cache.end()) {
+        Children c{&requests.WithLabels({method, route, std::to_string(r.status)}),
+                   &durations.WithLabels({method, route})};
+        it = cache.emplace(key, c).first;
+      }
+      it->second.count->Inc();
+      it->second.duration->Observe(secs);
+    });
     return res;
   };
 }
@@ -98,14 +101,16 @@ Middleware Metrics(metrics::Registry& registry) {
 Middleware SecurityHeaders() {
   return [](Request& req, const Handler& next) {
     Response res = next(req);
-    auto set_default = [&](std::string_view name, std::string value) {
-      if (!res.headers.Get(name)) res.headers.Add(std::string(name), std::move(value));
-    };
-    set_default("X-Content-Type-Options", "nosniff");
-    set_default("X-Frame-Options", "DENY");
-    set_default("Referrer-Policy", "no-referrer");
-    set_default("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'");
-    set_default("Cache-Control", "no-store");
+    res.Then([](Response& r) {
+      auto set_default = [&](std::string_view name, std::string value) {
+        if (!r.headers.Get(name)) r.headers.Add(std::string(name), std::move(value));
+      };
+      set_default("X-Content-Type-Options", "nosniff");
+      set_default("X-Frame-Options", "DENY");
+      set_default("Referrer-Policy", "no-referrer");
+      set_default("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'");
+      set_default("Cache-Control", "no-store");
+    });
     return res;
   };
 }
@@ -129,10 +134,12 @@ Middleware Cors(std::vector<std::string> allowed_origins) {
       res = next(req);
     }
     if (allowed) {
-      res.headers.Set("Access-Control-Allow-Origin", any ? "*" : std::string(*origin));
-      res.headers.Set("Access-Control-Expose-Headers",
+      res.Then([any, origin = std::string(*origin)](Response& r) {
+        r.headers.Set("Access-Control-Allow-Origin", any ? "*" : origin);
+        r.headers.Set("Access-Control-Expose-Headers",
                       "X-Request-Id, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Retry-After");
-      if (!any) res.headers.Set("Vary", "Origin");
+        if (!any) r.headers.Set("Vary", "Origin");
+      });
     }
     return res;
   };

@@ -22,9 +22,11 @@
 #include <deque>
 #include <exception>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 #include <unordered_map>
 
+#include "later.hpp"
 #include "smart/core/ids.hpp"
 #include "smart/core/log.hpp"
 #include "smart/core/thread_name.hpp"
@@ -60,6 +62,15 @@ struct DispatchContext {
   std::shared_ptr<WebSocket> ws;  // created by the innermost handler for an accepted upgrade
 };
 thread_local DispatchContext* t_dispatch = nullptr;
+
+// Takes a waiting connection's wake function back from a Later.
+struct WakeGuard {
+  detail::Later* later;
+  ~WakeGuard() {
+    std::lock_guard lk(later->mu);
+    later->wake = nullptr;
+  }
+};
 
 const std::string& HttpDate() {
   thread_local time_t cached = 0;
@@ -100,6 +111,7 @@ struct Server::Impl {
 
   Response Dispatch(Request& req);
   Response Handle(Request& req, DispatchContext& ctx);
+  Response Answer(Request& req, detail::Later& later, bool& threw);
   asio::awaitable<void> Accept();
   asio::awaitable<void> Session(tcp::socket socket);
   asio::awaitable<void> RejectBusy(tcp::socket socket);
@@ -458,6 +470,35 @@ asio::awaitable<bool> Server::Impl::Write(beast::tcp_stream& stream, Response re
 // GCC 12 mis-allocates coroutine frame slots for same-named locals in sibling
 // scopes and for temporaries inside co_await expressions, so these coroutines
 // keep one error_code per frame and build responses into named locals.
+// The final response of a Later, with the middlewares' hooks applied;
+// `threw` when a hook threw (a bug: the connection is dropped).
+Response Server::Impl::Answer(Request& req, detail::Later& later, bool& threw) {
+  std::function<Response()> make;
+  {
+    std::lock_guard lk(later.mu);
+    make = std::move(later.make);
+    later.wake = nullptr;
+  }
+  Response res;
+  try {
+    if (!make) throw std::runtime_error("the reply was dropped unanswered");
+    res = make();
+  } catch (const std::exception& e) {
+    logger.Error("answer failed", {{"request_id", req.request_id}, {"route", req.route}, {"what", e.what()}});
+    res = MakeProblem(req,
+                      {.status = 500,
+                       .code = "internal_error",
+                       .detail = "The server failed to answer this request; quote the request id when reporting it."});
+  }
+  try {
+    for (auto& fn : later.then) fn(res);
+  } catch (const std::exception& e) {
+    logger.Error("middleware threw", {{"request_id", req.request_id}, {"what", e.what()}});
+    threw = true;
+  }
+  return res;
+}
+
 asio::awaitable<void> Server::Impl::Session(tcp::socket socket) {
   error_code ec;
   auto endpoint = socket.remote_endpoint(ec);
@@ -541,6 +582,22 @@ asio::awaitable<void> Server::Impl::Session(tcp::socket socket) {
     t_dispatch = nullptr;
     if (offload) co_await asio::dispatch(asio::bind_executor(conn->stream.get_executor(), asio::use_awaitable));
     if (threw) break;
+    if (res.later) {
+      std::shared_ptr<detail::Later> later = std::move(res.later);
+      // Woken from the answering thread by a cancel posted here; a frame
+      // destroyed while waiting (the server's end) takes its wake back first.
+      asio::steady_timer wake(conn->stream.get_executor(), asio::steady_timer::time_point::max());
+      WakeGuard guard{later.get()};
+      bool given = false;
+      {
+        std::lock_guard lk(later->mu);
+        given = later->given;
+        if (!given) later->wake = [&wake] { asio::post(wake.get_executor(), [&wake] { wake.cancel(); }); };
+      }
+      if (!given) co_await wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      res = Answer(req, *later, threw);
+      if (threw) break;
+    }
 
     if (res.status == 101 && dctx.ws) {
       auto ws = std::static_pointer_cast<WsConnection>(dctx.ws);

@@ -12,6 +12,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/websocket.hpp>
+#include <mutex>
 #include <stdexcept>
 #include <thread>
 
@@ -48,6 +49,30 @@ class ServerTest : public ::testing::Test {
             return Response::Text(200, "slept");
           },
           {.blocking = true});
+    // Answered later from another thread, after {ms} milliseconds; the
+    // answer reads the request, which must still be alive.
+    r.Add(Method::kGet, "/later/{ms}", [this](Request& req) {
+      auto [res, reply] = Response::Later();
+      int ms = std::stoi(std::string(req.Param("ms")));
+      std::lock_guard lk(answerers_mu_);
+      answerers_.emplace_back([reply, ms, &req] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+        reply([&req] { return Response::Text(201, "later " + std::string(req.Param("ms"))); });
+      });
+      return res;
+    });
+    r.Add(Method::kGet, "/later-at-once", [](Request&) {
+      auto [res, reply] = Response::Later();
+      reply([] { return Response::Text(200, "at once"); });
+      reply([] { return Response::Text(200, "twice"); });  // the first answer wins
+      return res;
+    });
+    r.Add(Method::kGet, "/later-dropped", [](Request&) { return Response::Later().first; });
+    r.Add(Method::kGet, "/later-throws", [](Request&) {
+      auto [res, reply] = Response::Later();
+      reply([]() -> Response { throw std::runtime_error("secret internals"); });
+      return res;
+    });
     r.AddWebSocket("/ws/echo", [this](Request& req, std::shared_ptr<WebSocket> ws) {
       if (req.Query("token") == "bad") {
         return WsAccept{.reject = MakeProblem(req, {.status = 401, .code = "unauthorized", .detail = "no"})};
@@ -89,6 +114,7 @@ class ServerTest : public ::testing::Test {
   }
   void TearDown() override {
     if (server_) server_->Shutdown();
+    for (auto& t : answerers_) t.join();
   }
 
   log::Logger logger_{log::Level::kError};
@@ -99,6 +125,8 @@ class ServerTest : public ::testing::Test {
   std::atomic<int> last_close_code_{0};
   std::atomic<int> flood_queued_{0}, flood_full_{0};
   std::atomic<int> ws_accepted_{0}, ws_closed_{0};  // handler accepted, on_close called
+  std::mutex answerers_mu_;
+  std::vector<std::thread> answerers_;  // answering /later requests
 };
 
 TEST_F(ServerTest, KeepAliveServesManyRequestsOnOneConnection) {
@@ -135,6 +163,67 @@ TEST_F(ServerTest, BlockingHandlersDoNotStallTheIoThread) {
   auto again = slow.ReadResponse();
   ASSERT_TRUE(again);
   EXPECT_EQ(again->status, 200);
+}
+
+TEST_F(ServerTest, ALaterAnswerHoldsNoThreadAndPassesTheMiddlewares) {
+  StartServer({}, 1);  // one I/O thread: were it held by the waiting request, /hello would wait too
+  RawConnection waiting(port_);
+  waiting.Send("GET /later/600 HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\nX-Request-Id: r-1\r\n\r\n");
+  std::this_thread::sleep_for(100ms);
+  auto start = std::chrono::steady_clock::now();
+  auto r = testing::Request(port_, "GET", "/hello");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 300ms) << "served while the other waits for its answer";
+  auto later = waiting.ReadResponse();
+  ASSERT_TRUE(later);
+  EXPECT_EQ(later->status, 201);
+  EXPECT_EQ(later->body, "later 600");
+  // Each middleware's work lands on the final response, not on the placeholder.
+  EXPECT_EQ(later->Header("x-request-id"), "r-1");
+  EXPECT_EQ(later->Header("x-content-type-options"), "nosniff");
+  EXPECT_EQ(later->Header("access-control-allow-origin"), "https://app.example");
+  std::string text = registry_.Render();
+  EXPECT_NE(text.find("http_requests_total{method=\"GET\",route=\"/later/{ms}\",status=\"201\"} 1"), std::string::npos)
+      << text;
+  // The connection goes on.
+  waiting.Send("GET /later/0 HTTP/1.1\r\nHost: x\r\n\r\n");
+  auto again = waiting.ReadResponse();
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->body, "later 0");
+}
+
+TEST_F(ServerTest, ALaterAnswerGivenAtOnceDroppedOrThrowing) {
+  StartServer();
+  auto r = testing::Request(port_, "GET", "/later-at-once");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, "at once");
+  for (const char* path : {"/later-dropped", "/later-throws"}) {
+    r = testing::Request(port_, "GET", path);
+    ASSERT_TRUE(r) << path;
+    EXPECT_EQ(r->status, 500) << path;
+    EXPECT_NE(r->body.find("internal_error"), std::string::npos) << path;
+    EXPECT_EQ(r->body.find("secret internals"), std::string::npos) << path;
+    EXPECT_EQ(r->Header("x-request-id").size(), 26u) << path;
+  }
+  r = testing::Request(port_, "GET", "/hello");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+}
+
+TEST_F(ServerTest, ShutdownWaitsForALaterAnswer) {
+  StartServer();
+  RawConnection waiting(port_);
+  waiting.Send("GET /later/500 HTTP/1.1\r\nHost: x\r\n\r\n");
+  std::this_thread::sleep_for(100ms);
+  std::thread stopper([this] { server_->Shutdown(); });
+  auto r = waiting.ReadResponse(false, 5s);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 201);
+  EXPECT_EQ(r->body, "later 500");
+  EXPECT_EQ(r->Header("connection"), "close");
+  stopper.join();
 }
 
 TEST_F(ServerTest, PathParametersAndPostBodies) {

@@ -307,23 +307,26 @@ struct Coordinator::SubmitRun {
 
 Result<Task> Coordinator::Submit(std::string_view requester, const SubmitRequest& req,
                                  std::string_view idempotency_key) {
+  return Wait<Task>([&](Callback<Task> done) { SubmitAsync(requester, req, idempotency_key, std::move(done)); });
+}
+
+void Coordinator::SubmitAsync(std::string_view requester, const SubmitRequest& req, std::string_view idempotency_key,
+                              Callback<Task> done) {
   auto prepared = Prepare(req);
-  if (!prepared) return prepared.take_error();
+  if (!prepared) return done(prepared.take_error());
   SubmitItem item{.req = req,
                   .prepared = std::move(prepared).value(),
                   .key = idempotency_key.empty() ? "" : std::string(requester) + "/" + std::string(idempotency_key),
-                  .id = MakeId("task")};
-  return Wait<Task>([&](Callback<Task> done) {
-    item.done = std::move(done);
-    bool first = false;
-    {
-      std::lock_guard lk(submits_mu_);
-      auto& waiting = submits_[std::string(requester)];
-      first = waiting.empty();  // else the job queued for them takes this too
-      waiting.push_back(std::move(item));
-    }
-    if (first) QueueSubmits(std::string(requester));
-  });
+                  .id = MakeId("task"),
+                  .done = std::move(done)};
+  bool first = false;
+  {
+    std::lock_guard lk(submits_mu_);
+    auto& waiting = submits_[std::string(requester)];
+    first = waiting.empty();  // else the job queued for them takes this too
+    waiting.push_back(std::move(item));
+  }
+  if (first) QueueSubmits(std::string(requester));
 }
 
 void Coordinator::QueueSubmits(const std::string& requester) {
@@ -391,35 +394,44 @@ void Coordinator::SubmitAlone(std::shared_ptr<SubmitRun> run, size_t i) {
 
 Result<std::vector<Task>> Coordinator::SubmitBatch(std::string_view requester, const std::vector<SubmitRequest>& reqs,
                                                    std::string_view idempotency_key) {
+  return Wait<std::vector<Task>>(
+      [&](Callback<std::vector<Task>> done) { SubmitBatchAsync(requester, reqs, idempotency_key, std::move(done)); });
+}
+
+void Coordinator::SubmitBatchAsync(std::string_view requester, std::vector<SubmitRequest> reqs,
+                                   std::string_view idempotency_key, Callback<std::vector<Task>> done) {
   if (reqs.empty() || reqs.size() > kMaxBatch) {
-    return Error::Invalid("invalid_batch", "tasks: 1 to " + std::to_string(kMaxBatch) + " tasks");
+    return done(Error::Invalid("invalid_batch", "tasks: 1 to " + std::to_string(kMaxBatch) + " tasks"));
   }
-  std::vector<Prepared> prepared;
+  auto run = std::make_shared<SubmitRun>();
+  run->requester = requester;
   for (size_t i = 0; i < reqs.size(); ++i) {
     auto p = Prepare(reqs[i]);
     if (!p) {
       Error e = p.take_error();
       e.message = "tasks[" + std::to_string(i) + "]." + e.message;  // "tasks[3].type: ..."
-      return e;
+      return done(std::move(e));
     }
-    prepared.push_back(std::move(p).value());
+    run->prepared.push_back(std::move(p).value());
+    run->ids.push_back(MakeId("task"));
+    run->keys.push_back(idempotency_key.empty()
+                            ? ""
+                            : std::string(requester) + "/" + std::string(idempotency_key) + "/" + std::to_string(i));
   }
-  std::vector<Task> out(reqs.size());
-  std::vector<std::string> ids, keys;
-  for (size_t i = 0; i < reqs.size(); ++i) {
-    ids.push_back(MakeId("task"));
-    keys.push_back(idempotency_key.empty()
-                       ? ""
-                       : std::string(requester) + "/" + std::string(idempotency_key) + "/" + std::to_string(i));
-  }
-  SMART_TRY(writer_.Transact([&](store::Tx& tx) -> Result<void> {  // all of them or none
-    return SubmitIn(tx, requester, reqs, prepared, keys, ids, out);
-  }));
-  WakeClaimers();
-  for (const auto& t : out) {
-    if (!t.replayed) Notify(t);
-  }
-  return out;
+  run->out.resize(reqs.size());
+  run->reqs = std::move(reqs);
+  writer_.TransactAsync(
+      [this, run](store::Tx& tx) -> Result<void> {  // all of them or none
+        return SubmitIn(tx, run->requester, run->reqs, run->prepared, run->keys, run->ids, run->out);
+      },
+      [this, run, done = std::move(done)](Result<void> r) {
+        if (!r) return done(r.error());
+        WakeClaimers();
+        for (const auto& t : run->out) {
+          if (!t.replayed) Notify(t);
+        }
+        done(std::move(run->out));
+      });
 }
 
 Result<Task> Coordinator::Get(std::string_view requester, std::string_view id, std::vector<TaskEvent>* history) {

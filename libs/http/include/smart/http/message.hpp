@@ -4,6 +4,8 @@
 #pragma once
 
 #include <any>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -59,14 +61,56 @@ struct Request {
   std::optional<std::string> Query(std::string_view name) const;
 };
 
+struct Response;
+namespace detail {
+struct Later;
+struct ReplyState;
+}  // namespace detail
+
+// How a request answered later (Response::Later) is answered: call it once,
+// from any thread, with a function that makes the response. The server runs
+// that function on the request's connection thread, where the request (which
+// it may read) is still alive. If every copy is dropped unanswered, the
+// request is answered 500 internal_error.
+class Reply {
+ public:
+  void operator()(std::function<Response()> make) const;
+
+ private:
+  friend struct Response;
+  std::shared_ptr<detail::ReplyState> state_;
+};
+
 struct Response {
   int status = 200;
   Headers headers;
   std::string body;
+  // Set for a response to come (Later): the server waits for it.
+  std::shared_ptr<detail::Later> later;
 
   static Response Json(int status, std::string body);
   static Response Text(int status, std::string body, std::string content_type = "text/plain; charset=utf-8");
   static Response Empty(int status);
+  // A response given later through the Reply, for work that finishes on
+  // another thread (a durable write): the connection waits for it without
+  // holding a thread, where a `blocking` route would hold a worker. What the
+  // handler returns is a placeholder (status 0): middlewares must change or
+  // read a response through Then, which sees the final one.
+  static std::pair<Response, Reply> Later();
+  // Runs `fn` on this response now or, for a Later one, on the final
+  // response once it is given (on the connection's thread, before it is
+  // written; hooks run in the order they were added).
+  template <class Fn>
+  void Then(Fn&& fn) {
+    if (later) {
+      ThenLater(std::function<void(Response&)>(std::forward<Fn>(fn)));
+    } else {
+      fn(*this);
+    }
+  }
+
+ private:
+  void ThenLater(std::function<void(Response&)> fn);
 };
 
 // A validation failure of one field, listed in a problem's `errors`.

@@ -6,6 +6,9 @@
 // must not block for long (a database read is fine), unless their route is
 // marked `blocking`: then the request's middlewares and handler run on a pool
 // of `worker_threads`, and the connection's thread serves others meanwhile.
+// A handler whose work waits on another thread (a durable write) can instead
+// answer later (Response::Later): no thread waits; the connection's thread
+// writes the answer when it comes.
 #pragma once
 
 #include <chrono>
@@ -27,7 +30,9 @@ class Registry;
 
 namespace smart::http {
 
-// Middleware wraps everything after it: call `next(req)` to continue, or answer directly.
+// Middleware wraps everything after it: call `next(req)` to continue, or answer
+// directly. Change or read what `next` answered through Response::Then: a
+// handler may answer later (Response::Later), after `next` has returned.
 using Middleware = std::function<Response(Request& req, const Handler& next)>;
 
 struct ServerOptions {

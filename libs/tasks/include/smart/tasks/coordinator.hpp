@@ -208,6 +208,12 @@ class Coordinator {
   // with an idempotency key, task i uses "<key>/<i>" (a replay answers them all again).
   Result<std::vector<Task>> SubmitBatch(std::string_view requester, const std::vector<SubmitRequest>& reqs,
                                         std::string_view idempotency_key);
+  // The two without waiting: `done` gets the answer on the committer's
+  // thread (keep it quick) or, for a refused request, at once.
+  void SubmitAsync(std::string_view requester, const SubmitRequest& req, std::string_view idempotency_key,
+                   Callback<Task> done);
+  void SubmitBatchAsync(std::string_view requester, std::vector<SubmitRequest> reqs, std::string_view idempotency_key,
+                        Callback<std::vector<Task>> done);
   Result<ledger::Amount> Estimate(std::string_view type, size_t input_bytes) const;
   // task_not_found unless the requester's (an empty requester: anyone's).
   // With `history`, the task's events too, from the same snapshot.
