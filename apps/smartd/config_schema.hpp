@@ -43,7 +43,8 @@ inline std::vector<config::Key> ConfigSchema() {
       {.name = "http.worker_threads",
        .type = Type::kInt,
        .default_value = "16",
-       .help = "Threads for blocking handlers (password hashing, durable writes): most wait on a commit.",
+       .help = "Threads for blocking handlers (password hashing, durable writes other than task submissions): most "
+               "wait on a commit.",
        .min = 1,
        .max = 256},
       {.name = "http.long_poll_threads",

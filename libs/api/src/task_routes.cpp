@@ -544,40 +544,43 @@ void RegisterTaskRoutes(http::Router& router, const Deps& deps) {
       FieldReader f(o);
       auto node = f.String("node_id", true);
       auto lease = f.Int("lease", true, 1, 1'000'000);
-      const std::string& user = std::get<auth::Principal>(who).user_id;
-      std::string_view id = req.Param("id");
       std::string what(action);
-      Result<tasks::Task> t = Error::Internal("unreachable", "");
+      tasks::LeaseOp op{.task_id = std::string(req.Param("id"))};
       if (what == "start") {
-        if (!f.ok()) return f.Problem(req);
-        t = deps.tasks.Start(user, *node, id, static_cast<int>(*lease));
+        op.kind = tasks::LeaseOp::Kind::kStart;
       } else if (what == "progress") {
-        auto percent = f.Int("percent", true, 0, 100);
-        auto message = f.String("message", false);
-        if (!f.ok()) return f.Problem(req);
-        t = deps.tasks.Progress(user, *node, id, static_cast<int>(*lease), static_cast<int>(*percent),
-                                message.value_or(""));
+        op.kind = tasks::LeaseOp::Kind::kProgress;
+        op.percent = static_cast<int>(f.Int("percent", true, 0, 100).value_or(0));
+        op.message = f.String("message", false).value_or("");
       } else if (what == "result") {
-        auto output = f.String("output", true), proof = f.String("proof_hash", true);
-        if (!f.ok()) return f.Problem(req);
-        t = deps.tasks.Complete(user, *node, id, static_cast<int>(*lease), *output, *proof);
+        op.kind = tasks::LeaseOp::Kind::kResult;
+        op.output = f.String("output", true).value_or("");
+        op.proof_hash = f.String("proof_hash", true).value_or("");
       } else if (what == "release") {
-        if (!f.ok()) return f.Problem(req);
-        t = deps.tasks.Release(user, *node, id, static_cast<int>(*lease));
+        op.kind = tasks::LeaseOp::Kind::kRelease;
       } else {
-        auto error = f.String("error", true);
-        if (!f.ok()) return f.Problem(req);
-        t = deps.tasks.Fail(user, *node, id, static_cast<int>(*lease), *error);
+        op.kind = tasks::LeaseOp::Kind::kFail;
+        op.error = f.String("error", true).value_or("");
       }
-      if (!t) return TaskError(req, t.error());
-      return Json(200, TaskJson(deps, *t, false));
+      if (!f.ok()) return f.Problem(req);
+      op.lease = static_cast<int>(*lease);
+      // Answered once durable, without holding a thread meanwhile.
+      auto [res, reply] = http::Response::Later();
+      deps.tasks.Apply(std::get<auth::Principal>(who).user_id, *node, std::move(op),
+                       [&deps, &req, reply](Result<tasks::Task> t) {
+                         reply([&deps, &req, t = std::move(t)] {
+                           if (!t) return TaskError(req, t.error());
+                           return Json(200, TaskJson(deps, *t, false));
+                         });
+                       });
+      return res;
     };
   };
-  router.Add(http::Method::kPost, "/api/v1/tasks/{id}/start", leased("start", {}), kBlocking);
-  router.Add(http::Method::kPost, "/api/v1/tasks/{id}/progress", leased("progress", {"percent", "message"}), kBlocking);
-  router.Add(http::Method::kPost, "/api/v1/tasks/{id}/result", leased("result", {"output", "proof_hash"}), kBlocking);
-  router.Add(http::Method::kPost, "/api/v1/tasks/{id}/fail", leased("fail", {"error"}), kBlocking);
-  router.Add(http::Method::kPost, "/api/v1/tasks/{id}/release", leased("release", {}), kBlocking);
+  router.Add(http::Method::kPost, "/api/v1/tasks/{id}/start", leased("start", {}));
+  router.Add(http::Method::kPost, "/api/v1/tasks/{id}/progress", leased("progress", {"percent", "message"}));
+  router.Add(http::Method::kPost, "/api/v1/tasks/{id}/result", leased("result", {"output", "proof_hash"}));
+  router.Add(http::Method::kPost, "/api/v1/tasks/{id}/fail", leased("fail", {"error"}));
+  router.Add(http::Method::kPost, "/api/v1/tasks/{id}/release", leased("release", {}));
 
   router.Add(
       http::Method::kPost, "/api/v1/nodes/register",
