@@ -1,5 +1,6 @@
 #include "channel.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -27,7 +28,15 @@ struct Channel::Impl : std::enable_shared_from_this<Impl> {
   tcp::resolver resolver{ioc};
   websocket::stream<beast::tcp_stream> ws{ioc};
   beast::flat_buffer buffer;
-  std::deque<std::string> outbox;  // on the I/O thread only
+  // On the I/O thread only. Lease messages waiting together go in one
+  // {"type":"batch"} frame, when the server takes batches (its welcome's max_batch).
+  struct Outgoing {
+    std::string text;
+    bool lease = false;  // start, progress, result, fail or release
+  };
+  std::deque<Outgoing> outbox;
+  std::string sending;  // the frame being written
+  size_t max_batch = 0;
   bool writing = false;
   std::string host, port, target, credential;
   std::chrono::milliseconds timeout{5000};
@@ -43,7 +52,7 @@ struct Channel::Impl : std::enable_shared_from_this<Impl> {
   std::atomic<bool> is_open{false};
 
   void Start(std::string hello) {
-    outbox.push_back(std::move(hello));
+    outbox.push_back({std::move(hello)});
     auto self = shared_from_this();
     beast::get_lowest_layer(ws).expires_after(timeout);
     resolver.async_resolve(host, port, [self](beast::error_code ec, tcp::resolver::results_type results) {
@@ -87,13 +96,29 @@ struct Channel::Impl : std::enable_shared_from_this<Impl> {
     boost::system::error_code ec;
     auto v = json::parse(text, ec);
     if (ec || !v.is_object()) return;
-    auto& o = v.as_object();
+    Handle(v.as_object());
+  }
+
+  void Handle(json::object& o) {
     const auto* type = o.if_contains("type");
     if (!type || !type->is_string()) return;
     if (*type == "tasks") {
       if (const auto* tasks = o.if_contains("tasks"); tasks && tasks->is_array() && on_tasks)
         on_tasks(tasks->as_array());
       return;
+    }
+    if (*type == "batch") {  // the answers of a batch, each as if it came alone
+      if (auto* answers = o.if_contains("answers"); answers && answers->is_array()) {
+        for (auto& a : answers->as_array()) {
+          if (a.is_object()) Handle(a.as_object());
+        }
+      }
+      return;
+    }
+    if (*type == "welcome") {
+      if (const auto* n = o.if_contains("max_batch"); n && n->is_int64() && n->as_int64() > 1) {
+        max_batch = static_cast<size_t>(std::min<int64_t>(n->as_int64(), 1000));
+      }
     }
     std::lock_guard lk(mu);
     if (*type == "welcome") {
@@ -136,18 +161,33 @@ struct Channel::Impl : std::enable_shared_from_this<Impl> {
   void Write() {
     if (writing || outbox.empty() || !is_open) return;
     writing = true;
+    size_t n = 1;
+    if (outbox.front().lease) {
+      while (n < outbox.size() && n < max_batch && outbox[n].lease) ++n;
+    }
+    if (n == 1) {
+      sending = std::move(outbox.front().text);
+    } else {
+      sending = R"({"type":"batch","messages":[)";
+      for (size_t i = 0; i < n; ++i) sending.append(i ? "," : "").append(outbox[i].text);
+      sending += "]}";
+    }
+    outbox.erase(outbox.begin(), outbox.begin() + static_cast<std::ptrdiff_t>(n));
     auto self = shared_from_this();
-    ws.async_write(asio::buffer(outbox.front()), [self](beast::error_code ec, size_t) {
+    ws.async_write(asio::buffer(sending), [self](beast::error_code ec, size_t) {
       self->writing = false;
       if (ec) return self->End(ec.message());
-      self->outbox.pop_front();
       self->Write();
     });
   }
 
-  void Post(std::string text) {
-    asio::post(ioc, [self = shared_from_this(), text = std::move(text)]() mutable {
-      self->outbox.push_back(std::move(text));
+  void Post(const json::object& message) {
+    const auto* type = message.if_contains("type");
+    bool lease =
+        type && type->is_string() &&
+        (*type == "start" || *type == "progress" || *type == "result" || *type == "fail" || *type == "release");
+    asio::post(ioc, [self = shared_from_this(), out = Outgoing{json::serialize(message), lease}]() mutable {
+      self->outbox.push_back(std::move(out));
       self->Write();
     });
   }
@@ -229,7 +269,7 @@ Result<json::object> Channel::Call(json::object message, std::chrono::millisecon
     answer = impl_->pending[ref].get_future();
   }
   message["ref"] = ref;
-  impl_->Post(json::serialize(message));
+  impl_->Post(message);
   if (answer.wait_for(timeout) != std::future_status::ready) {
     std::lock_guard lk(impl_->mu);
     impl_->pending.erase(ref);
@@ -239,7 +279,7 @@ Result<json::object> Channel::Call(json::object message, std::chrono::millisecon
 }
 
 void Channel::Send(const json::object& message) {
-  if (impl_->is_open) impl_->Post(json::serialize(message));
+  if (impl_->is_open) impl_->Post(message);
 }
 
 bool Channel::open() const { return impl_->is_open; }

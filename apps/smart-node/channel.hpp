@@ -1,6 +1,8 @@
 // The node's WebSocket to smartd (/api/v1/nodes/ws): pushed assignments in,
 // heartbeats and the leased operations out, each answered by a message with
-// the same ref. One I/O thread of its own; every method is thread-safe.
+// the same ref; lease messages waiting to be written together go in one
+// batch frame (answered by one). One I/O thread of its own; every method is
+// thread-safe.
 #pragma once
 
 #include <boost/json/object.hpp>

@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <boost/json.hpp>
+#include <mutex>
+#include <thread>
 
 #include "channel.hpp"
 #include "smart/core/crypto.hpp"
@@ -177,6 +179,116 @@ TEST_F(ExecutorsTest, TheNodeSocketIsUnavailableWithoutTheRoute) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(3)) << ch.error().message;
   EXPECT_EQ(Channel::Open("https://example.invalid", "k", "n", 1, {}, nullptr).error().kind, ErrorKind::kUnavailable);
   EXPECT_EQ(Channel::Open("http://127.0.0.1:1", "k", "n", 1, {}, nullptr).error().kind, ErrorKind::kUnavailable);
+}
+
+// A node socket that records the frames it gets. Its welcome offers batches
+// when max_batch > 1; it pushes five tasks at once when given credit, and acks every lease
+// message (in a batch frame for a batch).
+class FakeNodeSocket {
+ public:
+  explicit FakeNodeSocket(int max_batch) {
+    http::Router r;
+    r.AddWebSocket("/api/v1/nodes/ws", [this, max_batch](http::Request&, std::shared_ptr<http::WebSocket> ws) {
+      std::weak_ptr<http::WebSocket> weak = ws;
+      return http::WsAccept{.callbacks = {.on_message = [this, weak, max_batch](std::string_view text) {
+                              auto ws = weak.lock();
+                              if (!ws) return;
+                              {
+                                std::lock_guard lk(mu_);
+                                frames_.emplace_back(text);
+                              }
+                              auto m = json::parse(text).as_object();
+                              auto ack = [](const json::object& o) {
+                                return json::object{{"type", "ack"},
+                                                    {"ref", o.contains("ref") ? o.at("ref") : json::value()},
+                                                    {"task_id", o.at("task_id")},
+                                                    {"status", "completed"}};
+                              };
+                              if (m.at("type") == "hello") {
+                                json::object welcome{{"type", "welcome"}, {"node_id", m.at("node_id")}};
+                                if (max_batch > 1) welcome["max_batch"] = max_batch;
+                                ws->Send(json::serialize(welcome));
+                              } else if (m.at("type") == "credit") {
+                                json::array tasks;
+                                for (int i = 0; i < 5; ++i) {
+                                  tasks.push_back(json::object{{"id", "task_" + std::to_string(i)}, {"lease", 1}});
+                                }
+                                ws->Send(json::serialize(json::object{{"type", "tasks"}, {"tasks", tasks}}));
+                              } else if (m.at("type") == "batch") {
+                                json::array answers;
+                                for (const auto& item : m.at("messages").as_array()) {
+                                  answers.push_back(ack(item.as_object()));
+                                }
+                                ws->Send(json::serialize(json::object{{"type", "batch"}, {"answers", answers}}));
+                              } else {
+                                ws->Send(json::serialize(ack(m)));
+                              }
+                            }}};
+    });
+    server_ = std::make_unique<http::Server>(http::ServerOptions{.host = "127.0.0.1", .port = 0, .threads = 1},
+                                             std::move(r), std::vector<http::Middleware>{}, logger_, registry_);
+    EXPECT_TRUE(server_->Start().ok());
+  }
+  ~FakeNodeSocket() { server_->Shutdown(); }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(server_->port()); }
+  std::vector<std::string> frames() {
+    std::lock_guard lk(mu_);
+    return frames_;
+  }
+
+ private:
+  log::Logger logger_{log::Level::kError};
+  metrics::Registry registry_;
+  std::mutex mu_;
+  std::vector<std::string> frames_;
+  std::unique_ptr<http::Server> server_;
+};
+
+// Lease messages waiting to be written together go in one batch frame,
+// only to a server that offers batches; every call gets its own answer.
+TEST(NodeChannel, LeaseMessagesWaitingTogetherGoInOneBatch) {
+  for (int max_batch : {256, 0}) {
+    FakeNodeSocket server(max_batch);
+    std::atomic<int> pushed{0};
+    std::shared_ptr<std::weak_ptr<Channel>> self = std::make_shared<std::weak_ptr<Channel>>();
+    auto opened = Channel::Open(server.url(), "sk_x", "node_x", 0, {}, [&pushed, self](const json::array& tasks) {
+      auto ch = self->lock();
+      for (const auto& t : tasks) {  // sent from the channel's thread: all queued before the first is written
+        ++pushed;
+        if (ch) ch->Send({{"type", "result"}, {"task_id", t.at("id")}, {"lease", 1}, {"output", "x"}});
+      }
+    });
+    ASSERT_TRUE(opened.ok()) << opened.error().message;
+    std::shared_ptr<Channel> ch = std::move(opened).value();
+    *self = ch;
+    ch->Send({{"type", "credit"}, {"n", 5}});
+    for (int i = 0; i < 100 && pushed < 5; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    ASSERT_EQ(pushed, 5);
+    // Then calls from many threads.
+    std::vector<std::thread> callers;
+    std::atomic<int> acked{0};
+    for (int i = 0; i < 8; ++i) {
+      callers.emplace_back([&, i] {
+        auto r = ch->Call({{"type", "start"}, {"task_id", "task_c" + std::to_string(i)}, {"lease", 1}},
+                          std::chrono::seconds(5));
+        if (r.ok() && std::string_view(r->at("task_id").as_string()) == "task_c" + std::to_string(i)) ++acked;
+      });
+    }
+    for (auto& t : callers) t.join();
+    EXPECT_EQ(acked, 8) << "each call its own answer, batched or not (max_batch " << max_batch << ")";
+    ch->Close();
+    size_t batches = 0, results = 0;
+    for (const auto& f : server.frames()) {
+      if (f.find("\"type\":\"batch\"") != std::string::npos) ++batches;
+      for (size_t at = 0; (at = f.find("\"type\":\"result\"", at)) != std::string::npos; ++at) ++results;
+    }
+    EXPECT_EQ(results, 5u);
+    if (max_batch > 1) {
+      EXPECT_GE(batches, 1u) << "four results queued behind the first go together";
+    } else {
+      EXPECT_EQ(batches, 0u) << "a server that offers no batches gets none";
+    }
+  }
 }
 
 }  // namespace

@@ -510,6 +510,69 @@ TEST(SmartdTasks, NodeSocketPushesWorkAndTakesResults) {
             std::string::npos);
 }
 
+// Lease messages in one frame, answered in one frame, each answer what the
+// message alone would get, in order.
+TEST(SmartdTasks, NodeSocketTakesLeaseMessagesInBatches) {
+  Smartd s(TaskEnv());
+  ASSERT_NE(s.port(), 0);
+  Network n = StartNetwork(s);
+  WsClient node(s.port(), "/api/v1/nodes/ws", n.node_key);
+  node.Send(R"({"type":"hello","node_id":")" + n.node_id + R"(","credit":2})");
+  std::string m = node.Read();
+  EXPECT_NE(m.find("\"max_batch\":256"), std::string::npos) << m;
+  std::vector<std::string> ids;
+  for (const char* input : {"b1", "b2"}) {  // the node's capacity
+    auto r = As(s.port(), "POST", "/api/v1/tasks", n.alice.access,
+                R"({"type":"echo","input":")" + std::string(input) + R"(","timeout_s":60})");
+    ASSERT_EQ(r->status, 201) << r->body;
+    ids.push_back(JsonField(r->body, "id"));
+  }
+  std::string pushed;
+  for (int i = 0; i < 2 && pushed.find(ids[1]) == std::string::npos; ++i)
+    pushed += node.ReadUntil("\"type\":\"tasks\"");
+  for (const auto& id : ids) ASSERT_NE(pushed.find(id), std::string::npos) << pushed;
+
+  auto result = [](const std::string& id, const std::string& output, const std::string& proof) {
+    return R"({"type":"result","ref":")" + id + R"(","task_id":")" + id + R"(","lease":1,"output":")" + output +
+           R"(","proof_hash":")" + proof + R"("})";
+  };
+  const std::string b1 = "7dc96f776c8423e57a2785489a3f9c43fb6e756876d6ad9a9cac4aa4e72ec193",
+                    b2 = "4814d92093ac8a0f4a2163ab87dee509ba306a58f5888be0edcb2fcd0712028b";
+  node.Send(R"({"type":"batch","ref":"b","messages":[)" + result(ids[0], "b1", b1) + "," + result(ids[1], "b2", "00") +
+            R"(,{"type":"heartbeat"},42,{"type":"start","task_id":")" + ids[1] + R"("}]})");
+  m = node.ReadUntil("\"type\":\"batch\"");
+  EXPECT_NE(m.find("\"ref\":\"b\""), std::string::npos) << m;
+  // In order: the ack, the bad proof, two unknown types, a start without its lease.
+  std::vector<size_t> at;
+  for (const std::string& needle :
+       {"\"ref\":\"" + ids[0] + "\",\"task_id\":\"" + ids[0] + "\",\"status\":\"completed\"",
+        std::string("invalid_proof"), std::string("unknown_type"), std::string("unknown_type"),
+        std::string("task_id and lease are required")}) {
+    size_t from = at.empty() ? 0 : at.back() + 1;
+    at.push_back(m.find(needle, from));
+    ASSERT_NE(at.back(), std::string::npos) << needle << " in order in " << m;
+  }
+  EXPECT_EQ(JsonField(As(s.port(), "GET", "/api/v1/tasks/" + ids[0], n.alice.access)->body, "status"), "completed");
+  EXPECT_EQ(JsonField(As(s.port(), "GET", "/api/v1/tasks/" + ids[1], n.alice.access)->body, "status"), "assigned");
+  node.Send(R"({"type":"batch","messages":[)" + result(ids[1], "b2", b2) + "]}");
+  m = node.ReadUntil("\"type\":\"batch\"");
+  EXPECT_NE(m.find("\"status\":\"completed\""), std::string::npos) << m;
+  EXPECT_EQ(Available(s.port(), n.op.access), "9045000") << "paid 90% of 25000 for each of the two";
+
+  // Malformed batches are refused whole, and the connection stays open.
+  std::string too_many = R"({"type":"batch","messages":[)";
+  for (int i = 0; i < 257; ++i) too_many += std::string(i ? "," : "") + R"({"type":"start"})";
+  for (const std::string& bad :
+       {std::string(R"({"type":"batch","ref":1,"messages":[]})"), std::string(R"({"type":"batch","messages":{}})"),
+        std::string(R"({"type":"batch"})"), too_many + "]}"}) {
+    node.Send(bad);
+    m = node.ReadUntil("\"type\":\"error\"");
+    EXPECT_NE(m.find("invalid_message"), std::string::npos) << m;
+  }
+  node.Send(R"({"type":"heartbeat","ref":"hb","load":1,"running":0})");
+  EXPECT_NE(node.ReadUntil("\"ref\":\"hb\"").find("\"status\":\"online\""), std::string::npos);
+}
+
 TEST(SmartdTasks, ANodeSocketBoundsItsUnansweredMessages) {
   Smartd s(TaskEnv({"SMART_TASKS_NODE_MAX_UNANSWERED=2"}));
   ASSERT_NE(s.port(), 0);
@@ -531,6 +594,18 @@ TEST(SmartdTasks, ANodeSocketBoundsItsUnansweredMessages) {
     if (m.find("too_many_unanswered") != std::string::npos) ++refused;
   }
   EXPECT_EQ(not_found + refused, kSent);
+  EXPECT_GE(not_found, 2);
+  EXPECT_GT(refused, 0);
+  // A batch's messages take a place each.
+  std::string batch = R"({"type":"batch","messages":[)";
+  for (int i = 0; i < 50; ++i)
+    batch += std::string(i ? "," : "") + R"({"type":"start","task_id":"task_none","lease":1})";
+  node.Send(batch + "]}");
+  std::string all = node.ReadUntil("\"type\":\"batch\"");
+  not_found = refused = 0;
+  for (size_t at = 0; (at = all.find("task_not_found", at)) != std::string::npos; ++at) ++not_found;
+  for (size_t at = 0; (at = all.find("too_many_unanswered", at)) != std::string::npos; ++at) ++refused;
+  EXPECT_EQ(not_found + refused, 50) << all;
   EXPECT_GE(not_found, 2);
   EXPECT_GT(refused, 0);
   // Once answered, the places are free again.

@@ -3,7 +3,7 @@
 // Authenticate with the upgrade's Authorization / X-API-Key header (a node
 // credential, scope `nodes`) or with `token` in the first message, which must be
 //   {"type":"hello","node_id":"node_…","credit":N,"holding":["task_…"]}
-// answered by {"type":"welcome","node_id","heartbeat_s"}. From then on the
+// answered by {"type":"welcome","node_id","heartbeat_s","max_batch"}. From then on the
 // server pushes {"type":"tasks","tasks":[…]} the moment work exists for the
 // node, never more than its credit (tasks it asked for and has not received);
 // the node sends, each with an optional `ref` echoed in the answer and an
@@ -12,6 +12,8 @@
 //   {"type":"heartbeat","load":0-100,"running":N}        -> {"type":"heartbeat","status"} if it has a ref
 //   {"type":"start"|"progress"|"result"|"fail"|"release","task_id","lease",
 //    "percent","message" | "output","proof_hash" | "error"} -> {"type":"ack","task_id","status"}
+//   {"type":"batch","messages":[up to 256 of the five above]} -> {"type":"batch","ref","answers":[…]}
+//     (one frame each way; each answer what its message alone would get, in order)
 // A refused message answers {"type":"error","ref","task_id","code","detail"}
 // (with or without a ref); an accepted heartbeat without a ref is not answered;
 // a node that cannot take work (deactivated, not this operator's) is told so
@@ -27,6 +29,8 @@
 namespace smart::api {
 namespace json = boost::json;
 namespace {
+
+constexpr size_t kMaxBatch = 256;  // lease messages in one batch
 
 struct NodeConn {
   std::mutex mu;
@@ -57,14 +61,16 @@ json::object Problem(const json::value* ref, std::string_view task_id, std::stri
 }
 
 // Takes a place for a message that will be answered; false (and the message
-// refused) when the connection has deps.node_max_unanswered waiting already.
-bool TakePlace(const Deps& deps, NodeConn& conn, http::WebSocket& ws, const json::value* ref,
-               std::string_view task_id) {
+// refused through `answer`) when the connection has deps.node_max_unanswered
+// waiting already.
+template <class Answer>
+bool TakePlace(const Deps& deps, NodeConn& conn, const json::value* ref, std::string_view task_id,
+               const Answer& answer) {
   if (conn.unanswered.fetch_add(1) < deps.node_max_unanswered) return true;
   conn.unanswered.fetch_sub(1);
-  ws.Send(json::serialize(Problem(ref, task_id, "too_many_unanswered",
-                                  std::to_string(deps.node_max_unanswered) +
-                                      " messages of this connection await their answers; wait for some first")));
+  answer(Problem(ref, task_id, "too_many_unanswered",
+                 std::to_string(deps.node_max_unanswered) +
+                     " messages of this connection await their answers; wait for some first"));
   return false;
 }
 
@@ -152,9 +158,123 @@ void Hello(const Deps& deps, const std::shared_ptr<NodeConn>& conn, const std::s
       return;
     }
   }
-  ws->Send(json::serialize(
-      json::object{{"type", "welcome"}, {"node_id", *node_id}, {"heartbeat_s", deps.tasks.config().heartbeat_s}}));
+  ws->Send(json::serialize(json::object{{"type", "welcome"},
+                                        {"node_id", *node_id},
+                                        {"heartbeat_s", deps.tasks.config().heartbeat_s},
+                                        {"max_batch", kMaxBatch}}));
   if (*credit > 0) deps.tasks.Credit(attachment, static_cast<int>(*credit));
+}
+
+using Answer = std::function<void(json::object)>;
+
+// A message's optional credit (more work wanted); false, and the message
+// refused through `answer`, when it is out of range.
+template <class AnswerFn>
+bool AddCredit(const Deps& deps, uint64_t attachment, const json::object& o, const AnswerFn& answer) {
+  if (!o.contains("credit")) return true;
+  auto credit = IntField(o, "credit", 0, 1000);
+  if (!credit) {
+    answer(Problem(o.if_contains("ref"), "", "invalid_message", "credit: 0 to 1000"));
+    return false;
+  }
+  deps.tasks.Credit(attachment, static_cast<int>(*credit));
+  return true;
+}
+
+// A lease message (start, progress, result, fail, release): `answer` gets
+// exactly one ack or error for it, maybe on the committer's thread.
+void LeaseMessage(const Deps& deps, const std::shared_ptr<NodeConn>& conn, const json::object& o,
+                  tasks::LeaseOp::Kind kind, const std::string& operator_id, const std::string& node_id,
+                  Answer answer) {
+  const json::value* ref = o.if_contains("ref");
+  const std::string_view type = o.at("type").as_string();
+  tasks::LeaseOp op{.kind = kind};
+  auto task_id = StringField(o, "task_id");
+  auto lease = IntField(o, "lease", 1, 1'000'000);
+  if (!task_id || !lease) {
+    return answer(Problem(ref, task_id.value_or(""), "invalid_message", "task_id and lease are required"));
+  }
+  op.task_id = *task_id;
+  op.lease = static_cast<int>(*lease);
+  std::string missing;
+  if (kind == tasks::LeaseOp::Kind::kProgress) {
+    auto percent = IntField(o, "percent", -1000, 1000);  // the range is the coordinator's to check
+    if (!percent) missing = "percent (an integer)";
+    op.percent = static_cast<int>(percent.value_or(0));
+    op.message = StringField(o, "message").value_or("");
+  } else if (kind == tasks::LeaseOp::Kind::kResult) {
+    auto output = StringField(o, "output"), proof = StringField(o, "proof_hash");
+    if (!output || !proof) missing = "output and proof_hash (strings)";
+    op.output = output.value_or("");
+    op.proof_hash = proof.value_or("");
+  } else if (kind == tasks::LeaseOp::Kind::kFail) {
+    auto error = StringField(o, "error");
+    if (!error) missing = "error (a string)";
+    op.error = error.value_or("");
+  }
+  if (!missing.empty()) {
+    return answer(Problem(ref, op.task_id, "invalid_message", std::string(type) + " needs " + missing));
+  }
+  json::value echo = ref ? *ref : json::value(nullptr);
+  if (!TakePlace(deps, *conn, ref, op.task_id, answer)) return;
+  deps.tasks.Apply(operator_id, node_id, std::move(op),
+                   [echo, conn, id = *task_id, answer = std::move(answer)](Result<tasks::Task> t) {
+                     conn->unanswered.fetch_sub(1);
+                     if (!t) return answer(Problem(&echo, id, t.error().code, t.error().message));
+                     answer({{"type", "ack"}, {"ref", echo}, {"task_id", t->id}, {"status", t->status}});
+                   });
+}
+
+// {"type":"batch","messages":[...]}: up to kMaxBatch lease messages in one
+// frame, answered by one {"type":"batch","answers":[...]} once all are, each
+// answer what its message alone would have got, in the messages' order.
+
+void Batch(const Deps& deps, const std::shared_ptr<NodeConn>& conn, const std::shared_ptr<http::WebSocket>& ws,
+           const json::object& o, uint64_t attachment, const std::string& operator_id, const std::string& node_id) {
+  const json::value* ref = o.if_contains("ref");
+  const json::value* messages = o.if_contains("messages");
+  if (!messages || !messages->is_array() || messages->as_array().empty() || messages->as_array().size() > kMaxBatch) {
+    ws->Send(json::serialize(Problem(ref, "", "invalid_message",
+                                     "batch: messages, an array of 1 to " + std::to_string(kMaxBatch) +
+                                         " start, progress, result, fail or release messages")));
+    return;
+  }
+  const json::array& list = messages->as_array();
+  struct Answers {
+    std::mutex mu;
+    json::array answers;
+    size_t left = 0;
+  };
+  auto all = std::make_shared<Answers>();
+  all->answers.resize(list.size());
+  all->left = list.size();
+  std::weak_ptr<http::WebSocket> weak = ws;
+  json::value echo = ref ? *ref : json::value(nullptr);
+  for (size_t i = 0; i < list.size(); ++i) {
+    Answer answer = [all, i, weak, echo](json::object a) {
+      json::array done;
+      {
+        std::lock_guard lk(all->mu);
+        all->answers[i] = std::move(a);
+        if (--all->left > 0) return;
+        done = std::move(all->answers);
+      }
+      json::object out{{"type", "batch"}, {"answers", std::move(done)}};
+      if (!echo.is_null()) out["ref"] = echo;
+      Send(weak, out);
+    };
+    const json::value& m = list[i];
+    const json::object* item = m.if_object();
+    const json::value* type = item ? item->if_contains("type") : nullptr;
+    auto kind = type && type->is_string() ? OpKind(type->as_string()) : std::nullopt;
+    if (!kind) {
+      answer(Problem(item ? item->if_contains("ref") : nullptr, "", "unknown_type",
+                     "a batch carries start, progress, result, fail or release messages"));
+      continue;
+    }
+    if (!AddCredit(deps, attachment, *item, answer)) continue;
+    LeaseMessage(deps, conn, *item, *kind, operator_id, node_id, std::move(answer));
+  }
 }
 
 void OnMessage(const Deps& deps, const std::shared_ptr<NodeConn>& conn, std::string_view message) {
@@ -182,14 +302,8 @@ void OnMessage(const Deps& deps, const std::shared_ptr<NodeConn>& conn, std::str
     ws->Close(http::close_code::kPolicyViolation, "say hello first: {\"type\":\"hello\",\"node_id\":\"...\"}");
     return;
   }
-  if (o.contains("credit")) {
-    auto credit = IntField(o, "credit", 0, 1000);
-    if (!credit) {
-      ws->Send(json::serialize(Problem(ref, "", "invalid_message", "credit: 0 to 1000")));
-      return;
-    }
-    deps.tasks.Credit(attachment, static_cast<int>(*credit));
-  }
+  auto direct = [&ws](const json::object& a) { ws->Send(json::serialize(a)); };
+  if (!AddCredit(deps, attachment, o, direct)) return;
   std::weak_ptr<http::WebSocket> weak = ws;
   if (type == "credit") {
     auto n = IntField(o, "n", 1, 1000);
@@ -209,7 +323,7 @@ void OnMessage(const Deps& deps, const std::shared_ptr<NodeConn>& conn, std::str
     // Answered only when asked (a ref): 10,000 nodes beating need no 2,000 replies a second.
     std::optional<json::value> echo;
     if (ref) echo = *ref;
-    if (!TakePlace(deps, *conn, *ws, ref, "")) return;
+    if (!TakePlace(deps, *conn, ref, "", direct)) return;
     deps.tasks.HeartbeatAsync(operator_id, node_id, static_cast<int>(load.value_or(0)),
                               static_cast<int>(running.value_or(0)), [weak, echo, conn](Result<tasks::Node> n) {
                                 conn->unanswered.fetch_sub(1);
@@ -220,48 +334,15 @@ void OnMessage(const Deps& deps, const std::shared_ptr<NodeConn>& conn, std::str
                               });
     return;
   }
+  if (type == "batch") return Batch(deps, conn, ws, o, attachment, operator_id, node_id);
   auto kind = OpKind(type);
   if (!kind) {
     ws->Send(json::serialize(
-        Problem(ref, "", "unknown_type", "credit, heartbeat, start, progress, result, fail or release")));
+        Problem(ref, "", "unknown_type", "credit, heartbeat, start, progress, result, fail, release or batch")));
     return;
   }
-  tasks::LeaseOp op{.kind = *kind};
-  auto task_id = StringField(o, "task_id");
-  auto lease = IntField(o, "lease", 1, 1'000'000);
-  if (!task_id || !lease) {
-    ws->Send(json::serialize(Problem(ref, task_id.value_or(""), "invalid_message", "task_id and lease are required")));
-    return;
-  }
-  op.task_id = *task_id;
-  op.lease = static_cast<int>(*lease);
-  std::string missing;
-  if (*kind == tasks::LeaseOp::Kind::kProgress) {
-    auto percent = IntField(o, "percent", -1000, 1000);  // the range is the coordinator's to check
-    if (!percent) missing = "percent (an integer)";
-    op.percent = static_cast<int>(percent.value_or(0));
-    op.message = StringField(o, "message").value_or("");
-  } else if (*kind == tasks::LeaseOp::Kind::kResult) {
-    auto output = StringField(o, "output"), proof = StringField(o, "proof_hash");
-    if (!output || !proof) missing = "output and proof_hash (strings)";
-    op.output = output.value_or("");
-    op.proof_hash = proof.value_or("");
-  } else if (*kind == tasks::LeaseOp::Kind::kFail) {
-    auto error = StringField(o, "error");
-    if (!error) missing = "error (a string)";
-    op.error = error.value_or("");
-  }
-  if (!missing.empty()) {
-    ws->Send(json::serialize(Problem(ref, op.task_id, "invalid_message", type + " needs " + missing)));
-    return;
-  }
-  json::value echo = ref ? *ref : json::value(nullptr);
-  if (!TakePlace(deps, *conn, *ws, ref, op.task_id)) return;
-  deps.tasks.Apply(operator_id, node_id, std::move(op), [weak, echo, conn, id = *task_id](Result<tasks::Task> t) {
-    conn->unanswered.fetch_sub(1);
-    if (!t) return Send(weak, Problem(&echo, id, t.error().code, t.error().message));
-    Send(weak, {{"type", "ack"}, {"ref", echo}, {"task_id", t->id}, {"status", t->status}});
-  });
+  std::weak_ptr<http::WebSocket> answer_to = ws;
+  LeaseMessage(deps, conn, o, *kind, operator_id, node_id, [answer_to](json::object a) { Send(answer_to, a); });
 }
 
 }  // namespace
