@@ -270,6 +270,8 @@ class SqliteDatabase final : public Database {
     return Ok();
   }
 
+  bool Flushing() const override { return flushing_.load(std::memory_order_relaxed); }
+
   Result<void> Ping() override {
     return Transact(TxMode::kRead, [](Tx& tx) -> Result<void> {
       return tx.Query("SELECT 1").ok() ? Ok() : Error::Unavailable("database_unavailable", "ping failed");
@@ -316,8 +318,10 @@ class SqliteDatabase final : public Database {
     RunsCommitCallbacks();
     std::unique_lock lock(sync_mu_);
     while (true) {
+      flushing_ = false;
       sync_cv_.wait(lock, [&] { return !waiting_.empty() || sync_stopping_; });
       if (waiting_.empty()) return;
+      flushing_ = true;  // until the flush is made and answered
       const uint64_t upto = committed_.load();
       lock.unlock();
       Result<void> flushed = FlushWal();
@@ -418,6 +422,7 @@ class SqliteDatabase final : public Database {
   std::vector<std::unique_ptr<Connection>> readers_;
   bool shared_memory_ = false;
   int writer_checkpointed_at_ = 0;      // the writer's: WAL frames at its last own checkpoint
+  std::atomic<bool> flushing_{false};   // the syncer is flushing or answering (Flushing)
   std::atomic<uint64_t> committed_{0};  // write commits: numbers them for WhenFlushed, wakes the checkpointer
   std::mutex checkpoint_mu_;
   std::condition_variable checkpoint_cv_;

@@ -553,6 +553,71 @@ TEST_F(StoreTest, AGroupWithARefusalRunsAgainAndCommitsTheRestOnce) {
                   .ok());
 }
 
+// The database with Flushing() as the test says, counting transactions.
+class FlushingDb final : public Database {
+ public:
+  explicit FlushingDb(Database& db) : db_(db) {}
+  std::string_view backend() const override { return db_.backend(); }
+  Result<void> Transact(TxMode mode, const std::function<Result<void>(Tx&)>& fn) override {
+    return db_.Transact(mode, fn);
+  }
+  Result<void> TransactEarly(const std::function<Result<void>(Tx&)>& fn,
+                             std::function<void(Result<void>)> durable) override {
+    ++transactions;
+    return db_.TransactEarly(fn, std::move(durable));
+  }
+  Result<void> Ping() override { return db_.Ping(); }
+  bool Flushing() const override { return flushing; }
+
+  std::atomic<bool> flushing{false};
+  std::atomic<int> transactions{0};
+
+ private:
+  Database& db_;
+};
+
+// Jobs that arrive while an earlier commit is being flushed join the group
+// that is running (one transaction), each still answered for itself.
+TEST_F(StoreTest, JobsArrivingDuringAFlushJoinTheRunningGroup) {
+  for (bool flushing : {true, false}) {
+    FlushingDb db(*db_);
+    db.flushing = flushing;
+    GroupCommitter group(db);
+    HeldCommitter held(group);  // a group running while the others are queued
+    std::array<Result<void>, 3> results;
+    std::vector<std::thread> callers;
+    for (int i = 0; i < 3; ++i) {
+      callers.emplace_back([&, i] {
+        results[i] = group.Transact([&, i](Tx& tx) -> Result<void> {
+          SMART_TRY(tx.Exec("INSERT INTO items (id, n) VALUES ($1, 1)",
+                            {Value{"join-" + std::to_string(flushing) + "-" + std::to_string(i)}}));
+          if (i == 1) return Error::Conflict("refused", "after writing");
+          return Ok();
+        });
+      });
+      while (group.queued() < static_cast<size_t>(i + 1)) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    held.Release();
+    for (auto& c : callers) c.join();
+    EXPECT_TRUE(results[0].ok());
+    EXPECT_EQ(results[1].error().code, "refused");
+    EXPECT_TRUE(results[2].ok());
+    // Flushing: the held job's group took the three (and ran again with
+    // savepoints for the refusal); not flushing: a group of one, then one of three (twice).
+    EXPECT_EQ(db.transactions.load(), flushing ? 2 : 3) << "flushing " << flushing;
+    EXPECT_EQ(group.joined(), flushing ? 3u : 0u);
+    ASSERT_TRUE(db_->Transact(TxMode::kRead,
+                              [&](Tx& tx) -> Result<void> {
+                                auto n = tx.QueryOne("SELECT COUNT(*) FROM items WHERE id LIKE $1",
+                                                     {Value{"join-" + std::to_string(flushing) + "-%"}});
+                                if (!n) return n.take_error();
+                                EXPECT_EQ((*n)->Int(0), 2) << "the refused job's row undone, the others' kept";
+                                return Ok();
+                              })
+                    .ok());
+  }
+}
+
 TEST_F(StoreTest, TransactEarlyAnswersOnceDurableAndNeverForAFailure) {
   std::mutex mu;
   std::condition_variable cv;

@@ -4,14 +4,18 @@
 // next group runs meanwhile, Database::TransactEarly). A function's refusal
 // (an error it returns) undoes its own work only; the others commit: a group
 // runs first without savepoints, and after a refusal again with one per
-// function (and the next groups too, for a while). Thread-safe.
+// function (and the next groups too, for a while). While the database is
+// still flushing an earlier commit, jobs that arrive join the running group.
+// Thread-safe.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <functional>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "smart/store/store.hpp"
 
@@ -41,6 +45,9 @@ class GroupCommitter {
 
   // Jobs waiting for the next group.
   size_t queued();
+  // Jobs that joined a group already running because the database was
+  // still flushing an earlier commit (Database::Flushing).
+  uint64_t joined() const { return joined_.load(); }
 
  private:
   struct Job {
@@ -48,6 +55,7 @@ class GroupCommitter {
     Done done;
   };
   void Run();
+  bool TakeWhileFlushing(std::vector<Job>& jobs);
 
   static constexpr const char* kRefused = "group_refused";  // the optimistic run's own error
   static constexpr int kCarefulGroups = 8;                  // groups with savepoints after a refusal
@@ -60,6 +68,7 @@ class GroupCommitter {
   size_t unflushed_ = 0;    // groups committed whose callers are not answered yet
   int careful_groups_ = 0;  // the committer's: groups left to run with savepoints from the start
   bool stopping_ = false;
+  std::atomic<uint64_t> joined_{0};
   std::thread committer_;  // last: stops first
 };
 

@@ -144,6 +144,11 @@ class Database {
   // a group committer run its next transaction while the disk flushes.
   virtual Result<void> TransactEarly(const std::function<Result<void>(Tx&)>& fn,
                                      std::function<void(Result<void>)> durable);
+  // True while an earlier commit is being made durable (TransactEarly's
+  // flush and its answers): a commit made now waits for that to end before
+  // its own flush starts, so a group committer may as well go on adding
+  // work to its transaction meanwhile.
+  virtual bool Flushing() const { return false; }
   // A cheap round trip; Unavailable when the database cannot be reached.
   virtual Result<void> Ping() = 0;
 };
