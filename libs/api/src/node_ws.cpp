@@ -228,7 +228,6 @@ void LeaseMessage(const Deps& deps, const std::shared_ptr<NodeConn>& conn, const
 // {"type":"batch","messages":[...]}: up to kMaxBatch lease messages in one
 // frame, answered by one {"type":"batch","answers":[...]} once all are, each
 // answer what its message alone would have got, in the messages' order.
-
 void Batch(const Deps& deps, const std::shared_ptr<NodeConn>& conn, const std::shared_ptr<http::WebSocket>& ws,
            const json::object& o, uint64_t attachment, const std::string& operator_id, const std::string& node_id) {
   const json::value* ref = o.if_contains("ref");

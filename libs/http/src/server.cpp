@@ -22,7 +22,7 @@
 #include <deque>
 #include <exception>
 #include <mutex>
-#include <stdexcept>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 
@@ -467,9 +467,6 @@ asio::awaitable<bool> Server::Impl::Write(beast::tcp_stream& stream, Response re
   co_return !ec;
 }
 
-// GCC 12 mis-allocates coroutine frame slots for same-named locals in sibling
-// scopes and for temporaries inside co_await expressions, so these coroutines
-// keep one error_code per frame and build responses into named locals.
 // The final response of a Later, with the middlewares' hooks applied;
 // `threw` when a hook threw (a bug: the connection is dropped).
 Response Server::Impl::Answer(Request& req, detail::Later& later, bool& threw) {
@@ -479,26 +476,33 @@ Response Server::Impl::Answer(Request& req, detail::Later& later, bool& threw) {
     make = std::move(later.make);
     later.wake = nullptr;
   }
-  Response res;
+  std::optional<Response> res;
   try {
-    if (!make) throw std::runtime_error("the reply was dropped unanswered");
-    res = make();
+    if (make) res = make();
   } catch (const std::exception& e) {
     logger.Error("answer failed", {{"request_id", req.request_id}, {"route", req.route}, {"what", e.what()}});
+  } catch (...) {
+    logger.Error("answer failed", {{"request_id", req.request_id}, {"route", req.route}});
+  }
+  if (!make) logger.Error("answer lost: the reply was dropped", {{"request_id", req.request_id}, {"route", req.route}});
+  if (!res) {
     res = MakeProblem(req,
                       {.status = 500,
                        .code = "internal_error",
                        .detail = "The server failed to answer this request; quote the request id when reporting it."});
   }
   try {
-    for (auto& fn : later.then) fn(res);
-  } catch (const std::exception& e) {
-    logger.Error("middleware threw", {{"request_id", req.request_id}, {"what", e.what()}});
+    for (auto& fn : later.then) fn(*res);
+  } catch (...) {
+    logger.Error("middleware threw", {{"request_id", req.request_id}});
     threw = true;
   }
-  return res;
+  return std::move(*res);
 }
 
+// GCC 12 mis-allocates coroutine frame slots for same-named locals in sibling
+// scopes and for temporaries inside co_await expressions, so these coroutines
+// keep one error_code per frame and build responses into named locals.
 asio::awaitable<void> Server::Impl::Session(tcp::socket socket) {
   error_code ec;
   auto endpoint = socket.remote_endpoint(ec);
