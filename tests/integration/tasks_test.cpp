@@ -412,6 +412,20 @@ TEST(SmartdTasks, BatchesAreAllOrNothing) {
   EXPECT_NE(claimed->body.find("\"input\":\"b\""), std::string::npos) << "both are queued: " << claimed->body;
 }
 
+// Says hello on the node socket with `credit`; returns the welcome.
+std::string Hello(WsClient& node, const Network& n, int credit) {
+  node.Send(R"({"type":"hello","node_id":")" + n.node_id + R"(","credit":)" + std::to_string(credit) + "}");
+  return node.Read();
+}
+
+// Submits an echo task as alice; returns its id.
+std::string SubmitEcho(const Smartd& s, const Network& n, const std::string& input) {
+  auto r = As(s.port(), "POST", "/api/v1/tasks", n.alice.access,
+              R"({"type":"echo","input":")" + input + R"(","timeout_s":60})");
+  EXPECT_EQ(r->status, 201) << r->body;
+  return JsonField(r->body, "id");
+}
+
 // The node WebSocket: hello, pushed work within the credit, results and
 // heartbeats on the same connection, and what a bad node is told.
 TEST(SmartdTasks, NodeSocketPushesWorkAndTakesResults) {
@@ -419,18 +433,11 @@ TEST(SmartdTasks, NodeSocketPushesWorkAndTakesResults) {
   ASSERT_NE(s.port(), 0);
   Network n = StartNetwork(s);
   WsClient node(s.port(), "/api/v1/nodes/ws", n.node_key);
-  node.Send(R"({"type":"hello","node_id":")" + n.node_id + R"(","credit":1})");
-  std::string m = node.Read();
+  std::string m = Hello(node, n, 1);
   EXPECT_NE(m.find("\"type\":\"welcome\""), std::string::npos) << m;
   EXPECT_NE(m.find("\"heartbeat_s\":5"), std::string::npos) << m;
 
-  auto submit = [&](const std::string& input) {
-    auto r = As(s.port(), "POST", "/api/v1/tasks", n.alice.access,
-                R"({"type":"echo","input":")" + input + R"(","timeout_s":60})");
-    EXPECT_EQ(r->status, 201) << r->body;
-    return JsonField(r->body, "id");
-  };
-  std::string t1 = submit("first"), t2 = submit("second");
+  std::string t1 = SubmitEcho(s, n, "first"), t2 = SubmitEcho(s, n, "second");
   m = node.ReadUntil("\"type\":\"tasks\"");
   ASSERT_NE(m.find(t1), std::string::npos) << "pushed without asking: " << m;
   EXPECT_EQ(m.find(t2), std::string::npos) << "one credit, one task: " << m;
@@ -517,16 +524,9 @@ TEST(SmartdTasks, NodeSocketTakesLeaseMessagesInBatches) {
   ASSERT_NE(s.port(), 0);
   Network n = StartNetwork(s);
   WsClient node(s.port(), "/api/v1/nodes/ws", n.node_key);
-  node.Send(R"({"type":"hello","node_id":")" + n.node_id + R"(","credit":2})");
-  std::string m = node.Read();
+  std::string m = Hello(node, n, 2);
   EXPECT_NE(m.find("\"max_batch\":256"), std::string::npos) << m;
-  std::vector<std::string> ids;
-  for (const char* input : {"b1", "b2"}) {  // the node's capacity
-    auto r = As(s.port(), "POST", "/api/v1/tasks", n.alice.access,
-                R"({"type":"echo","input":")" + std::string(input) + R"(","timeout_s":60})");
-    ASSERT_EQ(r->status, 201) << r->body;
-    ids.push_back(JsonField(r->body, "id"));
-  }
+  std::vector<std::string> ids = {SubmitEcho(s, n, "b1"), SubmitEcho(s, n, "b2")};  // the node's capacity
   std::string pushed;
   for (int i = 0; i < 2 && pushed.find(ids[1]) == std::string::npos; ++i)
     pushed += node.ReadUntil("\"type\":\"tasks\"");
@@ -578,8 +578,7 @@ TEST(SmartdTasks, ANodeSocketBoundsItsUnansweredMessages) {
   ASSERT_NE(s.port(), 0);
   Network n = StartNetwork(s);
   WsClient node(s.port(), "/api/v1/nodes/ws", n.node_key);
-  node.Send(R"({"type":"hello","node_id":")" + n.node_id + R"(","credit":0})");
-  ASSERT_NE(node.Read().find("\"type\":\"welcome\""), std::string::npos);
+  ASSERT_NE(Hello(node, n, 0).find("\"type\":\"welcome\""), std::string::npos);
   // Each a write the coordinator answers (lease_stale): sent without waiting,
   // more than two are refused until answers catch up; every one is answered.
   constexpr int kSent = 200;
