@@ -182,6 +182,28 @@ TEST(SmartdTasks, AReadCanWaitForTheTaskToChange) {
   EXPECT_LT(took, std::chrono::seconds(5)) << "answered on the change, not at the end of the wait";
   EXPECT_EQ(As(s.port(), "GET", path, n.op.access, "", same + "Prefer: wait=5\r\n")->status, 404)
       << "another user's task is not found, waiting or not";
+
+  // Many reads wait at once (no thread each); the node starting the task answers them all.
+  const std::string assigned = "If-None-Match: " + waited->Header("etag") + "\r\n";
+  constexpr int kReaders = 40;
+  std::vector<std::optional<testing::HttpResponse>> answers(kReaders);
+  std::vector<std::thread> readers;
+  for (int i = 0; i < kReaders; ++i) {
+    readers.emplace_back(
+        [&, i] { answers[i] = As(s.port(), "GET", path, n.alice.access, "", assigned + "Prefer: wait=20\r\n"); });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  auto t0 = std::chrono::steady_clock::now();
+  r = As(s.port(), "POST", path + "/start", n.node_key, R"({"node_id":")" + n.node_id + R"(","lease":1})");
+  ASSERT_EQ(r->status, 200) << r->body;
+  for (auto& t : readers) t.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+  for (const auto& a : answers) {
+    ASSERT_TRUE(a);
+    EXPECT_EQ(a->status, 200) << a->body;
+    EXPECT_EQ(JsonField(a->body, "status"), "in_progress");
+    EXPECT_EQ(a->Header("preference-applied"), "wait=20") << "every one of them waited";
+  }
 }
 
 TEST(SmartdTasks, BadInputEverywhere) {

@@ -197,13 +197,30 @@ struct LeaseRef {
 };
 
 // GET /tasks/{id} asked to wait for a change (If-None-Match + Prefer: wait):
-// the tasks someone waits on, each with a count of its task_update events.
+// the requests waiting (answered later: no thread waits), by task id; a
+// task_update event answers those of its task.
 struct TaskWatch {
-  static constexpr int kMaxWaiting = 16;  // of the long-poll threads; the node claims keep the rest
+  static constexpr size_t kMaxWaiting = 10'000;  // beyond it a read answers at once
   std::mutex mu;
-  std::condition_variable cv;
-  std::map<std::string, std::pair<int, uint64_t>, std::less<>> watched;  // id -> (waiting, changes)
-  int waiting = 0;
+  struct Waiter {
+    uint64_t token;
+    http::Reply reply;
+    std::function<http::Response()> respond;  // reads the task again and answers
+  };
+  std::multimap<std::string, Waiter, std::less<>> waiting;  // by task id
+  uint64_t next_token = 1;
+
+  // Takes back the waiter `token` of `id`, if it is still there.
+  void Forget(const std::string& id, uint64_t token) {
+    std::lock_guard lk(mu);
+    auto [from, to] = waiting.equal_range(id);
+    for (auto it = from; it != to; ++it) {
+      if (it->second.token == token) {
+        waiting.erase(it);
+        return;
+      }
+    }
+  }
 };
 
 // The task with its history, as GET /tasks/{id} answers it.
@@ -385,15 +402,18 @@ void RegisterTaskRoutes(http::Router& router, const Deps& deps) {
       },
       kBlocking);
 
-  // A task changed: wake whoever waits on it.
+  // A task changed: answer whoever waits on it (each reads it again).
   auto watch = std::make_shared<TaskWatch>();
   deps.bus.Subscribe([watch](const events::Event& e) {
     if (e.type != "task_update") return;
-    std::lock_guard lk(watch->mu);
-    auto it = watch->watched.find(e.subject);
-    if (it == watch->watched.end()) return;
-    ++it->second.second;
-    watch->cv.notify_all();
+    std::vector<TaskWatch::Waiter> changed;
+    {
+      std::lock_guard lk(watch->mu);
+      auto [from, to] = watch->waiting.equal_range(e.subject);
+      for (auto it = from; it != to; ++it) changed.push_back(std::move(it->second));
+      watch->waiting.erase(from, to);
+    }
+    for (auto& w : changed) w.reply(std::move(w.respond));
   });
   // The task and its history, with an ETag. If-None-Match naming the current
   // ETag gets 304; with Prefer: wait=N as well, the answer waits up to N
@@ -405,7 +425,7 @@ void RegisterTaskRoutes(http::Router& router, const Deps& deps) {
         if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
         const auto& user = std::get<auth::Principal>(who).user_id;
         const std::string id(req.Param("id"));
-        auto answer = [&](std::string body) {
+        auto answer = [&req](std::string body) {
           std::string etag = ETagOf(body);
           http::Response res =
               NoneMatchNames(req, etag) ? http::Response::Empty(304) : http::Response::Json(200, std::move(body));
@@ -416,46 +436,32 @@ void RegisterTaskRoutes(http::Router& router, const Deps& deps) {
         if (!doc) return TaskError(req, doc.error());
         int wait = PreferredWait(req);
         if (wait == 0 || !NoneMatchNames(req, ETagOf(*doc))) return answer(std::move(*doc));
-        std::unique_lock lk(watch->mu);
-        if (watch->waiting >= TaskWatch::kMaxWaiting) {
-          lk.unlock();
-          return answer(std::move(*doc));  // without Preference-Applied: the client paces itself
-        }
-        ++watch->waiting;
-        auto& entry = watch->watched[id];
-        ++entry.first;
-        uint64_t seen = entry.second;
-        lk.unlock();
-        struct Unwatch {
-          TaskWatch& w;
-          const std::string& id;
-          ~Unwatch() {
-            std::lock_guard guard(w.mu);
-            --w.waiting;
-            auto it = w.watched.find(id);
-            if (--it->second.first == 0) w.watched.erase(it);
+        // The answer, whenever it comes (a change, the deadline, shutdown):
+        // the task read again, on the connection's thread.
+        uint64_t token = 0;
+        {
+          std::lock_guard lk(watch->mu);
+          if (watch->waiting.size() >= TaskWatch::kMaxWaiting) {
+            return answer(std::move(*doc));  // without Preference-Applied: the client paces itself
           }
-        } unwatch{*watch, id};
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(wait);
-        // Read again now that changes are counted: one between the first read and here is not missed.
-        doc = TaskDocument(deps, user, id);
-        bool unchanged = doc && NoneMatchNames(req, ETagOf(*doc));
-        while (unchanged && std::chrono::steady_clock::now() < deadline && !deps.tasks.Stopping()) {
-          lk.lock();
-          watch->cv.wait_until(lk,
-                               std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(250)),
-                               [&] { return watch->watched[id].second != seen; });
-          uint64_t now_seen = watch->watched[id].second;
-          lk.unlock();
-          if (now_seen != seen) {
-            seen = now_seen;
-            doc = TaskDocument(deps, user, id);
-            unchanged = doc && NoneMatchNames(req, ETagOf(*doc));
-          }
+          token = watch->next_token++;
         }
-        if (!doc) return TaskError(req, doc.error());
-        http::Response res = answer(std::move(*doc));
-        res.headers.Set("Preference-Applied", "wait=" + std::to_string(wait));
+        auto respond = [&deps, &req, watch, user, id, wait, token, answer] {
+          watch->Forget(id, token);
+          auto now = TaskDocument(deps, user, id);
+          if (!now) return TaskError(req, now.error());
+          http::Response res = answer(std::move(*now));
+          res.headers.Set("Preference-Applied", "wait=" + std::to_string(wait));
+          return res;
+        };
+        auto [res, reply] = http::Response::Later(std::chrono::seconds(wait), respond);
+        {
+          std::lock_guard lk(watch->mu);
+          watch->waiting.emplace(id, TaskWatch::Waiter{token, reply, respond});
+        }
+        // Read again now that a change would answer: one between the first read and here is not missed.
+        auto again = TaskDocument(deps, user, id);
+        if (!again || !NoneMatchNames(req, ETagOf(*again))) reply(respond);
         return res;
       },
       http::RouteOptions{.long_poll = true});

@@ -109,6 +109,13 @@ std::pair<Response, Reply> Response::Later() {
   return {std::move(placeholder), std::move(reply)};
 }
 
+std::pair<Response, Reply> Response::Later(std::chrono::milliseconds wait, std::function<Response()> on_timeout) {
+  auto later = Later();
+  later.first.later->deadline = std::chrono::steady_clock::now() + wait;
+  later.first.later->on_timeout = std::move(on_timeout);
+  return later;
+}
+
 void Response::ThenLater(std::function<void(Response&)> fn) { later->then.push_back(std::move(fn)); }
 
 Response MakeProblem(const Request& req, const Problem& problem) { return MakeProblem(req.request_id, problem); }

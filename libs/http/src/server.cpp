@@ -331,11 +331,13 @@ class HttpConnection final : public Tracked {
       stream.socket().shutdown(tcp::socket::shutdown_both, ec);
       stream.socket().close(ec);
     }
+    if (waiting) waiting->cancel();  // a long poll answers now
   }
 
   Server::Impl& server_;
   beast::tcp_stream stream;
   bool idle = true;
+  asio::steady_timer* waiting = nullptr;  // while waiting for a Later answer
   bool tracked_ = false;
 };
 
@@ -590,15 +592,24 @@ asio::awaitable<void> Server::Impl::Session(tcp::socket socket) {
       std::shared_ptr<detail::Later> later = std::move(res.later);
       // Woken from the answering thread by a cancel posted here; a frame
       // destroyed while waiting (the server's end) takes its wake back first.
-      asio::steady_timer wake(conn->stream.get_executor(), asio::steady_timer::time_point::max());
+      // A deadline, or the server's shutdown, answers with on_timeout.
+      asio::steady_timer wake(conn->stream.get_executor(),
+                              later->deadline.value_or(asio::steady_timer::time_point::max()));
       WakeGuard guard{later.get()};
-      bool given = false;
       {
         std::lock_guard lk(later->mu);
-        given = later->given;
-        if (!given) later->wake = [&wake] { asio::post(wake.get_executor(), [&wake] { wake.cancel(); }); };
+        if (!later->given) later->wake = [&wake] { asio::post(wake.get_executor(), [&wake] { wake.cancel(); }); };
       }
-      if (!given) co_await wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      conn->waiting = &wake;
+      while (!later->Given()) {
+        if (later->on_timeout && draining.load()) {
+          later->Give(later->on_timeout);
+          continue;
+        }
+        co_await wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+        if (later->on_timeout && !ec) later->Give(later->on_timeout);  // the deadline passed
+      }
+      conn->waiting = nullptr;
       res = Answer(req, *later, threw);
       if (threw) break;
     }

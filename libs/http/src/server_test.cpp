@@ -61,6 +61,20 @@ class ServerTest : public ::testing::Test {
       });
       return res;
     });
+    // A long poll: answered at {ms} milliseconds unless /poke comes first.
+    r.Add(Method::kGet, "/poll/{ms}", [this](Request& req) {
+      auto [res, reply] = Response::Later(std::chrono::milliseconds(std::stoi(std::string(req.Param("ms")))),
+                                          [] { return Response::Text(200, "timed out"); });
+      std::lock_guard lk(answerers_mu_);
+      polls_.push_back(reply);
+      return res;
+    });
+    r.Add(Method::kPost, "/poke", [this](Request&) {
+      std::lock_guard lk(answerers_mu_);
+      for (auto& reply : polls_) reply([] { return Response::Text(200, "poked"); });
+      polls_.clear();
+      return Response::Empty(204);
+    });
     r.Add(Method::kGet, "/later-at-once", [](Request&) {
       auto [res, reply] = Response::Later();
       reply([] { return Response::Text(200, "at once"); });
@@ -127,6 +141,7 @@ class ServerTest : public ::testing::Test {
   std::atomic<int> ws_accepted_{0}, ws_closed_{0};  // handler accepted, on_close called
   std::mutex answerers_mu_;
   std::vector<std::thread> answerers_;  // answering /later requests
+  std::vector<Reply> polls_;            // /poll requests waiting for /poke
 };
 
 TEST_F(ServerTest, KeepAliveServesManyRequestsOnOneConnection) {
@@ -211,6 +226,51 @@ TEST_F(ServerTest, ALaterAnswerGivenAtOnceDroppedOrThrowing) {
   r = testing::Request(port_, "GET", "/hello");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200);
+}
+
+TEST_F(ServerTest, ALongPollIsAnsweredByItsReplyOrAtItsDeadline) {
+  StartServer({}, 1);
+  auto start = std::chrono::steady_clock::now();
+  auto r = testing::Request(port_, "GET", "/poll/300");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->body, "timed out");
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 290ms);
+  EXPECT_EQ(r->Header("x-request-id").size(), 26u) << "the middlewares saw the timeout's answer";
+  // Many wait at once without a thread each; a poke answers them all, and
+  // their deadlines (passing later) change nothing.
+  std::vector<std::unique_ptr<RawConnection>> polls;
+  for (int i = 0; i < 50; ++i) {
+    polls.push_back(std::make_unique<RawConnection>(port_));
+    polls.back()->Send("GET /poll/500 HTTP/1.1\r\nHost: x\r\n\r\n");
+  }
+  std::this_thread::sleep_for(100ms);
+  start = std::chrono::steady_clock::now();
+  ASSERT_EQ(testing::Request(port_, "POST", "/poke")->status, 204);
+  for (auto& c : polls) {
+    auto p = c->ReadResponse();
+    ASSERT_TRUE(p);
+    EXPECT_EQ(p->body, "poked");
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 300ms);
+  std::this_thread::sleep_for(500ms);
+  polls[0]->Send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  auto next = polls[0]->ReadResponse();
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->status, 200) << "no second answer to the poll came first";
+}
+
+TEST_F(ServerTest, ShutdownAnswersALongPollAtOnce) {
+  StartServer();
+  RawConnection waiting(port_);
+  waiting.Send("GET /poll/20000 HTTP/1.1\r\nHost: x\r\n\r\n");
+  std::this_thread::sleep_for(100ms);
+  auto start = std::chrono::steady_clock::now();
+  std::thread stopper([this] { server_->Shutdown(); });
+  auto r = waiting.ReadResponse(false, 5s);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->body, "timed out");
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 2s);
+  stopper.join();
 }
 
 TEST_F(ServerTest, ShutdownWaitsForALaterAnswer) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <any>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -97,6 +98,10 @@ struct Response {
   // handler returns is a placeholder (status 0): middlewares must change or
   // read a response through Then, which sees the final one.
   static std::pair<Response, Reply> Later();
+  // The same with a deadline: if no answer came within `wait`, or the server
+  // is shutting down, the request is answered by `on_timeout` (on the
+  // connection's thread; a Reply given afterwards is ignored). For long polls.
+  static std::pair<Response, Reply> Later(std::chrono::milliseconds wait, std::function<Response()> on_timeout);
   // Runs `fn` on this response now or, for a Later one, on the final
   // response once it is given (on the connection's thread, before it is
   // written; hooks run in the order they were added).
