@@ -3,7 +3,6 @@
 #include <array>
 #include <boost/json.hpp>
 #include <charconv>
-#include <condition_variable>
 #include <map>
 #include <mutex>
 

@@ -83,11 +83,6 @@ void Coordinator::StopWaiting() {
   push_cv_.notify_all();
 }
 
-bool Coordinator::Stopping() {
-  std::lock_guard lk(wake_mu_);
-  return stopping_;
-}
-
 void Coordinator::RunSweeper() {
   std::unique_lock lk(wake_mu_);
   while (!stopping_) {

@@ -280,9 +280,6 @@ class Coordinator {
   // the sweep), comes back online, enters or leaves maintenance, is deactivated.
   void OnNodeUpdate(std::function<void(const Node&)> fn) { on_node_update_ = std::move(fn); }
 
-  // True once StopWaiting was called (shutting down): long polls answer now.
-  bool Stopping();
-
   // Claims waiting for work on this instance now.
   size_t WaitingClaims();
   // Results completed together with others (one statement and one ledger
