@@ -50,7 +50,7 @@ inline std::vector<config::Key> ConfigSchema() {
       {.name = "http.long_poll_threads",
        .type = Type::kInt,
        .default_value = "64",
-       .help = "Threads for long-poll handlers (node claims): how many may wait at once.",
+       .help = "Threads that start long polls (task reads with Prefer: wait); none is held while a poll waits.",
        .min = 1,
        .max = 4096},
       {.name = "http.max_connections",

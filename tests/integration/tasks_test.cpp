@@ -206,6 +206,45 @@ TEST(SmartdTasks, AReadCanWaitForTheTaskToChange) {
   }
 }
 
+// HTTP claims that wait hold no thread: more wait at once than the long-poll
+// pool has threads (2 here); a task goes to one of them, the rest end with
+// none at their deadline, and a task submitted after that stays pending.
+TEST(SmartdTasks, ManyClaimsWaitAtOnce) {
+  Smartd s(TaskEnv({"SMART_HTTP_LONG_POLL_THREADS=2"}));
+  ASSERT_NE(s.port(), 0);
+  Network n = StartNetwork(s);
+  constexpr int kClaims = 12;
+  std::vector<std::optional<testing::HttpResponse>> answers(kClaims);
+  std::vector<std::thread> claims;
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < kClaims; ++i) {
+    claims.emplace_back([&, i] {
+      answers[i] = As(s.port(), "POST", "/api/v1/nodes/" + n.node_id + "/claim", n.node_key, R"({"wait_s":3})");
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  auto r = As(s.port(), "POST", "/api/v1/tasks", n.alice.access, R"({"type":"echo","input":"x","timeout_s":60})");
+  ASSERT_EQ(r->status, 201) << r->body;
+  const std::string task = JsonField(r->body, "id");
+  for (auto& t : claims) t.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(6)) << "the claims waited at once";
+  int with_task = 0;
+  for (const auto& a : answers) {
+    ASSERT_TRUE(a);
+    ASSERT_EQ(a->status, 200) << a->body;
+    if (a->body.find(task) != std::string::npos)
+      ++with_task;
+    else
+      EXPECT_EQ(a->body, R"({"tasks":[]})");
+  }
+  EXPECT_EQ(with_task, 1);
+  r = As(s.port(), "POST", "/api/v1/tasks", n.alice.access, R"({"type":"echo","input":"y","timeout_s":60})");
+  ASSERT_EQ(r->status, 201) << r->body;
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  r = As(s.port(), "GET", "/api/v1/tasks/" + JsonField(r->body, "id"), n.alice.access);
+  EXPECT_EQ(JsonField(r->body, "status"), "pending") << "given to a claim that was answered";
+}
+
 TEST(SmartdTasks, BadInputEverywhere) {
   Smartd s(TaskEnv({"SMART_HTTP_MAX_BODY_BYTES=4194304"}));
   ASSERT_NE(s.port(), 0);

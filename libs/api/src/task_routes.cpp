@@ -718,32 +718,36 @@ void RegisterTaskRoutes(http::Router& router, const Deps& deps) {
       },
       kBlocking);
 
-  router.Add(
-      http::Method::kPost, "/api/v1/nodes/{id}/claim",
-      [&deps](http::Request& req) {
-        auto who = Require(deps, req, auth::scope::kNodes);
-        if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
-        auto body = ParseJsonObject(req, {"max", "wait_s", "holding"});
-        if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
-        FieldReader f(std::get<json::object>(body));
-        auto max = f.Int("max", false, 1, 100), wait = f.Int("wait_s", false, 0, 30);
-        auto holding = f.StringList("holding", false);
-        if (!f.ok()) return f.Problem(req);
-        if (holding && holding->size() > 1000) {
-          return http::MakeProblem(req, {.status = 422,
-                                         .code = "validation_failed",
-                                         .detail = "holding: at most 1000 task ids",
-                                         .errors = {{"holding", "at most 1000 task ids"}}});
-        }
-        auto claimed =
-            deps.tasks.Claim(std::get<auth::Principal>(who).user_id, req.Param("id"), static_cast<int>(max.value_or(1)),
-                             wait.value_or(0) * 1000, holding ? &*holding : nullptr);
-        if (!claimed) return TaskError(req, claimed.error());
-        json::array items;
-        for (const auto& t : *claimed) items.push_back(TaskJson(deps, t, true));
-        return Json(200, {{"tasks", std::move(items)}});
-      },
-      http::RouteOptions{.long_poll = true});
+  router.Add(http::Method::kPost, "/api/v1/nodes/{id}/claim", [&deps](http::Request& req) {
+    auto who = Require(deps, req, auth::scope::kNodes);
+    if (auto* res = std::get_if<http::Response>(&who)) return std::move(*res);
+    auto body = ParseJsonObject(req, {"max", "wait_s", "holding"});
+    if (auto* res = std::get_if<http::Response>(&body)) return std::move(*res);
+    FieldReader f(std::get<json::object>(body));
+    auto max = f.Int("max", false, 1, 100), wait = f.Int("wait_s", false, 0, 30);
+    auto holding = f.StringList("holding", false);
+    if (!f.ok()) return f.Problem(req);
+    if (holding && holding->size() > 1000) {
+      return http::MakeProblem(req, {.status = 422,
+                                     .code = "validation_failed",
+                                     .detail = "holding: at most 1000 task ids",
+                                     .errors = {{"holding", "at most 1000 task ids"}}});
+    }
+    // A waiting claim holds no thread: answered by the coordinator, with
+    // the first tasks it is given or none at its deadline (or at shutdown).
+    auto [res, reply] = http::Response::Later();
+    deps.tasks.ClaimAsync(std::get<auth::Principal>(who).user_id, std::string(req.Param("id")),
+                          static_cast<int>(max.value_or(1)), wait.value_or(0) * 1000, std::move(holding),
+                          [&deps, &req, reply](Result<std::vector<tasks::Task>> claimed) {
+                            reply([&deps, &req, claimed = std::move(claimed)] {
+                              if (!claimed) return TaskError(req, claimed.error());
+                              json::array items;
+                              for (const auto& t : *claimed) items.push_back(TaskJson(deps, t, true));
+                              return Json(200, {{"tasks", std::move(items)}});
+                            });
+                          });
+    return res;
+  });
 
   router.Add(
       http::Method::kGet, "/api/v1/admin/tasks/settings",

@@ -659,10 +659,71 @@ TEST_F(CoordinatorTest, AWaitingClaimWakesOnSubmit) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
 }
 
+// Waiting claims hold no thread: many wait at once, each task goes to one of
+// them, the rest end with none at their deadline, and nothing is assigned to
+// a claim after it was answered.
+TEST_F(CoordinatorTest, ManyClaimsWaitWithoutThreadsAndEndAtTheirDeadline) {
+  Fund("usr_req", 1'000'000);
+  Node n = MakeNode("usr_op", "n", {"echo"}, 100);
+  constexpr int kClaims = 200;
+  std::mutex mu;
+  std::condition_variable cv;
+  int answered = 0;
+  std::vector<std::string> got;
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < kClaims; ++i) {
+    coord_->ClaimAsync("usr_op", n.id, 1, 3000, std::nullopt, [&](Result<std::vector<Task>> r) {
+      std::lock_guard lk(mu);
+      EXPECT_TRUE(r.ok()) << r.error().message;
+      if (r) {
+        EXPECT_LE(r->size(), 1u);
+        for (const Task& t : *r) got.push_back(t.id);
+      }
+      ++answered;
+      cv.notify_all();
+    });
+  }
+  for (int i = 0; i < 300 && coord_->WaitingClaims() < kClaims; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(coord_->WaitingClaims(), static_cast<size_t>(kClaims));
+  EXPECT_EQ(coord_->Attached(), 0u) << "waiting claims are not nodes' attachments";
+  Task a = Submit("usr_req", "a"), b = Submit("usr_req", "b");
+  {
+    std::unique_lock lk(mu);
+    ASSERT_TRUE(cv.wait_for(lk, 5s, [&] { return got.size() == 2; }));
+    EXPECT_EQ(answered, 2) << "the others wait on";
+    ASSERT_TRUE(cv.wait_for(lk, 10s, [&] { return answered == kClaims; }));
+    EXPECT_GE(std::chrono::steady_clock::now() - t0, 3s) << "not before their deadline";
+    std::sort(got.begin(), got.end());
+    EXPECT_EQ(got, (std::vector<std::string>{std::min(a.id, b.id), std::max(a.id, b.id)}));
+  }
+  EXPECT_EQ(coord_->WaitingClaims(), 0u);
+  Task c = Submit("usr_req", "c");
+  std::this_thread::sleep_for(1200ms);  // the dispatcher looks every second
+  EXPECT_EQ(coord_->Get("usr_req", c.id)->status, "pending") << "given to a claim that was answered";
+}
+
+TEST_F(CoordinatorTest, StoppingAnswersWaitingClaimsAtOnce) {
+  Node n = MakeNode("usr_op", "n");
+  auto claim = [&] {
+    auto answer = std::make_shared<std::promise<Result<std::vector<Task>>>>();
+    coord_->ClaimAsync("usr_op", n.id, 1, 30'000, std::nullopt,
+                       [answer](Result<std::vector<Task>> r) { answer->set_value(std::move(r)); });
+    return answer->get_future();
+  };
+  auto waiting = claim();
+  for (int i = 0; i < 300 && coord_->WaitingClaims() < 1; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(coord_->WaitingClaims(), 1u);
+  coord_->StopWaiting();
+  ASSERT_EQ(waiting.wait_for(5s), std::future_status::ready);
+  auto r = waiting.get();
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_TRUE(r->empty());
+  auto after = claim();  // one that comes later is answered at once too
+  ASSERT_EQ(after.wait_for(5s), std::future_status::ready);
+  EXPECT_TRUE(after.get()->empty());
+}
+
 TEST_F(CoordinatorTest, WaitingNodesWithBetterReputationGoFirst) {
-  coord_.reset();
-  config_.rank_delay_ms = 300;  // a head start no scheduler hiccup of a loaded test machine undoes
-  coord_ = std::make_unique<Coordinator>(*db_, *ledger_, config_, clock_);
   Fund("usr_req", 10'000'000);
   Node a = MakeNode("usr_a", "a"), b = MakeNode("usr_b", "b");
   // b earns reputation first.

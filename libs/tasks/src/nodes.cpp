@@ -74,7 +74,6 @@ void Coordinator::StopWaiting() {
     std::lock_guard lk(wake_mu_);
     stopping_ = true;
   }
-  wake_cv_.notify_all();
   sweep_cv_.notify_all();
   {
     std::lock_guard lk(push_mu_);

@@ -645,38 +645,60 @@ Result<void> Coordinator::ClaimIn(store::Tx& tx, std::string_view operator_id, s
 
 Result<std::vector<Task>> Coordinator::Claim(std::string_view operator_id, std::string_view node_id, int max,
                                              int64_t wait_ms, const std::vector<std::string>* holding) {
-  if (max < 1 || max > 100) return Error::Invalid("invalid_max", "max: 1 to 100");
-  if (wait_ms < 0 || wait_ms > 60'000) return Error::Invalid("invalid_wait", "wait_s: 0 to 60");
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
-  while (true) {
-    uint64_t gen;
-    {
-      std::lock_guard lk(wake_mu_);
-      gen = wake_gen_;
-    }
+  return Wait<std::vector<Task>>([&](Callback<std::vector<Task>> done) {
+    ClaimAsync(std::string(operator_id), std::string(node_id), max, wait_ms,
+               holding ? std::optional(*holding) : std::nullopt, std::move(done));
+  });
+}
+
+void Coordinator::ClaimAsync(std::string operator_id, std::string node_id, int max, int64_t wait_ms,
+                             std::optional<std::vector<std::string>> holding, Callback<std::vector<Task>> done) {
+  if (max < 1 || max > 100) return done(Error::Invalid("invalid_max", "max: 1 to 100"));
+  if (wait_ms < 0 || wait_ms > 60'000) return done(Error::Invalid("invalid_wait", "wait_s: 0 to 60"));
+  struct State {
+    std::string operator_id, node_id;
+    std::optional<std::vector<std::string>> holding;
     std::vector<Task> claimed;
     Node node;
-    SMART_TRY(writer_.Transact(
-        [&](store::Tx& tx) -> Result<void> { return ClaimIn(tx, operator_id, node_id, max, holding, claimed, node); }));
-    int64_t score = Score(node);
-    NotifyClaimed(claimed);
-    if (!claimed.empty() || std::chrono::steady_clock::now() >= deadline) return claimed;
-    // Wait for a submission here, or re-check each second (another instance's
-    // submissions). When work arrives, waiting nodes with a better reputation
-    // (then a lower load) try first: the others start 25 ms later per rank.
-    std::unique_lock lk(wake_mu_);
-    auto mine = waiting_scores_.insert(score);
-    bool woken = wake_cv_.wait_until(lk, std::min(deadline, std::chrono::steady_clock::now() + std::chrono::seconds(1)),
-                                     [&] { return wake_gen_ != gen || stopping_; });
-    // Ranked among those waiting when the work arrived (not those still waiting now).
-    auto better = static_cast<int64_t>(std::distance(woken_scores_.upper_bound(score), woken_scores_.end()));
-    waiting_scores_.erase(mine);
-    if (stopping_) return claimed;
-    lk.unlock();
-    if (woken && better > 0) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(std::min<int64_t>(better, 8) * config_.rank_delay_ms));
-    }
-  }
+  };
+  auto st = std::make_shared<State>(std::move(operator_id), std::move(node_id), std::move(holding));
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+  writer_.TransactAsync(
+      [this, st, max](store::Tx& tx) -> Result<void> {
+        st->claimed.clear();
+        return ClaimIn(tx, st->operator_id, st->node_id, max, st->holding ? &*st->holding : nullptr, st->claimed,
+                       st->node);
+      },
+      [this, st, max, until, done = std::move(done)](Result<void> r) mutable {
+        if (!r) return done(r.take_error());
+        NotifyClaimed(st->claimed);
+        if (!st->claimed.empty() || std::chrono::steady_clock::now() >= until) return done(std::move(st->claimed));
+        // Nothing yet: wait as a one-time attachment. Its credit wakes the
+        // dispatcher, whose round counts what is claimable then, so work
+        // that arrived since this claim's transaction is not missed.
+        bool waiting = false;
+        {
+          std::lock_guard lk(push_mu_);
+          if (!push_stopping_) {
+            waiting = true;
+            uint64_t id = next_attachment_++;
+            Attachment& a = attached_[id];
+            a = Attachment{.operator_id = std::move(st->operator_id),
+                           .node_id = std::move(st->node_id),
+                           .first = false,
+                           .push = std::move(done),
+                           .credit = max,
+                           .score = Score(st->node),
+                           .capabilities = st->node.capabilities,
+                           .until = until};
+            claims_until_.insert({until, id});
+            Ready(id, a);
+            push_wake_ = true;
+          }
+        }
+        if (!waiting) return done(std::vector<Task>{});  // stopping: answered at once
+        push_cv_.notify_one();
+      });
 }
 
 struct Coordinator::ResultItem {
@@ -1230,17 +1252,11 @@ void Coordinator::NotifyById(std::string_view task_id) {
 }
 
 size_t Coordinator::WaitingClaims() {
-  std::lock_guard lk(wake_mu_);
-  return waiting_scores_.size();
+  std::lock_guard lk(push_mu_);
+  return claims_until_.size();
 }
 
 void Coordinator::WakeClaimers() {
-  {
-    std::lock_guard lk(wake_mu_);
-    ++wake_gen_;
-    woken_scores_ = waiting_scores_;
-  }
-  wake_cv_.notify_all();
   {
     std::lock_guard lk(push_mu_);
     if (attached_.empty()) return;
@@ -1270,6 +1286,7 @@ void Coordinator::Unready(uint64_t id, const Attachment& a) {
 
 void Coordinator::EndAttachment(std::map<uint64_t, Attachment>::iterator it) {
   Unready(it->first, it->second);
+  if (it->second.until) claims_until_.erase({*it->second.until, it->first});
   auto node = attached_nodes_.find(it->second.operator_id + '\n' + it->second.node_id);
   if (node != attached_nodes_.end() && node->second == it->first) attached_nodes_.erase(node);
   attached_.erase(it);
@@ -1322,22 +1339,46 @@ void Coordinator::Detach(uint64_t attachment) {
 
 size_t Coordinator::Attached() {
   std::lock_guard lk(push_mu_);
-  return attached_.size();
+  return attached_.size() - claims_until_.size();
+}
+
+std::vector<Coordinator::Push> Coordinator::ExpireClaims(std::chrono::steady_clock::time_point now) {
+  std::vector<Push> answers;
+  while (!claims_until_.empty() && claims_until_.begin()->first <= now) {
+    auto it = attached_.find(claims_until_.begin()->second);
+    answers.push_back(std::move(it->second.push));
+    EndAttachment(it);
+  }
+  return answers;
 }
 
 void Coordinator::RunDispatcher() {
   std::unique_lock lk(push_mu_);
   while (!push_stopping_) {
     // Work arrived, credit arrived, or a second passed (another instance's
-    // submissions, scheduled tasks coming due).
-    push_cv_.wait_for(lk, std::chrono::seconds(1), [&] { return push_wake_ || push_stopping_; });
+    // submissions, scheduled tasks coming due), or a waiting claim's
+    // deadline. Rounds run here one at a time, each to its end, so a claim
+    // that expires is in no round's transaction.
+    auto wake = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    if (!claims_until_.empty()) wake = std::min(wake, claims_until_.begin()->first);
+    push_cv_.wait_until(lk, wake, [&] { return push_wake_ || push_stopping_; });
     if (push_stopping_) break;
+    if (auto expired = ExpireClaims(std::chrono::steady_clock::now()); !expired.empty()) {
+      lk.unlock();
+      for (auto& answer : expired) answer(std::vector<Task>{});
+      lk.lock();
+      continue;  // the wake-up, if any, is still due
+    }
     push_wake_ = false;
     if (ready_first_.empty() && ready_.empty()) continue;  // no node has credit
     lk.unlock();
     DispatchRound();
     lk.lock();
   }
+  // Stopping: the claims still waiting get their answer (none) now.
+  auto waiting = ExpireClaims(std::chrono::steady_clock::time_point::max());
+  lk.unlock();
+  for (auto& answer : waiting) answer(std::vector<Task>{});
 }
 
 void Coordinator::DispatchRound() {
@@ -1445,9 +1486,11 @@ void Coordinator::DispatchRound() {
           {
             std::lock_guard lk(push_mu_);
             auto it = attached_.find(id);
-            if (it != attached_.end() && !r && !transient) {
-              push = it->second.push;
-              EndAttachment(it);  // node_deactivated, node_not_found...: the attachment ends
+            // The attachment ends on node_deactivated, node_not_found...; a
+            // waiting claim also with its first tasks (until then it is not told).
+            if (it != attached_.end() && (r ? it->second.until && !claimed->empty() : !transient)) {
+              push = std::move(it->second.push);
+              EndAttachment(it);
             } else if (it != attached_.end()) {
               Unready(it->first, it->second);
               if (r) {
@@ -1456,7 +1499,7 @@ void Coordinator::DispatchRound() {
                 it->second.holding.clear();
                 it->second.capabilities = node->capabilities;
                 it->second.score = Score(*node);
-                push = it->second.push;
+                if (!it->second.until) push = it->second.push;
               } else {
                 push_wake_ = true;  // transient: tried again next round; the node is not told
               }

@@ -24,6 +24,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <map>
@@ -67,7 +68,6 @@ struct TasksConfig {
   int max_per_requester = 100;   // tasks of one requester assigned or running at once
   size_t max_input_bytes = 1 << 20;
   int64_t sweep_interval_ms = 500;  // lease and liveness checks; 0: never (tests call Sweep)
-  int64_t rank_delay_ms = 25;       // head start per rank among waiting claims (reputation, load)
   // Initial values of the settings admins change at run time.
   ledger::Amount min_stake = 10'000'000;
   int max_tasks_per_node = 10;
@@ -243,6 +243,13 @@ class Coordinator {
   // answer that carried them was lost (smartd died before sending it).
   Result<std::vector<Task>> Claim(std::string_view operator_id, std::string_view node_id, int max, int64_t wait_ms,
                                   const std::vector<std::string>* holding = nullptr);
+  // Claim without a waiting thread: `done` gets the tasks on the committer's
+  // or the dispatcher's thread. A claim that finds nothing waits as a
+  // one-time attachment (pushed work, below) that ends with the first tasks
+  // it is given or at its deadline, which the dispatcher keeps: nothing is
+  // assigned to a claim after it was answered.
+  void ClaimAsync(std::string operator_id, std::string node_id, int max, int64_t wait_ms,
+                  std::optional<std::vector<std::string>> holding, Callback<std::vector<Task>> done);
   Result<Task> Start(std::string_view operator_id, std::string_view node_id, std::string_view task_id, int lease);
   Result<Task> Progress(std::string_view operator_id, std::string_view node_id, std::string_view task_id, int lease,
                         int percent, std::string_view message);
@@ -372,11 +379,7 @@ class Coordinator {
   const Clock& clock_;
 
   std::mutex wake_mu_;
-  std::condition_variable wake_cv_;   // claims waiting for work
   std::condition_variable sweep_cv_;  // the sweeper, between sweeps (not woken by new work)
-  uint64_t wake_gen_ = 0;
-  std::multiset<int64_t> waiting_scores_;  // of claims waiting here: reputation first, then low load
-  std::multiset<int64_t> woken_scores_;    // those waiting at the last wake-up
   bool stopping_ = false;
   struct Attachment {
     std::string operator_id, node_id;
@@ -386,6 +389,9 @@ class Coordinator {
     int credit = 0;
     int64_t score = 0;
     std::vector<std::string> capabilities;  // known after the first claim
+    // A waiting claim (ClaimAsync): ends with the first tasks it is given, or
+    // at this time with none; not the node's attachment (attached_nodes_).
+    std::optional<std::chrono::steady_clock::time_point> until;
   };
   struct Beat {
     std::string operator_id, node_id;
@@ -451,6 +457,9 @@ class Coordinator {
   std::map<uint64_t, Attachment> attached_;
   std::map<std::string, uint64_t> attached_nodes_;                  // operator_id + '\n' + node_id -> its attachment
   void EndAttachment(std::map<uint64_t, Attachment>::iterator it);  // under push_mu_
+  std::set<std::pair<std::chrono::steady_clock::time_point, uint64_t>> claims_until_;  // waiting claims' deadlines
+  // Ends the waiting claims whose deadline has passed (under push_mu_); their answers, to call without it.
+  std::vector<Push> ExpireClaims(std::chrono::steady_clock::time_point now);
   // The attachments with credit, indexed so that a dispatch round visits the
   // nodes it gives work to, not every node attached: those on their first
   // claim, and the others by capability, best first (-score, id). Kept by
