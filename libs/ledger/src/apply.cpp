@@ -203,7 +203,7 @@ Result<void> Applier::Prefetch(const std::vector<const TransferRequest*>& reques
   std::unordered_set<std::string> seen_owners, seen_pendings;
   for (const TransferRequest* req : requests) {
     const TransferRequest& r = *req;
-    if (ValidKey(r.key) && !keys_.count(r.key) && !stored_keys_.count(r.key) && !new_keys_.count(r.key)) {
+    if (!r.new_key && ValidKey(r.key) && !keys_.count(r.key) && !stored_keys_.count(r.key) && !new_keys_.count(r.key)) {
       keys.push_back(r.key);
     }
     if (!r.pending_id.empty() && !pendings_.count(r.pending_id) && seen_pendings.insert(r.pending_id).second) {
@@ -391,14 +391,14 @@ Result<Applier::PendingState*> Applier::RememberPending(const store::Row& r) {
   return &pendings_.emplace(id, std::move(s)).first->second;
 }
 
-Result<std::optional<Transfer>> Applier::FindByKey(const std::string& key, std::string* fingerprint) {
+Result<std::optional<Transfer>> Applier::FindByKey(const std::string& key, bool new_key, std::string* fingerprint) {
   if (auto it = keys_.find(key); it != keys_.end()) {
     *fingerprint = rows_[it->second].fingerprint;
     Transfer t = rows_[it->second].transfer;
     if (t.type == TransferType::kPending) t.state = pendings_[t.id].transfer.state;
     return std::optional<Transfer>(std::move(t));
   }
-  if (new_keys_.count(key)) return std::optional<Transfer>();
+  if (new_key || new_keys_.count(key)) return std::optional<Transfer>();
   std::string id;
   if (auto it = stored_keys_.find(key); it != stored_keys_.end()) {
     *fingerprint = it->second.first;
@@ -430,7 +430,7 @@ Result<Transfer> Applier::ApplyOne(const TransferRequest& req, bool internal, bo
 
   std::string fingerprint = Fingerprint(req);
   std::string existing_fp;
-  auto existing = FindByKey(req.key, &existing_fp);
+  auto existing = FindByKey(req.key, req.new_key, &existing_fp);
   if (!existing) return existing.take_error();
   if (*existing) {
     if (existing_fp != fingerprint) {

@@ -65,7 +65,8 @@ class Applier {
   Result<PendingState*> RememberPending(const store::Row& r);
   Result<AccountState*> AccountById(const std::string& id);
   AccountState* Remember(AccountState s);  // into accounts_ and by_id_
-  Result<std::optional<Transfer>> FindByKey(const std::string& key, std::string* fingerprint);
+  // `new_key`: the caller vouches it is unused (TransferRequest::new_key): not looked up in the table.
+  Result<std::optional<Transfer>> FindByKey(const std::string& key, bool new_key, std::string* fingerprint);
   void Touch(AccountState* a);
   void TouchPending(const std::string& id, PendingState* p);
   Position Here();

@@ -190,6 +190,7 @@ Result<std::vector<Transfer>> Ledger::Execute(std::vector<TransferRequest> batch
   if (!store::MayWaitForCommits()) {  // the answer would come from this very thread
     return Error::Internal("commit_deadlock", "Ledger::Execute waited for a commit where commits are announced");
   }
+  for (TransferRequest& r : batch) r.new_key = false;  // looked up here, whoever asks
   std::future<Result<std::vector<Transfer>>> done;
   {
     std::lock_guard lk(mu_);

@@ -319,6 +319,38 @@ TEST_F(LedgerTest, ExecuteInCommitsOrRollsBackWithTheCaller) {
   ExpectVerifies();
 }
 
+// A key the caller vouches is new is not looked up, but its unique index
+// still refuses a reuse: the transaction fails and nothing of it stays.
+TEST_F(LedgerTest, ANewKeyIsNotLookedUpYetCannotBeUsedTwice) {
+  Mint("usr_a", 100);
+  auto in = [&](TransferRequest r) {
+    return db_->Transact(store::TxMode::kWrite, [&](store::Tx& tx) -> Result<void> {
+      auto done = ledger_->ExecuteIn(tx, std::vector{r});
+      if (!done) return done.take_error();
+      return Ok();
+    });
+  };
+  TransferRequest first = Single("fresh/1", Ref("usr_a"), Ref("usr_b"), 40);
+  first.new_key = true;
+  ASSERT_TRUE(in(first).ok());
+  EXPECT_EQ(Balance("usr_b"), "40");
+  auto again = in(first);  // without the flag this is a replay; with it, a reuse the index refuses
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(Balance("usr_b"), "40");
+  EXPECT_EQ(Balance("usr_a"), "60");
+  first.new_key = false;
+  EXPECT_TRUE(in(first).ok()) << "looked up: the same request replays";
+  EXPECT_EQ(Balance("usr_b"), "40");
+  // The committer's path looks every key up, whatever the flag says.
+  TransferRequest api = Single("fresh/1", Ref("usr_a"), Ref("usr_b"), 40);
+  api.new_key = true;
+  auto replayed = ledger_->Execute({api});
+  ASSERT_TRUE(replayed.ok()) << replayed.error().message;
+  EXPECT_TRUE(replayed->at(0).replayed);
+  EXPECT_EQ(Balance("usr_b"), "40");
+  ExpectVerifies();
+}
+
 // Jobs of one group commit share one Applier (Ledger::ExecuteIn keeps it for
 // the transaction): a refused job's transfers vanish with its savepoint, the
 // others' are written once at commit, and the chain stays whole.

@@ -210,7 +210,8 @@ Result<void> Coordinator::SubmitIn(store::Tx& tx, std::string_view requester, st
                      .credit = Account(std::string(ledger::kPlatform), ledger::kind::kEscrow, config_.asset),
                      .amount = prepared[i].cost,
                      .code = "task_escrow",
-                     .metadata = JsonObject({{"task_id", ids[i]}})});
+                     .metadata = JsonObject({{"task_id", ids[i]}}),
+                     .new_key = true});  // the task is new in this transaction
   }
   // Places in fair queueing, one after another, and the escrows: one statement each for the lot.
   auto last_key = FairKey(tx, requester, steps);
@@ -981,7 +982,8 @@ class Settlement {
     posts_.push_back({.key = EscrowKey(t, "post"),
                       .type = ledger::TransferType::kPost,
                       .pending_id = t.escrow_id,
-                      .code = "task_settle"});
+                      .code = "task_settle",
+                      .new_key = true});
     const ledger::Amount fee = t.cost * fee_pct_ / 100;
     Earn(pays_[{operator_id, t.asset}], t.cost - fee, t.id);
     Earn(fees_[t.asset], fee, t.id);
@@ -1001,7 +1003,8 @@ class Settlement {
                      .credit = Account(to.first, ledger::kind::kAvailable, to.second),
                      .amount = e.amount,
                      .code = "task_reward",
-                     .metadata = std::move(e.tasks) + "]}"});
+                     .metadata = std::move(e.tasks) + "]}",
+                     .new_key = true});
     }
     for (auto& [asset, e] : fees_) {
       if (e.amount == 0) continue;
@@ -1010,7 +1013,8 @@ class Settlement {
                      .credit = Account(std::string(ledger::kPlatform), ledger::kind::kFees, asset),
                      .amount = e.amount,
                      .code = "task_fee",
-                     .metadata = std::move(e.tasks) + "]}"});
+                     .metadata = std::move(e.tasks) + "]}",
+                     .new_key = true});
     }
     posts_.clear();
     pays_.clear();

@@ -99,6 +99,11 @@ struct TransferRequest {
   int64_t timeout_s = 0;        // kPending: 0 never expires
   std::string code;             // the reason, [a-z0-9_]{1,32}: "transfer", "mint", "task_escrow", …
   std::string metadata = "{}";  // a JSON object, at most 4 KiB
+  // ExecuteIn only: the caller vouches that `key` was never used (it names
+  // something new in this transaction, or a step that happens once, in it),
+  // so the ledger does not look it up; the key's unique index still refuses
+  // a reuse, which fails the transaction.
+  bool new_key = false;
 };
 
 struct Transfer {
