@@ -245,6 +245,35 @@ TEST(SmartdTasks, ManyClaimsWaitAtOnce) {
   EXPECT_EQ(JsonField(r->body, "status"), "pending") << "given to a claim that was answered";
 }
 
+// HTTP heartbeats wait for their batch's commit (a 50 ms linger) without a
+// thread each: with one worker thread, 40 at once are answered together,
+// where one after another they would take 40 lingers (2 s).
+TEST(SmartdTasks, HeartbeatsOverHttpWaitTogether) {
+  Smartd s(TaskEnv({"SMART_HTTP_WORKER_THREADS=1"}));
+  ASSERT_NE(s.port(), 0);
+  Network n = StartNetwork(s);
+  constexpr int kBeats = 40;
+  std::vector<std::optional<testing::HttpResponse>> answers(kBeats);
+  std::vector<std::thread> beats;
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < kBeats; ++i) {
+    beats.emplace_back([&, i] {
+      answers[i] = As(s.port(), "POST", "/api/v1/nodes/" + n.node_id + "/heartbeat", n.node_key,
+                      R"({"load":)" + std::to_string(i) + R"(,"running":0})");
+    });
+  }
+  for (auto& t : beats) t.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(1500));
+  for (const auto& a : answers) {
+    ASSERT_TRUE(a);
+    EXPECT_EQ(a->status, 200) << a->body;
+    EXPECT_EQ(JsonField(a->body, "status"), "online");
+  }
+  auto bad = As(s.port(), "POST", "/api/v1/nodes/node_nope/heartbeat", n.node_key, R"({"load":1})");
+  EXPECT_EQ(bad->status, 404) << bad->body;
+  EXPECT_EQ(JsonField(bad->body, "code"), "node_not_found");
+}
+
 TEST(SmartdTasks, BadInputEverywhere) {
   Smartd s(TaskEnv({"SMART_HTTP_MAX_BODY_BYTES=4194304"}));
   ASSERT_NE(s.port(), 0);
