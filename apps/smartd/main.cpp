@@ -409,6 +409,10 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
         "requester (one fair-queue update and one ledger call for many).\n"
         "# TYPE smart_tasks_submits_together_total counter\nsmart_tasks_submits_together_total " +
         std::to_string(coordinator->SubmittedTogether()) + "\n";
+    out +=
+        "# HELP smart_tasks_claims_waiting Node claims over HTTP waiting for work now (wait_s), each without a "
+        "thread.\n# TYPE smart_tasks_claims_waiting gauge\nsmart_tasks_claims_waiting " +
+        std::to_string(coordinator->WaitingClaims()) + "\n";
   });
   api::Deps deps{.db = **db,
                  .registry = registry,

@@ -223,6 +223,10 @@ TEST(SmartdTasks, ManyClaimsWaitAtOnce) {
     });
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  auto metrics = testing::Request(s.port(), "GET", "/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_NE(metrics->body.find("\nsmart_tasks_claims_waiting " + std::to_string(kClaims) + "\n"), std::string::npos)
+      << "all of them wait at once";
   auto r = As(s.port(), "POST", "/api/v1/tasks", n.alice.access, R"({"type":"echo","input":"x","timeout_s":60})");
   ASSERT_EQ(r->status, 201) << r->body;
   const std::string task = JsonField(r->body, "id");
