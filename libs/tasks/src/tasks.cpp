@@ -272,7 +272,11 @@ Result<void> Coordinator::SubmitIn(store::Tx& tx, std::string_view requester, st
       params.emplace_back(static_cast<int64_t>(t.priority));
       params.emplace_back(t.asset);
       params.emplace_back(std::move(cost));
-      params.push_back(t.max_cost ? Value{ledger::FormatAmount(*t.max_cost)} : Value{});
+      if (t.max_cost) {  // (not a conditional expression of two Values: GCC 12 warns of one uninitialized)
+        params.emplace_back(ledger::FormatAmount(*t.max_cost));
+      } else {
+        params.emplace_back();
+      }
       params.emplace_back(t.timeout_s);
       params.emplace_back(int64_t{t.max_attempts});
       params.emplace_back(t.escrow_id);
