@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <regex>
 #include <thread>
@@ -36,6 +37,27 @@ int JsonInt(const std::string& body, const std::string& key) {
   std::regex re("\"" + key + "\":([0-9]+)");
   return std::regex_search(body, m, re) ? std::stoi(m[1]) : -1;
 }
+
+// `n` requests at once, each on a thread of its own (send(i) makes the i-th);
+// Join waits for all of them and gives their answers, in order.
+class AtOnce {
+ public:
+  AtOnce(int n, const std::function<std::optional<testing::HttpResponse>(int)>& send) : answers_(n) {
+    for (int i = 0; i < n; ++i) threads_.emplace_back([this, send, i] { answers_[i] = send(i); });
+  }
+  AtOnce(const AtOnce&) = delete;
+  AtOnce& operator=(const AtOnce&) = delete;
+  ~AtOnce() { Join(); }
+  const std::vector<std::optional<testing::HttpResponse>>& Join() {
+    for (auto& t : threads_) t.join();
+    threads_.clear();
+    return answers_;
+  }
+
+ private:
+  std::vector<std::optional<testing::HttpResponse>> answers_;
+  std::vector<std::thread> threads_;
+};
 
 struct Network {
   Session root, alice, op;
@@ -185,18 +207,13 @@ TEST(SmartdTasks, AReadCanWaitForTheTaskToChange) {
 
   // Many reads wait at once (no thread each); the node starting the task answers them all.
   const std::string assigned = "If-None-Match: " + waited->Header("etag") + "\r\n";
-  constexpr int kReaders = 40;
-  std::vector<std::optional<testing::HttpResponse>> answers(kReaders);
-  std::vector<std::thread> readers;
-  for (int i = 0; i < kReaders; ++i) {
-    readers.emplace_back(
-        [&, i] { answers[i] = As(s.port(), "GET", path, n.alice.access, "", assigned + "Prefer: wait=20\r\n"); });
-  }
+  AtOnce readers(40,
+                 [&](int) { return As(s.port(), "GET", path, n.alice.access, "", assigned + "Prefer: wait=20\r\n"); });
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   auto t0 = std::chrono::steady_clock::now();
   r = As(s.port(), "POST", path + "/start", n.node_key, R"({"node_id":")" + n.node_id + R"(","lease":1})");
   ASSERT_EQ(r->status, 200) << r->body;
-  for (auto& t : readers) t.join();
+  const auto& answers = readers.Join();
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
   for (const auto& a : answers) {
     ASSERT_TRUE(a);
@@ -214,14 +231,10 @@ TEST(SmartdTasks, ManyClaimsWaitAtOnce) {
   ASSERT_NE(s.port(), 0);
   Network n = StartNetwork(s);
   constexpr int kClaims = 12;
-  std::vector<std::optional<testing::HttpResponse>> answers(kClaims);
-  std::vector<std::thread> claims;
   auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < kClaims; ++i) {
-    claims.emplace_back([&, i] {
-      answers[i] = As(s.port(), "POST", "/api/v1/nodes/" + n.node_id + "/claim", n.node_key, R"({"wait_s":3})");
-    });
-  }
+  AtOnce claims(kClaims, [&](int) {
+    return As(s.port(), "POST", "/api/v1/nodes/" + n.node_id + "/claim", n.node_key, R"({"wait_s":3})");
+  });
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   auto metrics = testing::Request(s.port(), "GET", "/metrics");
   ASSERT_TRUE(metrics);
@@ -230,7 +243,7 @@ TEST(SmartdTasks, ManyClaimsWaitAtOnce) {
   auto r = As(s.port(), "POST", "/api/v1/tasks", n.alice.access, R"({"type":"echo","input":"x","timeout_s":60})");
   ASSERT_EQ(r->status, 201) << r->body;
   const std::string task = JsonField(r->body, "id");
-  for (auto& t : claims) t.join();
+  const auto& answers = claims.Join();
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(6)) << "the claims waited at once";
   int with_task = 0;
   for (const auto& a : answers) {
@@ -256,17 +269,12 @@ TEST(SmartdTasks, HeartbeatsOverHttpWaitTogether) {
   Smartd s(TaskEnv({"SMART_HTTP_WORKER_THREADS=1"}));
   ASSERT_NE(s.port(), 0);
   Network n = StartNetwork(s);
-  constexpr int kBeats = 40;
-  std::vector<std::optional<testing::HttpResponse>> answers(kBeats);
-  std::vector<std::thread> beats;
   auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < kBeats; ++i) {
-    beats.emplace_back([&, i] {
-      answers[i] = As(s.port(), "POST", "/api/v1/nodes/" + n.node_id + "/heartbeat", n.node_key,
-                      R"({"load":)" + std::to_string(i) + R"(,"running":0})");
-    });
-  }
-  for (auto& t : beats) t.join();
+  AtOnce beats(40, [&](int i) {
+    return As(s.port(), "POST", "/api/v1/nodes/" + n.node_id + "/heartbeat", n.node_key,
+              R"({"load":)" + std::to_string(i) + R"(,"running":0})");
+  });
+  const auto& answers = beats.Join();
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(1500));
   for (const auto& a : answers) {
     ASSERT_TRUE(a);
