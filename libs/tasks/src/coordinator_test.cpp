@@ -933,6 +933,39 @@ TEST_F(CoordinatorTest, AttachedNodesGetWorkPushedWithinTheirCredit) {
   EXPECT_EQ(coord_->Attached(), 0u);
 }
 
+// A backlog deeper than a round counts makes the dispatcher run the next
+// round at once, but only while rounds assign something: with the one
+// requester at its cap, rounds wait for the next wake-up (here the node's
+// credit after a result), instead of one claim transaction after another.
+TEST_F(CoordinatorTest, ADeepBacklogAtItsRequestersCapDoesNotSpinTheDispatcher) {
+  coord_.reset();
+  config_.max_per_requester = 2;
+  coord_ = std::make_unique<Coordinator>(*db_, *ledger_, config_, clock_);
+  Fund("usr_req", 1'000'000'000);
+  Node n = MakeNode("usr_op", "n", {"echo"}, 100);
+  for (int b = 0; b < 21; ++b) {  // 2,100 pending: more than a round counts (2,000)
+    std::vector<SubmitRequest> reqs(100, SubmitRequest{.type = "echo", .input = "x", .timeout_s = 60});
+    ASSERT_TRUE(coord_->SubmitBatch("usr_req", reqs, "").ok());
+  }
+  std::atomic<int> rounds{0};
+  Pushed pushed;
+  auto fn = pushed.Fn();
+  uint64_t a = coord_->Attach("usr_op", n.id, {}, [&](Result<std::vector<Task>> r) {
+    ++rounds;  // each round that wants work for the node claims for it and pushes what it got
+    fn(std::move(r));
+  });
+  coord_->Credit(a, 100);
+  ASSERT_TRUE(pushed.WaitFor(2));
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_EQ(pushed.Count(), 2u) << "the requester's cap";
+  EXPECT_LE(rounds.load(), 5) << "a round a wake-up or tick, not one after another";
+  Task first = pushed.tasks[0];
+  ASSERT_TRUE(coord_->Complete("usr_op", n.id, first.id, first.attempt, "x", crypto::Sha256Hex("x")).ok());
+  coord_->Credit(a, 1);
+  ASSERT_TRUE(pushed.WaitFor(3)) << "the freed place is taken at the next wake-up";
+  coord_->Detach(a);
+}
+
 TEST_F(CoordinatorTest, PushGoesToTheBetterNodeAndRedeliversLostAssignments) {
   Fund("usr_req", 1'000'000);
   Node good = MakeNode("usr_a", "good");

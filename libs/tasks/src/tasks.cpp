@@ -1474,6 +1474,7 @@ void Coordinator::DispatchRound() {
     std::mutex mu;
     std::condition_variable cv;
     int open = 0;
+    bool assigned = false;  // some claim of the round got tasks
   };
   auto round = std::make_shared<Round>();
   for (auto& w : wants) {
@@ -1519,14 +1520,19 @@ void Coordinator::DispatchRound() {
           if (push) push(r ? Result<std::vector<Task>>(*claimed) : Result<std::vector<Task>>(r.take_error()));
           NotifyClaimed(*claimed);
           std::lock_guard lk(round->mu);
+          round->assigned = round->assigned || !claimed->empty();
           if (--round->open == 0) round->cv.notify_all();
         });
   }
   std::unique_lock lk(round->mu);
   round->cv.wait(lk, [&] { return round->open == 0; });
-  if (more) {
+  // More than was counted: another round at once, while rounds assign
+  // something. One that assigned nothing (the claimable tasks' requesters at
+  // their cap, the nodes at theirs) waits for the next wake-up or tick:
+  // trying again at once would spin, a write transaction a round.
+  if (more && round->assigned) {
     std::lock_guard plk(push_mu_);
-    push_wake_ = true;  // more than was counted: another round
+    push_wake_ = true;
   }
 }
 
