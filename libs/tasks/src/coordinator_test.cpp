@@ -933,6 +933,57 @@ TEST_F(CoordinatorTest, AttachedNodesGetWorkPushedWithinTheirCredit) {
   EXPECT_EQ(coord_->Attached(), 0u);
 }
 
+// A database that refuses writes while `down` (as an unreachable
+// PostgreSQL does, kUnavailable), counting the attempts.
+class OutageDb final : public store::Database {
+ public:
+  explicit OutageDb(store::Database& db) : db_(db) {}
+  std::string_view backend() const override { return db_.backend(); }
+  Result<void> Transact(store::TxMode mode, const std::function<Result<void>(store::Tx&)>& fn) override {
+    return db_.Transact(mode, fn);
+  }
+  Result<void> TransactEarly(const std::function<Result<void>(store::Tx&)>& fn,
+                             std::function<void(Result<void>)> durable) override {
+    ++writes;
+    if (down) return Error::Unavailable("db_down", "the database is unreachable");
+    return db_.TransactEarly(fn, std::move(durable));
+  }
+  Result<void> Ping() override { return db_.Ping(); }
+
+  std::atomic<bool> down{false};
+  std::atomic<int> writes{0};
+
+ private:
+  store::Database& db_;
+};
+
+// A claim that fails for a while (the database unreachable) is tried again
+// at the next wake-up or tick, not at once: an outage costs a claim a
+// second, not a spinning dispatcher; the node keeps its credit and gets the
+// work when the database is back.
+TEST_F(CoordinatorTest, PushedClaimsDuringAnOutageAreTriedAgainAtTheNextTick) {
+  coord_.reset();
+  OutageDb outage(*db_);
+  coord_ = std::make_unique<Coordinator>(outage, *ledger_, config_, clock_);
+  Fund("usr_req", 1'000'000);
+  Node n = MakeNode("usr_op", "n");
+  Task t = Submit("usr_req");
+  outage.down = true;
+  outage.writes = 0;
+  Pushed pushed;
+  uint64_t a = coord_->Attach("usr_op", n.id, {}, pushed.Fn());
+  coord_->Credit(a, 1);
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_LE(outage.writes.load(), 3) << "a try a tick, not one after another";
+  EXPECT_EQ(pushed.Count(), 0u);
+  EXPECT_FALSE(pushed.error) << "the node is not told";
+  outage.down = false;
+  ASSERT_TRUE(pushed.WaitFor(1, 3s)) << "its credit kept, it gets the task when the database is back";
+  EXPECT_EQ(pushed.tasks[0].id, t.id);
+  coord_->Detach(a);
+  coord_.reset();  // before the wrapper goes
+}
+
 // A backlog deeper than a round counts makes the dispatcher run the next
 // round at once, but only while rounds assign something: with the one
 // requester at its cap, rounds wait for the next wake-up (here the node's

@@ -1509,9 +1509,10 @@ void Coordinator::DispatchRound() {
                 it->second.capabilities = node->capabilities;
                 it->second.score = Score(*node);
                 if (!it->second.until) push = it->second.push;
-              } else {
-                push_wake_ = true;  // transient: tried again next round; the node is not told
               }
+              // Transient (the database unreachable, retries used up): the
+              // node is not told and keeps its credit; tried again at the next
+              // wake-up or tick, not at once (which would spin while it lasts).
               Ready(it->first, it->second);
             }
           }
