@@ -11,6 +11,7 @@
 #include <unordered_map>
 
 #include "internal.hpp"
+#include "pg_signals.hpp"
 
 namespace smart::store::detail {
 namespace {
@@ -273,7 +274,7 @@ using PgTx = ConnectionTx<Connection>;
 
 class PgDatabase final : public Database {
  public:
-  PgDatabase(std::string url, Options opt) : url_(std::move(url)), opt_(opt) {}
+  PgDatabase(std::string url, Options opt) : url_(std::move(url)), opt_(opt), signals_(url_) {}
 
   std::string_view backend() const override { return "postgresql"; }
 
@@ -285,6 +286,11 @@ class PgDatabase final : public Database {
       Release(std::move(*conn));
       return r;
     });
+  }
+
+  void Signal(std::string_view channel) override { signals_.Signal(channel); }
+  std::unique_ptr<Listening> Listen(std::string channel, std::function<void()> fn) override {
+    return signals_.Listen(std::move(channel), std::move(fn));
   }
 
   Result<void> Ping() override {
@@ -365,6 +371,7 @@ class PgDatabase final : public Database {
   std::condition_variable cv_;
   std::vector<std::unique_ptr<Connection>> idle_;
   int in_use_ = 0;
+  PgSignals signals_;
 };
 
 }  // namespace

@@ -780,5 +780,49 @@ TEST_F(StoreTest, TxStatesFollowSavepointsAndAreWrittenAtCommit) {
                   .ok());
 }
 
+// Signals between processes sharing the database (two Database objects here,
+// as two smartd instances): on PostgreSQL another's signal reaches a
+// listener, a listener hears none of its own database's, and one is called
+// once when it starts listening (signals before may have been missed); on
+// SQLite one process owns the database and there is nothing to listen to.
+TEST_F(StoreTest, SignalsReachTheOtherProcessesSharingTheDatabase) {
+  std::mutex mu;
+  std::condition_variable cv;
+  int heard = 0;
+  auto listening = db_->Listen("smart_test", [&] {
+    std::lock_guard lk(mu);
+    ++heard;
+    cv.notify_all();
+  });
+  if (!postgres()) {
+    EXPECT_EQ(listening, nullptr);
+    db_->Signal("smart_test");  // nothing to tell, and nothing breaks
+    return;
+  }
+  ASSERT_NE(listening, nullptr);
+  auto heard_at_least = [&](int n) {
+    std::unique_lock lk(mu);
+    return cv.wait_for(lk, std::chrono::seconds(5), [&] { return heard >= n; });
+  };
+  ASSERT_TRUE(heard_at_least(1)) << "called once on listening";
+  auto other = Open(url_, {.pool_size = 1});
+  ASSERT_TRUE(other.ok()) << other.error().message;
+  (*other)->Signal("smart_test");
+  ASSERT_TRUE(heard_at_least(2)) << "another process's signal";
+  (*other)->Signal("smart_other");  // another channel
+  db_->Signal("smart_test");        // its own
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  {
+    std::lock_guard lk(mu);
+    EXPECT_EQ(heard, 2);
+  }
+  EXPECT_EQ(db_->Listen("Not A Channel", [] {}), nullptr);
+  listening.reset();  // no call after this
+  (*other)->Signal("smart_test");
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  std::lock_guard lk(mu);
+  EXPECT_EQ(heard, 2);
+}
+
 }  // namespace
 }  // namespace smart::store

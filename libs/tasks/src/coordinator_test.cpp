@@ -54,10 +54,9 @@ class WriterHold {
 class CoordinatorTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string url =
-        std::getenv("SMART_TEST_PG_URL_FILE") ? testing::FreshPostgresDatabase() : "sqlite:" + dir_.path() + "/t.db";
-    ASSERT_FALSE(url.empty());
-    db_ = std::move(store::Open(url)).value();
+    url_ = std::getenv("SMART_TEST_PG_URL_FILE") ? testing::FreshPostgresDatabase() : "sqlite:" + dir_.path() + "/t.db";
+    ASSERT_FALSE(url_.empty());
+    db_ = std::move(store::Open(url_)).value();
     auto ms = ledger::Ledger::Migrations();
     for (auto& m : Coordinator::Migrations()) ms.push_back(m);
     ASSERT_TRUE(store::Migrate(*db_, ms).ok());
@@ -118,6 +117,7 @@ class CoordinatorTest : public ::testing::Test {
   }
 
   testing::TempDir dir_;
+  std::string url_;
   FakeClock clock_;
   std::unique_ptr<store::Database> db_;
   std::unique_ptr<ledger::Ledger> ledger_;
@@ -982,6 +982,31 @@ TEST_F(CoordinatorTest, PushedClaimsDuringAnOutageAreTriedAgainAtTheNextTick) {
   EXPECT_EQ(pushed.tasks[0].id, t.id);
   coord_->Detach(a);
   coord_.reset();  // before the wrapper goes
+}
+
+// Two instances sharing a PostgreSQL database: work submitted on one is
+// pushed by the other at once (it signals, the other's dispatcher wakes), not
+// at the other's next tick, up to a second later.
+TEST_F(CoordinatorTest, AnotherInstancesWorkIsPushedAtOnce) {
+  if (db_->backend() != "postgresql") GTEST_SKIP() << "instances share a PostgreSQL database; a SQLite one has one";
+  auto db2 = std::move(store::Open(url_)).value();
+  ledger::Ledger ledger2(*db2, ledger::LedgerConfig{.assets = {{"USDC", 6}}, .sweep_interval_ms = 0}, clock_);
+  Coordinator other(*db2, ledger2, config_, clock_);
+  Fund("usr_req", 10'000'000);
+  Node n = MakeNode("usr_op", "n", {"echo"}, 10);
+  Pushed pushed;
+  uint64_t a = coord_->Attach("usr_op", n.id, {}, pushed.Fn());
+  coord_->Credit(a, 10);
+  std::this_thread::sleep_for(300ms);  // its first claim made (nothing to deliver again)
+  for (int i = 0; i < 5; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    auto t = other.Submit("usr_req", {.type = "echo", .input = "x" + std::to_string(i), .timeout_s = 60}, "");
+    ASSERT_TRUE(t.ok()) << t.error().message;
+    ASSERT_TRUE(pushed.WaitFor(static_cast<size_t>(i) + 1, 3s));
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 400ms) << "submission " << i << ": at once, not at a tick";
+    std::this_thread::sleep_for(std::chrono::milliseconds(170 * (i + 1)));  // another phase of the tick
+  }
+  coord_->Detach(a);
 }
 
 // A backlog deeper than a round counts makes the dispatcher run the next

@@ -55,9 +55,13 @@ Coordinator::Coordinator(store::Database& db, ledger::Ledger& ledger, TasksConfi
     NameThread("task-beats");
     RunBeatWriter();
   });
+  // Other instances' new work (PostgreSQL): pushed and waiting claims here
+  // get it at once, not at the dispatcher's next tick.
+  listening_ = db_.Listen(std::string(kWorkChannel), [this] { WakeHere(); });
 }
 
 Coordinator::~Coordinator() {
+  listening_.reset();  // no wake-up from another instance from now on
   StopWaiting();
   sweeper_.join();
   dispatcher_.join();

@@ -1265,6 +1265,11 @@ size_t Coordinator::WaitingClaims() {
 }
 
 void Coordinator::WakeClaimers() {
+  WakeHere();
+  db_.Signal(kWorkChannel);
+}
+
+void Coordinator::WakeHere() {
   {
     std::lock_guard lk(push_mu_);
     if (attached_.empty()) return;

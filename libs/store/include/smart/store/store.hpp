@@ -151,6 +151,26 @@ class Database {
   virtual bool Flushing() const { return false; }
   // A cheap round trip; Unavailable when the database cannot be reached.
   virtual Result<void> Ping() = 0;
+
+  // Signals between the processes that share a database (PostgreSQL's
+  // LISTEN/NOTIFY; none on SQLite, whose database one process owns).
+  // Signal(channel) tells the others soon after, outside any transaction
+  // (signals close together may arrive as one); Listen(channel, fn) runs fn
+  // on a thread of the database's for each signal from another process, and
+  // once each time its listener (re)connects, as signals may have been missed
+  // meanwhile. It listens until the handle it returns is destroyed (which
+  // waits for a call of fn in progress); nullptr where there is nothing to
+  // listen to. `channel`: [a-z_]{1,63}. Destroy handles before the database.
+  class Listening {
+   public:
+    virtual ~Listening() = default;
+  };
+  virtual void Signal(std::string_view channel) { (void)channel; }
+  virtual std::unique_ptr<Listening> Listen(std::string channel, std::function<void()> fn) {
+    (void)channel;
+    (void)fn;
+    return nullptr;
+  }
 };
 
 // False on the threads that run commit callbacks (TransactEarly's `durable`,

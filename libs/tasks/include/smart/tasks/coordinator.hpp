@@ -335,7 +335,12 @@ class Coordinator {
   void RunDispatcher();
   void DispatchRound();
   void RunSweeper();
+  // New work (submitted, given back, queued again): the dispatcher here is
+  // woken and the other instances sharing the database are told
+  // (kWorkChannel), whose dispatchers wake (WakeHere).
   void WakeClaimers();
+  void WakeHere();
+  static constexpr std::string_view kWorkChannel = "smart_tasks_work";
   void Notify(const Task& t) const {
     if (on_update_) on_update_(t);
   }
@@ -475,7 +480,8 @@ class Coordinator {
   std::function<void(const Node&)> on_node_update_;
   std::atomic<int64_t> last_sweep_ms_{0};  // nodes silent since before it were announced offline then
   store::GroupCommitter writer_;  // every write: concurrent transitions share a commit; its callbacks use the above
-  std::thread sweeper_;           // last: stop first
+  std::unique_ptr<store::Database::Listening> listening_;  // kWorkChannel: set once the threads run
+  std::thread sweeper_;                                    // last: stop first
   std::thread dispatcher_;
   std::thread beat_writer_;
 };
