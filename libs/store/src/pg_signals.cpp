@@ -18,9 +18,8 @@ namespace smart::store::detail {
 namespace {
 
 bool ValidChannel(std::string_view c) {
-  return !c.empty() && c.size() <= 63 && std::all_of(c.begin(), c.end(), [](char ch) {
-    return (ch >= 'a' && ch <= 'z') || ch == '_';
-  });
+  return !c.empty() && c.size() <= 63 &&
+         std::all_of(c.begin(), c.end(), [](char ch) { return (ch >= 'a' && ch <= 'z') || ch == '_'; });
 }
 
 }  // namespace
@@ -129,7 +128,8 @@ void PgSignals::Run() {
       continue;
     }
     backoff = std::chrono::milliseconds(100);
-    PQsetNoticeProcessor(conn, [](void*, const char*) {}, nullptr);
+    PQsetNoticeProcessor(
+        conn, [](void*, const char*) {}, nullptr);
     const int own_pid = PQbackendPID(conn);
     std::set<std::string> listening;
     bool connected_now = true;

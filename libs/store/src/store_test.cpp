@@ -634,7 +634,9 @@ TEST_F(StoreTest, TransactEarlyAnswersOnceDurableAndNeverForAFailure) {
     auto r = db_->TransactEarly(write(i), [&](Result<void> flushed) {
       EXPECT_TRUE(flushed.ok());
       // SQLite answers on its flushing thread; PostgreSQL at once (durable when committed).
-      if (db_->backend() == "sqlite") EXPECT_FALSE(MayWaitForCommits());
+      if (db_->backend() == "sqlite") {
+        EXPECT_FALSE(MayWaitForCommits());
+      }
       // Waiting here for another commit would wait for this very thread: refused, nothing written.
       auto nested = db_->Transact(TxMode::kWrite, [](Tx& tx) -> Result<void> {
         return tx.Exec("UPDATE counters SET value = value + 1000 WHERE name LIKE 'e%'").ok()
@@ -668,8 +670,9 @@ TEST_F(StoreTest, TransactEarlyAnswersOnceDurableAndNeverForAFailure) {
                               auto n = tx.QueryOne("SELECT COUNT(*), MAX(value) FROM counters WHERE name LIKE 'e%'");
                               if (!n) return n.take_error();
                               EXPECT_EQ((*n)->Int(0), 20);
-                              if (db_->backend() == "sqlite")
+                              if (db_->backend() == "sqlite") {
                                 EXPECT_EQ((*n)->Int(1), 19) << "the refused writes wrote nothing";
+                              }
                               return Ok();
                             })
                   .ok());
