@@ -131,7 +131,7 @@ inline std::vector<config::Key> ConfigSchema() {
       {.name = "database.pool_size",
        .type = Type::kInt,
        .default_value = "8",
-       .help = "Connections (PostgreSQL) or readers (SQLite).",
+       .help = "Connections (PostgreSQL; one more listens for other instances' signals) or readers (SQLite).",
        .min = 1,
        .max = 1000},
       {.name = "database.busy_timeout_ms",
