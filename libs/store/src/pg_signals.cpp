@@ -94,14 +94,16 @@ void PgSignals::Poke() {
   (void)!write(wake_fd_, &one, sizeof one);
 }
 
-// Calls the listeners of `channel` (every channel: empty).
-void PgSignals::Call(std::string_view channel) {
+void PgSignals::Call(std::string_view channel, const std::set<std::string>& listening) {
   std::lock_guard calls(call_mu_);
   std::vector<std::function<void()>> fns;
   {
     std::lock_guard lk(mu_);
-    for (const auto& l : listeners_) {
-      if (channel.empty() || l.channel == channel) fns.push_back(l.fn);
+    for (auto& l : listeners_) {
+      if (channel.empty() ? !l.called && listening.count(l.channel) : l.channel == channel) {
+        l.called = true;
+        fns.push_back(l.fn);
+      }
     }
   }
   for (auto& fn : fns) fn();
@@ -132,7 +134,10 @@ void PgSignals::Run() {
         conn, [](void*, const char*) {}, nullptr);
     const int own_pid = PQbackendPID(conn);
     std::set<std::string> listening;
-    bool connected_now = true;
+    {
+      std::lock_guard lk(mu_);
+      for (auto& l : listeners_) l.called = false;  // signals may have been missed: each is called once more
+    }
     while (PQstatus(conn) == CONNECTION_OK) {
       std::set<std::string> want, send;
       {
@@ -159,11 +164,8 @@ void PgSignals::Run() {
         PQclear(r);
       }
       if (failed) break;
-      // Listening now: whatever was signalled before this may have been missed.
-      if (connected_now) {
-        connected_now = false;
-        Call("");
-      }
+      // Listening now: whatever was signalled before may have been missed.
+      Call("", listening);
       if (PQconsumeInput(conn) != 1) break;
       while (PGnotify* n = PQnotifies(conn)) {
         std::string channel = n->relname;

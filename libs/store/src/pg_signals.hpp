@@ -34,11 +34,14 @@ class PgSignals {
     uint64_t id;
     std::string channel;
     std::function<void()> fn;
+    bool called = false;  // since the connection was made: once its channel is listened to
   };
   void Forget(uint64_t id);
   void StartLocked();
   void Poke();
-  void Call(std::string_view channel);
+  // Calls the listeners of `channel`, or with an empty channel those not
+  // called since the connection was made whose channel is in `listening`.
+  void Call(std::string_view channel, const std::set<std::string>& listening = {});
   void Run();
 
   const std::string url_;

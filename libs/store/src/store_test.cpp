@@ -820,6 +820,14 @@ TEST_F(StoreTest, SignalsReachTheOtherProcessesSharingTheDatabase) {
     EXPECT_EQ(heard, 2);
   }
   EXPECT_EQ(db_->Listen("Not A Channel", [] {}), nullptr);
+  std::promise<void> second_called;
+  auto second = db_->Listen("smart_test", [&second_called, once = std::make_shared<std::once_flag>()] {
+    std::call_once(*once, [&] { second_called.set_value(); });
+  });
+  ASSERT_NE(second, nullptr);
+  EXPECT_EQ(second_called.get_future().wait_for(std::chrono::seconds(5)), std::future_status::ready)
+      << "a listener added later is called once too";
+  second.reset();
   listening.reset();  // no call after this
   (*other)->Signal("smart_test");
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
