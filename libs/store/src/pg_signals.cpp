@@ -116,9 +116,10 @@ void PgSignals::Run() {
       std::lock_guard lk(mu_);
       if (stopping_) return;
     }
-    // The URL as a connection string, with a bound on a connect that hangs (stopping waits for it).
-    const char* keys[] = {"dbname", "connect_timeout", nullptr};
-    const char* values[] = {url_.c_str(), "5", nullptr};
+    // The URL as a connection string, with a bound on a connect that hangs
+    // (stopping waits for it), named for pg_stat_activity.
+    const char* keys[] = {"dbname", "connect_timeout", "application_name", nullptr};
+    const char* values[] = {url_.c_str(), "5", "smart-signals", nullptr};
     PGconn* conn = PQconnectdbParams(keys, values, 1);
     if (PQstatus(conn) != CONNECTION_OK) {
       PQfinish(conn);
