@@ -111,6 +111,14 @@ void PgSignals::Call(std::string_view channel, const std::set<std::string>& list
 
 void PgSignals::Run() {
   auto backoff = std::chrono::milliseconds(100);
+  // Before connecting again after a failure: a pause that grows (a stop request cuts it short).
+  auto pause = [&] {
+    pollfd wake{wake_fd_, POLLIN, 0};
+    (void)poll(&wake, 1, static_cast<int>(backoff.count()));
+    uint64_t drained;
+    (void)!read(wake_fd_, &drained, sizeof drained);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+  };
   while (true) {
     {
       std::lock_guard lk(mu_);
@@ -123,14 +131,9 @@ void PgSignals::Run() {
     PGconn* conn = PQconnectdbParams(keys, values, 1);
     if (PQstatus(conn) != CONNECTION_OK) {
       PQfinish(conn);
-      pollfd wake{wake_fd_, POLLIN, 0};
-      (void)poll(&wake, 1, static_cast<int>(backoff.count()));  // a stop request cuts it short
-      uint64_t drained;
-      (void)!read(wake_fd_, &drained, sizeof drained);
-      backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+      pause();
       continue;
     }
-    backoff = std::chrono::milliseconds(100);
     PQsetNoticeProcessor(
         conn, [](void*, const char*) {}, nullptr);
     const int own_pid = PQbackendPID(conn);
@@ -139,7 +142,8 @@ void PgSignals::Run() {
       std::lock_guard lk(mu_);
       for (auto& l : listeners_) l.called = false;  // signals may have been missed: each is called once more
     }
-    while (PQstatus(conn) == CONNECTION_OK) {
+    bool failed = false;
+    while (!failed && PQstatus(conn) == CONNECTION_OK) {
       std::set<std::string> want, send;
       {
         std::lock_guard lk(mu_);
@@ -147,7 +151,6 @@ void PgSignals::Run() {
         for (const auto& l : listeners_) want.insert(l.channel);
         send.swap(to_send_);
       }
-      bool failed = false;
       for (const auto& c : want) {
         if (listening.count(c)) continue;
         PGresult* r = PQexec(conn, ("LISTEN " + c).c_str());
@@ -164,7 +167,8 @@ void PgSignals::Run() {
         }
         PQclear(r);
       }
-      if (failed) break;
+      if (failed) break;  // a statement refused (a standby refuses NOTIFY) or the connection lost
+      backoff = std::chrono::milliseconds(100);
       // Listening now: whatever was signalled before may have been missed.
       Call("", listening);
       if (PQconsumeInput(conn) != 1) break;
@@ -182,6 +186,7 @@ void PgSignals::Run() {
       }
     }
     PQfinish(conn);
+    if (failed) pause();
   }
 }
 
