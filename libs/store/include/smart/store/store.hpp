@@ -158,9 +158,10 @@ class Database {
   // (signals close together may arrive as one); Listen(channel, fn) runs fn
   // on a thread of the database's for each signal from another process, and
   // once when it starts listening and each time its listener connects again,
-  // as signals may have been missed meanwhile. It listens until the handle it returns is destroyed (which
-  // waits for a call of fn in progress); nullptr where there is nothing to
-  // listen to. `channel`: [a-z_]{1,63}. Destroy handles before the database.
+  // as signals may have been missed meanwhile. It listens until the handle
+  // it returns is destroyed (which waits for a call of fn in progress);
+  // nullptr where there is nothing to listen to. `channel`: [a-z_]{1,63}.
+  // Destroy handles before the database.
   class Listening {
    public:
     virtual ~Listening() = default;
