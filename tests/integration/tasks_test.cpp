@@ -262,6 +262,28 @@ TEST(SmartdTasks, ManyClaimsWaitAtOnce) {
   EXPECT_EQ(JsonField(r->body, "status"), "pending") << "given to a claim that was answered";
 }
 
+// SIGTERM answers a claim that waits (with no tasks) at once, and smartd
+// stops cleanly: the claim's answer does not wait for its deadline.
+TEST(SmartdTasks, AWaitingClaimIsAnsweredAtShutdown) {
+  Smartd s(TaskEnv());
+  ASSERT_NE(s.port(), 0);
+  Network n = StartNetwork(s);
+  AtOnce claim(1, [&](int) {
+    return As(s.port(), "POST", "/api/v1/nodes/" + n.node_id + "/claim", n.node_key, R"({"wait_s":30})");
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  auto t0 = std::chrono::steady_clock::now();
+  s.proc().Signal(SIGTERM);
+  const auto& answers = claim.Join();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5)) << "not at its 30 s deadline";
+  ASSERT_TRUE(answers[0]);
+  EXPECT_EQ(answers[0]->status, 200) << answers[0]->body;
+  EXPECT_EQ(answers[0]->body, R"({"tasks":[]})");
+  auto code = s.proc().Wait(std::chrono::seconds(15));
+  ASSERT_TRUE(code);
+  EXPECT_EQ(*code, 0);
+}
+
 // HTTP heartbeats wait for their batch's commit (a 50 ms linger) without a
 // thread each: with one worker thread, 40 at once are answered together,
 // where one after another they would take 40 lingers (2 s).
