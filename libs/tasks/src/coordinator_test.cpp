@@ -1042,6 +1042,91 @@ TEST_F(CoordinatorTest, ADeepBacklogAtItsRequestersCapDoesNotSpinTheDispatcher) 
   coord_->Detach(a);
 }
 
+// A tenant at its cap with a deep backlog costs another tenant's tasks one
+// probing claim, not a claim for every attached node: once claims find only
+// requesters at their cap, a type is probed with one node until a claim takes
+// all it wanted; then the next round goes to every node at once.
+TEST_F(CoordinatorTest, ATenantAtItsCapCostsOthersOneProbingClaim) {
+  coord_.reset();
+  config_.max_per_requester = 150;
+  coord_ = std::make_unique<Coordinator>(*db_, *ledger_, config_, clock_);
+  Settings settings = *coord_->GetSettings();
+  settings.max_tasks_per_node = 100;
+  ASSERT_TRUE(coord_->UpdateSettings(settings).ok());
+  Fund("usr_a", 1'000'000'000);
+  Fund("usr_b", 1'000'000'000);
+  for (int b = 0; b < 15; ++b) {  // 1,500 pending
+    std::vector<SubmitRequest> reqs(100, SubmitRequest{.type = "echo", .input = "a", .timeout_s = 600});
+    ASSERT_TRUE(coord_->SubmitBatch("usr_a", reqs, "").ok());
+  }
+  struct Net {
+    std::mutex mu;
+    std::condition_variable cv;
+    int claims = 0;                        // pushes, empty ones included: a claim each
+    std::map<std::string, size_t> holder;  // task -> node
+  } net;
+  std::vector<Node> nodes;
+  std::vector<uint64_t> ids;
+  for (size_t i = 0; i < 20; ++i) {
+    nodes.push_back(MakeNode("usr_op" + std::to_string(i), "n" + std::to_string(i), {"echo"}, 100));
+    ids.push_back(coord_->Attach(nodes[i].operator_id, nodes[i].id, {}, [&net, i](Result<std::vector<Task>> r) {
+      std::lock_guard lk(net.mu);
+      ++net.claims;
+      if (r) {
+        for (const auto& t : *r) net.holder[t.id] = i;
+      }
+      net.cv.notify_all();
+    }));
+    coord_->Credit(ids[i], 40);  // a probing node's credit is less than the burst below
+  }
+  auto wait_for = [&](const std::string& id) -> std::optional<size_t> {
+    std::unique_lock lk(net.mu);
+    if (!net.cv.wait_for(lk, 5s, [&] { return net.holder.contains(id); })) return std::nullopt;
+    return net.holder[id];
+  };
+  {
+    std::unique_lock lk(net.mu);
+    ASSERT_TRUE(net.cv.wait_for(lk, 5s, [&] { return net.holder.size() == 150; })) << "usr_a up to its cap";
+  }
+  std::this_thread::sleep_for(300ms);
+  int before = 0;
+  {
+    std::lock_guard lk(net.mu);
+    before = net.claims;
+    EXPECT_EQ(net.holder.size(), 150u);
+  }
+  constexpr int kTasks = 20;
+  for (int i = 0; i < kTasks; ++i) {
+    auto t = coord_->Submit("usr_b", {.type = "echo", .input = "b", .timeout_s = 60}, "");
+    ASSERT_TRUE(t.ok()) << t.error().message;
+    auto at = wait_for(t->id);
+    ASSERT_TRUE(at) << "usr_b's task " << i;
+    ASSERT_TRUE(coord_->Complete(nodes[*at].operator_id, nodes[*at].id, t->id, 1, "b", crypto::Sha256Hex("b")).ok());
+    coord_->Credit(ids[*at], 1);
+  }
+  {
+    std::lock_guard lk(net.mu);
+    // A submission's round and the one after it, the result's credit's round,
+    // and a tick's round now and then: one claim each. Without the probe
+    // every round gave all 20 nodes a claim.
+    EXPECT_LE(net.claims - before, 5 * kTasks);
+  }
+  // A burst takes the probing node's credit, so the next round goes wide at once.
+  std::vector<SubmitRequest> burst(100, SubmitRequest{.type = "echo", .input = "b", .timeout_s = 60});
+  auto t0 = std::chrono::steady_clock::now();
+  auto made = coord_->SubmitBatch("usr_b", burst, "");
+  ASSERT_TRUE(made.ok()) << made.error().message;
+  std::set<size_t> holders;
+  for (const auto& t : *made) {
+    auto at = wait_for(t.id);
+    ASSERT_TRUE(at);
+    holders.insert(*at);
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 700ms) << "not at the next tick";
+  EXPECT_GE(holders.size(), 3u);
+  for (uint64_t id : ids) coord_->Detach(id);
+}
+
 TEST_F(CoordinatorTest, PushGoesToTheBetterNodeAndRedeliversLostAssignments) {
   Fund("usr_req", 1'000'000);
   Node good = MakeNode("usr_a", "good");

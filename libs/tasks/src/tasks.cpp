@@ -531,7 +531,8 @@ Result<Task> Coordinator::Cancel(std::string_view requester, std::string_view id
 }
 
 Result<void> Coordinator::ClaimIn(store::Tx& tx, std::string_view operator_id, std::string_view node_id, int max,
-                                  const std::vector<std::string>* holding, std::vector<Task>& claimed, Node& claimer) {
+                                  const std::vector<std::string>* holding, std::vector<Task>& claimed, Node& claimer,
+                                  std::set<std::string>* capped) {
   const bool postgres = db_.backend() == "postgresql";
   claimed.clear();
   auto node = LoadOwnNode(tx, node_id, operator_id);
@@ -569,7 +570,7 @@ Result<void> Coordinator::ClaimIn(store::Tx& tx, std::string_view operator_id, s
   // in queue order: priority, then fair share, then age.
   const int64_t limit = int64_t{want} * 4 + 8;
   std::string sql =
-      "SELECT id, requester, fair_key, parent_id, priority, created_ms FROM tasks WHERE status = 'pending' "
+      "SELECT id, requester, fair_key, parent_id, priority, created_ms, type FROM tasks WHERE status = 'pending' "
       "AND type = $1 AND replicas = 0 AND not_before_ms <= $2 ORDER BY priority DESC, fair_key, created_ms LIMIT $3";
   if (postgres) sql += " FOR UPDATE SKIP LOCKED";  // instances claiming at once take different tasks
   std::vector<store::Row> candidates;
@@ -590,6 +591,8 @@ Result<void> Coordinator::ClaimIn(store::Tx& tx, std::string_view operator_id, s
   std::map<std::string, int64_t> in_flight;  // per requester
   std::set<std::string> parents;             // replicas chosen: never two of one task on the same node
   std::vector<const store::Row*> chosen;
+  std::set<std::string> at_cap;  // types with a task skipped for its requester's cap
+  bool for_others = false;       // a task skipped that another node could take
   for (const auto& c : candidates) {
     if (static_cast<int>(chosen.size()) >= want) break;
     const std::string& requester = c.Text(1);
@@ -599,13 +602,22 @@ Result<void> Coordinator::ClaimIn(store::Tx& tx, std::string_view operator_id, s
       if (!n) return n.take_error();
       in_flight[requester] = (*n)->Int(0);
     }
-    if (in_flight[requester] >= config_.max_per_requester) continue;
+    if (in_flight[requester] >= config_.max_per_requester) {
+      at_cap.insert(c.Text(6));
+      continue;
+    }
     if (!c.IsNull(3)) {
-      if (parents.contains(c.Text(3))) continue;
-      auto sibling =
-          tx.QueryOne("SELECT 1 FROM tasks WHERE parent_id = $1 AND node_id = $2 LIMIT 1", {c.at(3), Value{node->id}});
-      if (!sibling) return sibling.take_error();
-      if (*sibling) continue;
+      bool sibling_here = parents.contains(c.Text(3));
+      if (!sibling_here) {
+        auto sibling = tx.QueryOne("SELECT 1 FROM tasks WHERE parent_id = $1 AND node_id = $2 LIMIT 1",
+                                   {c.at(3), Value{node->id}});
+        if (!sibling) return sibling.take_error();
+        sibling_here = sibling->has_value();
+      }
+      if (sibling_here) {
+        for_others = true;
+        continue;
+      }
       auto started =
           tx.Exec("UPDATE tasks SET status = 'in_progress', updated_ms = $2 WHERE id = $1 AND status = 'pending'",
                   {c.at(3), Value{now}});
@@ -616,6 +628,7 @@ Result<void> Coordinator::ClaimIn(store::Tx& tx, std::string_view operator_id, s
     ++in_flight[requester];
     chosen.push_back(&c);
   }
+  if (capped && static_cast<int>(chosen.size()) < want && !for_others) *capped = std::move(at_cap);
   if (chosen.empty()) return Ok();
   // As many placeholders as the next power of two (the last id repeated), so
   // that a handful of statement texts serve every claim size.
@@ -1419,7 +1432,11 @@ void Coordinator::DispatchRound() {
   });
   if (!read) return;  // tried again at the next wake-up or tick
   int64_t seen = 0;
-  for (const auto& [type, n] : claimable) seen += n;
+  for (const auto& [type, n] : claimable) {
+    seen += n;
+    if (n == 0) stalled_.erase(type);
+  }
+  bool probed = false;  // a stalled type had more than its one node was given
   // Which attached nodes get a claim this round, best first: every node on
   // its first claim (it may have lost assignments to receive again), then
   // the best nodes that can take some of what is claimable, until it is all
@@ -1432,6 +1449,7 @@ void Coordinator::DispatchRound() {
     bool first;
     int quota;
     int64_t score;
+    std::vector<std::string> types;  // those it was given some of (none on a first claim)
   };
   std::vector<Want> wants;
   {
@@ -1462,15 +1480,25 @@ void Coordinator::DispatchRound() {
       if (!visited.insert(id).second) continue;  // capable of two claimable types
       const Attachment& a = attached_.at(id);
       int quota = 0;
+      std::vector<std::string> types;
       for (const auto& type : a.capabilities) {
         auto it = claimable.find(type);
         if (it == claimable.end()) continue;
         int64_t take = std::min<int64_t>(it->second, a.credit - quota);
+        if (take <= 0) continue;
         it->second -= take;
         left -= take;
         quota += static_cast<int>(take);
+        types.push_back(type);
+        // A stalled type is probed by this one node: the others would find
+        // only requesters at their cap too, a transaction each.
+        if (stalled_.contains(type) && it->second > 0) {
+          probed = true;
+          left -= it->second;
+          it->second = 0;
+        }
       }
-      if (quota > 0) wants.push_back({id, a.operator_id, a.node_id, {}, false, quota, a.score});
+      if (quota > 0) wants.push_back({id, a.operator_id, a.node_id, {}, false, quota, a.score, std::move(types)});
     }
   }
   std::sort(wants.begin(), wants.end(),
@@ -1479,7 +1507,8 @@ void Coordinator::DispatchRound() {
     std::mutex mu;
     std::condition_variable cv;
     int open = 0;
-    bool assigned = false;  // some claim of the round got tasks
+    bool assigned = false;               // some claim of the round got tasks
+    std::map<std::string, bool> capped;  // per type, what its last claim found
   };
   auto round = std::make_shared<Round>();
   for (auto& w : wants) {
@@ -1490,11 +1519,14 @@ void Coordinator::DispatchRound() {
     auto claimed = std::make_shared<std::vector<Task>>();
     auto node = std::make_shared<Node>();
     auto holding = std::make_shared<std::vector<std::string>>(std::move(w.holding));
+    auto capped = std::make_shared<std::set<std::string>>();
     writer_.TransactAsync(
-        [this, w, claimed, node, holding](store::Tx& tx) -> Result<void> {
-          return ClaimIn(tx, w.operator_id, w.node_id, w.quota, w.first ? holding.get() : nullptr, *claimed, *node);
+        [this, w, claimed, node, holding, capped](store::Tx& tx) -> Result<void> {
+          capped->clear();
+          return ClaimIn(tx, w.operator_id, w.node_id, w.quota, w.first ? holding.get() : nullptr, *claimed, *node,
+                         capped.get());
         },
-        [this, id = w.id, claimed, node, round](Result<void> r) {
+        [this, id = w.id, types = w.types, claimed, node, capped, round](Result<void> r) {
           Push push;
           bool transient = !r && (r.error().kind == ErrorKind::kUnavailable || r.error().kind == ErrorKind::kRetryable);
           {
@@ -1527,16 +1559,26 @@ void Coordinator::DispatchRound() {
           NotifyClaimed(*claimed);
           std::lock_guard lk(round->mu);
           round->assigned = round->assigned || !claimed->empty();
+          if (r) {
+            for (const auto& type : types) round->capped[type] = capped->contains(type);
+          }
           if (--round->open == 0) round->cv.notify_all();
         });
   }
   std::unique_lock lk(round->mu);
   round->cv.wait(lk, [&] { return round->open == 0; });
-  // More than was counted: another round at once, while rounds assign
-  // something. One that assigned nothing (the claimable tasks' requesters at
-  // their cap, the nodes at theirs) waits for the next wake-up or tick:
-  // trying again at once would spin, a write transaction a round.
-  if (more && round->assigned) {
+  for (const auto& [type, stalled] : round->capped) {
+    if (stalled) {
+      stalled_.insert(type);
+    } else {
+      stalled_.erase(type);
+    }
+  }
+  // More than was counted or given: another round at once, while rounds
+  // assign something. One that assigned nothing (the claimable tasks'
+  // requesters at their cap, the nodes at theirs) waits for the next wake-up
+  // or tick: trying again at once would spin, a write transaction a round.
+  if ((more || probed) && round->assigned) {
     std::lock_guard plk(push_mu_);
     push_wake_ = true;
   }

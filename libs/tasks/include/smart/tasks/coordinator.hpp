@@ -328,8 +328,12 @@ class Coordinator {
   void OnLease(std::string operator_id, std::string node_id, std::string task_id, int lease, LeaseChange change,
                Callback<Task> done, LeaseFirst first = nullptr);
   // One claim's transaction: `claimed` gets the tasks, `node` the claimer.
+  // `capped`, when given, gets the types whose claimable head the claim left
+  // to requesters at their cap: it took fewer than it wanted, and skipped
+  // tasks of those types only for the cap (so no other node would take them).
   Result<void> ClaimIn(store::Tx& tx, std::string_view operator_id, std::string_view node_id, int max,
-                       const std::vector<std::string>* holding, std::vector<Task>& claimed, Node& node);
+                       const std::vector<std::string>* holding, std::vector<Task>& claimed, Node& node,
+                       std::set<std::string>* capped = nullptr);
   // Pushed work: rounds that match claimable tasks to attached nodes with
   // credit, best first, and claim for all of them in one group commit.
   void RunDispatcher();
@@ -475,6 +479,9 @@ class Coordinator {
   void Unready(uint64_t id, const Attachment& a);
   uint64_t next_attachment_ = 1;
   bool push_wake_ = false, push_stopping_ = false;
+  // The types whose last claim found only requesters at their cap (the
+  // dispatcher thread's own): a round probes them with one node, not all.
+  std::set<std::string> stalled_;
 
   std::function<void(const Task&)> on_update_;
   std::function<void(const Node&)> on_node_update_;
