@@ -427,6 +427,43 @@ TEST_F(CoordinatorTest, PerRequesterCapLetsOthersThrough) {
   EXPECT_TRUE(std::any_of(got->begin(), got->end(), [&](const Task& t) { return t.id == mine.id; }));
 }
 
+// Requesters at their cap with backlogs deeper than a claim reads, at higher
+// priorities, hide nothing below them: the claim reads on past a priority
+// whose head only they hold.
+TEST_F(CoordinatorTest, CappedBacklogsAtHigherPrioritiesHideNothingBelow) {
+  coord_.reset();
+  config_.max_per_requester = 2;
+  coord_ = std::make_unique<Coordinator>(*db_, *ledger_, config_, clock_);
+  Fund("usr_urgent", 1'000'000'000);
+  Fund("usr_high", 1'000'000'000);
+  Fund("usr_small", 1'000'000);
+  ASSERT_TRUE(
+      coord_
+          ->SubmitBatch("usr_urgent",
+                        std::vector<SubmitRequest>(
+                            100, {.type = "echo", .input = "u", .priority = Priority::kUrgent, .timeout_s = 60}),
+                        "")
+          .ok());
+  ASSERT_TRUE(coord_
+                  ->SubmitBatch("usr_high",
+                                std::vector<SubmitRequest>(
+                                    100, {.type = "echo", .input = "h", .priority = Priority::kHigh, .timeout_s = 60}),
+                                "")
+                  .ok());
+  Task mine = Submit("usr_small", "s", Priority::kLow);
+  Node n = MakeNode("usr_op", "n", {"echo"}, 10);
+  auto got = coord_->Claim("usr_op", n.id, 10, 0);
+  ASSERT_TRUE(got.ok()) << got.error().message;
+  std::map<std::string, int> by;
+  for (const auto& t : *got) ++by[t.requester];
+  EXPECT_EQ(by["usr_urgent"], 2);
+  EXPECT_EQ(by["usr_high"], 2);
+  EXPECT_EQ(by["usr_small"], 1);
+  EXPECT_EQ(got->back().id, mine.id) << "in priority order";
+  // At their caps and nothing else queued: a claim finds nothing, and says so.
+  EXPECT_TRUE(coord_->Claim("usr_op", n.id, 10, 0)->empty());
+}
+
 TEST_F(CoordinatorTest, IdempotentSubmit) {
   Fund("usr_req", 1'000'000);
   SubmitRequest r{.type = "echo", .input = "same"};

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <bit>
 #include <chrono>
+#include <deque>
 #include <map>
 #include <set>
 #include <thread>
@@ -567,66 +568,77 @@ Result<void> Coordinator::ClaimIn(store::Tx& tx, std::string_view operator_id, s
   if (want <= 0 || node->capabilities.empty()) return Ok();
   // The head of the queue of each type the node runs (the tasks_ready index
   // is by type first, so a backlog of other types is never walked), merged
-  // in queue order: priority, then fair share, then age.
+  // in queue order: priority, then fair share, then age; chosen in that order
+  // within the per-requester cap, then assigned by one statement. A page
+  // that held only tasks this claim may not take (requesters at their cap,
+  // replicas of what the node holds) is followed by the next below its last
+  // priority: a capped backlog at a higher priority hides nothing below it.
   const int64_t limit = int64_t{want} * 4 + 8;
   std::string sql =
       "SELECT id, requester, fair_key, parent_id, priority, created_ms, type FROM tasks WHERE status = 'pending' "
-      "AND type = $1 AND replicas = 0 AND not_before_ms <= $2 ORDER BY priority DESC, fair_key, created_ms LIMIT $3";
+      "AND type = $1 AND replicas = 0 AND not_before_ms <= $2 AND priority < $3 "
+      "ORDER BY priority DESC, fair_key, created_ms LIMIT $4";
   if (postgres) sql += " FOR UPDATE SKIP LOCKED";  // instances claiming at once take different tasks
-  std::vector<store::Row> candidates;
-  for (const auto& type : std::set<std::string>(node->capabilities.begin(), node->capabilities.end())) {
-    auto rows = tx.Query(sql, {Value{type}, Value{now}, Value{limit}});
-    if (!rows) return rows.take_error();
-    for (auto& r : *rows) candidates.push_back(std::move(r));
-  }
-  if (node->capabilities.size() > 1) {
-    std::stable_sort(candidates.begin(), candidates.end(), [](const store::Row& a, const store::Row& b) {
-      if (a.Int(4) != b.Int(4)) return a.Int(4) > b.Int(4);
-      if (a.Int(2) != b.Int(2)) return a.Int(2) < b.Int(2);
-      return a.Int(5) < b.Int(5);
-    });
-    if (static_cast<int64_t>(candidates.size()) > limit) candidates.erase(candidates.begin() + limit, candidates.end());
-  }
-  // Chosen in queue order within the per-requester cap, then assigned by one statement.
-  std::map<std::string, int64_t> in_flight;  // per requester
-  std::set<std::string> parents;             // replicas chosen: never two of one task on the same node
+  const std::set<std::string> types(node->capabilities.begin(), node->capabilities.end());
+  std::deque<std::vector<store::Row>> pages;  // stay where they are: `chosen` points into them
+  std::map<std::string, int64_t> in_flight;   // per requester
+  std::set<std::string> parents;              // replicas chosen: never two of one task on the same node
   std::vector<const store::Row*> chosen;
   std::set<std::string> at_cap;  // types with a task skipped for its requester's cap
   bool for_others = false;       // a task skipped that another node could take
-  for (const auto& c : candidates) {
-    if (static_cast<int>(chosen.size()) >= want) break;
-    const std::string& requester = c.Text(1);
-    if (!in_flight.count(requester)) {
-      auto n = tx.QueryOne("SELECT COUNT(*) FROM tasks WHERE requester = $1 AND status IN ('assigned', 'in_progress')",
-                           {Value{requester}});
-      if (!n) return n.take_error();
-      in_flight[requester] = (*n)->Int(0);
+  for (int64_t below = static_cast<int64_t>(Priority::kUrgent) + 1; below > 0;) {
+    std::vector<store::Row>& page = pages.emplace_back();
+    for (const auto& type : types) {
+      auto rows = tx.Query(sql, {Value{type}, Value{now}, Value{below}, Value{limit}});
+      if (!rows) return rows.take_error();
+      for (auto& r : *rows) page.push_back(std::move(r));
     }
-    if (in_flight[requester] >= config_.max_per_requester) {
-      at_cap.insert(c.Text(6));
-      continue;
+    if (types.size() > 1) {
+      std::stable_sort(page.begin(), page.end(), [](const store::Row& a, const store::Row& b) {
+        if (a.Int(4) != b.Int(4)) return a.Int(4) > b.Int(4);
+        if (a.Int(2) != b.Int(2)) return a.Int(2) < b.Int(2);
+        return a.Int(5) < b.Int(5);
+      });
+      if (static_cast<int64_t>(page.size()) > limit) page.erase(page.begin() + limit, page.end());
     }
-    if (!c.IsNull(3)) {
-      bool sibling_here = parents.contains(c.Text(3));
-      if (!sibling_here) {
-        auto sibling = tx.QueryOne("SELECT 1 FROM tasks WHERE parent_id = $1 AND node_id = $2 LIMIT 1",
-                                   {c.at(3), Value{node->id}});
-        if (!sibling) return sibling.take_error();
-        sibling_here = sibling->has_value();
+    for (const auto& c : page) {
+      if (static_cast<int>(chosen.size()) >= want) break;
+      const std::string& requester = c.Text(1);
+      if (!in_flight.count(requester)) {
+        auto n =
+            tx.QueryOne("SELECT COUNT(*) FROM tasks WHERE requester = $1 AND status IN ('assigned', 'in_progress')",
+                        {Value{requester}});
+        if (!n) return n.take_error();
+        in_flight[requester] = (*n)->Int(0);
       }
-      if (sibling_here) {
-        for_others = true;
+      if (in_flight[requester] >= config_.max_per_requester) {
+        at_cap.insert(c.Text(6));
         continue;
       }
-      auto started =
-          tx.Exec("UPDATE tasks SET status = 'in_progress', updated_ms = $2 WHERE id = $1 AND status = 'pending'",
-                  {c.at(3), Value{now}});
-      if (!started) return started.take_error();
-      if (*started == 1) SMART_TRY(AddEvent(tx, c.Text(3), now, "in_progress", node->id));
-      parents.insert(c.Text(3));
+      if (!c.IsNull(3)) {
+        bool sibling_here = parents.contains(c.Text(3));
+        if (!sibling_here) {
+          auto sibling = tx.QueryOne("SELECT 1 FROM tasks WHERE parent_id = $1 AND node_id = $2 LIMIT 1",
+                                     {c.at(3), Value{node->id}});
+          if (!sibling) return sibling.take_error();
+          sibling_here = sibling->has_value();
+        }
+        if (sibling_here) {
+          for_others = true;
+          continue;
+        }
+        auto started =
+            tx.Exec("UPDATE tasks SET status = 'in_progress', updated_ms = $2 WHERE id = $1 AND status = 'pending'",
+                    {c.at(3), Value{now}});
+        if (!started) return started.take_error();
+        if (*started == 1) SMART_TRY(AddEvent(tx, c.Text(3), now, "in_progress", node->id));
+        parents.insert(c.Text(3));
+      }
+      ++in_flight[requester];
+      chosen.push_back(&c);
     }
-    ++in_flight[requester];
-    chosen.push_back(&c);
+    if (static_cast<int>(chosen.size()) >= want || static_cast<int64_t>(page.size()) < limit) break;
+    below = page.back().Int(4);
   }
   if (capped && static_cast<int>(chosen.size()) < want && !for_others) *capped = std::move(at_cap);
   if (chosen.empty()) return Ok();
