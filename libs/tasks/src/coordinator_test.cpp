@@ -464,6 +464,41 @@ TEST_F(CoordinatorTest, CappedBacklogsAtHigherPrioritiesHideNothingBelow) {
   EXPECT_TRUE(coord_->Claim("usr_op", n.id, 10, 0)->empty());
 }
 
+// A requester at its cap keeps its backlog at the head of the queue while
+// the others are served and the virtual time moves on past it, so after a
+// while a whole claim's page of it stands before every newer task. Another
+// requester's tasks are still taken at once (here 60 of them, one claim of one
+// each: the page is 12 tasks), and the capped one's still run first in,
+// first out, when a place frees.
+TEST_F(CoordinatorTest, ARequesterAtItsCapHidesNoOneElsesTasks) {
+  coord_.reset();
+  config_.max_per_requester = 2;
+  coord_ = std::make_unique<Coordinator>(*db_, *ledger_, config_, clock_);
+  Fund("usr_a", 1'000'000'000);
+  Fund("usr_b", 1'000'000'000);
+  std::vector<Task> a;
+  for (int b = 0; b < 5; ++b) {
+    auto made = coord_->SubmitBatch("usr_a", std::vector<SubmitRequest>(100, {.type = "echo", .timeout_s = 60}), "");
+    ASSERT_TRUE(made.ok()) << made.error().message;
+    a.insert(a.end(), made->begin(), made->end());
+  }
+  Node n = MakeNode("usr_op", "n", {"echo"}, 10);
+  auto first = coord_->Claim("usr_op", n.id, 10, 0);
+  ASSERT_EQ(first->size(), 2u) << "usr_a's cap";
+  for (int i = 0; i < 60; ++i) {
+    Task t = Submit("usr_b", "b");
+    auto got = coord_->Claim("usr_op", n.id, 1, 0);
+    ASSERT_TRUE(got.ok()) << got.error().message;
+    ASSERT_EQ(got->size(), 1u) << "usr_b's task " << i;
+    EXPECT_EQ(got->at(0).id, t.id);
+    ASSERT_TRUE(coord_->Complete("usr_op", n.id, t.id, 1, "b", crypto::Sha256Hex("b")).ok());
+  }
+  ASSERT_TRUE(coord_->Complete("usr_op", n.id, a[0].id, 1, "a", crypto::Sha256Hex("a")).ok());
+  auto next = coord_->Claim("usr_op", n.id, 10, 0);
+  ASSERT_EQ(next->size(), 1u) << "one place freed";
+  EXPECT_EQ(next->at(0).id, a[2].id) << "usr_a's oldest waiting task";
+}
+
 TEST_F(CoordinatorTest, IdempotentSubmit) {
   Fund("usr_req", 1'000'000);
   SubmitRequest r{.type = "echo", .input = "same"};

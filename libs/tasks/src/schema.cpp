@@ -144,13 +144,19 @@ UPDATE tasks SET history = e.lines FROM (
 WHERE e.task_id = tasks.id;
 DROP TABLE task_events;
 )sql";
+  // Each requester's pending tasks of a type, in queue order: a claim whose
+  // head holds only requesters at their cap reads the others' heads here.
+  const char* backlog =
+      "CREATE INDEX tasks_backlog ON tasks (type, requester, priority DESC, fair_key, created_ms) "
+      "WHERE status = 'pending';";
   return {{300, "tasks", sql, ""},
           {301, "tasks_fair_scheduled", fair, ""},
           {302, "tasks_dead_letters", dead, ""},
           {303, "tasks_active_indexes", active, ""},
           {304, "tasks_replicas", replicas, ""},
           {305, "tasks_ready_by_type", by_type, ""},
-          {306, "tasks_history_in_row", history_sqlite, history_postgres}};
+          {306, "tasks_history_in_row", history_sqlite, history_postgres},
+          {307, "tasks_backlog_by_requester", backlog, ""}};
 }
 
 }  // namespace smart::tasks

@@ -2,7 +2,6 @@
 #include <algorithm>
 #include <bit>
 #include <chrono>
-#include <deque>
 #include <map>
 #include <set>
 #include <thread>
@@ -569,49 +568,51 @@ Result<void> Coordinator::ClaimIn(store::Tx& tx, std::string_view operator_id, s
   // The head of the queue of each type the node runs (the tasks_ready index
   // is by type first, so a backlog of other types is never walked), merged
   // in queue order: priority, then fair share, then age; chosen in that order
-  // within the per-requester cap, then assigned by one statement. A page
-  // that held only tasks this claim may not take (requesters at their cap,
-  // replicas of what the node holds) is followed by the next below its last
-  // priority: a capped backlog at a higher priority hides nothing below it.
+  // within the per-requester cap, then assigned by one statement.
   const int64_t limit = int64_t{want} * 4 + 8;
   std::string sql =
       "SELECT id, requester, fair_key, parent_id, priority, created_ms, type FROM tasks WHERE status = 'pending' "
-      "AND type = $1 AND replicas = 0 AND not_before_ms <= $2 AND priority < $3 "
-      "ORDER BY priority DESC, fair_key, created_ms LIMIT $4";
+      "AND type = $1 AND replicas = 0 AND not_before_ms <= $2 ORDER BY priority DESC, fair_key, created_ms LIMIT $3";
   if (postgres) sql += " FOR UPDATE SKIP LOCKED";  // instances claiming at once take different tasks
   const std::set<std::string> types(node->capabilities.begin(), node->capabilities.end());
-  std::deque<std::vector<store::Row>> pages;  // stay where they are: `chosen` points into them
-  std::map<std::string, int64_t> in_flight;   // per requester
-  std::set<std::string> parents;              // replicas chosen: never two of one task on the same node
+  auto in_queue_order = [](std::vector<store::Row>& rows) {
+    std::stable_sort(rows.begin(), rows.end(), [](const store::Row& a, const store::Row& b) {
+      if (a.Int(4) != b.Int(4)) return a.Int(4) > b.Int(4);
+      if (a.Int(2) != b.Int(2)) return a.Int(2) < b.Int(2);
+      return a.Int(5) < b.Int(5);
+    });
+  };
+  std::vector<store::Row> head;
+  for (const auto& type : types) {
+    auto rows = tx.Query(sql, {Value{type}, Value{now}, Value{limit}});
+    if (!rows) return rows.take_error();
+    for (auto& r : *rows) head.push_back(std::move(r));
+  }
+  if (types.size() > 1) {
+    in_queue_order(head);
+    if (static_cast<int64_t>(head.size()) > limit) head.erase(head.begin() + limit, head.end());
+  }
+  std::map<std::string, int64_t> in_flight;  // per requester
+  auto requester_in_flight = [&](const std::string& requester) -> Result<int64_t*> {
+    auto [it, fresh] = in_flight.try_emplace(requester, 0);
+    if (fresh) {
+      auto n = tx.QueryOne("SELECT COUNT(*) FROM tasks WHERE requester = $1 AND status IN ('assigned', 'in_progress')",
+                           {Value{requester}});
+      if (!n) return n.take_error();
+      it->second = (*n)->Int(0);
+    }
+    return &it->second;
+  };
+  std::set<std::string> parents;  // replicas chosen: never two of one task on the same node
   std::vector<const store::Row*> chosen;
   std::set<std::string> at_cap;  // types with a task skipped for its requester's cap
   bool for_others = false;       // a task skipped that another node could take
-  for (int64_t below = static_cast<int64_t>(Priority::kUrgent) + 1; below > 0;) {
-    std::vector<store::Row>& page = pages.emplace_back();
-    for (const auto& type : types) {
-      auto rows = tx.Query(sql, {Value{type}, Value{now}, Value{below}, Value{limit}});
-      if (!rows) return rows.take_error();
-      for (auto& r : *rows) page.push_back(std::move(r));
-    }
-    if (types.size() > 1) {
-      std::stable_sort(page.begin(), page.end(), [](const store::Row& a, const store::Row& b) {
-        if (a.Int(4) != b.Int(4)) return a.Int(4) > b.Int(4);
-        if (a.Int(2) != b.Int(2)) return a.Int(2) < b.Int(2);
-        return a.Int(5) < b.Int(5);
-      });
-      if (static_cast<int64_t>(page.size()) > limit) page.erase(page.begin() + limit, page.end());
-    }
-    for (const auto& c : page) {
+  auto choose = [&](const std::vector<store::Row>& rows) -> Result<void> {
+    for (const auto& c : rows) {
       if (static_cast<int>(chosen.size()) >= want) break;
-      const std::string& requester = c.Text(1);
-      if (!in_flight.count(requester)) {
-        auto n =
-            tx.QueryOne("SELECT COUNT(*) FROM tasks WHERE requester = $1 AND status IN ('assigned', 'in_progress')",
-                        {Value{requester}});
-        if (!n) return n.take_error();
-        in_flight[requester] = (*n)->Int(0);
-      }
-      if (in_flight[requester] >= config_.max_per_requester) {
+      auto n = requester_in_flight(c.Text(1));
+      if (!n) return n.take_error();
+      if (**n >= config_.max_per_requester) {
         at_cap.insert(c.Text(6));
         continue;
       }
@@ -634,11 +635,50 @@ Result<void> Coordinator::ClaimIn(store::Tx& tx, std::string_view operator_id, s
         if (*started == 1) SMART_TRY(AddEvent(tx, c.Text(3), now, "in_progress", node->id));
         parents.insert(c.Text(3));
       }
-      ++in_flight[requester];
+      ++**n;
       chosen.push_back(&c);
     }
-    if (static_cast<int>(chosen.size()) >= want || static_cast<int64_t>(page.size()) < limit) break;
-    below = page.back().Int(4);
+    return Ok();
+  };
+  SMART_TRY(choose(head));
+  // A full head that gave less than wanted for requesters at their cap may
+  // hide others' tasks: a capped requester's backlog stays at the head while
+  // the others are served and the virtual time moves on, so a page of it can
+  // stand before every task submitted since. Then the claim reads the head
+  // of each other requester with claimable tasks of these types instead (one
+  // index seek a requester, tasks_backlog): what it costs grows with the
+  // requesters waiting, not with their backlogs.
+  std::vector<store::Row> others;
+  if (static_cast<int>(chosen.size()) < want && static_cast<int64_t>(head.size()) >= limit && !at_cap.empty()) {
+    std::set<std::string_view> seen;
+    for (const store::Row* c : chosen) seen.insert(c->Text(0));
+    std::string heads =
+        "SELECT id, requester, fair_key, parent_id, priority, created_ms, type FROM tasks WHERE status = 'pending' "
+        "AND type = $1 AND requester = $2 AND replicas = 0 AND not_before_ms <= $3 "
+        "ORDER BY priority DESC, fair_key, created_ms LIMIT $4";
+    if (postgres) heads += " FOR UPDATE SKIP LOCKED";
+    const int64_t left = want - static_cast<int64_t>(chosen.size());
+    for (const auto& type : types) {
+      for (std::string after;;) {
+        auto next = tx.QueryOne(
+            "SELECT requester FROM tasks WHERE status = 'pending' AND type = $1 AND requester > $2 "
+            "ORDER BY requester LIMIT 1",
+            {Value{type}, Value{after}});
+        if (!next) return next.take_error();
+        if (!*next) break;
+        after = (*next)->Text(0);
+        auto n = requester_in_flight(after);
+        if (!n) return n.take_error();
+        if (**n >= config_.max_per_requester) continue;
+        auto rows = tx.Query(heads, {Value{type}, Value{after}, Value{now}, Value{left}});
+        if (!rows) return rows.take_error();
+        for (auto& r : *rows) {
+          if (!seen.contains(r.Text(0))) others.push_back(std::move(r));
+        }
+      }
+    }
+    in_queue_order(others);
+    SMART_TRY(choose(others));
   }
   if (capped && static_cast<int>(chosen.size()) < want && !for_others) *capped = std::move(at_cap);
   if (chosen.empty()) return Ok();
