@@ -193,7 +193,7 @@ TEST_F(CoordinatorTest, TheWholeFlowMovesMoneyExactlyOnce) {
 }
 
 // Migration 306 moves the history of tasks made before it into their rows.
-TEST(CoordinatorMigration, TheHistoryOfEarlierTasksMovesIntoTheirRows) {
+TEST(CoordinatorMigration, EarlierTasksKeepTheirHistoryAndPlaces) {
   smart::testing::TempDir dir;
   std::string url =
       std::getenv("SMART_TEST_PG_URL_FILE") ? testing::FreshPostgresDatabase() : "sqlite:" + dir.path() + "/t.db";
@@ -216,6 +216,7 @@ TEST(CoordinatorMigration, TheHistoryOfEarlierTasksMovesIntoTheirRows) {
                       tx.Exec("INSERT INTO task_events (task_id, seq, ts_ms, status, node_id, detail) VALUES "
                               "('task_old', 2, 7, 'assigned', 'node_a', '{\"lease\":1}'), "
                               "('task_old', 1, 5, 'pending', NULL, '{\"cost\":\"10\"}')"));
+                  SMART_TRY(tx.Exec("INSERT INTO task_requesters (requester, last_key) VALUES ('usr_req', 42000000)"));
                   return Ok();
                 }).ok());
   auto migrated = store::Migrate(*db, all);
@@ -241,6 +242,16 @@ TEST(CoordinatorMigration, TheHistoryOfEarlierTasksMovesIntoTheirRows) {
   EXPECT_EQ((*events)[1].status, "assigned");
   EXPECT_EQ((*events)[1].node_id, "node_a");
   EXPECT_EQ((*events)[1].detail, R"({"lease":1})");
+  // The requester's place in fair queueing becomes each of its priority lanes' (307).
+  auto lanes = db->Transact(store::TxMode::kRead, [](store::Tx& tx) -> Result<void> {
+    auto row = tx.QueryOne("SELECT COUNT(*), MIN(last_key), MAX(last_key) FROM task_lanes WHERE requester = 'usr_req'");
+    if (!row) return row.take_error();
+    EXPECT_EQ((*row)->Int(0), 4);
+    EXPECT_EQ((*row)->Int(1), 42000000);
+    EXPECT_EQ((*row)->Int(2), 42000000);
+    return Ok();
+  });
+  EXPECT_TRUE(lanes.ok()) << lanes.error().message;
 }
 
 TEST_F(CoordinatorTest, InsufficientFundsCreatesNothing) {
@@ -884,6 +895,59 @@ TEST_F(CoordinatorTest, FairQueueingBetweenRequesters) {
   for (int i = 0; i < 40; ++i) (take().requester == "usr_pro" ? pro : big)++;
   EXPECT_GE(pro, 27) << "pro " << pro << ", big " << big;
   EXPECT_LE(pro, 33) << "pro " << pro << ", big " << big;
+}
+
+// Priority orders a requester's own tasks and buys a bounded share, never a
+// place before everyone: each requester has a lane per priority, and a
+// higher one takes smaller steps (urgent a quarter of normal's).
+TEST_F(CoordinatorTest, PriorityIsAShareWithinFairQueueing) {
+  Fund("usr_big", 100'000'000);
+  Fund("usr_new", 1'000'000);
+  Fund("usr_mix", 100'000'000);
+  for (int b = 0; b < 2; ++b) {
+    ASSERT_TRUE(coord_
+                    ->SubmitBatch(
+                        "usr_big",
+                        std::vector<SubmitRequest>(100, {.type = "echo", .input = "u", .priority = Priority::kUrgent}),
+                        "")
+                    .ok());
+  }
+  Node n = MakeNode("usr_op", "n", {"echo"}, 1);
+  std::string out = "x";
+  auto take = [&]() {
+    auto got = coord_->Claim("usr_op", n.id, 1, 0);
+    EXPECT_EQ(got->size(), 1u);
+    Task t = got->at(0);
+    EXPECT_TRUE(coord_->Complete("usr_op", n.id, t.id, t.attempt, out, crypto::Sha256Hex(out)).ok());
+    return t;
+  };
+  for (int i = 0; i < 10; ++i) take();
+  Task first = Submit("usr_new", "hello");  // normal
+  int before = 0;
+  while (take().id != first.id) ++before;
+  EXPECT_LE(before, 4) << "the new tenant's first task waited for " << before << " of the urgent backlog";
+
+  // One requester's lanes: a new urgent task goes before its own normal
+  // backlog, and deep backlogs in both share 4 to 1.
+  for (int b = 0; b < 2; ++b) {
+    ASSERT_TRUE(
+        coord_->SubmitBatch("usr_mix", std::vector<SubmitRequest>(100, {.type = "echo", .input = "n"}), "").ok());
+  }
+  ASSERT_TRUE(
+      coord_
+          ->SubmitBatch("usr_mix",
+                        std::vector<SubmitRequest>(100, {.type = "echo", .input = "u", .priority = Priority::kUrgent}),
+                        "")
+          .ok());
+  int urgent = 0, normal = 0;
+  for (int i = 0; i < 50;) {
+    Task t = take();
+    if (t.requester != "usr_mix") continue;  // usr_big's backlog is served beside it
+    (t.priority == Priority::kUrgent ? urgent : normal)++;
+    ++i;
+  }
+  EXPECT_GE(urgent, 38) << "urgent " << urgent << ", normal " << normal;
+  EXPECT_LE(urgent, 42) << "urgent " << urgent << ", normal " << normal;
 }
 
 TEST_F(CoordinatorTest, ScheduledTasksAndDeadlines) {

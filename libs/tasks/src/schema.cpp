@@ -144,11 +144,29 @@ UPDATE tasks SET history = e.lines FROM (
 WHERE e.task_id = tasks.id;
 DROP TABLE task_events;
 )sql";
-  // Each requester's pending tasks of a type, in queue order: a claim whose
-  // head holds only requesters at their cap reads the others' heads here.
-  const char* backlog =
-      "CREATE INDEX tasks_backlog ON tasks (type, requester, priority DESC, fair_key, created_ms) "
-      "WHERE status = 'pending';";
+  // Fair share first, priority within it: each requester has a lane per
+  // priority (a higher priority takes smaller steps), and the queue is in key
+  // order, so no requester's priorities hold back another's first task by
+  // more than a few. A lane starts where its requester's single line was.
+  // tasks_backlog: each requester's pending tasks of a type, in queue order
+  // (a claim whose head holds only requesters at their cap reads the others'
+  // heads there).
+  const char* lanes = R"sql(
+CREATE TABLE task_lanes (
+  requester TEXT NOT NULL,
+  priority INTEGER NOT NULL,
+  last_key BIGINT NOT NULL,
+  PRIMARY KEY (requester, priority)
+);
+INSERT INTO task_lanes (requester, priority, last_key)
+  SELECT r.requester, p.priority, r.last_key FROM task_requesters r
+  CROSS JOIN (SELECT 0 AS priority UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3) p;
+DROP TABLE task_requesters;
+DROP INDEX tasks_ready;
+CREATE INDEX tasks_ready ON tasks (type, fair_key, priority DESC, created_ms, not_before_ms, status)
+  WHERE status = 'pending';
+CREATE INDEX tasks_backlog ON tasks (type, requester, fair_key, priority DESC, created_ms) WHERE status = 'pending';
+)sql";
   return {{300, "tasks", sql, ""},
           {301, "tasks_fair_scheduled", fair, ""},
           {302, "tasks_dead_letters", dead, ""},
@@ -156,7 +174,7 @@ DROP TABLE task_events;
           {304, "tasks_replicas", replicas, ""},
           {305, "tasks_ready_by_type", by_type, ""},
           {306, "tasks_history_in_row", history_sqlite, history_postgres},
-          {307, "tasks_backlog_by_requester", backlog, ""}};
+          {307, "tasks_priority_lanes", lanes, ""}};
 }
 
 }  // namespace smart::tasks

@@ -1,5 +1,6 @@
 // Tasks: submission with escrow, reads, cancel, and the leased lifecycle.
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <chrono>
 #include <map>
@@ -18,7 +19,13 @@ using store::Value;
 constexpr size_t kMaxParameters = 64 * 1024;
 constexpr size_t kMaxMessage = 256;
 
-constexpr int64_t kFairUnit = 1'000'000;  // a weight-1 requester's step in virtual time
+constexpr int64_t kFairUnit = 1'000'000;  // a weight-1 requester's step in virtual time at normal priority
+
+// A task's step in virtual time: its requester's share (weight) times its
+// priority's (low 1/2, normal 1, high 2, urgent 4) in its own lane.
+int64_t FairStep(int weight, Priority priority) {
+  return kFairUnit * 2 / (int64_t{weight} << static_cast<int>(priority));
+}
 constexpr int64_t kMaxScheduleMs = 30LL * 86400 * 1000;
 constexpr int kMaxCredit = 1000;
 constexpr size_t kMaxBatch = 100;
@@ -192,7 +199,7 @@ Result<void> Coordinator::SubmitIn(store::Tx& tx, std::string_view requester, st
   if (!settings) return settings.take_error();
   if (settings->paused) return Error::Conflict("submissions_paused", "the network is not taking new tasks now");
   std::vector<int64_t> timeouts(n);
-  int64_t steps = 0;
+  std::array<int64_t, 4> steps{};  // per priority: each is a lane of its own
   ledger::Amount total = 0;
   std::vector<ledger::TransferRequest> holds;
   for (size_t i : fresh) {
@@ -202,7 +209,7 @@ Result<void> Coordinator::SubmitIn(store::Tx& tx, std::string_view requester, st
       return about(i, Error::Invalid("invalid_timeout", "timeout_s: " + std::to_string(settings->min_timeout_s) +
                                                             " to " + std::to_string(settings->max_timeout_s)));
     }
-    steps += kFairUnit / reqs[i].weight;
+    steps[static_cast<size_t>(reqs[i].priority)] += FairStep(reqs[i].weight, reqs[i].priority);
     total += prepared[i].cost;
     holds.push_back({.key = "task/" + ids[i] + "/escrow",
                      .type = ledger::TransferType::kPending,
@@ -213,10 +220,15 @@ Result<void> Coordinator::SubmitIn(store::Tx& tx, std::string_view requester, st
                      .metadata = JsonObject({{"task_id", ids[i]}}),
                      .new_key = true});  // the task is new in this transaction
   }
-  // Places in fair queueing, one after another, and the escrows: one statement each for the lot.
-  auto last_key = FairKey(tx, requester, steps);
-  if (!last_key) return last_key.take_error();
-  int64_t fair_key = *last_key - steps;
+  // Places in fair queueing, one after another in each lane, and the
+  // escrows: one statement each for the lot (and each lane used).
+  std::array<int64_t, 4> fair_keys{};
+  for (size_t p = 0; p < steps.size(); ++p) {
+    if (steps[p] == 0) continue;
+    auto last_key = FairKey(tx, requester, static_cast<Priority>(p), steps[p]);
+    if (!last_key) return last_key.take_error();
+    fair_keys[p] = *last_key - steps[p];
+  }
   auto held = ledger_.ExecuteIn(tx, holds);
   if (!held) {
     Error e = held.take_error();
@@ -240,7 +252,8 @@ Result<void> Coordinator::SubmitIn(store::Tx& tx, std::string_view requester, st
     for (size_t k = h; k < h + rows; ++k) {
       const size_t i = fresh[k];
       const SubmitRequest& req = reqs[i];
-      fair_key += kFairUnit / req.weight;
+      int64_t& fair_key = fair_keys[static_cast<size_t>(req.priority)];
+      fair_key += FairStep(req.weight, req.priority);
       Task& t = out[i];
       t = Task{.id = ids[i],
                .requester = std::string(requester),
@@ -572,13 +585,13 @@ Result<void> Coordinator::ClaimIn(store::Tx& tx, std::string_view operator_id, s
   const int64_t limit = int64_t{want} * 4 + 8;
   std::string sql =
       "SELECT id, requester, fair_key, parent_id, priority, created_ms, type FROM tasks WHERE status = 'pending' "
-      "AND type = $1 AND replicas = 0 AND not_before_ms <= $2 ORDER BY priority DESC, fair_key, created_ms LIMIT $3";
+      "AND type = $1 AND replicas = 0 AND not_before_ms <= $2 ORDER BY fair_key, priority DESC, created_ms LIMIT $3";
   if (postgres) sql += " FOR UPDATE SKIP LOCKED";  // instances claiming at once take different tasks
   const std::set<std::string> types(node->capabilities.begin(), node->capabilities.end());
   auto in_queue_order = [](std::vector<store::Row>& rows) {
     std::stable_sort(rows.begin(), rows.end(), [](const store::Row& a, const store::Row& b) {
-      if (a.Int(4) != b.Int(4)) return a.Int(4) > b.Int(4);
       if (a.Int(2) != b.Int(2)) return a.Int(2) < b.Int(2);
+      if (a.Int(4) != b.Int(4)) return a.Int(4) > b.Int(4);
       return a.Int(5) < b.Int(5);
     });
   };
@@ -655,7 +668,7 @@ Result<void> Coordinator::ClaimIn(store::Tx& tx, std::string_view operator_id, s
     std::string heads =
         "SELECT id, requester, fair_key, parent_id, priority, created_ms, type FROM tasks WHERE status = 'pending' "
         "AND type = $1 AND requester = $2 AND replicas = 0 AND not_before_ms <= $3 "
-        "ORDER BY priority DESC, fair_key, created_ms LIMIT $4";
+        "ORDER BY fair_key, priority DESC, created_ms LIMIT $4";
     if (postgres) heads += " FOR UPDATE SKIP LOCKED";
     const int64_t left = want - static_cast<int64_t>(chosen.size());
     for (const auto& type : types) {
@@ -1238,15 +1251,15 @@ Result<void> Coordinator::Requeue(store::Tx& tx, const Task& t, std::string_view
   return Ok();
 }
 
-Result<int64_t> Coordinator::FairKey(store::Tx& tx, std::string_view requester, int64_t steps) {
-  // max(virtual time, the requester's last key) + the steps, in one statement
+Result<int64_t> Coordinator::FairKey(store::Tx& tx, std::string_view requester, Priority priority, int64_t steps) {
+  // max(virtual time, the lane's last key) + the steps, in one statement
   // (SQLite's upsert needs the WHERE before ON CONFLICT).
   auto key = tx.QueryOne(
-      "INSERT INTO task_requesters (requester, last_key) "
-      "SELECT $1, CASE WHEN c.vtime > COALESCE(r.last_key, 0) THEN c.vtime ELSE COALESCE(r.last_key, 0) END + $2 "
-      "FROM task_clock c LEFT JOIN task_requesters r ON r.requester = $1 WHERE c.id = 1 "
-      "ON CONFLICT (requester) DO UPDATE SET last_key = excluded.last_key RETURNING last_key",
-      {Value{std::string(requester)}, Value{steps}});
+      "INSERT INTO task_lanes (requester, priority, last_key) "
+      "SELECT $1, $2, CASE WHEN c.vtime > COALESCE(r.last_key, 0) THEN c.vtime ELSE COALESCE(r.last_key, 0) END + $3 "
+      "FROM task_clock c LEFT JOIN task_lanes r ON r.requester = $1 AND r.priority = $2 WHERE c.id = 1 "
+      "ON CONFLICT (requester, priority) DO UPDATE SET last_key = excluded.last_key RETURNING last_key",
+      {Value{std::string(requester)}, Value{static_cast<int64_t>(priority)}, Value{steps}});
   if (!key) return key.take_error();
   if (!*key) return Error::Internal("task_clock_missing", "the task clock row is missing");
   return (*key)->Int(0);
@@ -1287,7 +1300,7 @@ Result<Task> Coordinator::Retry(std::string_view requester, std::string_view id)
                                  .metadata = JsonObject({{"task_id", t->id}})};
     auto held = ledger_.ExecuteIn(tx, std::span(&hold, 1));
     if (!held) return held.take_error();
-    auto fair_key = FairKey(tx, requester, kFairUnit);
+    auto fair_key = FairKey(tx, requester, t->priority, FairStep(1, t->priority));
     if (!fair_key) return fair_key.take_error();
     SMART_TRY(tx.Exec(
         "UPDATE tasks SET status = 'pending', retries = $2, escrow_id = $3, failures = 0, error = NULL, node_id = "

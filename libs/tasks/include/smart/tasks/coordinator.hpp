@@ -375,11 +375,11 @@ class Coordinator {
   Result<void> Slash(store::Tx& tx, const Node& node);
   Result<void> ExpireLease(std::string_view task_id);
   Result<void> ExpireDeadline(std::string_view task_id);
-  // Places in fair queueing: after the requester's previous tasks and no
-  // earlier than the work being handed out now. Advances the requester by
-  // `steps` (the sum of kFairUnit / weight of its new tasks) and returns
-  // where it ends: the last new task's key.
-  Result<int64_t> FairKey(store::Tx& tx, std::string_view requester, int64_t steps);
+  // Places in fair queueing: after the previous tasks of the requester's
+  // lane of that priority and no earlier than the work being handed out now.
+  // Advances the lane by `steps` (the sum of its new tasks' steps) and
+  // returns where it ends: the last new task's key.
+  Result<int64_t> FairKey(store::Tx& tx, std::string_view requester, Priority priority, int64_t steps);
   Result<void> ReleaseLease(std::string_view task_id);
 
   store::Database& db_;
