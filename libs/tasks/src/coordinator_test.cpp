@@ -438,10 +438,10 @@ TEST_F(CoordinatorTest, PerRequesterCapLetsOthersThrough) {
   EXPECT_TRUE(std::any_of(got->begin(), got->end(), [&](const Task& t) { return t.id == mine.id; }));
 }
 
-// Requesters at their cap with backlogs deeper than a claim reads, at higher
-// priorities, hide nothing below them: the claim reads on past a priority
-// whose head only they hold.
-TEST_F(CoordinatorTest, CappedBacklogsAtHigherPrioritiesHideNothingBelow) {
+// Two requesters with deep backlogs at higher priorities, each at its cap
+// after two: a claim takes two of each and a third requester's low task,
+// last in queue order (its lane's step is eight urgent ones).
+TEST_F(CoordinatorTest, CappedRequestersAtHigherPrioritiesLeaveRoomForOthers) {
   coord_.reset();
   config_.max_per_requester = 2;
   coord_ = std::make_unique<Coordinator>(*db_, *ledger_, config_, clock_);
@@ -470,7 +470,7 @@ TEST_F(CoordinatorTest, CappedBacklogsAtHigherPrioritiesHideNothingBelow) {
   EXPECT_EQ(by["usr_urgent"], 2);
   EXPECT_EQ(by["usr_high"], 2);
   EXPECT_EQ(by["usr_small"], 1);
-  EXPECT_EQ(got->back().id, mine.id) << "in priority order";
+  EXPECT_EQ(got->back().id, mine.id) << "in queue order";
   // At their caps and nothing else queued: a claim finds nothing, and says so.
   EXPECT_TRUE(coord_->Claim("usr_op", n.id, 10, 0)->empty());
 }
