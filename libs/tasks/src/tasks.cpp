@@ -580,8 +580,8 @@ Result<void> Coordinator::ClaimIn(store::Tx& tx, std::string_view operator_id, s
   if (want <= 0 || node->capabilities.empty()) return Ok();
   // The head of the queue of each type the node runs (the tasks_ready index
   // is by type first, so a backlog of other types is never walked), merged
-  // in queue order: priority, then fair share, then age; chosen in that order
-  // within the per-requester cap, then assigned by one statement.
+  // in queue order: fair-queueing key, then priority, then age; chosen in
+  // that order within the per-requester cap, then assigned by one statement.
   const int64_t limit = int64_t{want} * 4 + 8;
   std::string sql =
       "SELECT id, requester, fair_key, parent_id, priority, created_ms, type FROM tasks WHERE status = 'pending' "
