@@ -1263,6 +1263,38 @@ TEST_F(CoordinatorTest, ATenantAtItsCapCostsOthersOneProbingClaim) {
   for (uint64_t id : ids) coord_->Detach(id);
 }
 
+// While a type's claimable tasks wait for requesters at their cap, a task
+// that leaves the active states wakes the dispatcher: the freed place is
+// taken at once by a node waiting with credit (here a waiting claim, which
+// sends no credit of its own), not at the next tick.
+TEST_F(CoordinatorTest, AFreedPlaceUnderACapIsTakenAtOnce) {
+  coord_.reset();
+  config_.max_per_requester = 2;
+  coord_ = std::make_unique<Coordinator>(*db_, *ledger_, config_, clock_);
+  Fund("usr_a", 1'000'000'000);
+  ASSERT_TRUE(coord_->SubmitBatch("usr_a", std::vector<SubmitRequest>(50, {.type = "echo", .timeout_s = 60}), "").ok());
+  Node x = MakeNode("usr_x", "x", {"echo"}, 10);
+  Node y = MakeNode("usr_y", "y", {"echo"}, 10);
+  auto held = coord_->Claim("usr_x", x.id, 10, 0);
+  ASSERT_EQ(held->size(), 2u) << "usr_a's cap";
+  std::vector<Task> by_y;
+  auto freed = [&](const Node& waiter, const Node& completer, const Task& done, std::vector<Task>& into) {
+    Pushed got;
+    coord_->ClaimAsync(waiter.operator_id, waiter.id, 1, 10'000, std::nullopt, got.Fn());
+    std::this_thread::sleep_for(300ms);  // waiting, its type found at the cap
+    EXPECT_EQ(got.Count(), 0u);
+    auto t0 = std::chrono::steady_clock::now();
+    ASSERT_TRUE(coord_->Complete(completer.operator_id, completer.id, done.id, 1, "a", crypto::Sha256Hex("a")).ok());
+    ASSERT_TRUE(got.WaitFor(1, 3s));
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 250ms) << "at once, not at a tick";
+    into.push_back(got.tasks[0]);
+  };
+  freed(y, x, held->at(0), by_y);
+  freed(y, x, held->at(1), by_y);
+  std::vector<Task> by_x;
+  freed(x, y, by_y.at(0), by_x);
+}
+
 TEST_F(CoordinatorTest, PushGoesToTheBetterNodeAndRedeliversLostAssignments) {
   Fund("usr_req", 1'000'000);
   Node good = MakeNode("usr_a", "good");

@@ -494,7 +494,11 @@ Result<void> Coordinator::ExpireLease(std::string_view task_id) {
     return Requeue(tx, *t, "timed_out", "the lease expired (timeout_s " + std::to_string(t->timeout_s) + ")", true,
                    now);
   }));
-  if (requeued) WakeClaimers();
+  if (requeued) {
+    WakeClaimers();
+  } else {
+    FreedPlace();  // failed for good: a place under its requester's cap
+  }
   NotifyById(task_id);
   return Ok();
 }

@@ -539,6 +539,7 @@ Result<Task> Coordinator::Cancel(std::string_view requester, std::string_view id
     out = std::move(done).value();
     return Ok();
   }));
+  FreedPlace();  // it may have been running
   Notify(out);
   return out;
 }
@@ -828,7 +829,11 @@ void Coordinator::OnLease(std::string operator_id, std::string node_id, std::str
       },
       [this, out, done = std::move(done)](Result<void> r) {
         if (!r) return done(r.take_error());
-        if (out->status == "pending") WakeClaimers();  // given back: claimable again
+        if (out->status == "pending") {
+          WakeClaimers();  // given back: claimable again
+        } else if (out->status != "assigned" && out->status != "in_progress") {
+          FreedPlace();
+        }
         Notify(*out);
         if (!out->parent_id.empty()) {
           NotifyById(out->parent_id);
@@ -1032,15 +1037,18 @@ void Coordinator::QueueResults() {
       },
       [this, run, take](Result<void> r) {
         take();
+        bool freed = false;
         for (size_t i = 0; i < run->items.size(); ++i) {
           if (r && run->after[i]) {
             completed_together_.fetch_add(1);
+            freed = true;
             Notify(*run->after[i]);
             run->items[i]->done(std::move(*run->after[i]));
           } else {
             CompleteAlone(run->items[i]);  // not completed here (a replica's, a refusal) or the job failed: on its own
           }
         }
+        if (freed) FreedPlace();
       });
 }
 
@@ -1347,6 +1355,10 @@ void Coordinator::WakeClaimers() {
   db_.Signal(kWorkChannel);
 }
 
+void Coordinator::FreedPlace() {
+  if (capped_waiting_.load(std::memory_order_relaxed)) WakeHere();
+}
+
 void Coordinator::WakeHere() {
   {
     std::lock_guard lk(push_mu_);
@@ -1501,6 +1513,7 @@ void Coordinator::DispatchRound() {
     seen += n;
     if (n == 0) stalled_.erase(type);
   }
+  capped_waiting_.store(!stalled_.empty(), std::memory_order_relaxed);
   bool probed = false;  // a stalled type had more than its one node was given
   // Which attached nodes get a claim this round, best first: every node on
   // its first claim (it may have lost assignments to receive again), then
@@ -1639,6 +1652,7 @@ void Coordinator::DispatchRound() {
       stalled_.erase(type);
     }
   }
+  capped_waiting_.store(!stalled_.empty(), std::memory_order_relaxed);
   // More than was counted or given: another round at once, while rounds
   // assign something. One that assigned nothing (the claimable tasks'
   // requesters at their cap, the nodes at theirs) waits for the next wake-up

@@ -482,6 +482,10 @@ class Coordinator {
   // The types whose last claim found only requesters at their cap (the
   // dispatcher thread's own): a round probes them with one node, not all.
   std::set<std::string> stalled_;
+  // Some are (stalled_ not empty): a task leaving the active states, which
+  // frees a place under its requester's cap, wakes the dispatcher (FreedPlace).
+  std::atomic<bool> capped_waiting_{false};
+  void FreedPlace();
 
   std::function<void(const Task&)> on_update_;
   std::function<void(const Node&)> on_node_update_;
