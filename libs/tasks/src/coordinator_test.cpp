@@ -510,6 +510,51 @@ TEST_F(CoordinatorTest, ARequesterAtItsCapHidesNoOneElsesTasks) {
   EXPECT_EQ(next->at(0).id, a[2].id) << "usr_a's oldest waiting task";
 }
 
+// Past a requester at its cap, a claim reads at most 256 other requesters'
+// heads, in turn from where the last one stopped: with 300 requesters of two
+// tasks each behind a capped backlog, every one has its first task taken
+// within 320 claims of one (reading from the start each time, the last 44
+// would wait for the first 256's second tasks: 512 claims).
+TEST_F(CoordinatorTest, ReadingPastACapTakesRequestersInTurn) {
+  coord_.reset();
+  config_.max_per_requester = 2;
+  coord_ = std::make_unique<Coordinator>(*db_, *ledger_, config_, clock_);
+  Fund("usr_a", 1'000'000'000);
+  Fund("usr_b", 1'000'000'000);
+  ASSERT_TRUE(
+      coord_->SubmitBatch("usr_a", std::vector<SubmitRequest>(100, {.type = "echo", .timeout_s = 60}), "").ok());
+  Node n = MakeNode("usr_op", "n", {"echo"}, 10);
+  ASSERT_EQ(coord_->Claim("usr_op", n.id, 2, 0)->size(), 2u) << "usr_a's cap";
+  auto take_one = [&]() -> std::optional<Task> {
+    auto got = coord_->Claim("usr_op", n.id, 1, 0);
+    if (!got.ok() || got->size() != 1) return std::nullopt;
+    Task t = got->at(0);
+    EXPECT_TRUE(coord_->Complete("usr_op", n.id, t.id, 1, "x", crypto::Sha256Hex("x")).ok());
+    return t;
+  };
+  for (int i = 0; i < 20; ++i) {  // the virtual time moves on past usr_a's head
+    Submit("usr_b", "b");
+    ASSERT_TRUE(take_one());
+  }
+  std::set<std::string> waiting;
+  for (int i = 0; i < 300; ++i) {
+    char who[16];
+    std::snprintf(who, sizeof who, "usr_%03d", i);
+    Fund(who, 1'000'000);
+    ASSERT_TRUE(coord_->SubmitBatch(who, std::vector<SubmitRequest>(2, {.type = "echo", .timeout_s = 60}), "").ok());
+    waiting.insert(who);
+  }
+  int claims = 0;
+  while (!waiting.empty() && claims < 320) {
+    auto t = take_one();
+    ASSERT_TRUE(t) << "claim " << claims;
+    ++claims;
+    waiting.erase(t->requester);
+  }
+  EXPECT_TRUE(waiting.empty()) << waiting.size() << " requesters not served in 320 claims, the first "
+                               << *waiting.begin();
+}
+
 TEST_F(CoordinatorTest, IdempotentSubmit) {
   Fund("usr_req", 1'000'000);
   SubmitRequest r{.type = "echo", .input = "same"};

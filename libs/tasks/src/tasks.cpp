@@ -28,6 +28,7 @@ int64_t FairStep(int weight, Priority priority) {
 }
 constexpr int64_t kMaxScheduleMs = 30LL * 86400 * 1000;
 constexpr int kMaxCredit = 1000;
+constexpr int kHeadsRead = 256;  // requesters a claim reads past requesters at their cap, at most
 constexpr size_t kMaxBatch = 100;
 
 // The text of a multi-row statement for `rows` rows (a power of two up to
@@ -658,33 +659,67 @@ Result<void> Coordinator::ClaimIn(store::Tx& tx, std::string_view operator_id, s
   // A full head that gave less than wanted for requesters at their cap may
   // hide others' tasks: a capped requester's backlog stays at the head while
   // the others are served and the virtual time moves on, so a page of it can
-  // stand before every task submitted since. Then the claim reads the head
-  // of each other requester with claimable tasks of these types instead (one
-  // index seek a requester, tasks_backlog): what it costs grows with the
-  // requesters waiting, not with their backlogs.
+  // stand before every task submitted since. Then the claim looks past it:
+  // one statement lists up to kHeadsRead requesters with pending tasks of
+  // the type (an index seek each, tasks_backlog), each with its running count
+  // and its first claimable key, in turn from where the last such claim of
+  // the type stopped (heads_from_); the heads of the `left` best not at
+  // their cap are read (no other requester's task can be among the `left`
+  // best), and chosen from in queue order. What a claim costs is bounded,
+  // not the number of requesters waiting, and each is looked at in turn.
   std::vector<store::Row> others;
   if (static_cast<int>(chosen.size()) < want && static_cast<int64_t>(head.size()) >= limit && !at_cap.empty()) {
     std::set<std::string_view> seen;
     for (const store::Row* c : chosen) seen.insert(c->Text(0));
+    const int64_t left = want - static_cast<int64_t>(chosen.size());
     std::string heads =
         "SELECT id, requester, fair_key, parent_id, priority, created_ms, type FROM tasks WHERE status = 'pending' "
         "AND type = $1 AND requester = $2 AND replicas = 0 AND not_before_ms <= $3 "
         "ORDER BY fair_key, priority DESC, created_ms LIMIT $4";
     if (postgres) heads += " FOR UPDATE SKIP LOCKED";
-    const int64_t left = want - static_cast<int64_t>(chosen.size());
     for (const auto& type : types) {
-      for (std::string after;;) {
-        auto next = tx.QueryOne(
-            "SELECT requester FROM tasks WHERE status = 'pending' AND type = $1 AND requester > $2 "
-            "ORDER BY requester LIMIT 1",
-            {Value{type}, Value{after}});
-        if (!next) return next.take_error();
-        if (!*next) break;
-        after = (*next)->Text(0);
-        auto n = requester_in_flight(after);
-        if (!n) return n.take_error();
-        if (**n >= config_.max_per_requester) continue;
-        auto rows = tx.Query(heads, {Value{type}, Value{after}, Value{now}, Value{left}});
+      auto list = [&](const std::string& after, int64_t n) {
+        return tx.Query(
+            "WITH RECURSIVE r (requester, n) AS ("
+            " SELECT (SELECT requester FROM tasks WHERE status = 'pending' AND type = $1 AND requester > $2"
+            "  ORDER BY requester LIMIT 1), 1"
+            " UNION ALL"
+            " SELECT (SELECT t.requester FROM tasks t WHERE t.status = 'pending' AND t.type = $1"
+            "  AND t.requester > r.requester ORDER BY t.requester LIMIT 1), r.n + 1"
+            " FROM r WHERE r.requester IS NOT NULL AND r.n < $3) "
+            "SELECT r.requester,"
+            " (SELECT COUNT(*) FROM tasks a WHERE a.requester = r.requester AND a.status IN ('assigned', "
+            "'in_progress')),"
+            " (SELECT MIN(h.fair_key) FROM tasks h WHERE h.status = 'pending' AND h.type = $1"
+            "  AND h.requester = r.requester AND h.replicas = 0 AND h.not_before_ms <= $4) "
+            "FROM r WHERE r.requester IS NOT NULL",
+            {Value{type}, Value{after}, Value{n}, Value{now}});
+      };
+      // From where the last claim stopped to the end, then from the start to there.
+      std::string& from = heads_from_[type];
+      auto listed = list(from, kHeadsRead);
+      if (!listed) return listed.take_error();
+      std::vector<store::Row> waiting = std::move(listed).value();
+      const size_t to_end = waiting.size();
+      if (!from.empty() && to_end < static_cast<size_t>(kHeadsRead)) {
+        auto again = list("", kHeadsRead - static_cast<int64_t>(to_end));
+        if (!again) return again.take_error();
+        for (auto& r : *again) {
+          if (r.Text(0) > from) break;
+          waiting.push_back(std::move(r));
+        }
+      }
+      from = waiting.size() >= static_cast<size_t>(kHeadsRead) ? waiting.back().Text(0) : std::string();
+      std::vector<std::pair<int64_t, const std::string*>> best;  // first claimable key, requester
+      for (const auto& w : waiting) {
+        auto it = in_flight.try_emplace(w.Text(0), w.Int(1)).first;
+        if (w.IsNull(2) || it->second >= config_.max_per_requester) continue;
+        best.emplace_back(w.Int(2), &w.Text(0));
+      }
+      std::sort(best.begin(), best.end());
+      if (static_cast<int64_t>(best.size()) > left) best.resize(static_cast<size_t>(left));
+      for (const auto& [key, requester] : best) {
+        auto rows = tx.Query(heads, {Value{type}, Value{*requester}, Value{now}, Value{left}});
         if (!rows) return rows.take_error();
         for (auto& r : *rows) {
           if (!seen.contains(r.Text(0))) others.push_back(std::move(r));

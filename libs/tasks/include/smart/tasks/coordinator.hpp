@@ -486,6 +486,9 @@ class Coordinator {
   // frees a place under its requester's cap, wakes the dispatcher (FreedPlace).
   std::atomic<bool> capped_waiting_{false};
   void FreedPlace();
+  // Per type, the requester a claim that read past requesters at their cap
+  // stopped after (the writer's own, ClaimIn): the next one goes on from there.
+  std::map<std::string, std::string> heads_from_;
 
   std::function<void(const Task&)> on_update_;
   std::function<void(const Node&)> on_node_update_;
