@@ -25,10 +25,11 @@ await worker.waitUntilReady();
 const loops = Array.from({ length: producers }, async (_, p) => {
   let next = Date.now() + (rate > 0 ? (producers * bulk / rate) * 1000 * p / producers : 0);  // staggered, as tasks_sim
   while (!stop) {
-    if (rate > 0) {
-      next += (producers * bulk / rate) * 1000;
+    if (rate > 0) {  // as tasks_sim: the first add at the producer's offset, then one an interval
       const wait = next - Date.now();
       if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+      next += (producers * bulk / rate) * 1000;
+      if (stop) break;
     }
     if (bulk > 1) {
       const t = Date.now();
