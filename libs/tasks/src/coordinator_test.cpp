@@ -106,6 +106,15 @@ class CoordinatorTest : public ::testing::Test {
     EXPECT_TRUE(n.ok()) << n.error().message;
     return n.ok() ? *n : Node{};
   }
+  // The queue's next task: claimed alone by `n` and completed at once (a
+  // claim that finds none throws, failing the test).
+  Task TakeOne(const Node& n) {
+    auto got = coord_->Claim(n.operator_id, n.id, 1, 0);
+    EXPECT_TRUE(got.ok()) << got.error().message;
+    Task t = got->at(0);
+    EXPECT_TRUE(coord_->Complete(n.operator_id, n.id, t.id, t.attempt, "x", crypto::Sha256Hex("x")).ok());
+    return t;
+  }
   Task Submit(const std::string& who, std::string input = "hello", Priority p = Priority::kNormal,
               std::string type = "echo", int attempts = 3) {
     auto t = coord_->Submit(
@@ -525,16 +534,9 @@ TEST_F(CoordinatorTest, ReadingPastACapTakesRequestersInTurn) {
       coord_->SubmitBatch("usr_a", std::vector<SubmitRequest>(100, {.type = "echo", .timeout_s = 60}), "").ok());
   Node n = MakeNode("usr_op", "n", {"echo"}, 10);
   ASSERT_EQ(coord_->Claim("usr_op", n.id, 2, 0)->size(), 2u) << "usr_a's cap";
-  auto take_one = [&]() -> std::optional<Task> {
-    auto got = coord_->Claim("usr_op", n.id, 1, 0);
-    if (!got.ok() || got->size() != 1) return std::nullopt;
-    Task t = got->at(0);
-    EXPECT_TRUE(coord_->Complete("usr_op", n.id, t.id, 1, "x", crypto::Sha256Hex("x")).ok());
-    return t;
-  };
   for (int i = 0; i < 20; ++i) {  // the virtual time moves on past usr_a's head
     Submit("usr_b", "b");
-    ASSERT_TRUE(take_one());
+    TakeOne(n);
   }
   std::set<std::string> waiting;
   for (int i = 0; i < 300; ++i) {
@@ -546,10 +548,8 @@ TEST_F(CoordinatorTest, ReadingPastACapTakesRequestersInTurn) {
   }
   int claims = 0;
   while (!waiting.empty() && claims < 320) {
-    auto t = take_one();
-    ASSERT_TRUE(t) << "claim " << claims;
     ++claims;
-    waiting.erase(t->requester);
+    waiting.erase(TakeOne(n).requester);
   }
   EXPECT_TRUE(waiting.empty()) << waiting.size() << " requesters not served in 320 claims, the first "
                                << *waiting.begin();
@@ -918,18 +918,10 @@ TEST_F(CoordinatorTest, FairQueueingBetweenRequesters) {
   Fund("usr_pro", 100'000'000);
   for (int i = 0; i < 120; ++i) Submit("usr_big", "b" + std::to_string(i));
   Node n = MakeNode("usr_op", "n", {"echo"}, 1);
-  std::string out = "x";
-  auto take = [&]() {
-    auto got = coord_->Claim("usr_op", n.id, 1, 0);
-    EXPECT_EQ(got->size(), 1u);
-    Task t = got->at(0);
-    EXPECT_TRUE(coord_->Complete("usr_op", n.id, t.id, t.attempt, out, crypto::Sha256Hex(out)).ok());
-    return t;
-  };
-  for (int i = 0; i < 10; ++i) take();  // the backlog is being served
+  for (int i = 0; i < 10; ++i) TakeOne(n);  // the backlog is being served
   Task first = Submit("usr_new", "hello");
   int before = 0;
-  while (take().id != first.id) ++before;
+  while (TakeOne(n).id != first.id) ++before;
   EXPECT_LE(before, 1) << "the new tenant's first task waited for " << before << " of the big tenant's";
 
   // usr_pro with weight 3 against usr_big with weight 1: 3 to 1.
@@ -937,7 +929,7 @@ TEST_F(CoordinatorTest, FairQueueingBetweenRequesters) {
     ASSERT_TRUE(coord_->Submit("usr_pro", {.type = "echo", .input = "p", .weight = 3}, "").ok());
   }
   int pro = 0, big = 0;
-  for (int i = 0; i < 40; ++i) (take().requester == "usr_pro" ? pro : big)++;
+  for (int i = 0; i < 40; ++i) (TakeOne(n).requester == "usr_pro" ? pro : big)++;
   EXPECT_GE(pro, 27) << "pro " << pro << ", big " << big;
   EXPECT_LE(pro, 33) << "pro " << pro << ", big " << big;
 }
@@ -958,18 +950,10 @@ TEST_F(CoordinatorTest, PriorityIsAShareWithinFairQueueing) {
                     .ok());
   }
   Node n = MakeNode("usr_op", "n", {"echo"}, 1);
-  std::string out = "x";
-  auto take = [&]() {
-    auto got = coord_->Claim("usr_op", n.id, 1, 0);
-    EXPECT_EQ(got->size(), 1u);
-    Task t = got->at(0);
-    EXPECT_TRUE(coord_->Complete("usr_op", n.id, t.id, t.attempt, out, crypto::Sha256Hex(out)).ok());
-    return t;
-  };
-  for (int i = 0; i < 10; ++i) take();
+  for (int i = 0; i < 10; ++i) TakeOne(n);
   Task first = Submit("usr_new", "hello");  // normal
   int before = 0;
-  while (take().id != first.id) ++before;
+  while (TakeOne(n).id != first.id) ++before;
   EXPECT_LE(before, 4) << "the new tenant's first task waited for " << before << " of the urgent backlog";
 
   // One requester's lanes: a new urgent task goes before its own normal
@@ -986,7 +970,7 @@ TEST_F(CoordinatorTest, PriorityIsAShareWithinFairQueueing) {
           .ok());
   int urgent = 0, normal = 0;
   for (int i = 0; i < 50;) {
-    Task t = take();
+    Task t = TakeOne(n);
     if (t.requester != "usr_mix") continue;  // usr_big's backlog is served beside it
     (t.priority == Priority::kUrgent ? urgent : normal)++;
     ++i;
