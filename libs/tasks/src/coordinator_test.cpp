@@ -106,6 +106,12 @@ class CoordinatorTest : public ::testing::Test {
     EXPECT_TRUE(n.ok()) << n.error().message;
     return n.ok() ? *n : Node{};
   }
+  // The coordinator again, with another per-requester cap.
+  void CapRequesters(int cap) {
+    coord_.reset();
+    config_.max_per_requester = cap;
+    coord_ = std::make_unique<Coordinator>(*db_, *ledger_, config_, clock_);
+  }
   // The queue's next task: claimed alone by `n` and completed at once (a
   // claim that finds none throws, failing the test).
   Task TakeOne(const Node& n) {
@@ -431,9 +437,7 @@ TEST_F(CoordinatorTest, PriorityThenAgeCapabilitiesAndCapacity) {
 }
 
 TEST_F(CoordinatorTest, PerRequesterCapLetsOthersThrough) {
-  coord_.reset();
-  config_.max_per_requester = 2;
-  coord_ = std::make_unique<Coordinator>(*db_, *ledger_, config_, clock_);
+  CapRequesters(2);
   Fund("usr_big", 10'000'000);
   Fund("usr_small", 1'000'000);
   for (int i = 0; i < 5; ++i) Submit("usr_big", std::to_string(i));
@@ -451,9 +455,7 @@ TEST_F(CoordinatorTest, PerRequesterCapLetsOthersThrough) {
 // after two: a claim takes two of each and a third requester's low task,
 // last in queue order (its lane's step is eight urgent ones).
 TEST_F(CoordinatorTest, CappedRequestersAtHigherPrioritiesLeaveRoomForOthers) {
-  coord_.reset();
-  config_.max_per_requester = 2;
-  coord_ = std::make_unique<Coordinator>(*db_, *ledger_, config_, clock_);
+  CapRequesters(2);
   Fund("usr_urgent", 1'000'000'000);
   Fund("usr_high", 1'000'000'000);
   Fund("usr_small", 1'000'000);
@@ -491,9 +493,7 @@ TEST_F(CoordinatorTest, CappedRequestersAtHigherPrioritiesLeaveRoomForOthers) {
 // each: the page is 12 tasks), and the capped one's still run first in,
 // first out, when a place frees.
 TEST_F(CoordinatorTest, ARequesterAtItsCapHidesNoOneElsesTasks) {
-  coord_.reset();
-  config_.max_per_requester = 2;
-  coord_ = std::make_unique<Coordinator>(*db_, *ledger_, config_, clock_);
+  CapRequesters(2);
   Fund("usr_a", 1'000'000'000);
   Fund("usr_b", 1'000'000'000);
   std::vector<Task> a;
@@ -525,9 +525,7 @@ TEST_F(CoordinatorTest, ARequesterAtItsCapHidesNoOneElsesTasks) {
 // within 320 claims of one (reading from the start each time, the last 44
 // would wait for the first 256's second tasks: 512 claims).
 TEST_F(CoordinatorTest, ReadingPastACapTakesRequestersInTurn) {
-  coord_.reset();
-  config_.max_per_requester = 2;
-  coord_ = std::make_unique<Coordinator>(*db_, *ledger_, config_, clock_);
+  CapRequesters(2);
   Fund("usr_a", 1'000'000'000);
   Fund("usr_b", 1'000'000'000);
   ASSERT_TRUE(
@@ -1179,9 +1177,7 @@ TEST_F(CoordinatorTest, AnotherInstancesWorkIsPushedAtOnce) {
 // requester at its cap, rounds wait for the next wake-up (here the node's
 // credit after a result), instead of one claim transaction after another.
 TEST_F(CoordinatorTest, ADeepBacklogAtItsRequestersCapDoesNotSpinTheDispatcher) {
-  coord_.reset();
-  config_.max_per_requester = 2;
-  coord_ = std::make_unique<Coordinator>(*db_, *ledger_, config_, clock_);
+  CapRequesters(2);
   Fund("usr_req", 1'000'000'000);
   Node n = MakeNode("usr_op", "n", {"echo"}, 100);
   for (int b = 0; b < 21; ++b) {  // 2,100 pending: more than a round counts (2,000)
@@ -1212,9 +1208,7 @@ TEST_F(CoordinatorTest, ADeepBacklogAtItsRequestersCapDoesNotSpinTheDispatcher) 
 // requesters at their cap, a type is probed with one node until a claim takes
 // all it wanted; then the next round goes to every node at once.
 TEST_F(CoordinatorTest, ATenantAtItsCapCostsOthersOneProbingClaim) {
-  coord_.reset();
-  config_.max_per_requester = 150;
-  coord_ = std::make_unique<Coordinator>(*db_, *ledger_, config_, clock_);
+  CapRequesters(150);
   Settings settings = *coord_->GetSettings();
   settings.max_tasks_per_node = 100;
   ASSERT_TRUE(coord_->UpdateSettings(settings).ok());
@@ -1297,9 +1291,7 @@ TEST_F(CoordinatorTest, ATenantAtItsCapCostsOthersOneProbingClaim) {
 // taken at once by a node waiting with credit (here a waiting claim, which
 // sends no credit of its own), not at the next tick.
 TEST_F(CoordinatorTest, AFreedPlaceUnderACapIsTakenAtOnce) {
-  coord_.reset();
-  config_.max_per_requester = 2;
-  coord_ = std::make_unique<Coordinator>(*db_, *ledger_, config_, clock_);
+  CapRequesters(2);
   Fund("usr_a", 1'000'000'000);
   ASSERT_TRUE(coord_->SubmitBatch("usr_a", std::vector<SubmitRequest>(50, {.type = "echo", .timeout_s = 60}), "").ok());
   Node x = MakeNode("usr_x", "x", {"echo"}, 10);
