@@ -140,7 +140,11 @@ base=$sqlite_base client_key=$sqlite_client_key operator_key=$sqlite_operator_ke
 # jobs) and a grown append-only file being rewritten.
 redis_n=0
 fresh_redis() {
-  [ -n "${redis_pid:-}" ] && { kill "$redis_pid" 2>/dev/null || true; while kill -0 "$redis_pid" 2>/dev/null; do sleep 0.1; done; }
+  if [ -n "${redis_pid:-}" ]; then  # the previous one, and its files (a full-load run's are large)
+    kill "$redis_pid" 2>/dev/null || true
+    while kill -0 "$redis_pid" 2>/dev/null; do sleep 0.1; done
+    rm -rf "$work/redis$redis_n"
+  fi
   redis_n=$((redis_n + 1))
   mkdir -p "$work/redis$redis_n"
   rport=$(free_port)

@@ -20,6 +20,7 @@ constexpr size_t kMaxParameters = 64 * 1024;
 constexpr size_t kMaxMessage = 256;
 
 constexpr int64_t kFairUnit = 1'000'000;  // a weight-1 requester's step in virtual time at normal priority
+constexpr size_t kPriorities = static_cast<size_t>(Priority::kUrgent) + 1;  // a requester's lanes
 
 // A task's step in virtual time: its requester's share (weight) times its
 // priority's (low 1/2, normal 1, high 2, urgent 4) in its own lane.
@@ -200,7 +201,7 @@ Result<void> Coordinator::SubmitIn(store::Tx& tx, std::string_view requester, st
   if (!settings) return settings.take_error();
   if (settings->paused) return Error::Conflict("submissions_paused", "the network is not taking new tasks now");
   std::vector<int64_t> timeouts(n);
-  std::array<int64_t, 4> steps{};  // per priority: each is a lane of its own
+  std::array<int64_t, kPriorities> steps{};  // per priority: each is a lane of its own
   ledger::Amount total = 0;
   std::vector<ledger::TransferRequest> holds;
   for (size_t i : fresh) {
@@ -223,7 +224,7 @@ Result<void> Coordinator::SubmitIn(store::Tx& tx, std::string_view requester, st
   }
   // Places in fair queueing, one after another in each lane, and the
   // escrows: one statement each for the lot (and each lane used).
-  std::array<int64_t, 4> fair_keys{};
+  std::array<int64_t, kPriorities> fair_keys{};
   for (size_t p = 0; p < steps.size(); ++p) {
     if (steps[p] == 0) continue;
     auto last_key = FairKey(tx, requester, static_cast<Priority>(p), steps[p]);
