@@ -290,6 +290,17 @@ inline std::vector<config::Key> ConfigSchema() {
                "(too_many_unanswered) until answers catch up.",
        .min = 1,
        .max = 100000},
+      {.name = "redis.url",
+       .type = Type::kString,
+       .default_value = "",
+       .help = "redis://[:password@]host[:port][/db] or unix:///path: share client events (task_update, "
+               "node_status, network_stats) with every instance using the same Redis; empty: events stay in this "
+               "instance.",
+       .redact = Redact::kUrlPassword},
+      {.name = "redis.prefix",
+       .type = Type::kString,
+       .default_value = "smart:",
+       .help = "Prefix of this deployment's Redis keys (several deployments may share one Redis)."},
       {.name = "events.window",
        .type = Type::kInt,
        .default_value = "100000",

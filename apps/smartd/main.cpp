@@ -25,6 +25,7 @@
 #include "smart/core/log.hpp"
 #include "smart/core/thread_name.hpp"
 #include "smart/events/bus.hpp"
+#include "smart/events/redis_relay.hpp"
 #include "smart/http/middleware.hpp"
 #include "smart/http/server.hpp"
 #include "smart/ledger/ledger.hpp"
@@ -365,7 +366,8 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
   };
   auto ledger = std::make_unique<ledger::Ledger>(**db, std::move(ledger_config).value(), clock);
   auto coordinator = std::make_unique<tasks::Coordinator>(**db, *ledger, std::move(tasks_config).value(), clock);
-  events::Bus bus(static_cast<size_t>(cfg.Int("events.window")));
+  // Ids from the clock in microseconds: they keep growing across restarts.
+  events::Bus bus(static_cast<size_t>(cfg.Int("events.window")), static_cast<uint64_t>(clock.NowMs()) * 1000);
   coordinator->OnUpdate([&bus, &clock](const tasks::Task& t) {
     std::string data = "{\"task_id\":";
     AppendJsonString(data, t.id);
@@ -397,6 +399,31 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
             ",\"reputation\":" + std::to_string(n.reputation) + "}}";
     bus.Publish("node_status", "", n.id, std::move(data), clock.NowMs());
   });
+  std::unique_ptr<events::RedisRelay> relay;
+  if (const std::string& url = cfg.String("redis.url"); !url.empty()) {
+    auto started = events::RedisRelay::Start(
+        bus, {.url = url,
+              .prefix = cfg.String("redis.prefix"),
+              .window = static_cast<size_t>(cfg.Int("events.window")),
+              .on_error =
+                  [&logger](const Error& e) {
+                    logger.Warn("sharing events through Redis failed; retrying", {{"error", e.message}});
+                  },
+              .on_recovered = [&logger] { logger.Info("sharing events through Redis again"); }});
+    if (!started) {
+      logger.Error("cannot share events through Redis", {{"error", started.error().message}});
+      return kExitFailure;
+    }
+    relay = std::move(*started);
+    registry.AddCollector([&relay](std::string& out) {
+      out +=
+          "# HELP smart_events_relayed_total Events through Redis: sent, read back (every instance's), dropped "
+          "(Redis away and the queue full, or refused).\n# TYPE smart_events_relayed_total counter\n";
+      out += "smart_events_relayed_total{way=\"sent\"} " + std::to_string(relay->sent()) +
+             "\nsmart_events_relayed_total{way=\"received\"} " + std::to_string(relay->received()) +
+             "\nsmart_events_relayed_total{way=\"dropped\"} " + std::to_string(relay->dropped()) + "\n";
+    });
+  }
   registry.AddCollector([&coordinator](std::string& out) {
     out +=
         "# HELP smart_tasks_results_total Node results: completed together with others (one statement and one "
@@ -451,6 +478,7 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
   logger.Info("listening", {{"url", url},
                             {"port", server.port()},
                             {"database", (*db)->backend()},
+                            {"events", relay ? "redis" : "local"},
                             {"version", kVersion},
                             {"commit", kCommit}});
   std::fprintf(stderr, "smartd listening on %s\n", url.c_str());
@@ -493,7 +521,10 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
                     "{\"active_nodes\":%lld,\"pending_tasks\":%lld,\"running_tasks\":%lld,\"throughput\":%.2f}",
                     static_cast<long long>(st->nodes_online), static_cast<long long>(st->pending),
                     static_cast<long long>(st->running), throughput);
-      bus.Publish("network_stats", "", "", buf, clock.NowMs());
+      // Every instance computes the same figures: with Redis, one publishes them.
+      if (!relay || relay->Elect("network_stats", std::chrono::milliseconds(interval_ms))) {
+        bus.Publish("network_stats", "", "", buf, clock.NowMs());
+      }
     }
   });
 
@@ -528,6 +559,7 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
   stopping = true;
   flusher.join();  // its last pass flushes what the final requests counted
   coordinator.reset();
+  relay.reset();   // after the coordinator: the last events are queued, not sent
   ledger.reset();  // finishes queued batches
   db->reset();     // closes every database connection
   logger.Info("stopped");

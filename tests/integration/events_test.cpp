@@ -10,11 +10,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-uint64_t EventId(const std::string& m) {
-  std::smatch match;
-  return std::regex_search(m, match, std::regex("\"id\":([0-9]+)")) ? std::stoull(match[1]) : 0;
-}
-
 std::vector<std::string> Env() {
   std::vector<std::string> env = kFastAuth;
   for (const char* kv : {"SMART_LEDGER_DEV_FAUCET=true", "SMART_TASKS_MIN_STAKE=1000000", "SMART_TASKS_MIN_TIMEOUT_S=1",

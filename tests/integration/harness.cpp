@@ -67,6 +67,11 @@ std::string JsonField(const std::string& body, const std::string& key) {
   return std::regex_search(body, m, re) ? std::string(m[1]) : std::string();
 }
 
+uint64_t EventId(const std::string& message) {
+  std::smatch m;
+  return std::regex_search(message, m, std::regex("\"id\":([0-9]+)")) ? std::stoull(m[1]) : 0;
+}
+
 Session Login(uint16_t port, const std::string& email, const std::string& password) {
   auto r = PostJson(port, "/api/v1/auth/login", R"({"email":")" + email + R"(","password":")" + password + R"("})");
   EXPECT_TRUE(r && r->status == 200) << (r ? r->body : "no answer");

@@ -41,6 +41,8 @@ std::optional<testing::HttpResponse> PostJson(uint16_t port, const std::string& 
                                               const std::string& extra = {});
 // The first string value of `key` in a JSON text; empty when absent.
 std::string JsonField(const std::string& body, const std::string& key);
+// The id of an event message ({"id":N,...}); 0 if none.
+uint64_t EventId(const std::string& message);
 
 struct Session {
   std::string access, refresh;

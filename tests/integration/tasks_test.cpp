@@ -10,6 +10,7 @@
 
 #include "harness.hpp"
 #include "smart/testing/postgres.hpp"
+#include "smart/testing/redis.hpp"
 
 namespace smart::itest {
 namespace {
@@ -771,6 +772,81 @@ TEST(SmartdPostgres, TasksOnPostgres) {
     EXPECT_EQ(JsonField(got->body, "input"), "in-" + std::to_string(i)) << "the tasks in the order asked";
   }
   EXPECT_EQ(std::stoll(Available(s.port(), n.alice.access)), before - 100 * 25'000);
+}
+
+// Several instances on one database and one Redis: a client's events come
+// from every instance, with the same ids on each, and network_stats once a
+// period, not once per instance.
+TEST(SmartdPostgres, ClientEventsReachEveryInstanceThroughRedis) {
+  testing::RedisServer redis;
+  ASSERT_FALSE(redis.url().empty());
+  std::string url = testing::FreshPostgresDatabase();
+  ASSERT_FALSE(url.empty());
+  auto env = TaskEnv({"SMART_DATABASE_URL=" + url, "SMART_AUTH_JWT_SECRET=" + std::string(40, 's'),
+                      "SMART_REDIS_URL=" + redis.url(), "SMART_EVENTS_STATS_INTERVAL_S=1"});
+  Smartd a(env), b(env);
+  ASSERT_NE(a.port(), 0);
+  ASSERT_NE(b.port(), 0);
+  EXPECT_NE(a.proc().output().find("\"events\":\"redis\""), std::string::npos);
+  Network n = StartNetwork(a, "SMART_DATABASE_URL='" + url + "'");
+  WsClient watch(a.port(), "/api/v1/ws", n.alice.access);
+  watch.Send(R"({"type":"subscribe","tasks":"own"})");
+  ASSERT_NE(watch.Read().find("\"subscribed\""), std::string::npos);
+
+  // Submitted, claimed and completed through b: a's client hears each step,
+  // and a reader waiting on a for a change is answered when b makes it.
+  auto r = As(b.port(), "POST", "/api/v1/tasks", n.alice.access, R"({"type":"sha256","input":"abc","timeout_s":60})");
+  ASSERT_EQ(r->status, 201) << r->body;
+  std::string task = JsonField(r->body, "id");
+  std::string pending = watch.ReadUntil("\"status\":\"pending\"");
+  ASSERT_NE(pending.find(task), std::string::npos) << pending;
+  const std::string path = "/api/v1/tasks/" + task;
+  r = As(a.port(), "GET", path, n.alice.access);
+  std::string etag = r->Header("etag");
+  std::optional<testing::HttpResponse> waited;
+  auto asked = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::duration answered_after{};
+  std::thread poll([&] {
+    waited = As(a.port(), "GET", path, n.alice.access, "", "If-None-Match: " + etag + "\r\nPrefer: wait=20\r\n");
+    answered_after = std::chrono::steady_clock::now() - asked;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  r = As(b.port(), "POST", "/api/v1/nodes/" + n.node_id + "/claim", n.node_key, R"({"max":1,"wait_s":1})");
+  ASSERT_NE(r->body.find(task), std::string::npos) << r->body;
+  poll.join();
+  ASSERT_TRUE(waited);
+  EXPECT_EQ(waited->status, 200) << waited->body;
+  EXPECT_EQ(JsonField(waited->body, "status"), "assigned");
+  EXPECT_LT(answered_after, std::chrono::seconds(5)) << "woken by b's change, not by its deadline";
+  const std::string abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+  r = As(b.port(), "POST", path + "/result", n.node_key,
+         R"({"node_id":")" + n.node_id + R"(","lease":1,"output":"abc","proof_hash":")" + abc + R"("})");
+  ASSERT_EQ(r->status, 200) << r->body;
+  std::string done = watch.ReadUntil("\"status\":\"completed\"");
+  ASSERT_NE(done.find(task), std::string::npos) << done;
+
+  // A client resuming on b gets what it missed there, with the same ids.
+  WsClient again(b.port(), "/api/v1/ws", n.alice.access);
+  again.Send(R"({"type":"subscribe","tasks":"own"})");
+  ASSERT_NE(again.Read().find("\"subscribed\""), std::string::npos);
+  again.Send(R"({"type":"resume","last_event_id":)" + std::to_string(EventId(pending)) + "}");
+  std::string first = again.Read();
+  EXPECT_NE(first.find("\"status\":\"assigned\""), std::string::npos) << "no gap, the next step first: " << first;
+  std::string replayed = again.ReadUntil("\"status\":\"completed\"");
+  EXPECT_EQ(EventId(replayed), EventId(done));
+
+  // network_stats: two instances, one event a second.
+  WsClient stats(b.port(), "/api/v1/ws", n.alice.access);
+  stats.Send(R"({"type":"subscribe","network_stats":true})");
+  ASSERT_NE(stats.Read().find("\"subscribed\""), std::string::npos);
+  stats.ReadUntil("network_stats");
+  auto from = std::chrono::steady_clock::now();
+  int heard = 0;
+  while (std::chrono::steady_clock::now() - from < std::chrono::milliseconds(4500)) {
+    if (stats.Read().find("\"network_stats\"") != std::string::npos) ++heard;
+  }
+  EXPECT_GE(heard, 3);
+  EXPECT_LE(heard, 6) << "each instance publishing its own would be ~9";
 }
 
 }  // namespace

@@ -229,10 +229,11 @@ void RegisterEventRoutes(http::Router& router, const Deps& deps) {
         auto missed = deps.bus.Since(
             *since, [&](const events::Event& e) { return interest.Wants(e); }, kMaxResume);
         if (!missed.complete || missed.more) {
-          std::string why = missed.complete
-                                ? "more events since then than one resume replays (" + std::to_string(kMaxResume) + ")"
-                                : "some events since then are no longer kept";
-          ws->Send(Reply("gap", {{"detail", json::value(why + "; re-read the state over HTTP")}}));
+          std::string why = missed.complete ? "" : "some events since then are no longer kept; ";
+          if (missed.more) {
+            why += "more events since then than one resume replays (" + std::to_string(kMaxResume) + "); ";
+          }
+          ws->Send(Reply("gap", {{"detail", json::value(why + "re-read the state over HTTP")}}));
         }
         for (const auto& e : missed.events) Deliver(weak, std::make_shared<const std::string>(e.Json()));
         return;

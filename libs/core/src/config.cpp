@@ -94,17 +94,6 @@ Result<Value> FromToml(const Key& key, const toml::node& node, const std::string
   return BadValue(key, std::string("must be ") + TypeName(key.type), source);
 }
 
-std::string RedactUrlPassword(const std::string& url) {
-  // scheme://user:password@host -> scheme://user:***@host
-  auto scheme = url.find("://");
-  if (scheme == std::string::npos) return url;
-  auto at = url.find('@', scheme + 3);
-  if (at == std::string::npos) return url;
-  auto colon = url.find(':', scheme + 3);
-  if (colon == std::string::npos || colon > at) return url;
-  return url.substr(0, colon + 1) + "***" + url.substr(at);
-}
-
 void PrintTomlString(std::ostream& os, const std::string& s) {
   std::string out;
   for (char c : s) {
@@ -267,6 +256,17 @@ std::string Config::Print() const {
     os << "  # " << e.source << "\n";
   }
   return os.str();
+}
+
+std::string RedactUrlPassword(const std::string& url) {
+  // scheme://user:password@host -> scheme://user:***@host
+  auto scheme = url.find("://");
+  if (scheme == std::string::npos) return url;
+  auto at = url.find('@', scheme + 3);
+  if (at == std::string::npos) return url;
+  auto colon = url.find(':', scheme + 3);
+  if (colon == std::string::npos || colon > at) return url;
+  return url.substr(0, colon + 1) + "***" + url.substr(at);
 }
 
 }  // namespace smart::config

@@ -20,6 +20,10 @@ uint64_t Bus::Publish(std::string type, std::string owner, std::string subject, 
   Event e;
   {
     std::lock_guard lk(mu_);
+    if (forward_) {  // under the lock: the relay unhooks itself before it goes
+      forward_(Event{0, std::move(type), ts_ms, std::move(owner), std::move(subject), std::move(data)});
+      return 0;
+    }
     e = Event{next_id_++, std::move(type), ts_ms, std::move(owner), std::move(subject), std::move(data)};
     recent_.push_back(e);
     while (recent_.size() > window_) recent_.pop_front();
@@ -29,6 +33,27 @@ uint64_t Bus::Publish(std::string type, std::string owner, std::string subject, 
   // Delivered outside the lock, in id order per publisher thread.
   for (const auto& fn : to_call) fn(e);
   return e.id;
+}
+
+void Bus::Forward(std::function<void(Event)> forward) {
+  std::lock_guard lk(mu_);
+  forward_ = std::move(forward);
+}
+
+void Bus::Receive(Event e, bool deliver) {
+  std::vector<Subscriber> to_call;
+  {
+    std::lock_guard lk(mu_);
+    if (!recent_.empty() && e.id != recent_.back().id + 1) recent_.clear();
+    next_id_ = e.id + 1;
+    recent_.push_back(e);
+    while (recent_.size() > window_) recent_.pop_front();
+    if (deliver) {
+      to_call.reserve(subscribers_.size());
+      for (const auto& [token, fn] : subscribers_) to_call.push_back(fn);
+    }
+  }
+  for (const auto& fn : to_call) fn(e);
 }
 
 uint64_t Bus::Subscribe(Subscriber fn) {
@@ -45,7 +70,7 @@ void Bus::Unsubscribe(uint64_t token) {
 Bus::Missed Bus::Since(uint64_t last_id, const std::function<bool(const Event&)>& wanted, size_t max) const {
   std::lock_guard lk(mu_);
   Missed out;
-  out.complete = recent_.empty() ? last_id + 1 >= next_id_ : recent_.front().id <= last_id + 1;
+  out.complete = last_id < next_id_ && (recent_.empty() ? last_id + 1 == next_id_ : recent_.front().id <= last_id + 1);
   if (recent_.empty() || last_id >= recent_.back().id) return out;
   // Ids in the window are consecutive: the first one after last_id is found by arithmetic.
   size_t start = last_id < recent_.front().id ? 0 : static_cast<size_t>(last_id + 1 - recent_.front().id);

@@ -40,5 +40,36 @@ TEST(Bus, IdsGrowSubscribersHearAndTheWindowReplays) {
   EXPECT_EQ(missed.events[0].Json(), R"({"id":3,"type":"task_update","ts":"1970-01-01T00:00:01.000Z","data":{"n":1}})");
 }
 
+TEST(Bus, AResumeCannotVouchForIdsItHasNotReachedOrForABreak) {
+  Bus bus(100, 5000);
+  auto all = [](const Event&) { return true; };
+  EXPECT_EQ(bus.Publish("x", "", "", "{}", 0), 5000u) << "ids start where asked";
+  EXPECT_TRUE(bus.Since(4999, all, 10).complete);
+  EXPECT_FALSE(bus.Since(0, all, 10).complete) << "events before 5000 were never here";
+  EXPECT_FALSE(bus.Since(9000, all, 10).complete) << "an id from another process or before a restart";
+
+  // Events numbered elsewhere (the shared log): a break in the ids empties the window.
+  std::vector<uint64_t> heard;
+  bus.Subscribe([&](const Event& e) { heard.push_back(e.id); });
+  std::vector<Event> forwarded;
+  bus.Forward([&](Event e) { forwarded.push_back(std::move(e)); });
+  EXPECT_EQ(bus.Publish("y", "", "s", "{}", 1), 0u);
+  ASSERT_EQ(forwarded.size(), 1u);
+  EXPECT_EQ(forwarded[0].subject, "s");
+  EXPECT_TRUE(heard.empty()) << "delivered only when it comes back";
+  bus.Receive(Event{5001, "y", 1, "", "s", "{}"});
+  bus.Receive(Event{5002, "y", 1, "", "s", "{}"}, false);
+  EXPECT_EQ(heard, (std::vector<uint64_t>{5001}));
+  EXPECT_EQ(bus.Since(4999, all, 10).events.size(), 3u);
+  bus.Receive(Event{5010, "y", 1, "", "s", "{}"});
+  auto missed = bus.Since(5002, all, 10);
+  EXPECT_FALSE(missed.complete) << "5003-5009 never came";
+  ASSERT_EQ(missed.events.size(), 1u);
+  EXPECT_EQ(missed.events[0].id, 5010u);
+  EXPECT_TRUE(bus.Since(5010, all, 10).complete);
+  bus.Forward(nullptr);
+  EXPECT_EQ(bus.Publish("z", "", "", "{}", 2), 5011u) << "local again";
+}
+
 }  // namespace
 }  // namespace smart::events

@@ -32,6 +32,9 @@ struct Key {
 
 using Value = std::variant<std::string, int64_t, bool, std::vector<std::string>>;
 
+// scheme://user:password@host -> scheme://user:***@host (for logs and --print-config).
+std::string RedactUrlPassword(const std::string& url);
+
 class Config {
  public:
   // Aborts (a programming error) if a default does not satisfy its own key.

@@ -3,9 +3,13 @@
 // subscribers are called synchronously on the publisher's thread (they must
 // be quick: queue, do not block). Thread-safe.
 //
+// Across instances (RedisRelay): events published here go to a shared log
+// instead, which gives them their ids, and come back to every instance's bus
+// through Receive, in the same order everywhere.
+//
 // Event names follow the house convention: snake_case nouns with the verb in
 // a field (`task_update` {task_id, status, ...}); every event has `id`,
-// `type`, `ts` and `data`. Ids are per smartd instance.
+// `type`, `ts` and `data`. Ids are per smartd instance, or shared through the log.
 #pragma once
 
 #include <cstdint>
@@ -31,17 +35,30 @@ struct Event {
 
 class Bus {
  public:
-  explicit Bus(size_t window = 10000) : window_(window) {}
+  // Ids start at `first_id` (smartd starts from its clock, in microseconds,
+  // so that ids keep growing across restarts and a resume can tell).
+  explicit Bus(size_t window = 10000, uint64_t first_id = 1) : window_(window), next_id_(first_id) {}
 
-  // Stores and delivers an event; returns its id.
+  // Stores and delivers an event; returns its id. With a forwarder, hands it
+  // there instead and returns 0: it comes back through Receive.
   uint64_t Publish(std::string type, std::string owner, std::string subject, std::string data, int64_t ts_ms);
+  // Every event published from now on goes to `forward` (called under the
+  // bus's lock: it must only queue); nullptr: stored and delivered here again.
+  void Forward(std::function<void(Event)> forward);
+  // An event with the id the shared log gave it: kept, and delivered unless
+  // `deliver` is false (the window loaded at start). A break in the ids (events
+  // lost on the way) empties the window first, so that a resume across it
+  // reports the gap.
+  void Receive(Event e, bool deliver = true);
 
   using Subscriber = std::function<void(const Event&)>;
   uint64_t Subscribe(Subscriber fn);
   void Unsubscribe(uint64_t token);
 
   // What a reconnecting client missed: the events after `last_id` still in
-  // the window that `wanted` accepts, oldest first, at most `max`. `wanted`
+  // the window that `wanted` accepts, oldest first, at most `max`. An id this
+  // bus has not reached is not complete (another process's, or before a
+  // restart). `wanted`
   // runs under the bus's lock: it must be quick and take no lock of its own.
   struct Missed {
     std::vector<Event> events;
@@ -55,9 +72,10 @@ class Bus {
   size_t window_;
   mutable std::mutex mu_;
   std::deque<Event> recent_;
-  uint64_t next_id_ = 1;
+  uint64_t next_id_;
   std::map<uint64_t, Subscriber> subscribers_;
   uint64_t next_token_ = 1;
+  std::function<void(Event)> forward_;
 };
 
 }  // namespace smart::events

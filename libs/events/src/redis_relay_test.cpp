@@ -1,0 +1,193 @@
+#include "smart/events/redis_relay.hpp"
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "smart/kv/redis.hpp"
+#include "smart/testing/redis.hpp"
+
+namespace smart::events {
+namespace {
+
+using std::chrono::milliseconds;
+
+bool Eventually(const std::function<bool()>& done, milliseconds within = milliseconds(10000)) {
+  auto until = std::chrono::steady_clock::now() + within;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  return true;
+}
+
+// What one instance's subscribers heard.
+struct Heard {
+  std::mutex mu;
+  std::vector<Event> events;
+  size_t size() {
+    std::lock_guard lk(mu);
+    return events.size();
+  }
+  std::vector<Event> copy() {
+    std::lock_guard lk(mu);
+    return events;
+  }
+};
+
+struct Instance {
+  Bus bus{1000};
+  Heard heard;
+  std::unique_ptr<RedisRelay> relay;
+  explicit Instance(const std::string& url, RelayOptions options = {}) {
+    bus.Subscribe([this](const Event& e) {
+      std::lock_guard lk(heard.mu);
+      heard.events.push_back(e);
+    });
+    options.url = url;
+    options.window = 1000;
+    auto r = RedisRelay::Start(bus, std::move(options));
+    EXPECT_TRUE(r) << r.error().message;
+    if (r) relay = std::move(*r);
+  }
+};
+
+const auto kAll = [](const Event&) { return true; };
+
+TEST(RedisRelay, InstancesHearEveryInstancesEventsWithTheSameIdsInTheSameOrder) {
+  testing::RedisServer server;
+  ASSERT_FALSE(server.url().empty());
+  Instance a(server.url()), b(server.url());
+  ASSERT_TRUE(a.relay && b.relay);
+  std::thread from_a([&] {
+    for (int i = 0; i < 300; ++i) a.bus.Publish("task_update", "usr_a", "task_a" + std::to_string(i), "{}", 1000 + i);
+  });
+  std::thread from_b([&] {
+    for (int i = 0; i < 300; ++i) b.bus.Publish("node_status", "", "node_b" + std::to_string(i), "{\"x\":1}", 7);
+  });
+  from_a.join();
+  from_b.join();
+  ASSERT_TRUE(Eventually([&] { return a.heard.size() == 600 && b.heard.size() == 600; }))
+      << a.heard.size() << " " << b.heard.size();
+  auto ea = a.heard.copy(), eb = b.heard.copy();
+  for (size_t i = 0; i < 600; ++i) {
+    ASSERT_EQ(ea[i].id, eb[i].id) << i;
+    ASSERT_EQ(ea[i].subject, eb[i].subject) << i;
+    if (i) {
+      ASSERT_EQ(ea[i].id, ea[i - 1].id + 1) << "ids follow each other";
+    }
+  }
+  // Each instance's own events in the order it published them, all fields intact.
+  int next_a = 0;
+  for (const auto& e : ea) {
+    if (e.type != "task_update") continue;
+    EXPECT_EQ(e.subject, "task_a" + std::to_string(next_a));
+    EXPECT_EQ(e.ts_ms, 1000 + next_a);
+    EXPECT_EQ(e.owner, "usr_a");
+    ++next_a;
+  }
+  EXPECT_EQ(next_a, 300);
+  EXPECT_EQ(eb.back().data, ea.back().data);
+  EXPECT_GT(ea.front().id, 1'000'000'000'000'000u) << "the counter starts from Redis's clock in microseconds";
+  EXPECT_EQ(a.relay->sent() + b.relay->sent(), 600u);
+
+  // A client may resume on either instance, and on one started later: its
+  // window was loaded from the stream.
+  Instance c(server.url());
+  ASSERT_TRUE(c.relay);
+  for (auto* bus : {&a.bus, &b.bus, &c.bus}) {
+    auto missed = bus->Since(ea[99].id, kAll, 1000);
+    EXPECT_TRUE(missed.complete);
+    ASSERT_EQ(missed.events.size(), 500u);
+    EXPECT_EQ(missed.events.front().id, ea[100].id);
+    EXPECT_EQ(missed.events.back().Json(), ea.back().Json());
+  }
+  EXPECT_EQ(c.heard.size(), 0u) << "what was loaded at start is not delivered again";
+  c.bus.Publish("network_stats", "", "", "{}", 1);
+  ASSERT_TRUE(Eventually([&] { return a.heard.size() == 601 && c.heard.size() == 1; }));
+  EXPECT_EQ(c.heard.copy()[0].id, ea.back().id + 1);
+}
+
+TEST(RedisRelay, EventsWaitOutAnOutageAndALostCounterNeverGoesBack) {
+  testing::RedisServer server;
+  ASSERT_FALSE(server.url().empty());
+  std::atomic<int> errors{0}, recoveries{0};
+  RelayOptions options;
+  options.on_error = [&](const Error&) { ++errors; };
+  options.on_recovered = [&] { ++recoveries; };
+  Instance a(server.url(), options), b(server.url());
+  ASSERT_TRUE(a.relay && b.relay);
+  a.bus.Publish("task_update", "u", "before", "{}", 1);
+  ASSERT_TRUE(Eventually([&] { return b.heard.size() == 1; }));
+  uint64_t before = b.heard.copy()[0].id;
+
+  server.Stop();  // its data with it: the counter and the stream
+  for (int i = 0; i < 10; ++i) a.bus.Publish("task_update", "u", "during" + std::to_string(i), "{}", 2);
+  ASSERT_TRUE(Eventually([&] { return errors.load() > 0; }));
+  std::this_thread::sleep_for(milliseconds(200));
+  EXPECT_EQ(b.heard.size(), 1u);
+  ASSERT_TRUE(server.Start());
+  ASSERT_TRUE(Eventually([&] { return a.heard.size() == 11 && b.heard.size() == 11; }))
+      << a.heard.size() << " " << b.heard.size();
+  auto eb = b.heard.copy();
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(eb[static_cast<size_t>(i) + 1].subject, "during" + std::to_string(i));
+  EXPECT_GT(eb[1].id, before) << "a new counter starts above every id given before";
+  EXPECT_GT(recoveries.load(), 0);
+  EXPECT_EQ(a.relay->dropped(), 0u);
+  // The window cannot vouch for what happened between the two counters.
+  auto missed = b.bus.Since(before, kAll, 100);
+  EXPECT_FALSE(missed.complete);
+  EXPECT_TRUE(b.bus.Since(eb[1].id, kAll, 100).complete);
+}
+
+TEST(RedisRelay, AFullQueueDropsItsOldestAndResumesReportTheGap) {
+  testing::RedisServer server;
+  ASSERT_FALSE(server.url().empty());
+  RelayOptions options;
+  options.max_queued = 5;
+  Instance a(server.url(), options), b(server.url());
+  ASSERT_TRUE(a.relay && b.relay);
+  a.bus.Publish("task_update", "u", "first", "{}", 1);
+  ASSERT_TRUE(Eventually([&] { return b.heard.size() == 1; }));
+  uint64_t first = b.heard.copy()[0].id;
+  // Redis holds every client for a second (its data kept): the queue overflows.
+  auto admin = kv::Redis::Connect(server.url(), milliseconds(2000));
+  ASSERT_TRUE(admin);
+  ASSERT_TRUE((*admin)->Command({"CLIENT", "PAUSE", "1000", "ALL"}));
+  for (int i = 0; i < 20; ++i) a.bus.Publish("task_update", "u", "e" + std::to_string(i), "{}", 2);
+  uint64_t dropped = a.relay->dropped();
+  EXPECT_TRUE(dropped >= 10 && dropped <= 15) << dropped << ": 5 wait, and a batch of 0-5 taken before the pause";
+  ASSERT_TRUE(Eventually([&] { return b.heard.size() == 1 + 20 - dropped; })) << b.heard.size();
+  auto eb = b.heard.copy();
+  EXPECT_EQ(eb.back().subject, "e19") << "the newest kept";
+  EXPECT_EQ(eb.back().id - first, 20u) << "the dropped events' ids stay unused";
+  EXPECT_FALSE(b.bus.Since(first, kAll, 100).complete) << "a resume across the break reports it";
+  EXPECT_TRUE(b.bus.Since(eb[eb.size() - 5].id, kAll, 100).complete);
+}
+
+TEST(RedisRelay, OneInstanceIsElectedPerPeriod) {
+  testing::RedisServer server;
+  ASSERT_FALSE(server.url().empty());
+  Instance a(server.url()), b(server.url());
+  ASSERT_TRUE(a.relay && b.relay);
+  int won = 0;
+  for (int i = 0; i < 5; ++i) {
+    won += a.relay->Elect("network_stats", std::chrono::hours(1)) ? 1 : 0;
+    won += b.relay->Elect("network_stats", std::chrono::hours(1)) ? 1 : 0;
+  }
+  EXPECT_EQ(won, 1);
+  EXPECT_TRUE(a.relay->Elect("other", std::chrono::hours(1))) << "per name";
+  server.Stop();
+  EXPECT_FALSE(b.relay->Elect("later", std::chrono::hours(1))) << "no Redis, no election";
+}
+
+TEST(RedisRelay, StartFailsClearlyWithoutRedis) {
+  Bus bus;
+  auto r = RedisRelay::Start(bus, {.url = "unix:///nonexistent/redis.sock"});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().kind, ErrorKind::kUnavailable);
+  EXPECT_EQ(bus.Publish("x", "", "", "{}", 1), 1u) << "the bus stays local";
+}
+
+}  // namespace
+}  // namespace smart::events
