@@ -5,6 +5,8 @@
 #  5. CLIENTS idle client WebSockets (default 50,000) subscribed to
 #     network_stats (published every second): smartd's resident memory, and
 #     the p50/p99 delay from an event's timestamp to its arrival at a client.
+#     Where the open-file limit keeps one process below CLIENTS, also across
+#     as many instances as it takes (PostgreSQL and Redis shared: 5b).
 #  6. Task throughput (bench/tasks' flow, one task per request) alone, with
 #     as many idle client WebSockets connected as one load process may open,
 #     and with NODES idle nodes attached (credit for a type nobody submits):
@@ -139,6 +141,58 @@ printf '   the same at the server (publication -> written to the socket): %s wri
   "$s_count" "$s50" "$s99"
 [ "$clients" -lt "$CLIENTS" ] && echo "   (the open-file limit allowed $clients of $CLIENTS connections)"
 kill "$pid" 2>/dev/null || true
+
+# 5b. When one process may not hold CLIENTS sockets: the scaled-out shape,
+# as many instances as the limit needs, sharing PostgreSQL and Redis (events
+# reach every instance through Redis), each load process on its own instance.
+if [ "$clients" -lt "$CLIENTS" ]; then
+  instances=$(( (CLIENTS + server_cap - 1) / server_cap ))
+  scripts/test-postgres start "$work/pg5" >/dev/null
+  trap 'scripts/test-postgres stop "$work/pg5"; bench_cleanup' EXIT
+  mkdir -p "$work/redis5"
+  redis-server --port 0 --unixsocket "$work/redis5/sock" --save '' --appendonly no --dir "$work/redis5" \
+    >"$work/redis5.log" 2>&1 &
+  echo $! >>"$work/pids"
+  for _ in $(seq 1 50); do [ -S "$work/redis5/sock" ] && break; sleep 0.1; done
+  shared=(SMART_DATABASE_URL="$(cat "$work/pg5/url")" SMART_REDIS_URL="unix://$work/redis5/sock"
+    SMART_AUTH_JWT_SECRET="bench-secret-bench-secret-bench-secret-42")
+  ports=() ipids=() rss0s=()
+  for k in $(seq 1 "$instances"); do
+    ports+=("$(start_smartd "$work/smartd5-$k.log" "${shared[@]}" SMART_LOG_ACCESS=false SMART_RATE_LIMIT_ENABLED=false \
+      SMART_LEDGER_DEV_FAUCET=true SMART_EVENTS_STATS_INTERVAL_S=1 SMART_HTTP_MAX_CONNECTIONS=$((server_cap + 100)) \
+      SMART_EVENTS_MAX_CONNECTIONS_PER_USER=$((CLIENTS + 100)))")
+    ipids+=("$(tail -1 "$work/pids")")
+    rss0s+=("$(rss_mib "${ipids[-1]}")")
+  done
+  base="http://127.0.0.1:${ports[0]}"
+  admin_env="SMART_DATABASE_URL=$(cat "$work/pg5/url")" bench_data_dir="$work/smartd5-1.log.data" \
+    bench_funded_users watcher
+  key=$(bench_key watcher tasks:read)
+  : >"$work/fb_pids"
+  for k in $(seq 1 "$instances"); do
+    n=$(( CLIENTS / instances + (k <= CLIENTS % instances ? 1 : 0) ))
+    SERVER="http://127.0.0.1:${ports[k-1]}" KEY=$key CLIENTS=$n SECONDS_EACH=10 OUT="$work/fb$k.delays" \
+      LOCAL_ADDRESS=127.0.3.$((k + 1)) node build/npm/fanout.mjs >"$work/fb$k.out" 2>&1 &
+    echo $! >>"$work/pids"
+    echo $! >>"$work/fb_pids"
+  done
+  wait_ready fb "$instances"
+  rss_total=0 rss_base=0
+  for k in $(seq 1 "$instances"); do
+    rss_total=$(( rss_total + $(rss_mib "${ipids[k-1]}") )); rss_base=$(( rss_base + ${rss0s[k-1]} ))
+  done
+  for p in $(cat "$work/fb_pids"); do wait "$p" || true; done
+  read -r count p50 p99 < <(cat "$work"/fb*.delays | grep . | sort -n | awk '{v[NR] = $1} END {
+    if (NR == 0) { print 0, 0, 0; exit }
+    i50 = int(NR * 0.5); if (i50 < 1) i50 = 1; i99 = int(NR * 0.99); if (i99 < 1) i99 = 1
+    print NR, v[i50], v[i99] }')
+  per_conn=$(awk -v a="$rss_base" -v b="$rss_total" -v n="$CLIENTS" 'BEGIN { printf "%.1f", (b - a) * 1024 / n }')
+  printf '5b. %d idle client WebSockets over %d instances (PostgreSQL + Redis, all on these cores): smartd RSS %s MiB in all (%s KiB per connection; target <= 4096)\n' \
+    "$CLIENTS" "$instances" "$rss_total" "$per_conn"
+  printf '    network_stats (published by one instance, through Redis) at the clients: %s deliveries, p50 %s ms, p99 %s ms (target p99 <= 50 ms)\n' \
+    "$count" "$p50" "$p99"
+  for p in "${ipids[@]}"; do kill "$p" 2>/dev/null || true; done
+fi
 fi
 
 if [[ " $PARTS " == *" 6 "* ]]; then
