@@ -835,6 +835,17 @@ TEST(SmartdPostgres, ClientEventsReachEveryInstanceThroughRedis) {
   std::string replayed = again.ReadUntil("\"status\":\"completed\"");
   EXPECT_EQ(EventId(replayed), EventId(done));
 
+  // Redis away: tasks go on (events wait for it), and the log says so.
+  redis.Stop();
+  r = As(b.port(), "POST", "/api/v1/tasks", n.alice.access, R"({"type":"echo","input":"while away","timeout_s":60})");
+  ASSERT_EQ(r->status, 201) << r->body;
+  std::string during = JsonField(r->body, "id");
+  EXPECT_TRUE(b.proc().WaitForLine("sharing events through Redis failed", std::chrono::seconds(10)));
+  ASSERT_TRUE(redis.Start());
+  std::string late = watch.ReadUntil(during);
+  EXPECT_NE(late.find("\"status\":\"pending\""), std::string::npos) << "sent once Redis is back: " << late;
+  EXPECT_TRUE(b.proc().WaitForLine("sharing events through Redis again", std::chrono::seconds(10)));
+
   // network_stats: two instances, one event a second.
   WsClient stats(b.port(), "/api/v1/ws", n.alice.access);
   stats.Send(R"({"type":"subscribe","network_stats":true})");
