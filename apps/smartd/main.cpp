@@ -422,6 +422,10 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
       out += "smart_events_relayed_total{way=\"sent\"} " + std::to_string(relay->sent()) +
              "\nsmart_events_relayed_total{way=\"received\"} " + std::to_string(relay->received()) +
              "\nsmart_events_relayed_total{way=\"dropped\"} " + std::to_string(relay->dropped()) + "\n";
+      out +=
+          "# HELP smart_events_relay_up 1 while events reach Redis and come back; 0 from a failure until the next "
+          "success.\n# TYPE smart_events_relay_up gauge\nsmart_events_relay_up ";
+      out += relay->failing() ? "0\n" : "1\n";
     });
   }
   registry.AddCollector([&coordinator](std::string& out) {

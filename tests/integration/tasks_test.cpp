@@ -841,10 +841,12 @@ TEST(SmartdPostgres, ClientEventsReachEveryInstanceThroughRedis) {
   ASSERT_EQ(r->status, 201) << r->body;
   std::string during = JsonField(r->body, "id");
   EXPECT_TRUE(b.proc().WaitForLine("sharing events through Redis failed", std::chrono::seconds(10)));
+  EXPECT_NE(MetricsWith(b.port(), "smart_events_relay_up 0").find("smart_events_relay_up 0"), std::string::npos);
   ASSERT_TRUE(redis.Start());
   std::string late = watch.ReadUntil(during);
   EXPECT_NE(late.find("\"status\":\"pending\""), std::string::npos) << "sent once Redis is back: " << late;
   EXPECT_TRUE(b.proc().WaitForLine("sharing events through Redis again", std::chrono::seconds(10)));
+  EXPECT_NE(MetricsWith(b.port(), "smart_events_relay_up 1").find("smart_events_relay_up 1"), std::string::npos);
 
   // network_stats: two instances, one event a second.
   WsClient stats(b.port(), "/api/v1/ws", n.alice.access);

@@ -227,10 +227,10 @@ void RedisRelay::SendLoop() {
 Result<void> RedisRelay::ReadAfter(kv::Redis& redis, bool deliver, std::chrono::milliseconds block) {
   for (;;) {
     std::string blocked = std::to_string(block.count());
-    auto r = deliver ? redis.Command({"XREAD", "COUNT", kReadCount, "BLOCK", blocked, "STREAMS", stream_key_,
-                                      last_entry_},
-                                     options_.timeout + block)
-                     : redis.Command({"XRANGE", stream_key_, "(" + last_entry_, "+", "COUNT", kReadCount});
+    auto r = deliver
+                 ? redis.Command({"XREAD", "COUNT", kReadCount, "BLOCK", blocked, "STREAMS", stream_key_, last_entry_},
+                                 options_.timeout + block)
+                 : redis.Command({"XRANGE", stream_key_, "(" + last_entry_, "+", "COUNT", kReadCount});
     if (!r) return r.take_error();
     // XREAD: [[stream, [entry...]]] or nil; XRANGE: [entry...].
     const std::vector<kv::RedisReply>* entries = &r->elements;

@@ -124,6 +124,7 @@ TEST(RedisRelay, EventsWaitOutAnOutageAndALostCounterNeverGoesBack) {
   server.Stop();  // its data with it: the counter and the stream
   for (int i = 0; i < 10; ++i) a.bus.Publish("task_update", "u", "during" + std::to_string(i), "{}", 2);
   ASSERT_TRUE(Eventually([&] { return errors.load() > 0; }));
+  EXPECT_TRUE(a.relay->failing());
   std::this_thread::sleep_for(milliseconds(200));
   EXPECT_EQ(b.heard.size(), 1u);
   ASSERT_TRUE(server.Start());
@@ -133,6 +134,7 @@ TEST(RedisRelay, EventsWaitOutAnOutageAndALostCounterNeverGoesBack) {
   for (int i = 0; i < 10; ++i) EXPECT_EQ(eb[static_cast<size_t>(i) + 1].subject, "during" + std::to_string(i));
   EXPECT_GT(eb[1].id, before) << "a new counter starts above every id given before";
   EXPECT_GT(recoveries.load(), 0);
+  EXPECT_FALSE(a.relay->failing());
   EXPECT_EQ(a.relay->dropped(), 0u);
   // The window cannot vouch for what happened between the two counters.
   auto missed = b.bus.Since(before, kAll, 100);

@@ -1,15 +1,14 @@
 #include "smart/kv/redis.hpp"
 
-#include "smart/core/config.hpp"
-
 #include <hiredis.h>
 #include <sys/socket.h>
 
+#include <boost/url/parse.hpp>
+#include <charconv>
 #include <csignal>
 #include <mutex>
 
-#include <boost/url/parse.hpp>
-#include <charconv>
+#include "smart/core/config.hpp"
 
 namespace smart::kv {
 namespace {
@@ -36,8 +35,7 @@ RedisReply Convert(const redisReply& r) {
       out.elements.reserve(r.elements);
       for (size_t i = 0; i < r.elements; ++i) out.elements.push_back(Convert(*r.element[i]));
       break;
-    default:
-      break;  // nil
+    default: break;  // nil
   }
   return out;
 }
@@ -154,8 +152,8 @@ Result<RedisReply> Redis::Command(const std::vector<std::string_view>& args) {
     argv.push_back(a.data());
     lens.push_back(a.size());
   }
-  auto* raw = static_cast<redisReply*>(
-      redisCommandArgv(impl_->ctx, static_cast<int>(args.size()), argv.data(), lens.data()));
+  auto* raw =
+      static_cast<redisReply*>(redisCommandArgv(impl_->ctx, static_cast<int>(args.size()), argv.data(), lens.data()));
   if (!raw) {
     return Error::Unavailable("redis_unavailable", "Redis connection lost: " + std::string(impl_->ctx->errstr));
   }

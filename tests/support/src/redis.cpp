@@ -20,8 +20,9 @@ void RedisServer::Stop() {
 
 bool RedisServer::Start() {
   Stop();
-  proc_ = std::make_unique<Process>(std::vector<std::string>{"/usr/bin/redis-server", "--port", "0", "--unixsocket", socket_,
-                                                             "--save", "", "--appendonly", "no", "--dir", dir_.path()});
+  proc_ = std::make_unique<Process>(std::vector<std::string>{"/usr/bin/redis-server", "--port", "0", "--unixsocket",
+                                                             socket_, "--save", "", "--appendonly", "no", "--dir",
+                                                             dir_.path()});
   if (proc_->WaitForLine("ready to accept connections", std::chrono::seconds(10))) return true;
   std::fprintf(stderr, "redis-server did not start:\n%s\n", proc_->output().c_str());
   return false;

@@ -40,9 +40,9 @@ namespace smart::events {
 
 struct RelayOptions {
   std::string url;
-  std::string prefix = "smart:";  // keys: <prefix>events, <prefix>events:seq, <prefix>events:elect:*
-  size_t window = 100000;         // events the stream keeps (about: it is trimmed in whole batches)
-  size_t max_queued = 100000;     // events waiting for Redis; past it the oldest are dropped
+  std::string prefix = "smart:";            // keys: <prefix>events, <prefix>events:seq, <prefix>events:elect:*
+  size_t window = 100000;                   // events the stream keeps (about: it is trimmed in whole batches)
+  size_t max_queued = 100000;               // events waiting for Redis; past it the oldest are dropped
   std::chrono::milliseconds timeout{2000};  // connect and each command
   // A failure (Redis unreachable, a refused command); called again only after a success.
   std::function<void(const Error&)> on_error;
@@ -64,9 +64,10 @@ class RedisRelay {
   // when Redis cannot be reached.
   bool Elect(std::string_view name, std::chrono::milliseconds period);
 
-  uint64_t sent() const { return sent_.load(); }        // events Redis accepted
+  uint64_t sent() const { return sent_.load(); }          // events Redis accepted
   uint64_t received() const { return received_.load(); }  // events read back from the stream
   uint64_t dropped() const { return dropped_.load(); }    // events lost (the queue full, or refused)
+  bool failing() const { return failing_.load(); }        // since the last failure, nothing succeeded
 
  private:
   RedisRelay(Bus& bus, RelayOptions options);
