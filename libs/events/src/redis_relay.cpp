@@ -10,7 +10,7 @@ namespace {
 
 constexpr size_t kBatchEvents = 512;
 constexpr size_t kBatchBytes = 512 * 1024;
-constexpr std::string_view kReadCount = "256";
+constexpr size_t kReadEntries = 256;  // stream entries one read asks for
 
 // Appends a batch atomically: numbers its events from the shared counter
 // (seeded from Redis's clock, or past the stream's last entry, when missing),
@@ -170,20 +170,20 @@ void RedisRelay::Pause(int& backoff_ms) {
 void RedisRelay::SendLoop() {
   NameThread("event-send");
   std::unique_ptr<kv::Redis> redis;
-  std::vector<Event> batch;
+  size_t batched = 0;  // events in `payload`, waiting to be sent
   std::string payload;
   uint64_t skip = 0;
   int backoff_ms = 50;
   for (;;) {
-    if (batch.empty()) {
+    if (batched == 0) {
       std::unique_lock lk(mu_);
       cv_.wait(lk, [&] { return stop_ || !queue_.empty(); });
       if (stop_) return;
       payload.clear();
-      while (!queue_.empty() && batch.size() < kBatchEvents && payload.size() < kBatchBytes) {
+      while (!queue_.empty() && batched < kBatchEvents && payload.size() < kBatchBytes) {
         Encode(payload, queue_.front());
-        batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
+        ++batched;
       }
       skip = std::exchange(skip_, 0);
     }
@@ -197,8 +197,7 @@ void RedisRelay::SendLoop() {
       }
       redis = std::move(*c);
     }
-    std::string n = std::to_string(batch.size()), skipped = std::to_string(skip),
-                window = std::to_string(options_.window);
+    std::string n = std::to_string(batched), skipped = std::to_string(skip), window = std::to_string(options_.window);
     auto r = redis->Command({"EVAL", kAppendScript, "2", seq_key_, stream_key_, n, skipped, window, payload});
     if (!r && r.error().kind == ErrorKind::kUnavailable) {
       // Sent again on a new connection: it may have been appended already.
@@ -212,25 +211,30 @@ void RedisRelay::SendLoop() {
       // Refused (out of memory, a read-only replica): these are lost, and the
       // ids they would have had stay unused so that readers see the break.
       Failed(r.error());
-      dropped_.fetch_add(batch.size());
-      std::lock_guard lk(mu_);
-      skip_ += skip + batch.size();
-    } else {
-      sent_.fetch_add(batch.size());
-      Succeeded();
-      backoff_ms = 50;
+      dropped_.fetch_add(batched);
+      {
+        std::lock_guard lk(mu_);
+        skip_ += skip + batched;
+      }
+      batched = 0;
+      Pause(backoff_ms);
+      if (std::lock_guard lk(mu_); stop_) return;
+      continue;
     }
-    batch.clear();
+    sent_.fetch_add(batched);
+    batched = 0;
+    Succeeded();
+    backoff_ms = 50;
   }
 }
 
 Result<void> RedisRelay::ReadAfter(kv::Redis& redis, bool deliver, std::chrono::milliseconds block) {
+  const std::string count = std::to_string(kReadEntries);
   for (;;) {
     std::string blocked = std::to_string(block.count());
-    auto r = deliver
-                 ? redis.Command({"XREAD", "COUNT", kReadCount, "BLOCK", blocked, "STREAMS", stream_key_, last_entry_},
-                                 options_.timeout + block)
-                 : redis.Command({"XRANGE", stream_key_, "(" + last_entry_, "+", "COUNT", kReadCount});
+    auto r = deliver ? redis.Command({"XREAD", "COUNT", count, "BLOCK", blocked, "STREAMS", stream_key_, last_entry_},
+                                     options_.timeout + block)
+                     : redis.Command({"XRANGE", stream_key_, "(" + last_entry_, "+", "COUNT", count});
     if (!r) return r.take_error();
     // XREAD: [[stream, [entry...]]] or nil; XRANGE: [entry...].
     const std::vector<kv::RedisReply>* entries = &r->elements;
@@ -250,7 +254,7 @@ Result<void> RedisRelay::ReadAfter(kv::Redis& redis, bool deliver, std::chrono::
       received_.fetch_add(events.size());
       if (!entry.elements.empty()) last_entry_ = entry.elements[0].str;
     }
-    if (deliver || entries->size() < 256) return Ok();
+    if (deliver || entries->size() < kReadEntries) return Ok();
   }
 }
 

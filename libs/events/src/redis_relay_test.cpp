@@ -167,6 +167,30 @@ TEST(RedisRelay, AFullQueueDropsItsOldestAndResumesReportTheGap) {
   EXPECT_TRUE(b.bus.Since(eb[eb.size() - 5].id, kAll, 100).complete);
 }
 
+TEST(RedisRelay, WhatRedisRefusesIsDroppedAndLeavesABreak) {
+  testing::RedisServer server;
+  ASSERT_FALSE(server.url().empty());
+  Instance a(server.url()), b(server.url());
+  ASSERT_TRUE(a.relay && b.relay);
+  a.bus.Publish("task_update", "u", "first", "{}", 1);
+  ASSERT_TRUE(Eventually([&] { return b.heard.size() == 1; }));
+  uint64_t first = b.heard.copy()[0].id;
+  auto admin = kv::Redis::Connect(server.url(), milliseconds(2000));
+  ASSERT_TRUE(admin);
+  ASSERT_TRUE((*admin)->Command({"CONFIG", "SET", "maxmemory", "1"}));  // every write refused: OOM
+  for (int i = 0; i < 3; ++i) a.bus.Publish("task_update", "u", "refused", "{}", 2);
+  ASSERT_TRUE(Eventually([&] { return a.relay->dropped() == 3; })) << a.relay->dropped();
+  EXPECT_TRUE(a.relay->failing());
+  ASSERT_TRUE((*admin)->Command({"CONFIG", "SET", "maxmemory", "0"}));
+  a.bus.Publish("task_update", "u", "after", "{}", 3);
+  ASSERT_TRUE(Eventually([&] { return b.heard.size() == 2; }));
+  auto eb = b.heard.copy();
+  EXPECT_EQ(eb[1].subject, "after");
+  EXPECT_GE(eb[1].id, first + 4) << "the refused events' ids stay unused";
+  EXPECT_FALSE(b.bus.Since(first, kAll, 10).complete);
+  EXPECT_FALSE(a.relay->failing());
+}
+
 TEST(RedisRelay, OneInstanceIsElectedPerPeriod) {
   testing::RedisServer server;
   ASSERT_FALSE(server.url().empty());
