@@ -1043,29 +1043,33 @@ TEST_F(CoordinatorTest, DeadLettersCanBeRetried) {
 
 // Pushed work (the node WebSocket): collects what is pushed to one attachment.
 struct Pushed {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<Task> tasks;
-  std::optional<Error> error;
+  // Shared with the callback: a push may still be on its way when the test ends.
+  struct State {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<Task> tasks;
+    std::optional<Error> error;
+  };
+  std::shared_ptr<State> s = std::make_shared<State>();
   Coordinator::Push Fn() {
-    return [this](Result<std::vector<Task>> r) {
-      std::lock_guard lk(mu);
+    return [s = s](Result<std::vector<Task>> r) {
+      std::lock_guard lk(s->mu);
       if (!r) {
-        error = r.error();
+        s->error = r.error();
       } else {
-        for (auto& t : *r) tasks.push_back(std::move(t));
+        for (auto& t : *r) s->tasks.push_back(std::move(t));
       }
-      cv.notify_all();
+      s->cv.notify_all();
     };
   }
   // Waits until `n` tasks (or an error) arrived.
   bool WaitFor(size_t n, std::chrono::milliseconds within = 5s) {
-    std::unique_lock lk(mu);
-    return cv.wait_for(lk, within, [&] { return tasks.size() >= n || error; }) && tasks.size() >= n;
+    std::unique_lock lk(s->mu);
+    return s->cv.wait_for(lk, within, [&] { return s->tasks.size() >= n || s->error; }) && s->tasks.size() >= n;
   }
   size_t Count() {
-    std::lock_guard lk(mu);
-    return tasks.size();
+    std::lock_guard lk(s->mu);
+    return s->tasks.size();
   }
 };
 
@@ -1087,7 +1091,7 @@ TEST_F(CoordinatorTest, AttachedNodesGetWorkPushedWithinTheirCredit) {
   EXPECT_EQ(pushed.Count(), 2u) << "the credit is used up";
   coord_->Credit(a, 5);
   ASSERT_TRUE(pushed.WaitFor(3));
-  for (const auto& t : pushed.tasks) {
+  for (const auto& t : pushed.s->tasks) {
     EXPECT_EQ(t.status, "assigned");
     std::string out = t.input;
     ASSERT_TRUE(coord_->Complete("usr_op", n.id, t.id, t.attempt, out, crypto::Sha256Hex(out)).ok());
@@ -1139,10 +1143,10 @@ TEST_F(CoordinatorTest, PushedClaimsDuringAnOutageAreTriedAgainAtTheNextTick) {
   std::this_thread::sleep_for(1500ms);
   EXPECT_LE(outage.writes.load(), 3) << "a try a tick, not one after another";
   EXPECT_EQ(pushed.Count(), 0u);
-  EXPECT_FALSE(pushed.error) << "the node is not told";
+  EXPECT_FALSE(pushed.s->error) << "the node is not told";
   outage.down = false;
   ASSERT_TRUE(pushed.WaitFor(1, 3s)) << "its credit kept, it gets the task when the database is back";
-  EXPECT_EQ(pushed.tasks[0].id, t.id);
+  EXPECT_EQ(pushed.s->tasks[0].id, t.id);
   coord_->Detach(a);
   coord_.reset();  // before the wrapper goes
 }
@@ -1184,19 +1188,18 @@ TEST_F(CoordinatorTest, ADeepBacklogAtItsRequestersCapDoesNotSpinTheDispatcher) 
     std::vector<SubmitRequest> reqs(100, SubmitRequest{.type = "echo", .input = "x", .timeout_s = 60});
     ASSERT_TRUE(coord_->SubmitBatch("usr_req", reqs, "").ok());
   }
-  std::atomic<int> rounds{0};
+  auto rounds = std::make_shared<std::atomic<int>>(0);  // shared: a push may outlive the test
   Pushed pushed;
-  auto fn = pushed.Fn();
-  uint64_t a = coord_->Attach("usr_op", n.id, {}, [&](Result<std::vector<Task>> r) {
-    ++rounds;  // each round that wants work for the node claims for it and pushes what it got
+  uint64_t a = coord_->Attach("usr_op", n.id, {}, [rounds, fn = pushed.Fn()](Result<std::vector<Task>> r) {
+    ++*rounds;  // each round that wants work for the node claims for it and pushes what it got
     fn(std::move(r));
   });
   coord_->Credit(a, 100);
   ASSERT_TRUE(pushed.WaitFor(2));
   std::this_thread::sleep_for(1500ms);
   EXPECT_EQ(pushed.Count(), 2u) << "the requester's cap";
-  EXPECT_LE(rounds.load(), 5) << "a round a wake-up or tick, not one after another";
-  Task first = pushed.tasks[0];
+  EXPECT_LE(rounds->load(), 5) << "a round a wake-up or tick, not one after another";
+  Task first = pushed.s->tasks[0];
   ASSERT_TRUE(coord_->Complete("usr_op", n.id, first.id, first.attempt, "x", crypto::Sha256Hex("x")).ok());
   coord_->Credit(a, 1);
   ASSERT_TRUE(pushed.WaitFor(3)) << "the freed place is taken at the next wake-up";
@@ -1223,36 +1226,38 @@ TEST_F(CoordinatorTest, ATenantAtItsCapCostsOthersOneProbingClaim) {
     std::condition_variable cv;
     int claims = 0;                        // pushes, empty ones included: a claim each
     std::map<std::string, size_t> holder;  // task -> node
-  } net;
+  };
+  // Shared with the callbacks: a push may still be on its way when the test ends.
+  auto net = std::make_shared<Net>();
   std::vector<Node> nodes;
   std::vector<uint64_t> ids;
   for (size_t i = 0; i < 20; ++i) {
     nodes.push_back(MakeNode("usr_op" + std::to_string(i), "n" + std::to_string(i), {"echo"}, 100));
-    ids.push_back(coord_->Attach(nodes[i].operator_id, nodes[i].id, {}, [&net, i](Result<std::vector<Task>> r) {
-      std::lock_guard lk(net.mu);
-      ++net.claims;
+    ids.push_back(coord_->Attach(nodes[i].operator_id, nodes[i].id, {}, [net, i](Result<std::vector<Task>> r) {
+      std::lock_guard lk(net->mu);
+      ++net->claims;
       if (r) {
-        for (const auto& t : *r) net.holder[t.id] = i;
+        for (const auto& t : *r) net->holder[t.id] = i;
       }
-      net.cv.notify_all();
+      net->cv.notify_all();
     }));
     coord_->Credit(ids[i], 40);  // a probing node's credit is less than the burst below
   }
   auto wait_for = [&](const std::string& id) -> std::optional<size_t> {
-    std::unique_lock lk(net.mu);
-    if (!net.cv.wait_for(lk, 5s, [&] { return net.holder.contains(id); })) return std::nullopt;
-    return net.holder[id];
+    std::unique_lock lk(net->mu);
+    if (!net->cv.wait_for(lk, 5s, [&] { return net->holder.contains(id); })) return std::nullopt;
+    return net->holder[id];
   };
   {
-    std::unique_lock lk(net.mu);
-    ASSERT_TRUE(net.cv.wait_for(lk, 5s, [&] { return net.holder.size() == 150; })) << "usr_a up to its cap";
+    std::unique_lock lk(net->mu);
+    ASSERT_TRUE(net->cv.wait_for(lk, 5s, [&] { return net->holder.size() == 150; })) << "usr_a up to its cap";
   }
   std::this_thread::sleep_for(300ms);
   int before = 0;
   {
-    std::lock_guard lk(net.mu);
-    before = net.claims;
-    EXPECT_EQ(net.holder.size(), 150u);
+    std::lock_guard lk(net->mu);
+    before = net->claims;
+    EXPECT_EQ(net->holder.size(), 150u);
   }
   constexpr int kTasks = 20;
   for (int i = 0; i < kTasks; ++i) {
@@ -1264,11 +1269,11 @@ TEST_F(CoordinatorTest, ATenantAtItsCapCostsOthersOneProbingClaim) {
     coord_->Credit(ids[*at], 1);
   }
   {
-    std::lock_guard lk(net.mu);
+    std::lock_guard lk(net->mu);
     // A submission's round and the one after it, the result's credit's round,
     // and a tick's round now and then: one claim each. Without the probe
     // every round gave all 20 nodes a claim.
-    EXPECT_LE(net.claims - before, 5 * kTasks);
+    EXPECT_LE(net->claims - before, 5 * kTasks);
   }
   // A burst takes the probing node's credit, so the next round goes wide at once.
   std::vector<SubmitRequest> burst(100, SubmitRequest{.type = "echo", .input = "b", .timeout_s = 60});
@@ -1308,7 +1313,7 @@ TEST_F(CoordinatorTest, AFreedPlaceUnderACapIsTakenAtOnce) {
     ASSERT_TRUE(coord_->Complete(completer.operator_id, completer.id, done.id, 1, "a", crypto::Sha256Hex("a")).ok());
     ASSERT_TRUE(got.WaitFor(1, 3s));
     EXPECT_LT(std::chrono::steady_clock::now() - t0, 250ms) << "at once, not at a tick";
-    into.push_back(got.tasks[0]);
+    into.push_back(got.s->tasks[0]);
   };
   freed(y, x, held->at(0), by_y);
   freed(y, x, held->at(1), by_y);
@@ -1333,7 +1338,7 @@ TEST_F(CoordinatorTest, PushGoesToTheBetterNodeAndRedeliversLostAssignments) {
   std::this_thread::sleep_for(300ms);  // both attached and known
   Task t = Submit("usr_req", "x");
   ASSERT_TRUE(to_good.WaitFor(1));
-  EXPECT_EQ(to_good.tasks[0].id, t.id);
+  EXPECT_EQ(to_good.s->tasks[0].id, t.id);
   EXPECT_EQ(to_poor.Count(), 0u);
 
   // The connection drops with the task unseen; the node attaches again and says what it holds (nothing).
@@ -1342,8 +1347,8 @@ TEST_F(CoordinatorTest, PushGoesToTheBetterNodeAndRedeliversLostAssignments) {
   uint64_t g2 = coord_->Attach("usr_a", good.id, {}, again.Fn());
   coord_->Credit(g2, 1);
   ASSERT_TRUE(again.WaitFor(1));
-  EXPECT_EQ(again.tasks[0].id, t.id);
-  EXPECT_EQ(again.tasks[0].attempt, 1) << "the same lease";
+  EXPECT_EQ(again.s->tasks[0].id, t.id);
+  EXPECT_EQ(again.s->tasks[0].attempt, 1) << "the same lease";
   coord_->Detach(p);
   coord_->Detach(g2);
 }
@@ -1365,10 +1370,10 @@ TEST_F(CoordinatorTest, PushMatchesCapabilitiesAndForgetsDetachedNodes) {
   std::this_thread::sleep_for(300ms);  // their first claims made: capabilities known
   Task t1 = Submit("usr_req", "1", Priority::kNormal, "sha256");
   ASSERT_TRUE(to_hash.WaitFor(1));
-  EXPECT_EQ(to_hash.tasks[0].id, t1.id);
+  EXPECT_EQ(to_hash.s->tasks[0].id, t1.id);
   Task t2 = Submit("usr_req", "2");
   ASSERT_TRUE(to_echo.WaitFor(1));
-  EXPECT_EQ(to_echo.tasks[0].id, t2.id);
+  EXPECT_EQ(to_echo.s->tasks[0].id, t2.id);
   // Both credits used up: the node of two types (no credit yet) gets nothing until it asks.
   Task t3 = Submit("usr_req", "3", Priority::kNormal, "sha256");
   Task t4 = Submit("usr_req", "4");
@@ -1376,7 +1381,7 @@ TEST_F(CoordinatorTest, PushMatchesCapabilitiesAndForgetsDetachedNodes) {
   EXPECT_EQ(to_both.Count(), 0u);
   coord_->Credit(b, 5);
   ASSERT_TRUE(to_both.WaitFor(2));
-  std::set<std::string> got{to_both.tasks[0].id, to_both.tasks[1].id};
+  std::set<std::string> got{to_both.s->tasks[0].id, to_both.s->tasks[1].id};
   EXPECT_EQ(got, (std::set<std::string>{t3.id, t4.id}));
   // Detached with credit left: new work waits for a node instead.
   coord_->Detach(b);
@@ -1387,7 +1392,7 @@ TEST_F(CoordinatorTest, PushMatchesCapabilitiesAndForgetsDetachedNodes) {
   EXPECT_EQ(to_hash.Count(), 1u) << "no credit";
   coord_->Credit(h, 1);
   ASSERT_TRUE(to_hash.WaitFor(2));
-  EXPECT_EQ(to_hash.tasks[1].id, t5.id);
+  EXPECT_EQ(to_hash.s->tasks[1].id, t5.id);
   EXPECT_EQ(coord_->Attached(), 2u);
   coord_->Detach(e);
   coord_->Detach(h);
@@ -1406,7 +1411,7 @@ TEST_F(CoordinatorTest, ABacklogOfOneTypeDoesNotHoldUpAnother) {
   std::this_thread::sleep_for(200ms);
   Task t = Submit("usr_req", "pushed", Priority::kNormal, "sha256");
   ASSERT_TRUE(to_hash.WaitFor(1)) << "2,100 echo tasks ahead kept the sha256 task from the node";
-  EXPECT_EQ(to_hash.tasks[0].id, t.id);
+  EXPECT_EQ(to_hash.s->tasks[0].id, t.id);
   coord_->Detach(h);
   Node other = MakeNode("usr_c", "other", {"sha256"});
   Task claimed = Submit("usr_req", "claimed", Priority::kNormal, "sha256");
@@ -1428,22 +1433,22 @@ TEST_F(CoordinatorTest, AttachingANodeAgainEndsTheOlderAttachment) {
   uint64_t m = coord_->Attach("usr_mallory", n.id, {}, intruder.Fn());
   coord_->Credit(m, 1);
   {
-    std::unique_lock lk(intruder.mu);
-    ASSERT_TRUE(intruder.cv.wait_for(lk, 5s, [&] { return intruder.error.has_value(); }));
-    EXPECT_EQ(intruder.error->code, "node_not_yours");
+    std::unique_lock lk(intruder.s->mu);
+    ASSERT_TRUE(intruder.s->cv.wait_for(lk, 5s, [&] { return intruder.s->error.has_value(); }));
+    EXPECT_EQ(intruder.s->error->code, "node_not_yours");
   }
   uint64_t b = coord_->Attach("usr_op", n.id, {}, new_socket.Fn());
   {
-    std::lock_guard lk(old_socket.mu);
-    ASSERT_TRUE(old_socket.error.has_value()) << "told at once";
-    EXPECT_EQ(old_socket.error->code, "node_reattached");
+    std::lock_guard lk(old_socket.s->mu);
+    ASSERT_TRUE(old_socket.s->error.has_value()) << "told at once";
+    EXPECT_EQ(old_socket.s->error->code, "node_reattached");
   }
   EXPECT_EQ(coord_->Attached(), 1u);
   coord_->Credit(a, 5);  // the ended one: ignored
   coord_->Credit(b, 1);
   Task t = Submit("usr_req", "x");
   ASSERT_TRUE(new_socket.WaitFor(1));
-  EXPECT_EQ(new_socket.tasks[0].id, t.id);
+  EXPECT_EQ(new_socket.s->tasks[0].id, t.id);
   EXPECT_EQ(old_socket.Count(), 0u);
   coord_->Detach(a);  // the old socket's close, late: the new attachment stays
   EXPECT_EQ(coord_->Attached(), 1u);
@@ -1456,9 +1461,9 @@ TEST_F(CoordinatorTest, AnAttachmentOfAnotherOperatorsNodeEndsWithAnError) {
   Pushed pushed;
   uint64_t a = coord_->Attach("usr_other", n.id, {}, pushed.Fn());
   coord_->Credit(a, 1);
-  std::unique_lock lk(pushed.mu);
-  ASSERT_TRUE(pushed.cv.wait_for(lk, 5s, [&] { return pushed.error.has_value(); }));
-  EXPECT_EQ(pushed.error->code, "node_not_yours");
+  std::unique_lock lk(pushed.s->mu);
+  ASSERT_TRUE(pushed.s->cv.wait_for(lk, 5s, [&] { return pushed.s->error.has_value(); }));
+  EXPECT_EQ(pushed.s->error->code, "node_not_yours");
   lk.unlock();
   EXPECT_EQ(coord_->Attached(), 0u);
 }
