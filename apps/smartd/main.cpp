@@ -428,6 +428,12 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
       out += relay->failing() ? "0\n" : "1\n";
     });
   }
+  // Every instance forgets its cached credentials when one changes them
+  // (through Redis when set; else this instance's own bus, which already did).
+  auth.OnCredentialsChanged([&bus, &clock] { bus.Publish("credentials_changed", "", "", "{}", clock.NowMs()); });
+  bus.Subscribe([&auth](const events::Event& e) {
+    if (e.type == "credentials_changed") auth.ForgetCachedCredentials();
+  });
   registry.AddCollector([&coordinator](std::string& out) {
     out +=
         "# HELP smart_tasks_results_total Node results: completed together with others (one statement and one "

@@ -10,6 +10,7 @@
 
 #include "harness.hpp"
 #include "smart/testing/postgres.hpp"
+#include "smart/testing/redis.hpp"
 
 namespace smart {
 namespace {
@@ -643,6 +644,46 @@ TEST(SmartdPostgres, ServesAndIsReadyOnPostgres) {
   EXPECT_EQ(JsonField(r->body, "email"), "pg@example.com");
   r = PostJson(b.port(), "/api/v1/auth/refresh", R"({"refresh_token":")" + pg.refresh + R"("})");
   EXPECT_EQ(r->status, 200) << r->body;
+}
+
+// With Redis, a credential change on one instance empties every instance's
+// cache at once, not after the cache's 10 s.
+TEST(SmartdPostgres, ACredentialChangeReachesEveryInstanceAtOnce) {
+  testing::RedisServer redis;
+  ASSERT_FALSE(redis.url().empty());
+  std::string url = testing::FreshPostgresDatabase();
+  ASSERT_FALSE(url.empty());
+  std::vector<std::string> env = kFastAuth;
+  env.push_back("SMART_DATABASE_URL=" + url);
+  env.push_back("SMART_AUTH_JWT_SECRET=" + std::string(40, 's'));
+  env.push_back("SMART_REDIS_URL=" + redis.url());
+  Smartd a(env), b(env);
+  ASSERT_NE(a.port(), 0);
+  ASSERT_NE(b.port(), 0);
+  Session root = CreateAdmin(a, "root@example.com", "SMART_DATABASE_URL='" + url + "'");
+  Session jo = RegisterAndLogin(a.port(), "jo@example.com");
+  auto r = As(a.port(), "POST", "/api/v1/user/api-keys", jo.access, R"({"name":"k","scopes":["tasks:read"]})");
+  ASSERT_EQ(r->status, 201) << r->body;
+  std::string key = JsonField(r->body, "key"), key_id = JsonField(r->body, "id");
+  // b verifies both and caches them.
+  ASSERT_EQ(As(b.port(), "GET", "/api/v1/user/profile", key)->status, 200);
+  ASSERT_EQ(As(b.port(), "GET", "/api/v1/user/profile", jo.access)->status, 200);
+  std::string jo_id = JsonField(As(b.port(), "GET", "/api/v1/user/profile", jo.access)->body, "id");
+
+  auto refused_on_b_within = [&](const std::string& credential) {
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+    while (std::chrono::steady_clock::now() < until) {
+      if (As(b.port(), "GET", "/api/v1/user/profile", credential)->status == 401) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  };
+  ASSERT_EQ(As(a.port(), "DELETE", "/api/v1/user/api-keys/" + key_id, jo.access)->status, 204);
+  EXPECT_TRUE(refused_on_b_within(key)) << "a key revoked on a stops on b within 3 s, not the cache's 10";
+  EXPECT_EQ(As(b.port(), "GET", "/api/v1/user/profile", jo.access)->status, 200);
+  r = As(a.port(), "PATCH", "/api/v1/admin/users/" + jo_id, root.access, R"({"status":"disabled"})");
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_TRUE(refused_on_b_within(jo.access)) << "a disabled account stops on b within 3 s";
 }
 
 }  // namespace

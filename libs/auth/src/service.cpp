@@ -462,7 +462,7 @@ Result<void> AuthService::RevokeApiKey(std::string_view user_id, std::string_vie
     if (*n == 0) return Error::NotFound("api_key_not_found", "no such active API key");
     return AuditIn(tx, user_id, "api_key_revoked", key_id, "");
   });
-  InvalidateCache();
+  CredentialsChanged();
   return r;
 }
 
@@ -586,7 +586,7 @@ Result<User> AuthService::AdminUpdateUser(const Principal& admin, std::string_vi
     detail += "}";
     return AuditIn(tx, admin.user_id, role ? "admin_user_role_changed" : "admin_user_updated", id, client, detail);
   });
-  InvalidateCache();
+  CredentialsChanged();
   if (!r) return r.take_error();
   return GetUser(id);
 }

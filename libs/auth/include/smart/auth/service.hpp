@@ -4,6 +4,7 @@
 
 #include <array>
 #include <atomic>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -132,6 +133,14 @@ class AuthService {
   Result<void> Audit(std::string_view actor, std::string_view action, std::string_view target, std::string_view client,
                      std::string_view detail_json = "{}");
 
+  // Credentials verified are cached for up to 10 s. `fn` runs after every
+  // change that empties the cache here (a key revoked; an account's status,
+  // role or tier changed), so that other instances can be told (smartd sends
+  // it through the event bus); set once, before serving.
+  void OnCredentialsChanged(std::function<void()> fn) { on_credentials_changed_ = std::move(fn); }
+  // Another instance changed credentials: forget what is cached here.
+  void ForgetCachedCredentials() { InvalidateCache(); }
+
   static std::vector<store::Migration> Migrations();
   // "  Alice@Example.COM " -> "alice@example.com"; nullopt when not an address.
   static std::optional<std::string> NormalizeEmail(std::string_view email);
@@ -165,6 +174,11 @@ class AuthService {
   std::optional<Principal> CacheGet(std::string_view credential);
   void CachePut(std::string_view credential, const Principal& p, int64_t expires_ms, uint64_t epoch);
   void InvalidateCache() { cache_epoch_.fetch_add(1); }
+  void CredentialsChanged() {
+    InvalidateCache();
+    if (on_credentials_changed_) on_credentials_changed_();
+  }
+  std::function<void()> on_credentials_changed_;
   std::array<CacheShard, kCacheShards> cache_;
   std::atomic<uint64_t> cache_epoch_{0};
 
