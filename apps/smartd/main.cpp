@@ -569,7 +569,7 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
   stopping = true;
   flusher.join();  // its last pass flushes what the final requests counted
   coordinator.reset();
-  relay.reset();   // after the coordinator: the last events are queued, not sent
+  relay.reset();   // after the coordinator: its last events go to Redis first (up to 2 s)
   ledger.reset();  // finishes queued batches
   db->reset();     // closes every database connection
   logger.Info("stopped");

@@ -16,23 +16,14 @@ std::string Event::Json() const {
 }
 
 uint64_t Bus::Publish(std::string type, std::string owner, std::string subject, std::string data, int64_t ts_ms) {
-  std::vector<Subscriber> to_call;
-  Event e;
-  {
-    std::lock_guard lk(mu_);
-    if (forward_) {  // under the lock: the relay unhooks itself before it goes
-      forward_(Event{0, std::move(type), ts_ms, std::move(owner), std::move(subject), std::move(data)});
-      return 0;
-    }
-    e = Event{next_id_++, std::move(type), ts_ms, std::move(owner), std::move(subject), std::move(data)};
-    recent_.push_back(e);
-    while (recent_.size() > window_) recent_.pop_front();
-    to_call.reserve(subscribers_.size());
-    for (const auto& [token, fn] : subscribers_) to_call.push_back(fn);
+  std::unique_lock lk(mu_);
+  if (forward_) {  // under the lock: the relay unhooks itself before it goes
+    forward_(Event{0, std::move(type), ts_ms, std::move(owner), std::move(subject), std::move(data)});
+    return 0;
   }
-  // Delivered outside the lock, in id order per publisher thread.
-  for (const auto& fn : to_call) fn(e);
-  return e.id;
+  uint64_t id = next_id_;
+  Keep(Event{id, std::move(type), ts_ms, std::move(owner), std::move(subject), std::move(data)}, true, lk);
+  return id;
 }
 
 void Bus::Forward(std::function<void(Event)> forward) {
@@ -41,18 +32,21 @@ void Bus::Forward(std::function<void(Event)> forward) {
 }
 
 void Bus::Receive(Event e, bool deliver) {
+  std::unique_lock lk(mu_);
+  if (!recent_.empty() && e.id != recent_.back().id + 1) recent_.clear();
+  Keep(std::move(e), deliver, lk);
+}
+
+void Bus::Keep(Event e, bool deliver, std::unique_lock<std::mutex>& lk) {
+  next_id_ = e.id + 1;
+  recent_.push_back(e);
+  while (recent_.size() > window_) recent_.pop_front();
+  if (!deliver) return;
   std::vector<Subscriber> to_call;
-  {
-    std::lock_guard lk(mu_);
-    if (!recent_.empty() && e.id != recent_.back().id + 1) recent_.clear();
-    next_id_ = e.id + 1;
-    recent_.push_back(e);
-    while (recent_.size() > window_) recent_.pop_front();
-    if (deliver) {
-      to_call.reserve(subscribers_.size());
-      for (const auto& [token, fn] : subscribers_) to_call.push_back(fn);
-    }
-  }
+  to_call.reserve(subscribers_.size());
+  for (const auto& [token, fn] : subscribers_) to_call.push_back(fn);
+  lk.unlock();
+  // Delivered outside the lock, in id order per publisher thread.
   for (const auto& fn : to_call) fn(e);
 }
 

@@ -128,7 +128,10 @@ Result<std::unique_ptr<RedisRelay>> RedisRelay::Start(Bus& bus, RelayOptions opt
 RedisRelay::~RedisRelay() {
   bus_.Forward(nullptr);
   {
-    std::lock_guard lk(mu_);
+    // What is queued goes first (a stopping instance's last events), for as
+    // long as a command may take.
+    std::unique_lock lk(mu_);
+    drained_.wait_for(lk, options_.timeout, [&] { return queue_.empty() && !sending_; });
     stop_ = true;
   }
   cv_.notify_all();
@@ -186,6 +189,7 @@ void RedisRelay::SendLoop() {
         ++batched;
       }
       skip = std::exchange(skip_, 0);
+      sending_ = true;
     }
     if (!redis) {
       auto c = kv::Redis::Connect(options_.url, options_.timeout);
@@ -212,20 +216,25 @@ void RedisRelay::SendLoop() {
       // ids they would have had stay unused so that readers see the break.
       Failed(r.error());
       dropped_.fetch_add(batched);
-      {
-        std::lock_guard lk(mu_);
-        skip_ += skip + batched;
-      }
+      Sent(batched, skip);
       batched = 0;
       Pause(backoff_ms);
       if (std::lock_guard lk(mu_); stop_) return;
       continue;
     }
     sent_.fetch_add(batched);
+    Sent(0, 0);
     batched = 0;
     Succeeded();
     backoff_ms = 50;
   }
+}
+
+void RedisRelay::Sent(size_t lost, uint64_t skipped) {
+  std::lock_guard lk(mu_);
+  skip_ += lost > 0 ? skipped + lost : 0;
+  sending_ = false;
+  if (queue_.empty()) drained_.notify_all();
 }
 
 Result<void> RedisRelay::ReadAfter(kv::Redis& redis, bool deliver, std::chrono::milliseconds block) {

@@ -191,6 +191,21 @@ TEST(RedisRelay, WhatRedisRefusesIsDroppedAndLeavesABreak) {
   EXPECT_FALSE(a.relay->failing());
 }
 
+TEST(RedisRelay, AStoppingInstanceSendsWhatItQueuedFirst) {
+  testing::RedisServer server;
+  ASSERT_FALSE(server.url().empty());
+  Instance a(server.url()), b(server.url());
+  ASSERT_TRUE(a.relay && b.relay);
+  auto admin = kv::Redis::Connect(server.url(), milliseconds(2000));
+  ASSERT_TRUE(admin);
+  ASSERT_TRUE((*admin)->Command({"CLIENT", "PAUSE", "300", "ALL"}));  // the events queue up meanwhile
+  for (int i = 0; i < 300; ++i) a.bus.Publish("task_update", "u", "last" + std::to_string(i), "{}", 1);
+  a.relay.reset();
+  EXPECT_EQ(a.bus.Publish("x", "", "", "{}", 1) > 0, true) << "the bus is local again";
+  ASSERT_TRUE(Eventually([&] { return b.heard.size() == 300; })) << b.heard.size();
+  EXPECT_EQ(b.heard.copy().back().subject, "last299");
+}
+
 TEST(RedisRelay, OneInstanceIsElectedPerPeriod) {
   testing::RedisServer server;
   ASSERT_FALSE(server.url().empty());

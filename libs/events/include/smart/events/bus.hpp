@@ -69,6 +69,9 @@ class Bus {
   uint64_t last_id() const;
 
  private:
+  // Appends `e` (mu_ held by `lk`) and, if `deliver`, calls the subscribers after unlocking.
+  void Keep(Event e, bool deliver, std::unique_lock<std::mutex>& lk);
+
   size_t window_;
   mutable std::mutex mu_;
   std::deque<Event> recent_;

@@ -55,7 +55,8 @@ class RedisRelay {
   // events into the bus's window, and from then on carries every event
   // published on `bus` through Redis. The bus must outlive the relay.
   static Result<std::unique_ptr<RedisRelay>> Start(Bus& bus, RelayOptions options);
-  ~RedisRelay();  // stops both threads; events not yet sent are lost
+  // Sends what is queued (waiting up to `timeout`), then stops both threads.
+  ~RedisRelay();
   RedisRelay(const RedisRelay&) = delete;
   RedisRelay& operator=(const RedisRelay&) = delete;
 
@@ -73,6 +74,8 @@ class RedisRelay {
   RedisRelay(Bus& bus, RelayOptions options);
   void Enqueue(Event e);
   void SendLoop();
+  // A batch is done: `lost` events refused (their ids and `skipped` left unused).
+  void Sent(size_t lost, uint64_t skipped);
   void ReadLoop();
   Result<void> ReadAfter(kv::Redis& redis, bool deliver, std::chrono::milliseconds block);
   void Failed(const Error& e);
@@ -83,10 +86,12 @@ class RedisRelay {
   RelayOptions options_;
   std::string stream_key_, seq_key_;
 
-  std::mutex mu_;  // the queue, skip_, stop_
+  std::mutex mu_;  // the queue, skip_, sending_, stop_
   std::condition_variable cv_;
+  std::condition_variable drained_;  // the queue empty and no batch in flight
   std::deque<Event> queue_;
   uint64_t skip_ = 0;  // ids to leave unused before the next batch: events dropped
+  bool sending_ = false;
   bool stop_ = false;
 
   std::string last_entry_ = "0-0";  // the reader's place in the stream
