@@ -54,6 +54,20 @@ struct Instance {
 
 const auto kAll = [](const Event&) { return true; };
 
+// Publishes an event on `from` and waits until `to` heard it: its id, or 0.
+uint64_t OneEvent(Instance& from, Instance& to) {
+  size_t before = to.heard.size();
+  from.bus.Publish("task_update", "u", "one", "{}", 1);
+  if (!Eventually([&] { return to.heard.size() == before + 1; })) return 0;
+  return to.heard.copy().back().id;
+}
+
+// A connection of the test's own, to make Redis misbehave.
+std::unique_ptr<kv::Redis> Admin(const testing::RedisServer& server) {
+  auto r = kv::Redis::Connect(server.url(), milliseconds(2000));
+  return r ? std::move(*r) : nullptr;
+}
+
 TEST(RedisRelay, InstancesHearEveryInstancesEventsWithTheSameIdsInTheSameOrder) {
   testing::RedisServer server;
   ASSERT_FALSE(server.url().empty());
@@ -149,13 +163,12 @@ TEST(RedisRelay, AFullQueueDropsItsOldestAndResumesReportTheGap) {
   options.max_queued = 5;
   Instance a(server.url(), options), b(server.url());
   ASSERT_TRUE(a.relay && b.relay);
-  a.bus.Publish("task_update", "u", "first", "{}", 1);
-  ASSERT_TRUE(Eventually([&] { return b.heard.size() == 1; }));
-  uint64_t first = b.heard.copy()[0].id;
+  uint64_t first = OneEvent(a, b);
+  ASSERT_NE(first, 0u);
   // Redis holds every client for a second (its data kept): the queue overflows.
-  auto admin = kv::Redis::Connect(server.url(), milliseconds(2000));
+  auto admin = Admin(server);
   ASSERT_TRUE(admin);
-  ASSERT_TRUE((*admin)->Command({"CLIENT", "PAUSE", "1000", "ALL"}));
+  ASSERT_TRUE(admin->Command({"CLIENT", "PAUSE", "1000", "ALL"}));
   for (int i = 0; i < 20; ++i) a.bus.Publish("task_update", "u", "e" + std::to_string(i), "{}", 2);
   uint64_t dropped = a.relay->dropped();
   EXPECT_TRUE(dropped >= 10 && dropped <= 15) << dropped << ": 5 wait, and a batch of 0-5 taken before the pause";
@@ -172,16 +185,15 @@ TEST(RedisRelay, WhatRedisRefusesIsDroppedAndLeavesABreak) {
   ASSERT_FALSE(server.url().empty());
   Instance a(server.url()), b(server.url());
   ASSERT_TRUE(a.relay && b.relay);
-  a.bus.Publish("task_update", "u", "first", "{}", 1);
-  ASSERT_TRUE(Eventually([&] { return b.heard.size() == 1; }));
-  uint64_t first = b.heard.copy()[0].id;
-  auto admin = kv::Redis::Connect(server.url(), milliseconds(2000));
+  uint64_t first = OneEvent(a, b);
+  ASSERT_NE(first, 0u);
+  auto admin = Admin(server);
   ASSERT_TRUE(admin);
-  ASSERT_TRUE((*admin)->Command({"CONFIG", "SET", "maxmemory", "1"}));  // every write refused: OOM
+  ASSERT_TRUE(admin->Command({"CONFIG", "SET", "maxmemory", "1"}));  // every write refused: OOM
   for (int i = 0; i < 3; ++i) a.bus.Publish("task_update", "u", "refused", "{}", 2);
   ASSERT_TRUE(Eventually([&] { return a.relay->dropped() == 3; })) << a.relay->dropped();
   EXPECT_TRUE(a.relay->failing());
-  ASSERT_TRUE((*admin)->Command({"CONFIG", "SET", "maxmemory", "0"}));
+  ASSERT_TRUE(admin->Command({"CONFIG", "SET", "maxmemory", "0"}));
   a.bus.Publish("task_update", "u", "after", "{}", 3);
   ASSERT_TRUE(Eventually([&] { return b.heard.size() == 2; }));
   auto eb = b.heard.copy();
@@ -196,9 +208,9 @@ TEST(RedisRelay, AStoppingInstanceSendsWhatItQueuedFirst) {
   ASSERT_FALSE(server.url().empty());
   Instance a(server.url()), b(server.url());
   ASSERT_TRUE(a.relay && b.relay);
-  auto admin = kv::Redis::Connect(server.url(), milliseconds(2000));
+  auto admin = Admin(server);
   ASSERT_TRUE(admin);
-  ASSERT_TRUE((*admin)->Command({"CLIENT", "PAUSE", "300", "ALL"}));  // the events queue up meanwhile
+  ASSERT_TRUE(admin->Command({"CLIENT", "PAUSE", "300", "ALL"}));  // the events queue up meanwhile
   for (int i = 0; i < 300; ++i) a.bus.Publish("task_update", "u", "last" + std::to_string(i), "{}", 1);
   a.relay.reset();
   EXPECT_EQ(a.bus.Publish("x", "", "", "{}", 1) > 0, true) << "the bus is local again";
