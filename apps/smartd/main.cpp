@@ -412,7 +412,7 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
               .on_recovered = [&logger] { logger.Info("sharing events through Redis again"); }});
     if (!started) {
       logger.Error("cannot share events through Redis", {{"error", started.error().message}});
-      return kExitFailure;
+      return started.error().kind == ErrorKind::kInvalid ? kExitUsage : kExitFailure;  // a bad redis.url: 2
     }
     relay = std::move(*started);
     registry.AddCollector([&relay](std::string& out) {

@@ -186,6 +186,19 @@ TEST(Smartd, BadConfigurationExitsWithCode2AndNamesTheKey) {
   EXPECT_NE(out.find("postgresql://smart:***@db/smart"), std::string::npos) << out;
 }
 
+TEST(Smartd, ARedisUrlThatCannotWorkStopsTheStartClearly) {
+  TempDir dir;
+  auto [code, out] = testing::RunCommand({SMARTD_PATH, "--port", "0", "--data-dir", dir.path()},
+                                         {"SMART_REDIS_URL=http://cache:6379"});
+  EXPECT_EQ(code, 2) << "a configuration error";
+  EXPECT_NE(out.find("a Redis URL starts redis:// or unix://"), std::string::npos) << out;
+  std::tie(code, out) = testing::RunCommand({SMARTD_PATH, "--port", "0", "--data-dir", dir.path()},
+                                            {"SMART_REDIS_URL=redis://:s3cret@127.0.0.1:1"});
+  EXPECT_EQ(code, 1) << "Redis unreachable";
+  EXPECT_NE(out.find("cannot connect to Redis at redis://:***@127.0.0.1:1"), std::string::npos) << out;
+  EXPECT_EQ(out.find("s3cret"), std::string::npos) << "no password in the log";
+}
+
 TEST(Smartd, PortInUseFailsClearly) {
   Smartd first;
   ASSERT_NE(first.port(), 0);
