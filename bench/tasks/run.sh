@@ -9,7 +9,9 @@
 #  BullMQ (npm) on Debian's redis-server with appendfsync always (each write
 #  durable, as ours), the same no-op flow, same machine, same run. In batches,
 #  both are also run paced, stepping up to the highest rate each sustains
-#  (full load grows a backlog, which costs the two very differently).
+#  (full load grows a backlog, which costs the two very differently). What a
+#  task costs smartd's CPU is measured at a paced 10,000/s, alone and with
+#  client events shared through a redis-server (redis.url).
 # Targets (2 cores): >= 10k tasks/s, >= 3x BullMQ, p99 submit -> receive <= 10 ms.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -23,10 +25,11 @@ scripts/install-npm build/npm bullmq@5
 # run after a full-load one would meet its after-effects (a grown WAL and
 # database) in its first moments.
 instance=0
+sqlite_env=()  # more settings for the next fresh_sqlite
 fresh_sqlite() {
   [ -n "${sqlite_pid:-}" ] && { kill "$sqlite_pid" 2>/dev/null || true; while kill -0 "$sqlite_pid" 2>/dev/null; do sleep 0.1; done; }
   instance=$((instance + 1))
-  port=$(start_smartd "$work/smartd$instance.log" SMART_LOG_ACCESS=false SMART_RATE_LIMIT_ENABLED=false \
+  port=$(start_smartd "$work/smartd$instance.log" "${sqlite_env[@]}" SMART_LOG_ACCESS=false SMART_RATE_LIMIT_ENABLED=false \
     SMART_LEDGER_DEV_FAUCET=true SMART_TASKS_MAX_PER_REQUESTER=1000000 \
     SMART_TASKS_MIN_STAKE=1 SMART_TASKS_MAX_TASKS_PER_NODE=100)
   sqlite_pid=$(tail -1 "$work/pids")
@@ -101,20 +104,38 @@ smart_batch_peak=$peak
 row "smartd, SQLite: batches of 100, highest sustained rate" "$peak" "$peak_sub" "$peak_p50" "$peak_p99"
 # What a task costs smartd, at one paced rate so that sessions compare: CPU
 # per completed task of the writer thread (the sustained rate's limit) and of
-# the whole process, sampled over 5 s in the middle of a run.
-if [ "$SECONDS_EACH" -ge 9 ]; then
-  fresh_sqlite
+# the whole process, sampled over 5 s in the middle of a run; then the same
+# with client events shared through Redis (redis.url), and redis-server's.
+cpu_per_task() { # label [redis-server pid]
+  local writer_dir sampler w0 w1 p0 p1 r0 r1
   writer_dir=$(dirname "$(grep -lx group-commit /proc/"$sqlite_pid"/task/*/comm | head -1)")
-  ticks() { awk '{ print $14 + $15 }' "$1"; }
-  ( sleep 3; w0=$(ticks "$writer_dir/stat"); p0=$(ticks /proc/"$sqlite_pid"/stat); sleep 5
-    echo "$w0 $(ticks "$writer_dir/stat") $p0 $(ticks /proc/"$sqlite_pid"/stat)" >"$work/cpu" ) &
+  ticks() { if [ -n "$1" ]; then awk '{ print $14 + $15 }' "$1"; else echo 0; fi; }
+  local rstat=${2:+/proc/$2/stat}
+  ( sleep 3; w0=$(ticks "$writer_dir/stat"); p0=$(ticks /proc/"$sqlite_pid"/stat); r0=$(ticks "$rstat"); sleep 5
+    echo "$w0 $(ticks "$writer_dir/stat") $p0 $(ticks /proc/"$sqlite_pid"/stat) $r0 $(ticks "$rstat")" >"$work/cpu" ) &
   sampler=$!
   sim_run 10000 100
   wait "$sampler"
-  read -r w0 w1 p0 p1 <"$work/cpu"
-  awk -v w=$((w1 - w0)) -v p=$((p1 - p0)) -v hz="$(getconf CLK_TCK)" -v n="$done_s" 'BEGIN {
-    printf "%-64s %12.0f   writer %.1f us, smartd %.1f us of CPU a task\n",
-      "smartd, SQLite: batches of 100 at 10,000/s, CPU per task", n, w / hz / 5 / n * 1e6, p / hz / 5 / n * 1e6 }'
+  read -r w0 w1 p0 p1 r0 r1 <"$work/cpu"
+  awk -v w=$((w1 - w0)) -v p=$((p1 - p0)) -v r=$((r1 - r0)) -v hz="$(getconf CLK_TCK)" -v n="$done_s" -v l="$1" 'BEGIN {
+    printf "%-64s %12.0f   writer %.1f us, smartd %.1f us of CPU a task", l, n, w / hz / 5 / n * 1e6, p / hz / 5 / n * 1e6
+    if (r > 0) printf ", redis-server %.1f us", r / hz / 5 / n * 1e6
+    printf "\n" }'
+}
+if [ "$SECONDS_EACH" -ge 9 ]; then
+  fresh_sqlite
+  cpu_per_task "smartd, SQLite: batches of 100 at 10,000/s, CPU per task"
+  mkdir -p "$work/relay"
+  redis-server --port 0 --unixsocket "$work/relay/sock" --save '' --appendonly no --dir "$work/relay" \
+    >"$work/relay.log" 2>&1 &
+  relay_pid=$!
+  echo "$relay_pid" >>"$work/pids"
+  for _ in $(seq 1 50); do [ -S "$work/relay/sock" ] && break; sleep 0.1; done
+  sqlite_env=(SMART_REDIS_URL="unix://$work/relay/sock")
+  fresh_sqlite
+  cpu_per_task "smartd, SQLite, events through Redis (redis.url): the same" "$relay_pid"
+  sqlite_env=()
+  kill "$relay_pid" 2>/dev/null || true
 fi
 
 # The same on PostgreSQL (a throwaway cluster, fsync and synchronous_commit on).
