@@ -294,8 +294,8 @@ inline std::vector<config::Key> ConfigSchema() {
        .type = Type::kString,
        .default_value = "",
        .help = "redis://[:password@]host[:port][/db] or unix:///path: share client events (task_update, "
-               "node_status, network_stats) with every instance using the same Redis; empty: events stay in this "
-               "instance.",
+               "node_status, network_stats), credential-cache invalidations and failed-login limits with every "
+               "instance using the same Redis; empty: each instance keeps its own.",
        .redact = Redact::kUrlPassword},
       {.name = "redis.prefix",
        .type = Type::kString,

@@ -428,6 +428,11 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
       out += relay->failing() ? "0\n" : "1\n";
     });
   }
+  // Failed logins count across instances (a password guesser spreading over
+  // them gets one budget); request rates stay local (a round trip each would
+  // cost every request).
+  std::unique_ptr<kv::RateLimiter> login_limiter;
+  if (relay) login_limiter = kv::NewRedisRateLimiter(cfg.String("redis.url"), cfg.String("redis.prefix"), *limiter);
   // Every instance forgets its cached credentials when one changes them
   // (through Redis when set; else this instance's own bus, which already did).
   auth.OnCredentialsChanged([&bus, &clock] { bus.Publish("credentials_changed", "", "", "{}", clock.NowMs()); });
@@ -459,6 +464,7 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
                  .tasks = *coordinator,
                  .bus = bus,
                  .limiter = *limiter,
+                 .login_limiter = login_limiter ? *login_limiter : *limiter,
                  .clock = clock,
                  .limits = RateLimitsFrom(cfg),
                  .migrations = api::AllMigrations(),

@@ -660,13 +660,18 @@ TEST(SmartdPostgres, ServesAndIsReadyOnPostgres) {
 }
 
 // With Redis, a credential change on one instance empties every instance's
-// cache at once, not after the cache's 10 s.
+// cache at once, not after the cache's 10 s; and failed logins count against
+// one budget, not one per instance.
 TEST(SmartdPostgres, ACredentialChangeReachesEveryInstanceAtOnce) {
   testing::RedisServer redis;
   ASSERT_FALSE(redis.url().empty());
   std::string url = testing::FreshPostgresDatabase();
   ASSERT_FALSE(url.empty());
-  std::vector<std::string> env = kFastAuth;
+  std::vector<std::string> env;
+  for (const auto& kv : kFastAuth) {
+    env.push_back(kv.starts_with("SMART_RATE_LIMIT_LOGIN_FAILURES_BURST=") ? "SMART_RATE_LIMIT_LOGIN_FAILURES_BURST=4"
+                                                                           : kv);
+  }
   env.push_back("SMART_DATABASE_URL=" + url);
   env.push_back("SMART_AUTH_JWT_SECRET=" + std::string(40, 's'));
   env.push_back("SMART_REDIS_URL=" + redis.url());
@@ -697,6 +702,19 @@ TEST(SmartdPostgres, ACredentialChangeReachesEveryInstanceAtOnce) {
   r = As(a.port(), "PATCH", "/api/v1/admin/users/" + jo_id, root.access, R"({"status":"disabled"})");
   ASSERT_EQ(r->status, 200) << r->body;
   EXPECT_TRUE(refused_on_b_within(jo.access)) << "a disabled account stops on b within 3 s";
+
+  // Four failed logins, two on each instance: the fifth attempt is refused on either.
+  RegisterAndLogin(a.port(), "ann@example.com");
+  for (int i = 0; i < 4; ++i) {
+    r = PostJson(i % 2 ? b.port() : a.port(), "/api/v1/auth/login",
+                 R"({"email":"ann@example.com","password":"wrong password )" + std::to_string(i) + R"("})");
+    ASSERT_EQ(r->status, 401) << i << ": " << r->body;
+  }
+  for (uint16_t port : {a.port(), b.port()}) {
+    r = PostJson(port, "/api/v1/auth/login", R"({"email":"ann@example.com","password":"correct horse battery"})");
+    EXPECT_EQ(r->status, 429) << r->body;
+    EXPECT_NE(r->body.find("too_many_failed_logins"), std::string::npos) << r->body;
+  }
 }
 
 }  // namespace

@@ -77,16 +77,16 @@ http::Middleware Limits(const Deps& deps) {
 
 bool LoginBlocked(const Deps& deps, const http::Request& req, std::string_view email, kv::Decision* out) {
   int64_t now = deps.clock.NowMs();
-  auto account = deps.limiter.Peek("lf:a:" + std::string(email), deps.limits.login_failures, now);
-  auto address = deps.limiter.Peek("lf:ip:" + req.remote_address, deps.limits.login_failures, now);
+  auto account = deps.login_limiter.Peek("lf:a:" + std::string(email), deps.limits.login_failures, now);
+  auto address = deps.login_limiter.Peek("lf:ip:" + req.remote_address, deps.limits.login_failures, now);
   *out = account.allowed ? address : account;
   return deps.limits.enabled && (!account.allowed || !address.allowed);
 }
 
 void CountLoginFailure(const Deps& deps, const http::Request& req, std::string_view email) {
   int64_t now = deps.clock.NowMs();
-  deps.limiter.Check("lf:a:" + std::string(email), deps.limits.login_failures, now);
-  deps.limiter.Check("lf:ip:" + req.remote_address, deps.limits.login_failures, now);
+  deps.login_limiter.Check("lf:a:" + std::string(email), deps.limits.login_failures, now);
+  deps.login_limiter.Check("lf:ip:" + req.remote_address, deps.limits.login_failures, now);
 }
 
 http::Response LoginBackoff(const http::Request& req, const kv::Decision& d) {

@@ -51,6 +51,7 @@ TEST(OpenApi, DescribesEveryRegisteredRoute) {
             .tasks = coordinator,
             .bus = bus,
             .limiter = *limiter,
+            .login_limiter = *limiter,
             .clock = clock,
             .migrations = AllMigrations(),
             .build = {"test", "test"}};

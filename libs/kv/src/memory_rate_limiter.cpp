@@ -5,6 +5,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "gcra.hpp"
 #include "smart/kv/rate_limiter.hpp"
 
 namespace smart::kv {
@@ -24,9 +25,6 @@ uint64_t Hash(std::string_view key) {
   return h;
 }
 
-int64_t CeilDiv(int64_t a, int64_t b) { return a <= 0 ? 0 : (a + b - 1) / b; }
-int64_t FloorDiv(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
-
 class MemoryRateLimiter final : public RateLimiter {
  public:
   explicit MemoryRateLimiter(size_t max_keys) : per_shard_(std::max<size_t>(max_keys / kShards, 16)) {}
@@ -41,24 +39,14 @@ class MemoryRateLimiter final : public RateLimiter {
   Decision Decide(std::string_view key, const Limit& limit, int64_t now_ms, bool count) {
     // Work in microseconds so that high rates keep their precision.
     int64_t now = now_ms * 1000;
-    int64_t interval = 60'000'000 / std::max<int64_t>(limit.per_minute, 1);
-    int64_t burst = std::max<int64_t>(limit.burst, 1);
-    int64_t tolerance = interval * (burst - 1);
+    const gcra::Params p = gcra::For(limit);
     uint64_t h = Hash(key);
     Shard& shard = shards_[h % kShards];
-    Decision d;
-    d.limit = burst;
     std::lock_guard lock(shard.mu);
     auto it = shard.tat.find(h);
     int64_t tat = it == shard.tat.end() ? now : std::max(it->second, now);
-    if (now < tat - tolerance) {
-      d.allowed = false;
-      d.remaining = 0;
-      d.retry_after_s = std::max<int64_t>(1, CeilDiv(tat - tolerance - now, 1'000'000));
-      d.reset_s = CeilDiv(tat - now, 1'000'000);
-      return d;
-    }
-    int64_t next = tat + interval;
+    if (now < tat - p.tolerance) return gcra::Refused(p, tat, now);
+    int64_t next = tat + p.interval;
     if (!count) {
       // As if counted: what remains after this request.
     } else if (it == shard.tat.end()) {
@@ -67,10 +55,7 @@ class MemoryRateLimiter final : public RateLimiter {
     } else {
       it->second = next;
     }
-    d.allowed = true;
-    d.remaining = std::max<int64_t>(0, FloorDiv(now + tolerance - next, interval) + 1);
-    d.reset_s = CeilDiv(next - now, 1'000'000);
-    return d;
+    return gcra::Allowed(p, next, now);
   }
 
   bool CheckDaily(std::string_view key, int64_t quota, int64_t now_ms) override {

@@ -62,6 +62,8 @@ struct Deps {
   tasks::Coordinator& tasks;
   events::Bus& bus;
   kv::RateLimiter& limiter;
+  // Failed logins: shared by every instance when Redis is configured, else `limiter`.
+  kv::RateLimiter& login_limiter;
   const Clock& clock;
   RateLimits limits;
   std::span<const store::Migration> migrations;

@@ -1,11 +1,11 @@
 // Rate limiting with GCRA (the generic cell rate algorithm): per key, a
 // sustained rate and a burst, with O(1) state per key (its "theoretical
-// arrival time"). Behind an interface so that a Redis implementation can share
-// limits across instances later.
+// arrival time"). Behind an interface: in memory, or shared through Redis.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <string_view>
 
 namespace smart::kv {
@@ -39,5 +39,13 @@ class RateLimiter {
 // per key), idle keys (whose state equals "no state") evicted when a shard
 // passes its share of `max_keys`; past that, the stalest keys go first.
 std::unique_ptr<RateLimiter> NewMemoryRateLimiter(size_t max_keys = 2'000'000);
+
+// Shared by every instance using the same Redis (`url`, keys `<prefix>rl:*`):
+// the same GCRA, decided atomically in Redis on Redis's clock (a daily quota
+// counts by the caller's UTC day), one round trip a call: for limits whose
+// callers wait anyway (failed logins: Argon2 dominates). While Redis cannot be reached
+// (and for a second after each failure) `fallback` decides, so a Redis outage
+// never stops or frees what it limits.
+std::unique_ptr<RateLimiter> NewRedisRateLimiter(std::string url, std::string prefix, RateLimiter& fallback);
 
 }  // namespace smart::kv
