@@ -105,6 +105,11 @@ inline std::vector<config::Key> ConfigSchema() {
        .type = Type::kStringList,
        .default_value = "",
        .help = "Origins allowed by CORS; \"*\" allows any."},
+      {.name = "http.trusted_proxies",
+       .type = Type::kStringList,
+       .default_value = "",
+       .help = "Reverse proxies (addresses or CIDR ranges) whose X-Forwarded-For names the client, for rate limits "
+               "and logs; from anyone else it is ignored."},
       {.name = "http.ws_max_message_bytes",
        .type = Type::kInt,
        .default_value = "1048576",

@@ -199,6 +199,55 @@ TEST(Smartd, ARedisUrlThatCannotWorkStopsTheStartClearly) {
   EXPECT_EQ(out.find("s3cret"), std::string::npos) << "no password in the log";
 }
 
+// Behind a real nginx (the scaled-out shape's proxy): with the proxy trusted
+// (http.trusted_proxies), limits and logs see each client's own address from
+// X-Forwarded-For, and client WebSockets pass through.
+TEST(Smartd, BehindNginxEachClientIsLimitedOnItsOwnAddress) {
+  std::vector<std::string> env;
+  for (const auto& kv : kFastAuth) {
+    env.push_back(kv.starts_with("SMART_RATE_LIMIT_AUTH_BURST=") ? "SMART_RATE_LIMIT_AUTH_BURST=2" : kv);
+  }
+  env.push_back("SMART_HTTP_TRUSTED_PROXIES=127.0.0.1");
+  Smartd s(env);
+  ASSERT_NE(s.port(), 0);
+  Session ann = RegisterAndLogin(s.port(), "ann@example.com");  // 127.0.0.1's two auth requests
+  TempDir dir;
+  const uint16_t port = FreePort();
+  std::ofstream(dir.path() + "/nginx.conf")
+      << "daemon off; master_process off; pid " << dir.path() << "/nginx.pid; error_log " << dir.path()
+      << "/error.log;\nevents {}\nhttp {\n  access_log off;\n  client_body_temp_path " << dir.path()
+      << "/body; proxy_temp_path " << dir.path() << "/proxy;\n  fastcgi_temp_path " << dir.path()
+      << "/fcgi; uwsgi_temp_path " << dir.path() << "/uwsgi; scgi_temp_path " << dir.path() << "/scgi;\n"
+      << "  map $http_upgrade $connection_upgrade { default upgrade; '' close; }\n"
+      << "  server {\n    listen 127.0.0.1:" << port
+      << ";\n    location / {\n      proxy_pass http://127.0.0.1:" << s.port() << ";\n      proxy_http_version 1.1;\n"
+      << "      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
+      << "      proxy_set_header Upgrade $http_upgrade;\n      proxy_set_header Connection $connection_upgrade;\n"
+      << "    }\n  }\n}\n";
+  testing::Process nginx({"/usr/sbin/nginx", "-p", dir.path(), "-c", dir.path() + "/nginx.conf"});
+  bool up = false;
+  for (int i = 0; i < 100 && !up; ++i) {
+    up = testing::Request(port, "GET", "/health").has_value();
+    if (!up) std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_TRUE(up) << nginx.output();
+
+  auto login = [&](const std::string& client) {
+    return PostJson(port, "/api/v1/auth/login", R"({"email":"ann@example.com","password":"wrong password 1"})",
+                    "X-Forwarded-For: " + client + "\r\n")
+        ->status;
+  };
+  EXPECT_EQ(login("198.51.100.1"), 401);
+  EXPECT_EQ(login("198.51.100.1"), 401);
+  EXPECT_EQ(login("198.51.100.1"), 429) << "that client's burst of 2 is used";
+  EXPECT_EQ(login("198.51.100.2"), 401) << "another client behind the same proxy has its own";
+  EXPECT_NE(s.proc().output().find("\"client\":\"198.51.100.2\""), std::string::npos) << "the access log too";
+
+  WsClient events(port, "/api/v1/ws", ann.access);
+  events.Send(R"({"type":"subscribe","tasks":"own"})");
+  EXPECT_NE(events.Read().find("\"subscribed\""), std::string::npos) << "a WebSocket through nginx";
+}
+
 TEST(Smartd, PortInUseFailsClearly) {
   Smartd first;
   ASSERT_NE(first.port(), 0);

@@ -13,7 +13,7 @@ inline int64_t CeilDiv(int64_t a, int64_t b) { return a <= 0 ? 0 : (a + b - 1) /
 inline int64_t FloorDiv(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
 struct Params {
-  int64_t interval;   // between requests at the sustained rate
+  int64_t interval;  // between requests at the sustained rate
   int64_t burst;
   int64_t tolerance;  // how far ahead of now the TAT may run
 };

@@ -1,5 +1,6 @@
 // The standard middlewares. Each is a value to pass to Server in this order:
-// RequestId, AccessLog, Metrics, SecurityHeaders, Cors. (Exceptions from
+// ClientAddress (behind proxies), RequestId, AccessLog, Metrics,
+// SecurityHeaders, Cors. (Exceptions from
 // handlers become a 500 inside the server's dispatch, after all of them.)
 #pragma once
 
@@ -10,6 +11,14 @@
 
 namespace smart::http {
 
+// Behind reverse proxies: `trusted` lists their addresses or CIDR ranges
+// ("10.0.0.0/8", "::1"). When a request comes from one of them, its client is
+// the rightmost X-Forwarded-For entry that is not one of them (each proxy
+// appends the address it got the request from), so limits and logs see the
+// client, not the proxy; from anyone else, X-Forwarded-For is ignored (any
+// client can send one). An entry that is not an address ends the walk at the
+// hop that passed it on. An invalid `trusted` entry is an error naming it.
+Result<Middleware> ClientAddress(const std::vector<std::string>& trusted);
 // Keeps a sane X-Request-Id (1-128 of [A-Za-z0-9._:-]) or generates one; echoes it back.
 Middleware RequestId();
 // One JSON line per request: ts, method, route, path, status, bytes, duration_ms, request_id, client.
