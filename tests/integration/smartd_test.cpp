@@ -179,6 +179,11 @@ TEST(Smartd, BadConfigurationExitsWithCode2AndNamesTheKey) {
   std::tie(code, out) = testing::RunCommand({SMARTD_PATH, "--no-such-flag"});
   EXPECT_EQ(code, 2);
 
+  std::tie(code, out) = testing::RunCommand({SMARTD_PATH, "--port", "0", "--data-dir", dir.path() + "/data"},
+                                            {"SMART_HTTP_TRUSTED_PROXIES=10.0.0.0/8,proxy.internal"});
+  EXPECT_EQ(code, 2);
+  EXPECT_NE(out.find("'proxy.internal' is not an IP address or CIDR range"), std::string::npos) << out;
+
   std::tie(code, out) =
       testing::RunCommand({SMARTD_PATH, "--print-config"}, {"SMART_DATABASE_URL=postgresql://smart:s3cret@db/smart"});
   EXPECT_EQ(code, 0);

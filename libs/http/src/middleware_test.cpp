@@ -42,7 +42,8 @@ TEST(ClientAddress, TrustsForwardedForOnlyFromItsProxies) {
 }
 
 TEST(ClientAddress, RefusesWhatIsNotAnAddressOrRange) {
-  for (const char* bad : {"", "localhost", "10.0.0.0/33", "10.0.0.0/", "::1/129", "1.2.3.4/-1", "1.2.3", "10.0.0.0/8x"}) {
+  for (const char* bad :
+       {"", "localhost", "10.0.0.0/33", "10.0.0.0/", "::1/129", "1.2.3.4/-1", "1.2.3", "10.0.0.0/8x"}) {
     auto m = ClientAddress({bad});
     ASSERT_FALSE(m) << bad;
     EXPECT_EQ(m.error().code, "invalid_trusted_proxy");
