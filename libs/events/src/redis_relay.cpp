@@ -2,6 +2,7 @@
 
 #include <charconv>
 
+#include "smart/core/crypto.hpp"
 #include "smart/core/thread_name.hpp"
 #include "smart/kv/redis.hpp"
 
@@ -16,9 +17,13 @@ constexpr size_t kReadEntries = 256;  // stream entries one read asks for
 // (seeded from Redis's clock, or past the stream's last entry, when missing),
 // leaves ARGV[2] ids unused first (events dropped), adds one stream entry
 // whose id is the batch's first event id, and trims what is older than the
-// window. KEYS: seq, stream. ARGV: n, skip, window, payload. Lua numbers are
-// doubles: exact below 2^53, printed with %.0f.
+// window. A batch sent again (its reply was lost) is appended once: KEYS[3]
+// remembers each batch's first id for ten minutes. KEYS: seq, stream, the
+// batch's key. ARGV: n, skip, window, payload. Lua numbers are doubles: exact
+// below 2^53, printed with %.0f.
 constexpr std::string_view kAppendScript = R"lua(
+local done = redis.call('GET', KEYS[3])
+if done then return tonumber(done) end
 local n = tonumber(ARGV[1])
 if redis.call('EXISTS', KEYS[1]) == 0 then
   local t = redis.call('TIME')
@@ -35,6 +40,7 @@ local first = last - n + 1
 local oldest = math.max(0, first - tonumber(ARGV[3]))
 redis.call('XADD', KEYS[2], 'MINID', '~', string.format('%.0f', oldest), string.format('%.0f', first) .. '-0',
   'n', ARGV[1], 'e', ARGV[4])
+redis.call('SET', KEYS[3], string.format('%.0f', first), 'EX', 600)
 return first
 )lua";
 
@@ -177,6 +183,10 @@ void RedisRelay::SendLoop() {
   std::string payload;
   uint64_t skip = 0;
   int backoff_ms = 50;
+  // Names each batch, so that one sent again is appended once.
+  const std::string batch_prefix = options_.prefix + "events:batch:" + crypto::RandomToken(12) + ":";
+  uint64_t batches = 0;
+  std::string batch_key;
   for (;;) {
     if (batched == 0) {
       std::unique_lock lk(mu_);
@@ -190,6 +200,7 @@ void RedisRelay::SendLoop() {
       }
       skip = std::exchange(skip_, 0);
       sending_ = true;
+      batch_key = batch_prefix + std::to_string(++batches);
     }
     if (!redis) {
       auto c = kv::Redis::Connect(options_.url, options_.timeout);
@@ -202,7 +213,8 @@ void RedisRelay::SendLoop() {
       redis = std::move(*c);
     }
     std::string n = std::to_string(batched), skipped = std::to_string(skip), window = std::to_string(options_.window);
-    auto r = redis->Command({"EVAL", kAppendScript, "2", seq_key_, stream_key_, n, skipped, window, payload});
+    auto r =
+        redis->Command({"EVAL", kAppendScript, "3", seq_key_, stream_key_, batch_key, n, skipped, window, payload});
     if (!r && r.error().kind == ErrorKind::kUnavailable) {
       // Sent again on a new connection: it may have been appended already.
       redis.reset();

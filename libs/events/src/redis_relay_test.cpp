@@ -218,6 +218,32 @@ TEST(RedisRelay, AStoppingInstanceSendsWhatItQueuedFirst) {
   EXPECT_EQ(b.heard.copy().back().subject, "last299");
 }
 
+// A batch whose reply is lost (the command timed out, Redis ran it later) is
+// sent again on a new connection, and appended once.
+TEST(RedisRelay, ABatchSentAgainIsAppendedOnce) {
+  testing::RedisServer server;
+  ASSERT_FALSE(server.url().empty());
+  RelayOptions options;
+  options.timeout = milliseconds(300);
+  Instance a(server.url(), options), b(server.url());
+  ASSERT_TRUE(a.relay && b.relay);
+  ASSERT_NE(OneEvent(a, b), 0u);
+  auto admin = Admin(server);
+  ASSERT_TRUE(admin);
+  std::thread sleeper([&] { (void)admin->Command({"DEBUG", "SLEEP", "1"}, milliseconds(5000)); });
+  std::this_thread::sleep_for(milliseconds(100));  // Redis asleep: the send times out, its bytes wait in Redis
+  a.bus.Publish("task_update", "u", "once", "{}", 1);
+  sleeper.join();
+  ASSERT_TRUE(Eventually([&] { return b.heard.size() >= 2; }));
+  std::this_thread::sleep_for(milliseconds(1500));  // a second append would have come by now
+  auto eb = b.heard.copy();
+  ASSERT_EQ(eb.size(), 2u) << "appended twice: " << eb.back().subject;
+  EXPECT_EQ(eb[1].subject, "once");
+  auto len = admin->Command({"XLEN", "smart:events"});
+  ASSERT_TRUE(len);
+  EXPECT_EQ(len->integer, 2);
+}
+
 TEST(RedisRelay, OneInstanceIsElectedPerPeriod) {
   testing::RedisServer server;
   ASSERT_FALSE(server.url().empty());

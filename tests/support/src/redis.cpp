@@ -22,7 +22,7 @@ bool RedisServer::Start() {
   Stop();
   proc_ = std::make_unique<Process>(std::vector<std::string>{"/usr/bin/redis-server", "--port", "0", "--unixsocket",
                                                              socket_, "--save", "", "--appendonly", "no", "--dir",
-                                                             dir_.path()});
+                                                             dir_.path(), "--enable-debug-command", "local"});
   if (proc_->WaitForLine("ready to accept connections", std::chrono::seconds(10))) return true;
   std::fprintf(stderr, "redis-server did not start:\n%s\n", proc_->output().c_str());
   return false;

@@ -11,8 +11,8 @@
 // window, so a client may resume on any instance.
 //
 // Redis down: events wait in a bounded queue (the oldest dropped past it) and
-// are sent when it is back; an event may then be sent twice (the reply to a
-// send was lost), never reordered. Events dropped leave a break in the ids,
+// are sent when it is back, in order; a batch sent again (its reply was lost)
+// is appended once (each batch is named, and Redis remembers the names). Events dropped leave a break in the ids,
 // so a resume across it reports a gap. A counter lost with Redis starts again
 // from Redis's clock in microseconds, above any id given before.
 #pragma once
