@@ -475,13 +475,14 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
   http::Router router;
   api::RegisterRoutes(router, deps);
 
-  auto client_address = http::ClientAddress(cfg.StringList("http.trusted_proxies"));
+  const auto trusted_proxies = cfg.StringList("http.trusted_proxies");
+  auto client_address = http::ClientAddress(trusted_proxies);
   if (!client_address) {
     logger.Error("invalid http configuration", {{"error", client_address.error().message}});
     return kExitUsage;
   }
   std::vector<http::Middleware> middlewares;
-  if (!cfg.StringList("http.trusted_proxies").empty()) {
+  if (!trusted_proxies.empty()) {
     middlewares.push_back(std::move(*client_address));  // first: every later one sees the client
   }
   middlewares.push_back(http::RequestId());

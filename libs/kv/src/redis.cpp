@@ -3,6 +3,7 @@
 #include <hiredis.h>
 #include <sys/socket.h>
 
+#include <atomic>
 #include <boost/url/parse.hpp>
 #include <charconv>
 #include <csignal>

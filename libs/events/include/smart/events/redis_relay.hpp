@@ -12,8 +12,8 @@
 //
 // Redis down: events wait in a bounded queue (the oldest dropped past it) and
 // are sent when it is back, in order; a batch sent again (its reply was lost)
-// is appended once (each batch is named, and Redis remembers the names). Events dropped leave a break in the ids,
-// so a resume across it reports a gap. A counter lost with Redis starts again
+// is appended once (each batch is named, and Redis remembers the names).
+// Events dropped leave a break in the ids, so a resume across it reports a gap. A counter lost with Redis starts again
 // from Redis's clock in microseconds, above any id given before.
 #pragma once
 
@@ -40,7 +40,7 @@ namespace smart::events {
 
 struct RelayOptions {
   std::string url;
-  std::string prefix = "smart:";            // keys: <prefix>events, <prefix>events:seq, <prefix>events:elect:*
+  std::string prefix = "smart:";            // keys: <prefix>events, <prefix>events:{seq,elect:*,batch:*}
   size_t window = 100000;                   // events the stream keeps (about: it is trimmed in whole batches)
   size_t max_queued = 100000;               // events waiting for Redis; past it the oldest are dropped
   std::chrono::milliseconds timeout{2000};  // connect and each command

@@ -8,7 +8,6 @@
 // default) or unix:///path/to/socket[?db=N].
 #pragma once
 
-#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
