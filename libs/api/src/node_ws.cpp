@@ -323,14 +323,15 @@ void OnMessage(const Deps& deps, const std::shared_ptr<NodeConn>& conn, std::str
     std::optional<json::value> echo;
     if (ref) echo = *ref;
     if (!TakePlace(deps, *conn, ref, "", direct)) return;
-    deps.tasks.HeartbeatAsync(operator_id, node_id, static_cast<int>(load.value_or(0)),
-                              static_cast<int>(running.value_or(0)), [weak, echo, conn](Result<tasks::Node> n) {
-                                conn->unanswered.fetch_sub(1);
-                                if (!n)
-                                  return Send(weak,
-                                              Problem(echo ? &*echo : nullptr, "", n.error().code, n.error().message));
-                                if (echo) Send(weak, {{"type", "heartbeat"}, {"ref", *echo}, {"status", n->status}});
-                              });
+    deps.tasks.HeartbeatAsync(
+        operator_id, node_id, static_cast<int>(load.value_or(0)), static_cast<int>(running.value_or(0)),
+        echo ? tasks::Coordinator::BeatAnswer::kAwaited : tasks::Coordinator::BeatAnswer::kUnawaited,
+        [weak, echo, conn](Result<std::string> status) {
+          conn->unanswered.fetch_sub(1);
+          if (!status)
+            return Send(weak, Problem(echo ? &*echo : nullptr, "", status.error().code, status.error().message));
+          if (echo) Send(weak, {{"type", "heartbeat"}, {"ref", *echo}, {"status", *status}});
+        });
     return;
   }
   if (type == "batch") return Batch(deps, conn, ws, o, attachment, operator_id, node_id);

@@ -682,15 +682,17 @@ void RegisterTaskRoutes(http::Router& router, const Deps& deps) {
     FieldReader f(std::get<json::object>(body));
     auto load = f.Int("load", false, 0, 100), running = f.Int("running", false, 0, 10000);
     if (!f.ok()) return f.Problem(req);
-    // Written with the others that arrive within 50 ms (one commit) and
-    // answered then, without a thread waiting meanwhile.
+    // Written with the others that arrive within 50 ms (one commit: the
+    // answer is awaited) and answered then, without a thread waiting meanwhile.
     auto [res, reply] = http::Response::Later();
     deps.tasks.HeartbeatAsync(
         std::get<auth::Principal>(who).user_id, std::string(req.Param("id")), static_cast<int>(load.value_or(0)),
-        static_cast<int>(running.value_or(0)), [&deps, &req, reply](Result<tasks::Node> n) {
-          reply([&deps, &req, n = std::move(n)] {
-            if (!n) return TaskError(req, n.error());
-            return Json(200, {{"id", n->id}, {"status", n->status}, {"heartbeat_s", deps.tasks.config().heartbeat_s}});
+        static_cast<int>(running.value_or(0)), tasks::Coordinator::BeatAnswer::kAwaited,
+        [&deps, &req, reply](Result<std::string> status) {
+          reply([&deps, &req, status = std::move(status)] {
+            if (!status) return TaskError(req, status.error());
+            return Json(
+                200, {{"id", req.Param("id")}, {"status", *status}, {"heartbeat_s", deps.tasks.config().heartbeat_s}});
           });
         });
     return res;

@@ -623,44 +623,43 @@ TEST_F(CoordinatorTest, HeartbeatsRecordLoadAndAnnounceOnlyAReturn) {
   });
   auto beat = coord_->Heartbeat("usr_op", n.id, 40, 2);
   ASSERT_TRUE(beat.ok()) << beat.error().message;
-  EXPECT_EQ(beat->status, "online");
-  EXPECT_EQ(beat->load, 40);
-  EXPECT_EQ(beat->capabilities, std::vector<std::string>{"echo"});
+  EXPECT_EQ(*beat, "online");
+  EXPECT_EQ(coord_->GetNode(n.id)->load, 40);
   EXPECT_EQ(coord_->GetNode(n.id)->running, 2);
   clock_.Advance(61s);
   EXPECT_EQ(coord_->GetNode(n.id)->status, "offline");
   beat = coord_->Heartbeat("usr_op", n.id, 10, 0);
   ASSERT_TRUE(beat.ok());
-  EXPECT_EQ(beat->status, "online");
+  EXPECT_EQ(*beat, "online");
   EXPECT_EQ(coord_->GetNode(n.id)->last_heartbeat_ms, clock_.NowMs());
   ASSERT_TRUE(coord_->Heartbeat("usr_op", n.id, 10, 0).ok());
   // In maintenance a node is "maintenance" before and after a beat: no news either.
   ASSERT_TRUE(coord_->SetMaintenance("usr_op", n.id, true).ok());
   beat = coord_->Heartbeat("usr_op", n.id, 10, 0);
   ASSERT_TRUE(beat.ok());
-  EXPECT_EQ(beat->status, "maintenance");
+  EXPECT_EQ(*beat, "maintenance");
   ASSERT_TRUE(coord_->Heartbeat("usr_op", n.id, 10, 0).ok());
   std::lock_guard lk(seen->mu);
   EXPECT_EQ(seen->statuses, (std::vector<std::string>{"online", "maintenance"}))
       << "the return from offline and the switch to maintenance are news; beats that change nothing are not";
 }
 
-// A node's beats arriving together are one write, its latest: each is
-// answered with that; another node's and a wrong operator's stay their own.
+// A node's beats arriving together are one write, its latest; another
+// node's and a wrong operator's stay their own.
 TEST_F(CoordinatorTest, BeatsOfOneNodeTogetherAreOneWriteOfTheLatest) {
   Node a = MakeNode("usr_op", "a");
   Node b = MakeNode("usr_op", "b");
   std::mutex mu;
   std::condition_variable cv;
-  std::map<std::string, Result<Node>> answers;
+  std::map<std::string, Result<std::string>> answers;
   auto beat = [&](const std::string& name, const std::string& op, const std::string& node, int load) {
-    coord_->HeartbeatAsync(op, node, load, 0, [&, name](Result<Node> r) {
+    coord_->HeartbeatAsync(op, node, load, 0, Coordinator::BeatAnswer::kUnawaited, [&, name](Result<std::string> r) {
       std::lock_guard lk(mu);
       answers.emplace(name, std::move(r));
       cv.notify_all();
     });
   };
-  // Within one linger (50 ms) of each other: one batch.
+  // Within one linger (500 ms when no answer is awaited) of each other: one batch.
   beat("a1", "usr_op", a.id, 10);
   beat("b1", "usr_op", b.id, 70);
   beat("a2", "usr_op", a.id, 20);
@@ -668,16 +667,49 @@ TEST_F(CoordinatorTest, BeatsOfOneNodeTogetherAreOneWriteOfTheLatest) {
   beat("a3", "usr_op", a.id, 30);
   std::unique_lock lk(mu);
   ASSERT_TRUE(cv.wait_for(lk, 5s, [&] { return answers.size() == 5; }));
-  for (const char* name : {"a1", "a2", "a3"}) {
+  for (const char* name : {"a1", "a2", "a3", "b1"}) {
     ASSERT_TRUE(answers.at(name).ok()) << name;
-    EXPECT_EQ(answers.at(name)->load, 30) << name << ": answered with the latest";
+    EXPECT_EQ(*answers.at(name), "online") << name;
   }
-  ASSERT_TRUE(answers.at("b1").ok());
-  EXPECT_EQ(answers.at("b1")->load, 70);
-  EXPECT_FALSE(answers.at("wrong").ok()) << "another operator's beat for the node";
+  EXPECT_EQ(answers.at("wrong").error().code, "node_not_yours") << "another operator's beat for the node";
   lk.unlock();
-  EXPECT_EQ(coord_->GetNode(a.id)->load, 30);
+  EXPECT_EQ(coord_->GetNode(a.id)->load, 30) << "the latest beat's";
   EXPECT_EQ(coord_->GetNode(b.id)->load, 70);
+}
+
+// Unawaited beats wait long for company (fewer commits); a beat whose answer
+// someone awaits takes the batch along after a short linger.
+TEST_F(CoordinatorTest, AnAwaitedBeatDoesNotWaitForTheLongLinger) {
+  Node a = MakeNode("usr_op", "a");
+  Node b = MakeNode("usr_op", "b");
+  struct Answers {  // shared: answered on the committer's thread
+    std::mutex mu;
+    std::condition_variable cv;
+    std::optional<Result<std::string>> quiet, awaited;
+  };
+  auto got = std::make_shared<Answers>();
+  coord_->HeartbeatAsync("usr_op", a.id, 10, 0, Coordinator::BeatAnswer::kUnawaited, [got](Result<std::string> r) {
+    std::lock_guard lk(got->mu);
+    got->quiet = std::move(r);
+    got->cv.notify_all();
+  });
+  std::this_thread::sleep_for(60ms);
+  {
+    std::lock_guard lk(got->mu);
+    EXPECT_FALSE(got->quiet) << "an unawaited beat lingers for others";
+  }
+  const auto sent = std::chrono::steady_clock::now();
+  coord_->HeartbeatAsync("usr_op", b.id, 20, 0, Coordinator::BeatAnswer::kAwaited, [got](Result<std::string> r) {
+    std::lock_guard lk(got->mu);
+    got->awaited = std::move(r);
+    got->cv.notify_all();
+  });
+  std::unique_lock lk(got->mu);
+  ASSERT_TRUE(got->cv.wait_for(lk, 5s, [&] { return got->quiet && got->awaited; }));
+  // The batch was 60 ms old: flushed at once (the long linger would end ~440 ms later).
+  EXPECT_LT(std::chrono::steady_clock::now() - sent, 300ms);
+  EXPECT_EQ(got->quiet->value(), "online");
+  EXPECT_EQ(got->awaited->value(), "online");
 }
 
 TEST_F(CoordinatorTest, LeaseOperationsNameWhatIsMissing) {

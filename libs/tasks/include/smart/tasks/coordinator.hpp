@@ -229,7 +229,8 @@ class Coordinator {
   Result<Node> RegisterNode(std::string_view operator_id, const RegisterNodeRequest& req);
   Result<Node> GetNode(std::string_view id);
   Result<Page<Node>> ListNodes(int limit, std::string_view cursor);
-  Result<Node> Heartbeat(std::string_view operator_id, std::string_view node_id, int load, int running);
+  // Records a heartbeat and answers the node's status (online or maintenance).
+  Result<std::string> Heartbeat(std::string_view operator_id, std::string_view node_id, int load, int running);
   Result<Node> Deactivate(std::string_view operator_id, std::string_view node_id);
   // Maintenance: the node keeps its stake and its tasks but gets no new ones.
   Result<Node> SetMaintenance(std::string_view operator_id, std::string_view node_id, bool on);
@@ -263,9 +264,12 @@ class Coordinator {
   // Any of the five without waiting: `done` gets the task as it is afterwards,
   // on the committer's thread (keep it quick) or, for a refused request, at once.
   void Apply(std::string operator_id, std::string node_id, LeaseOp op, Callback<Task> done);
-  // Heartbeats are written in batches (after a 50 ms linger, one transaction
-  // for all that arrived meanwhile): thousands of nodes cost one commit.
-  void HeartbeatAsync(std::string operator_id, std::string node_id, int load, int running, Callback<Node> done);
+  // Heartbeats are written in batches, one transaction for all that arrived
+  // meanwhile: thousands of nodes cost one commit. A batch waits up to 500 ms
+  // for company, or 50 ms once it holds a beat whose answer someone awaits.
+  enum class BeatAnswer { kAwaited, kUnawaited };
+  void HeartbeatAsync(std::string operator_id, std::string node_id, int load, int running, BeatAnswer answer,
+                      Callback<std::string> done);
 
   // Pushed work (the node WebSocket): while attached with credit, a node is
   // given tasks the moment they are claimable, best nodes first; `push` gets
@@ -405,7 +409,7 @@ class Coordinator {
   struct Beat {
     std::string operator_id, node_id;
     int load = 0, running = 0;
-    Callback<Node> done;
+    Callback<std::string> done;
   };
   void RunBeatWriter();
   // Progress reports waiting for the writer, by operator, node, task and lease.
@@ -459,6 +463,7 @@ class Coordinator {
   std::mutex beat_mu_;
   std::condition_variable beat_cv_;
   std::vector<Beat> beats_;
+  bool beats_awaited_ = false;  // beats_ holds one whose answer is awaited
   bool beats_stopping_ = false;
 
   std::mutex push_mu_;
