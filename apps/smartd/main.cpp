@@ -349,7 +349,12 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
 
   metrics::Registry registry;
   metrics::AddProcessCollector(registry, kVersion, kCommit);
-  auto limiter = kv::NewMemoryRateLimiter(static_cast<size_t>(cfg.Int("rate_limit.max_keys")));
+  // With Redis, request rates and daily quotas count across instances: decided
+  // here at once, what each instance counted exchanged every 100 ms.
+  const auto max_keys = static_cast<size_t>(cfg.Int("rate_limit.max_keys"));
+  auto limiter = cfg.String("redis.url").empty()
+                     ? kv::NewMemoryRateLimiter(max_keys)
+                     : kv::NewSharedRateLimiter(cfg.String("redis.url"), cfg.String("redis.prefix"), max_keys);
   auth::UsageRecorder usage(**db, clock);
   auto ledger_config = LedgerConfigFrom(cfg);
   if (!ledger_config) {
@@ -428,9 +433,9 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
       out += relay->failing() ? "0\n" : "1\n";
     });
   }
-  // Failed logins count across instances (a password guesser spreading over
-  // them gets one budget); request rates stay local (a round trip each would
-  // cost every request).
+  // Failed logins count across instances exactly (a password guesser
+  // spreading over them gets one budget; a login waits for Argon2 anyway, so
+  // a round trip to Redis each costs nothing that matters).
   std::unique_ptr<kv::RateLimiter> login_limiter;
   if (relay) login_limiter = kv::NewRedisRateLimiter(cfg.String("redis.url"), cfg.String("redis.prefix"), *limiter);
   // Every instance forgets its cached credentials when one changes them

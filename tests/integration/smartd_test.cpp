@@ -771,5 +771,54 @@ TEST(SmartdPostgres, ACredentialChangeReachesEveryInstanceAtOnce) {
   }
 }
 
+// Request rates and daily quotas hold across instances (Redis): a client
+// spreading its requests over two instances gets one budget, not one each.
+TEST(SmartdPostgres, RequestLimitsHoldAcrossInstances) {
+  testing::RedisServer redis;
+  ASSERT_FALSE(redis.url().empty());
+  std::string url = testing::FreshPostgresDatabase();
+  ASSERT_FALSE(url.empty());
+  std::vector<std::string> env;
+  for (const auto& kv : kFastAuth) {
+    env.push_back(kv.starts_with("SMART_RATE_LIMIT_DEFAULT_BURST=") ? "SMART_RATE_LIMIT_DEFAULT_BURST=4" : kv);
+  }
+  env.push_back("SMART_RATE_LIMIT_DEFAULT_PER_MIN=1");
+  env.push_back("SMART_RATE_LIMIT_FREE_PER_DAY=3");
+  env.push_back("SMART_DATABASE_URL=" + url);
+  env.push_back("SMART_AUTH_JWT_SECRET=" + std::string(40, 's'));
+  env.push_back("SMART_REDIS_URL=" + redis.url());
+  Smartd a(env), b(env);
+  ASSERT_NE(a.port(), 0);
+  ASSERT_NE(b.port(), 0);
+  auto exchanged = [] { std::this_thread::sleep_for(500ms); };  // the instances exchange every 100 ms
+  auto refused = [](const std::optional<testing::HttpResponse>& r, const std::string& code) {
+    return r && r->status == 429 && r->body.find(code) != std::string::npos;
+  };
+
+  // The default tier's burst (4, then one a minute), used on a.
+  Session ann = RegisterAndLogin(a.port(), "ann@example.com");
+  for (int i = 0; i < 4; ++i) ASSERT_EQ(As(a.port(), "GET", "/api/v1/user/profile", ann.access)->status, 200) << i;
+  exchanged();
+  for (uint16_t port : {b.port(), a.port()}) {
+    auto r = As(port, "GET", "/api/v1/user/profile", ann.access);
+    EXPECT_TRUE(refused(r, "rate_limited")) << port << ": " << r->status << " " << r->body;
+  }
+
+  // The free tier's daily quota (3), spread over both.
+  Session root = CreateAdmin(a, "root@example.com", "SMART_DATABASE_URL='" + url + "'");
+  Session mo = RegisterAndLogin(a.port(), "mo@example.com");
+  std::string mo_id = JsonField(As(a.port(), "GET", "/api/v1/user/profile", mo.access)->body, "id");  // one of three
+  auto r = As(a.port(), "PATCH", "/api/v1/admin/users/" + mo_id, root.access, R"({"tier":"free"})");
+  ASSERT_EQ(r->status, 200) << r->body;
+  ASSERT_EQ(As(a.port(), "GET", "/api/v1/user/profile", mo.access)->status, 200);
+  exchanged();
+  ASSERT_EQ(As(b.port(), "GET", "/api/v1/user/profile", mo.access)->status, 200);
+  exchanged();
+  for (uint16_t port : {b.port(), a.port()}) {
+    r = As(port, "GET", "/api/v1/user/profile", mo.access);
+    EXPECT_TRUE(refused(r, "daily_quota_exceeded")) << port << ": " << r->status << " " << r->body;
+  }
+}
+
 }  // namespace
 }  // namespace smart

@@ -3,6 +3,7 @@
 // arrival time"). Behind an interface: in memory, or shared through Redis.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -47,5 +48,20 @@ std::unique_ptr<RateLimiter> NewMemoryRateLimiter(size_t max_keys = 2'000'000);
 // (and for a second after each failure) `fallback` decides, so a Redis outage
 // never stops or frees what it limits.
 std::unique_ptr<RateLimiter> NewRedisRateLimiter(std::string url, std::string prefix, RateLimiter& fallback);
+
+// Decides in process at once, as the in-memory limiter, and exchanges what it
+// counted with every instance using the same Redis (`url`; the same keys and
+// format as NewRedisRateLimiter's) every `period`, on a thread of its own:
+// each key's count is added to the shared state and the totals come back, so
+// every instance's requests count against one budget for the price of a round
+// trip a period, not one a call. A key the exchange finds over its limit (its
+// burst used, its day's quota reached) is announced to every instance; one
+// under its limit is learned by an instance when it counts that key itself.
+// Eventually consistent, then: a client firing a burst at N instances within
+// one period may get up to N bursts, and nothing more until that debt is paid
+// (the sustained rate and the daily quota hold overall). While Redis is away
+// each instance limits on its own and keeps its counts for when it is back.
+std::unique_ptr<RateLimiter> NewSharedRateLimiter(std::string url, std::string prefix, size_t max_keys = 2'000'000,
+                                                  std::chrono::milliseconds period = std::chrono::milliseconds(100));
 
 }  // namespace smart::kv
