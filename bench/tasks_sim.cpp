@@ -155,7 +155,7 @@ int main(int argc, char** argv) {
         }
         auto r = Call("POST", client_key, batch > 1 ? "/api/v1/tasks/batch" : "/api/v1/tasks", body);
         if (!r) {
-          ++errors;
+          if (errors.fetch_add(1) == 0) std::fprintf(stderr, "a submission failed: %s\n", r.error().message.c_str());
         } else if (measuring.load()) {
           submitted += batch;
         }

@@ -3,7 +3,7 @@
 #  smartd: clients submit `echo` tasks over HTTP; simulated nodes in another
 #  process (bench/tasks_sim) take pushed tasks on the node WebSocket and send
 #  their results on it; every step is a durable transaction (SQLite, FULL
-#  sync; then PostgreSQL). Latency submit -> node receives is measured again
+#  sync; then PostgreSQL, also with two instances). Latency submit -> node receives is measured again
 #  at half the throughput just measured (submitters paced, staggered). Each
 #  SQLite run has a fresh smartd.
 #  BullMQ (npm) on Debian's redis-server with appendfsync always (each write
@@ -153,6 +153,23 @@ operator_key=$(bench_key operator nodes tasks:read)
 sim "smartd, PostgreSQL: one task per request, full load" 0 1
 sim "smartd, PostgreSQL: one task per request, at half that rate" "$(half "$done_s")" 1
 sim "smartd, PostgreSQL: batches of 100, full load" 0 100
+# Scaled out: a second instance on the same database, each with half the
+# submitters and nodes (either instance's nodes may take either's tasks);
+# completions summed, latencies of the load process that ended first.
+pg_base=$base
+port=$(start_smartd "$work/smartd-pg2.log" SMART_DATABASE_URL="$(cat "$work/pg/url")" SMART_LOG_ACCESS=false \
+  SMART_RATE_LIMIT_ENABLED=false SMART_TASKS_MAX_PER_REQUESTER=1000000 SMART_TASKS_MIN_STAKE=1 \
+  SMART_TASKS_MAX_TASKS_PER_NODE=100)
+sims=()
+for b in "$pg_base" "http://127.0.0.1:$port"; do
+  "$SIM" --server "$b" --client-key "$client_key" --operator-key "$operator_key" --submitters 8 --nodes 8 \
+    --credit 100 --seconds "$SECONDS_EACH" --rate 0 --batch 100 >>"$work/pg2.out" &
+  sims+=($!)
+done
+wait "${sims[@]}"
+awk '{ d += $1; s += $2; if (NR == 1) { p50 = $3; p99 = $4 } } END {
+  printf "%-64s %12.0f %12.0f %10s %10s\n", "smartd, PostgreSQL, two instances: batches of 100, full load", d, s, p50, p99 }' \
+  "$work/pg2.out"
 base=$sqlite_base client_key=$sqlite_client_key operator_key=$sqlite_operator_key
 
 # A fresh redis-server (empty, its append-only file new) for each BullMQ run,

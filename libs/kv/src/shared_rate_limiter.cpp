@@ -1,7 +1,7 @@
 // NewSharedRateLimiter: the in-process limiter, plus a thread that exchanges
 // what it counted with the other instances through Redis.
-#include <chrono>
 #include <charconv>
+#include <chrono>
 #include <condition_variable>
 #include <thread>
 
@@ -56,8 +56,7 @@ return {values, redis.call('XRANGE', KEYS[1], from, '+', 'COUNT', 1000)}
 constexpr size_t kKeysPerCall = 256;
 
 int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
@@ -117,8 +116,8 @@ class SharedRateLimiter final : public RateLimiter {
       std::vector<std::string_view> args{"EVAL", kExchangeScript, owned.emplace_back(std::to_string(n + 1)), stream};
       for (size_t i = at; i < at + n; ++i) {
         const auto& c = counted[i];
-        args.push_back(owned.emplace_back(c.day < 0 ? prefix_ + c.key
-                                                    : prefix_ + "d:" + c.key + ":" + std::to_string(c.day)));
+        args.push_back(
+            owned.emplace_back(c.day < 0 ? prefix_ + c.key : prefix_ + "d:" + c.key + ":" + std::to_string(c.day)));
       }
       args.push_back(last_seen_);
       for (size_t i = at; i < at + n; ++i) {

@@ -788,6 +788,59 @@ TEST_F(StoreTest, TxStatesFollowSavepointsAndAreWrittenAtCommit) {
 // listener, a listener hears none of its own database's, and one is called
 // once when it starts listening (signals before may have been missed); on
 // SQLite one process owns the database and there is nothing to listen to.
+// Two processes' group committers (two smartd instances on one database)
+// take turns: the second's transaction starts once the first's has ended, so
+// rows locked in opposite orders cannot deadlock (each deadlock stalled both
+// writers for PostgreSQL's deadlock_timeout and was retried, or failed).
+TEST_F(StoreTest, WritersOfEveryProcessTakeTurns) {
+  auto other = Open(url_, {.pool_size = 1});
+  ASSERT_TRUE(other.ok()) << other.error().message;
+  ASSERT_TRUE(db_->Transact(TxMode::kWrite,
+                            [](Tx& tx) {
+                              return tx.ExecScript("INSERT INTO counters (name, value) VALUES ('a', 0), ('b', 0)");
+                            })
+                  .ok());
+  using Us = std::chrono::microseconds;
+  auto now = [] { return std::chrono::duration_cast<Us>(std::chrono::steady_clock::now().time_since_epoch()); };
+  std::atomic<int> first_runs{0}, second_runs{0};
+  std::atomic<Us> first_ended{}, second_began{};
+  std::promise<void> first_holds_a;
+  std::thread first([&] {
+    auto r = db_->TransactEarly(
+        [&](Tx& tx) -> Result<void> {
+          SMART_TRY(tx.Exec("UPDATE counters SET value = value + 1 WHERE name = 'a'"));
+          if (first_runs.fetch_add(1) == 0) first_holds_a.set_value();
+          std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the other starts meanwhile
+          SMART_TRY(tx.Exec("UPDATE counters SET value = value + 1 WHERE name = 'b'"));
+          first_ended = now();
+          return Ok();
+        },
+        [](Result<void>) {});
+    EXPECT_TRUE(r.ok()) << r.error().message;
+  });
+  first_holds_a.get_future().wait();
+  auto r = (*other)->TransactEarly(
+      [&](Tx& tx) -> Result<void> {
+        if (second_runs.fetch_add(1) == 0) second_began = now();
+        SMART_TRY(tx.Exec("UPDATE counters SET value = value + 1 WHERE name = 'b'"));
+        SMART_TRY(tx.Exec("UPDATE counters SET value = value + 1 WHERE name = 'a'"));
+        return Ok();
+      },
+      [](Result<void>) {});
+  first.join();
+  EXPECT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(first_runs, 1) << "no deadlock, no retry";
+  EXPECT_EQ(second_runs, 1) << "no deadlock, no retry";
+  EXPECT_GE(second_began.load().count(), first_ended.load().count()) << "the second began after the first's work";
+  auto rows = db_->Transact(TxMode::kRead, [](Tx& tx) -> Result<void> {
+    auto sum = tx.QueryOne("SELECT CAST(SUM(value) AS BIGINT) FROM counters WHERE name IN ('a', 'b')");
+    if (!sum) return sum.take_error();
+    if (!*sum || (*sum)->Int(0) != 4) return Error::Internal("sum", "expected 4");
+    return Ok();
+  });
+  EXPECT_TRUE(rows.ok()) << rows.error().message;
+}
+
 TEST_F(StoreTest, SignalsReachTheOtherProcessesSharingTheDatabase) {
   std::mutex mu;
   std::condition_variable cv;
