@@ -1208,6 +1208,34 @@ TEST_F(CoordinatorTest, AnotherInstancesWorkIsPushedAtOnce) {
   coord_->Detach(a);
 }
 
+// The same for a place freed under a requester's cap: a claim waiting on one
+// instance with the requester at its cap gets the task the moment another
+// instance completes one of the requester's tasks, not at its next tick.
+TEST_F(CoordinatorTest, APlaceFreedOnAnotherInstanceIsTakenAtOnce) {
+  if (db_->backend() != "postgresql") GTEST_SKIP() << "instances share a PostgreSQL database; a SQLite one has one";
+  CapRequesters(2);
+  auto db2 = std::move(store::Open(url_)).value();
+  ledger::Ledger ledger2(*db2, ledger::LedgerConfig{.assets = {{"USDC", 6}}, .sweep_interval_ms = 0}, clock_);
+  Coordinator other(*db2, ledger2, config_, clock_);
+  Fund("usr_a", 1'000'000'000);
+  ASSERT_TRUE(coord_->SubmitBatch("usr_a", std::vector<SubmitRequest>(20, {.type = "echo", .timeout_s = 60}), "").ok());
+  Node x = MakeNode("usr_x", "x", {"echo"}, 10);
+  Node y = MakeNode("usr_y", "y", {"echo"}, 10);
+  auto held = coord_->Claim("usr_x", x.id, 10, 0);
+  ASSERT_EQ(held->size(), 2u) << "usr_a's cap";
+  for (int i = 0; i < 2; ++i) {
+    Pushed got;
+    other.ClaimAsync("usr_y", y.id, 1, 10'000, std::nullopt, got.Fn());
+    std::this_thread::sleep_for(std::chrono::milliseconds(300 + 170 * i));  // waiting at the cap; another phase
+    EXPECT_EQ(got.Count(), 0u);
+    auto t0 = std::chrono::steady_clock::now();
+    const Task& done = held->at(static_cast<size_t>(i));
+    ASSERT_TRUE(coord_->Complete("usr_x", x.id, done.id, 1, "a", crypto::Sha256Hex("a")).ok());
+    ASSERT_TRUE(got.WaitFor(1, 3s));
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 400ms) << i << ": at once, not at the other's tick";
+  }
+}
+
 // A backlog deeper than a round counts makes the dispatcher run the next
 // round at once, but only while rounds assign something: with the one
 // requester at its cap, rounds wait for the next wake-up (here the node's

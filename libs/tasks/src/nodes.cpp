@@ -62,10 +62,12 @@ Coordinator::Coordinator(store::Database& db, ledger::Ledger& ledger, TasksConfi
   // Other instances' new work (PostgreSQL): pushed and waiting claims here
   // get it at once, not at the dispatcher's next tick.
   listening_ = db_.Listen(std::string(kWorkChannel), [this] { WakeHere(); });
+  freed_listening_ = db_.Listen(std::string(kFreedChannel), [this] { FreedPlaceHere(); });
 }
 
 Coordinator::~Coordinator() {
   listening_.reset();  // no wake-up from another instance from now on
+  freed_listening_.reset();
   StopWaiting();
   sweeper_.join();
   dispatcher_.join();

@@ -1392,6 +1392,11 @@ void Coordinator::WakeClaimers() {
 }
 
 void Coordinator::FreedPlace() {
+  FreedPlaceHere();
+  db_.Signal(kFreedChannel);  // other instances may hold claims waiting at this requester's cap
+}
+
+void Coordinator::FreedPlaceHere() {
   if (capped_waiting_.load(std::memory_order_relaxed)) WakeHere();
 }
 

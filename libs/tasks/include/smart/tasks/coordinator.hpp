@@ -488,9 +488,13 @@ class Coordinator {
   // dispatcher thread's own): a round probes them with one node, not all.
   std::set<std::string> stalled_;
   // Some are (stalled_ not empty): a task leaving the active states, which
-  // frees a place under its requester's cap, wakes the dispatcher (FreedPlace).
+  // frees a place under its requester's cap, wakes the dispatcher (FreedPlace),
+  // and those of the other instances sharing the database whose own are
+  // (kFreedChannel; signals close together are sent as one).
   std::atomic<bool> capped_waiting_{false};
   void FreedPlace();
+  void FreedPlaceHere();
+  static constexpr std::string_view kFreedChannel = "smart_tasks_freed";
   // Per type, the requester a claim that read past requesters at their cap
   // stopped after (the writer's own, ClaimIn): the next one goes on from there.
   std::map<std::string, std::string> heads_from_;
@@ -499,8 +503,9 @@ class Coordinator {
   std::function<void(const Node&)> on_node_update_;
   std::atomic<int64_t> last_sweep_ms_{0};  // nodes silent since before it were announced offline then
   store::GroupCommitter writer_;  // every write: concurrent transitions share a commit; its callbacks use the above
-  std::unique_ptr<store::Database::Listening> listening_;  // kWorkChannel: set once the threads run
-  std::thread sweeper_;                                    // last: stop first
+  std::unique_ptr<store::Database::Listening> listening_;        // kWorkChannel: set once the threads run
+  std::unique_ptr<store::Database::Listening> freed_listening_;  // kFreedChannel, likewise
+  std::thread sweeper_;                                          // last: stop first
   std::thread dispatcher_;
   std::thread beat_writer_;
 };
