@@ -56,6 +56,22 @@ const std::vector<std::string> kFastAuth = {
     "SMART_RATE_LIMIT_DEFAULT_BURST=10000",       "SMART_RATE_LIMIT_FREE_BURST=10000",
     "SMART_RATE_LIMIT_LOGIN_FAILURES_BURST=10000"};
 
+std::vector<std::string> SharedInstanceEnv(const std::string& pg_url, const std::string& redis_url,
+                                           const std::vector<std::string>& overrides) {
+  std::vector<std::string> env;
+  auto name = [](const std::string& kv) { return kv.substr(0, kv.find('=') + 1); };
+  for (const auto& kv : kFastAuth) {
+    if (std::none_of(overrides.begin(), overrides.end(), [&](const auto& o) { return name(o) == name(kv); })) {
+      env.push_back(kv);
+    }
+  }
+  env.insert(env.end(), overrides.begin(), overrides.end());
+  env.push_back("SMART_DATABASE_URL=" + pg_url);
+  env.push_back("SMART_AUTH_JWT_SECRET=" + std::string(40, 's'));
+  env.push_back("SMART_REDIS_URL=" + redis_url);
+  return env;
+}
+
 std::optional<testing::HttpResponse> PostJson(uint16_t port, const std::string& target, const std::string& body,
                                               const std::string& extra) {
   return testing::Request(port, "POST", target, body, "Content-Type: application/json\r\n" + extra);

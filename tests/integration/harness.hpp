@@ -36,6 +36,11 @@ uint16_t FreePort();
 // Fast Argon2 parameters: the tests exercise the flow, not the hash's cost.
 // Generous limits: these tests exercise the flows, and all their requests come from 127.0.0.1.
 extern const std::vector<std::string> kFastAuth;
+// The environment of one of several instances sharing a PostgreSQL database
+// (`pg_url`), Redis (`redis_url`) and a JWT secret: kFastAuth with `overrides`
+// ("NAME=VALUE", each replacing kFastAuth's NAME or added).
+std::vector<std::string> SharedInstanceEnv(const std::string& pg_url, const std::string& redis_url,
+                                           const std::vector<std::string>& overrides = {});
 
 std::optional<testing::HttpResponse> PostJson(uint16_t port, const std::string& target, const std::string& body,
                                               const std::string& extra = {});

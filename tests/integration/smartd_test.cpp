@@ -721,14 +721,7 @@ TEST(SmartdPostgres, ACredentialChangeReachesEveryInstanceAtOnce) {
   ASSERT_FALSE(redis.url().empty());
   std::string url = testing::FreshPostgresDatabase();
   ASSERT_FALSE(url.empty());
-  std::vector<std::string> env;
-  for (const auto& kv : kFastAuth) {
-    env.push_back(kv.starts_with("SMART_RATE_LIMIT_LOGIN_FAILURES_BURST=") ? "SMART_RATE_LIMIT_LOGIN_FAILURES_BURST=4"
-                                                                           : kv);
-  }
-  env.push_back("SMART_DATABASE_URL=" + url);
-  env.push_back("SMART_AUTH_JWT_SECRET=" + std::string(40, 's'));
-  env.push_back("SMART_REDIS_URL=" + redis.url());
+  auto env = SharedInstanceEnv(url, redis.url(), {"SMART_RATE_LIMIT_LOGIN_FAILURES_BURST=4"});
   Smartd a(env), b(env);
   ASSERT_NE(a.port(), 0);
   ASSERT_NE(b.port(), 0);
@@ -778,15 +771,9 @@ TEST(SmartdPostgres, RequestLimitsHoldAcrossInstances) {
   ASSERT_FALSE(redis.url().empty());
   std::string url = testing::FreshPostgresDatabase();
   ASSERT_FALSE(url.empty());
-  std::vector<std::string> env;
-  for (const auto& kv : kFastAuth) {
-    env.push_back(kv.starts_with("SMART_RATE_LIMIT_DEFAULT_BURST=") ? "SMART_RATE_LIMIT_DEFAULT_BURST=4" : kv);
-  }
-  env.push_back("SMART_RATE_LIMIT_DEFAULT_PER_MIN=1");
-  env.push_back("SMART_RATE_LIMIT_FREE_PER_DAY=3");
-  env.push_back("SMART_DATABASE_URL=" + url);
-  env.push_back("SMART_AUTH_JWT_SECRET=" + std::string(40, 's'));
-  env.push_back("SMART_REDIS_URL=" + redis.url());
+  auto env = SharedInstanceEnv(
+      url, redis.url(),
+      {"SMART_RATE_LIMIT_DEFAULT_BURST=4", "SMART_RATE_LIMIT_DEFAULT_PER_MIN=1", "SMART_RATE_LIMIT_FREE_PER_DAY=3"});
   Smartd a(env), b(env);
   ASSERT_NE(a.port(), 0);
   ASSERT_NE(b.port(), 0);

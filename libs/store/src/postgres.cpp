@@ -352,9 +352,12 @@ class PgDatabase final : public Database {
     return WithRetries(opt_.max_retries, [&]() -> Result<void> {
       auto conn = Acquire();
       if (!conn) return conn.take_error();
-      Connection& c = **conn;
-      PgTx tx(c);
-      auto r = RunTransaction([&c](const char* sql) { return c.Command(sql); }, begin.c_str(), tx, fn);
+      Result<void> r;
+      {
+        Connection& c = **conn;
+        PgTx tx(c);  // ends before the connection goes back to the pool
+        r = RunTransaction([&c](const char* sql) { return c.Command(sql); }, begin.c_str(), tx, fn);
+      }
       Release(std::move(*conn));
       return r;
     });

@@ -112,6 +112,24 @@ class CoordinatorTest : public ::testing::Test {
     config_.max_per_requester = cap;
     coord_ = std::make_unique<Coordinator>(*db_, *ledger_, config_, clock_);
   }
+  // usr_a with `queued` echo tasks and a cap of 2 per requester, both places
+  // held by node x (usr_x's); y (usr_y's) runs echo too.
+  struct AtCap {
+    Node x, y;
+    std::vector<Task> held;
+  };
+  AtCap FillTheCap(size_t queued) {
+    CapRequesters(2);
+    Fund("usr_a", 1'000'000'000);
+    EXPECT_TRUE(
+        coord_->SubmitBatch("usr_a", std::vector<SubmitRequest>(queued, {.type = "echo", .timeout_s = 60}), "").ok());
+    AtCap at{.x = MakeNode("usr_x", "x", {"echo"}, 10), .y = MakeNode("usr_y", "y", {"echo"}, 10)};
+    auto held = coord_->Claim("usr_x", at.x.id, 10, 0);
+    EXPECT_TRUE(held.ok());
+    if (held.ok()) at.held = *held;
+    EXPECT_EQ(at.held.size(), 2u) << "usr_a's cap";
+    return at;
+  }
   // The queue's next task: claimed alone by `n` and completed at once (a
   // claim that finds none throws, failing the test).
   Task TakeOne(const Node& n) {
@@ -1213,24 +1231,19 @@ TEST_F(CoordinatorTest, AnotherInstancesWorkIsPushedAtOnce) {
 // instance completes one of the requester's tasks, not at its next tick.
 TEST_F(CoordinatorTest, APlaceFreedOnAnotherInstanceIsTakenAtOnce) {
   if (db_->backend() != "postgresql") GTEST_SKIP() << "instances share a PostgreSQL database; a SQLite one has one";
-  CapRequesters(2);
+  AtCap at = FillTheCap(20);
+  ASSERT_EQ(at.held.size(), 2u);
   auto db2 = std::move(store::Open(url_)).value();
   ledger::Ledger ledger2(*db2, ledger::LedgerConfig{.assets = {{"USDC", 6}}, .sweep_interval_ms = 0}, clock_);
   Coordinator other(*db2, ledger2, config_, clock_);
-  Fund("usr_a", 1'000'000'000);
-  ASSERT_TRUE(coord_->SubmitBatch("usr_a", std::vector<SubmitRequest>(20, {.type = "echo", .timeout_s = 60}), "").ok());
-  Node x = MakeNode("usr_x", "x", {"echo"}, 10);
-  Node y = MakeNode("usr_y", "y", {"echo"}, 10);
-  auto held = coord_->Claim("usr_x", x.id, 10, 0);
-  ASSERT_EQ(held->size(), 2u) << "usr_a's cap";
-  for (int i = 0; i < 2; ++i) {
+  for (size_t i = 0; i < 2; ++i) {
     Pushed got;
-    other.ClaimAsync("usr_y", y.id, 1, 10'000, std::nullopt, got.Fn());
-    std::this_thread::sleep_for(std::chrono::milliseconds(300 + 170 * i));  // waiting at the cap; another phase
+    other.ClaimAsync("usr_y", at.y.id, 1, 10'000, std::nullopt, got.Fn());
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(300 + 170 * static_cast<int>(i)));  // waiting at the cap; another phase
     EXPECT_EQ(got.Count(), 0u);
     auto t0 = std::chrono::steady_clock::now();
-    const Task& done = held->at(static_cast<size_t>(i));
-    ASSERT_TRUE(coord_->Complete("usr_x", x.id, done.id, 1, "a", crypto::Sha256Hex("a")).ok());
+    ASSERT_TRUE(coord_->Complete("usr_x", at.x.id, at.held[i].id, 1, "a", crypto::Sha256Hex("a")).ok());
     ASSERT_TRUE(got.WaitFor(1, 3s));
     EXPECT_LT(std::chrono::steady_clock::now() - t0, 400ms) << i << ": at once, not at the other's tick";
   }
@@ -1356,13 +1369,9 @@ TEST_F(CoordinatorTest, ATenantAtItsCapCostsOthersOneProbingClaim) {
 // taken at once by a node waiting with credit (here a waiting claim, which
 // sends no credit of its own), not at the next tick.
 TEST_F(CoordinatorTest, AFreedPlaceUnderACapIsTakenAtOnce) {
-  CapRequesters(2);
-  Fund("usr_a", 1'000'000'000);
-  ASSERT_TRUE(coord_->SubmitBatch("usr_a", std::vector<SubmitRequest>(50, {.type = "echo", .timeout_s = 60}), "").ok());
-  Node x = MakeNode("usr_x", "x", {"echo"}, 10);
-  Node y = MakeNode("usr_y", "y", {"echo"}, 10);
-  auto held = coord_->Claim("usr_x", x.id, 10, 0);
-  ASSERT_EQ(held->size(), 2u) << "usr_a's cap";
+  AtCap at = FillTheCap(50);
+  ASSERT_EQ(at.held.size(), 2u);
+  const Node &x = at.x, &y = at.y;
   std::vector<Task> by_y;
   auto freed = [&](const Node& waiter, const Node& completer, const Task& done, std::vector<Task>& into) {
     Pushed got;
@@ -1375,8 +1384,8 @@ TEST_F(CoordinatorTest, AFreedPlaceUnderACapIsTakenAtOnce) {
     EXPECT_LT(std::chrono::steady_clock::now() - t0, 250ms) << "at once, not at a tick";
     into.push_back(got.s->tasks[0]);
   };
-  freed(y, x, held->at(0), by_y);
-  freed(y, x, held->at(1), by_y);
+  freed(y, x, at.held[0], by_y);
+  freed(y, x, at.held[1], by_y);
   std::vector<Task> by_x;
   freed(x, y, by_y.at(0), by_x);
 }
