@@ -141,7 +141,10 @@ class Database {
   // is durable: `durable` runs once it is (on a thread of the database's, or
   // at once where every commit is durable when it returns), with an error if
   // the flush to disk failed; never when the transaction itself failed. Lets
-  // a group committer run its next transaction while the disk flushes.
+  // a group committer run its next transaction while the disk flushes. These
+  // are the writers' transactions: on PostgreSQL those of every process
+  // sharing the database run one at a time (an advisory lock taken first),
+  // so rows they lock in different orders cannot deadlock.
   virtual Result<void> TransactEarly(const std::function<Result<void>(Tx&)>& fn,
                                      std::function<void(Result<void>)> durable);
   // True while an earlier commit is being made durable (TransactEarly's
