@@ -25,7 +25,7 @@ bool ValidName(std::string_view s) {
 
 // How long a batch of heartbeats waits for more: the longer, the fewer
 // commits (10,000 nodes: 2 a second instead of 20, each writing its pages of
-// the nodes table once; ~14% of a core -> ~9% in bench/tasks/realtime.sh 4).
+// the nodes table once; ~14% of a core -> ~8% in bench/tasks/realtime.sh 4).
 constexpr auto kBeatLinger = std::chrono::milliseconds(500);
 constexpr auto kAwaitedBeatLinger = std::chrono::milliseconds(50);
 
