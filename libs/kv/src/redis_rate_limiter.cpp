@@ -4,8 +4,8 @@
 #include <optional>
 
 #include "gcra.hpp"
+#include "redis_link.hpp"
 #include "smart/kv/rate_limiter.hpp"
-#include "smart/kv/redis.hpp"
 
 namespace smart::kv {
 namespace {
@@ -49,7 +49,7 @@ int64_t Integer(const RedisReply& r) {
 class RedisRateLimiter final : public RateLimiter {
  public:
   RedisRateLimiter(std::string url, std::string prefix, RateLimiter& fallback)
-      : url_(std::move(url)), prefix_(std::move(prefix) + "rl:"), fallback_(fallback) {}
+      : prefix_(std::move(prefix) + "rl:"), fallback_(fallback), link_(std::move(url)) {}
 
   Decision Check(std::string_view key, const Limit& limit, int64_t now_ms) override {
     return Decide(key, limit, now_ms, true);
@@ -80,34 +80,17 @@ class RedisRateLimiter final : public RateLimiter {
     return r->elements[0].integer == 1 ? gcra::Allowed(p, tat, now) : gcra::Refused(p, tat, now);
   }
 
-  // One command on the shared connection; none while Redis failed less than
-  // a second ago (the fallback decides meanwhile, without a connect's wait).
+  // One command on the shared connection (none for a second after a
+  // failure: the fallback decides meanwhile, without a connect's wait).
   std::optional<RedisReply> Call(const std::vector<std::string_view>& args) {
     std::lock_guard lk(mu_);
-    auto now = std::chrono::steady_clock::now();
-    if (!redis_) {
-      if (now - failed_at_ < std::chrono::seconds(1)) return std::nullopt;
-      auto c = Redis::Connect(url_, std::chrono::milliseconds(500));
-      if (!c) {
-        failed_at_ = now;
-        return std::nullopt;
-      }
-      redis_ = std::move(*c);
-    }
-    auto r = redis_->Command(args);
-    if (!r) {
-      if (r.error().kind == ErrorKind::kUnavailable) redis_.reset();
-      failed_at_ = now;
-      return std::nullopt;
-    }
-    return std::move(*r);
+    return link_.Command(args);
   }
 
-  std::string url_, prefix_;
+  std::string prefix_;
   RateLimiter& fallback_;
   std::mutex mu_;
-  std::unique_ptr<Redis> redis_;
-  std::chrono::steady_clock::time_point failed_at_{};
+  RedisLink link_;
 };
 
 }  // namespace

@@ -6,8 +6,8 @@
 #include <thread>
 
 #include "memory_rate_limiter.hpp"
+#include "redis_link.hpp"
 #include "smart/core/thread_name.hpp"
-#include "smart/kv/redis.hpp"
 
 namespace smart::kv {
 namespace {
@@ -63,7 +63,7 @@ int64_t NowMs() {
 class SharedRateLimiter final : public RateLimiter {
  public:
   SharedRateLimiter(std::string url, std::string prefix, size_t max_keys, std::chrono::milliseconds period)
-      : url_(std::move(url)), prefix_(std::move(prefix) + "rl:"), period_(period), local_(max_keys, true) {
+      : prefix_(std::move(prefix) + "rl:"), period_(period), local_(max_keys, true), link_(std::move(url)) {
     thread_ = std::thread([this] { Run(); });
   }
   ~SharedRateLimiter() override {
@@ -105,7 +105,6 @@ class SharedRateLimiter final : public RateLimiter {
   // call that fails is sent again at the next exchange (its reply lost, its
   // counts may count twice: stricter for a moment, never looser).
   void Exchange() {
-    if (!Connected()) return;
     std::vector<MemoryRateLimiter::Counted> counted = local_.TakeCounted();
     const std::string stream = prefix_ + "blocked";
     size_t at = 0;
@@ -128,9 +127,8 @@ class SharedRateLimiter final : public RateLimiter {
         args.push_back(owned.emplace_back(std::to_string(c.count)));
         args.push_back(owned.emplace_back(std::to_string(c.limit)));
       }
-      auto r = redis_->Command(args);
+      auto r = link_.Command(args);
       if (!r || r->elements.size() != 2 || r->elements[0].elements.size() != n) {
-        if (!r && r.error().kind == ErrorKind::kUnavailable) redis_.reset();
         local_.Restore(std::span(counted).subspan(at));
         return;
       }
@@ -165,26 +163,11 @@ class SharedRateLimiter final : public RateLimiter {
     return n;
   }
 
-  // The connection, made again at most once a second after a failure.
-  bool Connected() {
-    if (redis_) return true;
-    auto now = std::chrono::steady_clock::now();
-    if (now - failed_at_ < std::chrono::seconds(1)) return false;
-    auto c = Redis::Connect(url_, std::chrono::milliseconds(500));
-    if (!c) {
-      failed_at_ = now;
-      return false;
-    }
-    redis_ = std::move(*c);
-    return true;
-  }
-
-  const std::string url_, prefix_;
+  const std::string prefix_;
   const std::chrono::milliseconds period_;
   MemoryRateLimiter local_;
-  std::unique_ptr<Redis> redis_;  // the exchanging thread's
-  std::string last_seen_;         // the last entry read from the stream of keys over their limits
-  std::chrono::steady_clock::time_point failed_at_{};
+  RedisLink link_;         // the exchanging thread's
+  std::string last_seen_;  // the last entry read from the stream of keys over their limits
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
