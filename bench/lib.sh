@@ -34,6 +34,17 @@ free_port() {
   echo "bench: no free port" >&2; exit 1
 }
 
+# start_redis NAME: a throwaway redis-server (no persistence) on the unix
+# socket $work/NAME/sock; sets redis_pid.
+start_redis() {
+  mkdir -p "$work/$1"
+  redis-server --port 0 --unixsocket "$work/$1/sock" --save '' --appendonly no --dir "$work/$1" >"$work/$1.log" 2>&1 &
+  redis_pid=$!
+  echo "$redis_pid" >>"$work/pids"
+  for _ in $(seq 1 50); do [ -S "$work/$1/sock" ] && return; sleep 0.1; done
+  echo "bench: redis-server did not start" >&2; cat "$work/$1.log" >&2; exit 1
+}
+
 # start_smartd LOG [VAR=VALUE...]: starts smartd (its own data directory) on a free port; echoes the port.
 start_smartd() {
   local log=$1; shift

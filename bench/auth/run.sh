@@ -28,12 +28,7 @@ credentials() {
     "$1/api/v1/user/api-keys" | sed 's/.*"key":"\([^"]*\)".*/\1/')
   [ -n "$jwt" ] && [ -n "$key" ] || { echo "bench/auth: could not get credentials" >&2; exit 1; }
 }
-mkdir -p "$work/redis"
-redis-server --port 0 --unixsocket "$work/redis/sock" --save '' --appendonly no --dir "$work/redis" \
-  >"$work/redis.log" 2>&1 &
-redis_pid=$!
-echo "$redis_pid" >>"$work/pids"
-for _ in $(seq 1 50); do [ -S "$work/redis/sock" ] && break; sleep 0.1; done
+start_redis redis
 shared_port=$(start_smartd "$work/shared.log" "${limits[@]}" SMART_REDIS_URL="unix://$work/redis/sock")
 shared="http://127.0.0.1:$shared_port"
 credentials "$shared"

@@ -149,11 +149,7 @@ if [ "$clients" -lt "$CLIENTS" ]; then
   instances=$(( (CLIENTS + server_cap - 1) / server_cap ))
   scripts/test-postgres start "$work/pg5" >/dev/null
   trap 'scripts/test-postgres stop "$work/pg5"; bench_cleanup' EXIT
-  mkdir -p "$work/redis5"
-  redis-server --port 0 --unixsocket "$work/redis5/sock" --save '' --appendonly no --dir "$work/redis5" \
-    >"$work/redis5.log" 2>&1 &
-  echo $! >>"$work/pids"
-  for _ in $(seq 1 50); do [ -S "$work/redis5/sock" ] && break; sleep 0.1; done
+  start_redis redis5
   shared=(SMART_DATABASE_URL="$(cat "$work/pg5/url")" SMART_REDIS_URL="unix://$work/redis5/sock"
     SMART_AUTH_JWT_SECRET="bench-secret-bench-secret-bench-secret-42")
   ports=() ipids=() rss0s=()

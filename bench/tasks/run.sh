@@ -125,12 +125,8 @@ cpu_per_task() { # label [redis-server pid]
 if [ "$SECONDS_EACH" -ge 9 ]; then
   fresh_sqlite
   cpu_per_task "smartd, SQLite: batches of 100 at 10,000/s, CPU per task"
-  mkdir -p "$work/relay"
-  redis-server --port 0 --unixsocket "$work/relay/sock" --save '' --appendonly no --dir "$work/relay" \
-    >"$work/relay.log" 2>&1 &
-  relay_pid=$!
-  echo "$relay_pid" >>"$work/pids"
-  for _ in $(seq 1 50); do [ -S "$work/relay/sock" ] && break; sleep 0.1; done
+  start_redis relay
+  relay_pid=$redis_pid
   sqlite_env=(SMART_REDIS_URL="unix://$work/relay/sock")
   fresh_sqlite
   cpu_per_task "smartd, SQLite, events through Redis (redis.url): the same" "$relay_pid"
