@@ -6,13 +6,13 @@
 // core, and redis-server's (its pid given) per key.
 //   limiter_shared URL RATE SECONDS [REDIS_PID]
 #include <dirent.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <string>
 #include <thread>
-#include <unistd.h>
 
 #include "smart/kv/rate_limiter.hpp"
 
