@@ -315,7 +315,8 @@ inline std::vector<config::Key> ConfigSchema() {
       {.name = "events.max_connections_per_user",
        .type = Type::kInt,
        .default_value = "100",
-       .help = "Client event WebSockets (/api/v1/ws) one account may hold open at once.",
+       .help = "Client event WebSockets (/api/v1/ws) one account may hold open at once (over every instance with "
+               "redis.url).",
        .min = 1,
        .max = 100000},
       {.name = "events.stats_interval_s",

@@ -476,6 +476,8 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
                  .build = {kVersion, kCommit},
                  .dev_faucet = cfg.Bool("ledger.dev_faucet"),
                  .event_connections_per_user = static_cast<size_t>(cfg.Int("events.max_connections_per_user")),
+                 .redis_url = cfg.String("redis.url"),
+                 .redis_prefix = cfg.String("redis.prefix"),
                  .node_max_unanswered = static_cast<int>(cfg.Int("tasks.node_max_unanswered"))};
   http::Router router;
   api::RegisterRoutes(router, deps);

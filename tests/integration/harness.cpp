@@ -156,9 +156,18 @@ WsClient::~WsClient() = default;
 void WsClient::Send(const std::string& text) { impl_->ws.write(asio::buffer(text)); }
 
 std::string WsClient::Read() {
+  // Waits up to 10 s: a message that never comes fails the test, never hangs it.
   beast::flat_buffer buffer;
   beast::error_code ec;
-  impl_->ws.read(buffer, ec);
+  bool done = false;
+  impl_->ws.async_read(buffer, [&](beast::error_code e, size_t) { ec = e, done = true; });
+  impl_->ioc.restart();
+  impl_->ioc.run_for(std::chrono::seconds(10));
+  if (!done) {
+    beast::get_lowest_layer(impl_->ws).cancel();
+    impl_->ioc.restart();
+    impl_->ioc.run();
+  }
   if (ec) return "";
   return beast::buffers_to_string(buffer.data());
 }

@@ -72,7 +72,7 @@ class WsClient {
   WsClient(uint16_t port, const std::string& target, const std::string& token);
   ~WsClient();
   void Send(const std::string& text);
-  // The next message; empty when the connection closed.
+  // The next message; empty when the connection closed (or none came in 10 s).
   std::string Read();
   // Reads until a message contains `needle` (skipping others); empty if none came.
   std::string ReadUntil(const std::string& needle, int max_messages = 50);

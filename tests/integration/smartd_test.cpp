@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <boost/system/system_error.hpp>
 #include <cstdlib>
 #include <fstream>
 #include <regex>
@@ -805,6 +806,48 @@ TEST(SmartdPostgres, RequestLimitsHoldAcrossInstances) {
     r = As(port, "GET", "/api/v1/user/profile", mo.access);
     EXPECT_TRUE(refused(r, "daily_quota_exceeded")) << port << ": " << r->status << " " << r->body;
   }
+}
+
+// An account's event connections count over every instance (redis.url): one
+// that b admitted while a held the account's last places is closed (1008),
+// b then refuses the account's next at the upgrade (429), and a place freed
+// on a is taken on b.
+TEST(SmartdPostgres, EventConnectionsPerAccountHoldAcrossInstances) {
+  testing::RedisServer redis;
+  ASSERT_FALSE(redis.url().empty());
+  std::string url = testing::FreshPostgresDatabase();
+  ASSERT_FALSE(url.empty());
+  auto env = SharedInstanceEnv(url, redis.url(), {"SMART_EVENTS_MAX_CONNECTIONS_PER_USER=2"});
+  Smartd a(env), b(env);
+  ASSERT_NE(a.port(), 0);
+  ASSERT_NE(b.port(), 0);
+  Session ann = RegisterAndLogin(a.port(), "ann@example.com");
+  auto subscribed = [](WsClient& ws) {
+    ws.Send(R"({"type":"subscribe","tasks":"own"})");
+    return ws.ReadUntil("\"subscribed\"").find("\"subscribed\"") != std::string::npos;
+  };
+  auto one = std::make_unique<WsClient>(a.port(), "/api/v1/ws", ann.access);
+  WsClient two(a.port(), "/api/v1/ws", ann.access);
+  std::this_thread::sleep_for(500ms);                  // the instances exchange every 100 ms
+  WsClient three(b.port(), "/api/v1/ws", ann.access);  // b had heard nothing of ann
+  EXPECT_EQ(three.Read(), "");
+  EXPECT_EQ(three.close_code(), 1008);
+  EXPECT_THROW(WsClient(b.port(), "/api/v1/ws", ann.access), boost::system::system_error) << "b heard of a's two";
+  EXPECT_TRUE(subscribed(*one));
+  EXPECT_TRUE(subscribed(two));
+  one.reset();
+  std::unique_ptr<WsClient> four;
+  for (int i = 0; i < 50 && !four; ++i) {
+    try {
+      four = std::make_unique<WsClient>(b.port(), "/api/v1/ws", ann.access);
+    } catch (const boost::system::system_error&) {
+      std::this_thread::sleep_for(50ms);
+    }
+  }
+  ASSERT_TRUE(four) << "a place freed on a is taken on b";
+  std::this_thread::sleep_for(300ms);
+  EXPECT_TRUE(subscribed(*four)) << "and kept";
+  EXPECT_TRUE(subscribed(two));
 }
 
 }  // namespace

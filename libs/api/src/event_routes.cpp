@@ -17,6 +17,7 @@
 
 #include "routes_internal.hpp"
 #include "smart/events/subscriptions.hpp"
+#include "smart/kv/shared_cap.hpp"
 #include "smart/metrics/metrics.hpp"
 
 namespace smart::api {
@@ -45,6 +46,10 @@ class MessageBudget {
   std::chrono::steady_clock::time_point at_ = std::chrono::steady_clock::now();
 };
 
+std::string TooMany(size_t cap) {
+  return "this account has " + std::to_string(cap) + " event connections open, the most allowed";
+}
+
 // The connections and what each wants (indexed: an event costs its
 // subscribers, not every connection). Connections are known by an id.
 struct Hub {
@@ -52,6 +57,39 @@ struct Hub {
   events::Subscriptions subs;
   std::unordered_map<uint64_t, std::weak_ptr<http::WebSocket>> sockets;
   uint64_t next_id = 1;
+  size_t per_user = 0;  // connections an account may hold
+  // With Redis: the account's connections on the other instances count too.
+  // Last, so that it stops (and its thread with it) before the rest goes.
+  std::unique_ptr<kv::SharedCap> shared;
+
+  // Sets connection `id`'s account, if it may hold one more. Under mu.
+  bool SetUser(uint64_t id, const std::string& user) {
+    size_t others = shared ? std::min(per_user, shared->Others(user)) : 0;
+    if (!subs.SetUser(id, user, per_user - others)) return false;
+    if (shared) shared->Add(user, id, per_user);
+    return true;
+  }
+  // Connection `id` is gone. Under mu.
+  void Remove(uint64_t id) {
+    if (auto* interest = subs.Find(id); shared && interest && !interest->user.empty()) {
+      shared->Remove(interest->user, id);
+    }
+    subs.Remove(id);
+    sockets.erase(id);
+  }
+  // Closes the connections let go by the shared cap (admitted here while
+  // another instance took the account's last places first).
+  void LetGo(const std::vector<uint64_t>& ids) {
+    std::vector<std::shared_ptr<http::WebSocket>> closing;
+    {
+      std::lock_guard lk(mu);
+      for (uint64_t id : ids) {
+        auto it = sockets.find(id);
+        if (auto ws = it == sockets.end() ? nullptr : it->second.lock()) closing.push_back(std::move(ws));
+      }
+    }
+    for (const auto& ws : closing) ws->Close(http::close_code::kPolicyViolation, TooMany(per_user));
+  }
 };
 
 void Deliver(const std::weak_ptr<http::WebSocket>& weak, std::shared_ptr<const std::string> text,
@@ -61,10 +99,6 @@ void Deliver(const std::weak_ptr<http::WebSocket>& weak, std::shared_ptr<const s
   if (ws->Send(std::move(text), std::move(on_written)) == http::WebSocket::SendResult::kQueueFull) {
     ws->Close(http::close_code::kPolicyViolation, "slow consumer: events were not read in time");
   }
-}
-
-std::string TooMany(size_t cap) {
-  return "this account has " + std::to_string(cap) + " event connections open, the most allowed";
 }
 
 std::string Reply(std::string_view type, std::initializer_list<std::pair<std::string_view, json::value>> fields = {}) {
@@ -77,6 +111,13 @@ std::string Reply(std::string_view type, std::initializer_list<std::pair<std::st
 
 void RegisterEventRoutes(http::Router& router, const Deps& deps) {
   auto hub = std::make_shared<Hub>();
+  hub->per_user = deps.event_connections_per_user;
+  if (!deps.redis_url.empty()) {
+    hub->shared = kv::NewSharedCap({.url = deps.redis_url,
+                                    .prefix = deps.redis_prefix,
+                                    .name = "ws",
+                                    .on_over = [h = hub.get()](std::vector<uint64_t> ids) { h->LetGo(ids); }});
+  }
   // From publishing an event to its frame handed to each subscriber's socket:
   // the server's own fan-out delay (what clients see adds the network and themselves).
   auto& delivery = deps.registry.AddHistogram(
@@ -124,7 +165,7 @@ void RegisterEventRoutes(http::Router& router, const Deps& deps) {
     {
       std::lock_guard lk(hub->mu);
       id = hub->next_id++;
-      if (!user.empty() && !hub->subs.SetUser(id, user, deps.event_connections_per_user)) {
+      if (!user.empty() && !hub->SetUser(id, user)) {
         return http::WsAccept{.reject = http::MakeProblem(req, {.status = 429,
                                                                 .code = "too_many_connections",
                                                                 .detail = TooMany(deps.event_connections_per_user)})};
@@ -173,7 +214,7 @@ void RegisterEventRoutes(http::Router& router, const Deps& deps) {
         bool set;
         {
           std::lock_guard lk(hub->mu);
-          set = hub->subs.SetUser(id, who->user_id, deps.event_connections_per_user);
+          set = hub->SetUser(id, who->user_id);
         }
         if (!set) {
           ws->Close(http::close_code::kPolicyViolation, TooMany(deps.event_connections_per_user));
@@ -242,8 +283,7 @@ void RegisterEventRoutes(http::Router& router, const Deps& deps) {
     };
     callbacks.on_close = [hub, id, connections](uint16_t) {
       std::lock_guard lk(hub->mu);
-      hub->subs.Remove(id);
-      hub->sockets.erase(id);
+      hub->Remove(id);
       connections->Set(static_cast<double>(hub->sockets.size()));
     };
     return http::WsAccept{.callbacks = std::move(callbacks)};

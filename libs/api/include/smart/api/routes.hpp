@@ -70,7 +70,11 @@ struct Deps {
   BuildInfo build;
   bool dev_faucet = false;                  // admin mint and burn (ledger.dev_faucet)
   size_t event_connections_per_user = 100;  // events.max_connections_per_user
-  int node_max_unanswered = 1000;           // tasks.node_max_unanswered
+  // The Redis the instances share (redis.url and redis.prefix; empty: none):
+  // an account's event connections are then counted over every instance.
+  std::string redis_url;
+  std::string redis_prefix;
+  int node_max_unanswered = 1000;  // tasks.node_max_unanswered
 };
 
 // Registers every public route of smartd.
