@@ -18,6 +18,9 @@ cd "$(dirname "$0")/../.."
 source bench/lib.sh
 bench_init
 SECONDS_EACH=${SECONDS_EACH:-10}
+# Clients submitting at once, for both systems: smartd's submitters, BullMQ's
+# producers (each waits for its last submission's answer before the next).
+CLIENTS=16
 SIM=build/release/bench/tasks_sim
 scripts/install-npm build/npm bullmq@5
 
@@ -45,7 +48,7 @@ row() { printf '%-64s %12.0f %12.0f %10s %10s\n' "$@"; }
 sim_run() { # rate batch: sets done_s sub_s p50 p99
   local out
   out=$("$SIM" --server "$base" --client-key "$client_key" --operator-key "$operator_key" \
-    --submitters 16 --nodes 16 --credit 100 --seconds "$SECONDS_EACH" --rate "$1" --batch "$2") \
+    --submitters "$CLIENTS" --nodes 16 --credit 100 --seconds "$SECONDS_EACH" --rate "$1" --batch "$2") \
     || { echo "bench/tasks: the simulator failed" >&2; exit 1; }
   read -r done_s sub_s p50 p99 <<<"$out"
 }
@@ -158,7 +161,7 @@ port=$(start_smartd "$work/smartd-pg2.log" SMART_DATABASE_URL="$(cat "$work/pg/u
   SMART_TASKS_MAX_TASKS_PER_NODE=100)
 sims=()
 for b in "$pg_base" "http://127.0.0.1:$port"; do
-  "$SIM" --server "$b" --client-key "$client_key" --operator-key "$operator_key" --submitters 8 --nodes 8 \
+  "$SIM" --server "$b" --client-key "$client_key" --operator-key "$operator_key" --submitters $((CLIENTS / 2)) --nodes 8 \
     --credit 100 --seconds "$SECONDS_EACH" --rate 0 --batch 100 >>"$work/pg2.out" &
   sims+=($!)
 done
@@ -194,7 +197,7 @@ cp bench/tasks/bullmq.mjs build/npm/  # ES modules resolve packages from the scr
 bull_run() { # rate bulk: sets done_s sub_s p50 p99
   local out
   fresh_redis
-  out=$(RATE=$1 BULK=$2 REDIS_PORT=$rport SECONDS_EACH=$SECONDS_EACH timeout $((SECONDS_EACH + 60)) \
+  out=$(RATE=$1 BULK=$2 PRODUCERS=$CLIENTS REDIS_PORT=$rport SECONDS_EACH=$SECONDS_EACH timeout $((SECONDS_EACH + 60)) \
     node build/npm/bullmq.mjs) || { echo "bench/tasks: the BullMQ run failed" >&2; exit 1; }
   read -r done_s sub_s p50 p99 <<<"$out"
   b_done=$done_s
