@@ -46,6 +46,9 @@ wait_ready() {
   echo "bench: the load did not connect" >&2; cat "$work"/"$1"*.out >&2; exit 1
 }
 
+# retried PREFIX: the connections the fan-out load processes opened again, in all
+retried() { cat "$work"/"$1"*.out | awk '$1 == "retried" { n += $2 } END { print n + 0 }'; }
+
 # spread N over processes of at most per_proc each; prints the counts
 split_counts() { local n=$1; while [ "$n" -gt 0 ]; do local c=$(( n < per_proc ? n : per_proc )); echo "$c"; n=$(( n - c )); done; }
 
@@ -139,6 +142,7 @@ printf '   network_stats fanned out to all of them, at the clients: %s deliverie
   "$count" "$p50" "$p99"
 printf '   the same at the server (publication -> written to the socket): %s writes, p50 <= %s ms, p99 <= %s ms\n' \
   "$s_count" "$s50" "$s99"
+echo "   $(retried fo) connections reopened by the load (closed unanswered: the server's header timeout ran out first)"
 [ "$clients" -lt "$CLIENTS" ] && echo "   (the open-file limit allowed $clients of $CLIENTS connections)"
 kill "$pid" 2>/dev/null || true
 
@@ -187,6 +191,7 @@ if [ "$clients" -lt "$CLIENTS" ]; then
     "$CLIENTS" "$instances" "$rss_total" "$per_conn"
   printf '    network_stats (published by one instance, through Redis) at the clients: %s deliveries, p50 %s ms, p99 %s ms (target p99 <= 50 ms)\n' \
     "$count" "$p50" "$p99"
+  echo "    $(retried fb) connections reopened by the load (closed unanswered: the server's header timeout ran out first)"
   for p in "${ipids[@]}"; do kill "$p" 2>/dev/null || true; done
 fi
 fi
