@@ -242,7 +242,12 @@ Result<std::string> TaskDocument(const Deps& deps, const std::string& user, std:
   return json::serialize(o);
 }
 
-std::string ETagOf(std::string_view body) { return "\"" + crypto::Sha256Hex(body).substr(0, 32) + "\""; }
+std::string ETagOf(std::string_view body) {
+  std::string etag = "\"";
+  etag += std::string_view(crypto::Sha256Hex(body)).substr(0, 32);
+  etag += '"';
+  return etag;
+}
 
 // If-None-Match names `etag` (one of a list, or *).
 bool NoneMatchNames(const http::Request& req, std::string_view etag) {

@@ -257,7 +257,7 @@ class Connection {
   Result<std::string> Prepare(std::string_view sql) {
     auto it = statements_.find(std::string(sql));
     if (it != statements_.end()) return it->second;
-    std::string name = "s" + std::to_string(statements_.size());
+    std::string name = 's' + std::to_string(statements_.size());
     std::string text(sql);
     ResultPtr res{PQprepare(conn_, name.c_str(), text.c_str(), 0, nullptr)};
     if (PQresultStatus(res.r) != PGRES_COMMAND_OK) return PgError(conn_, res.r, "prepare failed");

@@ -32,7 +32,8 @@ std::string ValuesRows(size_t n, size_t columns, size_t first, std::string_view 
       }
       size_t k = 0;
       while (i + 1 < row.size() && row[i + 1] >= '0' && row[i + 1] <= '9') k = k * 10 + (row[++i] - '0');
-      out += "$" + std::to_string(first + r * columns + k - 1);
+      out += '$';
+      out += std::to_string(first + r * columns + k - 1);
     }
   }
   return out;

@@ -144,7 +144,10 @@ Result<Node> LoadOwnNode(store::Tx& tx, std::string_view node_id, std::string_vi
 
 std::string EscrowKey(const Task& t, std::string_view step) {
   std::string key = "task/" + t.id + "/" + std::string(step);
-  if (t.retries > 0) key += "/" + std::to_string(t.retries);
+  if (t.retries > 0) {
+    key += '/';
+    key += std::to_string(t.retries);
+  }
   return key;
 }
 
@@ -201,7 +204,9 @@ Result<Settings> ReadSettings(store::Tx& tx) {
 
 std::string HistoryLine(int64_t ts_ms, std::string_view status, std::string_view node_id,
                         std::string_view detail_json) {
-  std::string line = "[" + std::to_string(ts_ms) + ",";
+  std::string line = "[";
+  line += std::to_string(ts_ms);
+  line += ",";
   line += boost::json::serialize(boost::json::string(status));
   line += ",";
   line += node_id.empty() ? std::string("null") : boost::json::serialize(boost::json::string(node_id));
