@@ -113,18 +113,14 @@ RedisRelay::RedisRelay(Bus& bus, RelayOptions options)
 Result<std::unique_ptr<RedisRelay>> RedisRelay::Start(Bus& bus, RelayOptions options) {
   std::unique_ptr<RedisRelay> relay(new RedisRelay(bus, std::move(options)));
   auto redis = kv::Redis::Connect(relay->options_.url, relay->options_.timeout);
-  if (!redis) return redis.take_error();
-  // The window: the stream's last entries, from about `window` events back.
-  auto top = (*redis)->Command({"XREVRANGE", relay->stream_key_, "+", "-", "COUNT", "1"});
-  if (!top) return top.take_error();
-  if (!top->elements.empty()) {
-    std::vector<Event> last;
-    if (Decode(top->elements[0], last) && !last.empty() && last.back().id > relay->options_.window) {
-      relay->last_entry_ = std::to_string(last.back().id - relay->options_.window) + "-0";
-    }
-    SMART_TRY(relay->ReadAfter(**redis, false, std::chrono::milliseconds(0)));
+  if (redis) {
+    SMART_TRY(relay->LoadWindow(**redis));
+    relay->reader_ = std::move(*redis);
+  } else if (redis.error().kind == ErrorKind::kUnavailable) {
+    relay->Failed(redis.error());  // started all the same: the reader loads the window once Redis answers
+  } else {
+    return redis.take_error();  // a URL or credentials that cannot work
   }
-  relay->reader_ = std::move(*redis);
   bus.Forward([r = relay.get()](Event e) { r->Enqueue(std::move(e)); });
   relay->sender_ = std::thread([r = relay.get()] { r->SendLoop(); });
   relay->reader_thread_ = std::thread([r = relay.get()] { r->ReadLoop(); });
@@ -147,6 +143,21 @@ RedisRelay::~RedisRelay() {
   }
   if (sender_.joinable()) sender_.join();
   if (reader_thread_.joinable()) reader_thread_.join();
+}
+
+Result<void> RedisRelay::LoadWindow(kv::Redis& redis) {
+  // The stream's last entries, from about `window` events back.
+  auto top = redis.Command({"XREVRANGE", stream_key_, "+", "-", "COUNT", "1"});
+  if (!top) return top.take_error();
+  if (!top->elements.empty()) {
+    std::vector<Event> last;
+    if (Decode(top->elements[0], last) && !last.empty() && last.back().id > options_.window) {
+      last_entry_ = std::to_string(last.back().id - options_.window) + "-0";
+    }
+    SMART_TRY(ReadAfter(redis, false, std::chrono::milliseconds(0)));
+  }
+  loaded_.store(true);
+  return Ok();
 }
 
 void RedisRelay::Enqueue(Event e) {
@@ -201,6 +212,14 @@ void RedisRelay::SendLoop() {
       skip = std::exchange(skip_, 0);
       sending_ = true;
       batch_key = batch_prefix + std::to_string(++batches);
+    }
+    if (!loaded_.load()) {
+      // Started while Redis was away: this instance's events go after the
+      // reader has loaded the window, so that they are read back and delivered.
+      std::unique_lock lk(mu_);
+      cv_.wait_for(lk, std::chrono::milliseconds(50), [&] { return stop_; });
+      if (stop_) return;
+      continue;
     }
     if (!redis) {
       auto c = kv::Redis::Connect(options_.url, options_.timeout);
@@ -302,11 +321,10 @@ void RedisRelay::ReadLoop() {
       redis = reader_.get();
       reconnected = true;
     }
-    if (reconnected) {
+    if (reconnected && loaded_.load()) {
       // A Redis that lost its data (restarted without persistence) numbers
       // from its clock again: read its stream from the start if it is behind
       // our place.
-      reconnected = false;
       auto top = redis->Command({"XREVRANGE", stream_key_, "+", "-", "COUNT", "1"});
       uint64_t place = 0;
       Number(std::string_view(last_entry_).substr(0, last_entry_.find('-')), place);
@@ -317,7 +335,12 @@ void RedisRelay::ReadLoop() {
         }
       }
     }
-    if (auto r = ReadAfter(*redis, true, std::chrono::milliseconds(2000)); !r) {
+    reconnected = false;
+    // Started while Redis was away: the window first (not delivered: what
+    // this instance's clients missed is for them to resume).
+    Result<void> r = loaded_.load() ? Ok() : LoadWindow(*redis);
+    if (r) r = ReadAfter(*redis, true, std::chrono::milliseconds(2000));
+    if (!r) {
       if (std::lock_guard lk(mu_); stop_) return;
       Failed(r.error());
       if (r.error().kind == ErrorKind::kUnavailable) {

@@ -51,9 +51,11 @@ struct RelayOptions {
 
 class RedisRelay {
  public:
-  // Connects (an error if Redis cannot be reached now), loads the stream's
-  // events into the bus's window, and from then on carries every event
-  // published on `bus` through Redis. The bus must outlive the relay.
+  // Connects, loads the stream's events into the bus's window, and from then
+  // on carries every event published on `bus` through Redis. Redis
+  // unreachable now is an outage like a later one (on_error is called; the
+  // window is loaded, and events sent, once it answers); a URL or
+  // credentials that cannot work are an error. The bus must outlive the relay.
   static Result<std::unique_ptr<RedisRelay>> Start(Bus& bus, RelayOptions options);
   // Sends what is queued (waiting up to `timeout`), then stops both threads.
   ~RedisRelay();
@@ -76,6 +78,8 @@ class RedisRelay {
   void SendLoop();
   // A batch is done: `lost` events refused (their ids and `skipped` left unused).
   void Sent(size_t lost, uint64_t skipped);
+  // The stream's last `window` events into the bus's window, not delivered.
+  Result<void> LoadWindow(kv::Redis& redis);
   void ReadLoop();
   Result<void> ReadAfter(kv::Redis& redis, bool deliver, std::chrono::milliseconds block);
   void Failed(const Error& e);
@@ -100,6 +104,7 @@ class RedisRelay {
   std::mutex elect_mu_;
   std::unique_ptr<kv::Redis> elect_;
 
+  std::atomic<bool> loaded_{false};  // the window (the reader's place in the stream) is known
   std::atomic<bool> failing_{false};
   std::atomic<uint64_t> sent_{0}, received_{0}, dropped_{0};
   std::thread sender_, reader_thread_;
