@@ -839,6 +839,8 @@ TEST(SmartdPostgres, EventConnectionsPerAccountHoldAcrossInstances) {
   WsClient three(b.port(), "/api/v1/ws", ann.access);  // b had heard nothing of ann
   EXPECT_EQ(three.Read(), "");
   EXPECT_EQ(three.close_code(), 1008);
+  const std::string let_go = "smart_ws_event_closed_total{reason=\"over_cap\"} 1\n";
+  EXPECT_NE(MetricsWith(b.port(), let_go).find(let_go), std::string::npos) << "counted";
   EXPECT_THROW(WsClient(b.port(), "/api/v1/ws", ann.access), boost::system::system_error) << "b heard of a's two";
   EXPECT_TRUE(subscribed(*one));
   EXPECT_TRUE(subscribed(two));

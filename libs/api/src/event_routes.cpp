@@ -57,7 +57,9 @@ struct Hub {
   events::Subscriptions subs;
   std::unordered_map<uint64_t, std::weak_ptr<http::WebSocket>> sockets;
   uint64_t next_id = 1;
-  size_t per_user = 0;  // connections an account may hold
+  size_t per_user = 0;                          // connections an account may hold
+  metrics::Counter* slow_closed = nullptr;      // closed: their queue was full
+  metrics::Counter* over_cap_closed = nullptr;  // closed: let go by the shared cap
   // With Redis: the account's connections on the other instances count too.
   // Last, so that it stops (and its thread with it) before the rest goes.
   std::unique_ptr<kv::SharedCap> shared;
@@ -88,15 +90,17 @@ struct Hub {
         if (auto ws = it == sockets.end() ? nullptr : it->second.lock()) closing.push_back(std::move(ws));
       }
     }
+    over_cap_closed->Inc(closing.size());
     for (const auto& ws : closing) ws->Close(http::close_code::kPolicyViolation, TooMany(per_user));
   }
 };
 
-void Deliver(const std::weak_ptr<http::WebSocket>& weak, std::shared_ptr<const std::string> text,
+void Deliver(const Hub& hub, const std::weak_ptr<http::WebSocket>& weak, std::shared_ptr<const std::string> text,
              std::function<void()> on_written = nullptr) {
   auto ws = weak.lock();
   if (!ws) return;
   if (ws->Send(std::move(text), std::move(on_written)) == http::WebSocket::SendResult::kQueueFull) {
+    hub.slow_closed->Inc();
     ws->Close(http::close_code::kPolicyViolation, "slow consumer: events were not read in time");
   }
 }
@@ -112,6 +116,10 @@ std::string Reply(std::string_view type, std::initializer_list<std::pair<std::st
 void RegisterEventRoutes(http::Router& router, const Deps& deps) {
   auto hub = std::make_shared<Hub>();
   hub->per_user = deps.event_connections_per_user;
+  auto& closed = deps.registry.AddCounter("smart_ws_event_closed_total",
+                                          "Client event WebSockets the server closed, by reason.", {"reason"});
+  hub->slow_closed = &closed.WithLabels({"slow_consumer"});
+  hub->over_cap_closed = &closed.WithLabels({"over_cap"});
   if (!deps.redis_url.empty()) {
     hub->shared = kv::NewSharedCap({.url = deps.redis_url,
                                     .prefix = deps.redis_prefix,
@@ -140,7 +148,7 @@ void RegisterEventRoutes(http::Router& router, const Deps& deps) {
     auto text = std::make_shared<const std::string>(e.Json());  // one copy for every subscriber
     metrics::Histogram* seconds = &delivery.WithLabels({e.type});
     for (const auto& ws : targets) {
-      Deliver(ws, text, [seconds, start] {
+      Deliver(*hub, ws, text, [seconds, start] {
         seconds->Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
       });
     }
@@ -276,7 +284,7 @@ void RegisterEventRoutes(http::Router& router, const Deps& deps) {
           }
           ws->Send(Reply("gap", {{"detail", json::value(why + "re-read the state over HTTP")}}));
         }
-        for (const auto& e : missed.events) Deliver(weak, std::make_shared<const std::string>(e.Json()));
+        for (const auto& e : missed.events) Deliver(*hub, weak, std::make_shared<const std::string>(e.Json()));
         return;
       }
       ws->Send(Reply("error", {{"code", "unknown_type"}, {"detail", "auth, subscribe, unsubscribe or resume"}}));
