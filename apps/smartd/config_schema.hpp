@@ -298,7 +298,7 @@ inline std::vector<config::Key> ConfigSchema() {
       {.name = "redis.url",
        .type = Type::kString,
        .default_value = "",
-       .help = "redis://[:password@]host[:port][/db] or unix:///path: share client events (task_update, "
+       .help = "redis://[:password@]host[:port][/db] or unix://[:password@]/path: share client events (task_update, "
                "node_status, network_stats), credential-cache invalidations and failed-login limits with every "
                "instance using the same Redis; empty: each instance keeps its own.",
        .redact = Redact::kUrlPassword},

@@ -192,8 +192,8 @@ TEST(Smartd, BadConfigurationExitsWithCode2AndNamesTheKey) {
   EXPECT_NE(out.find("postgresql://smart:***@db/smart"), std::string::npos) << out;
 }
 
-// A Redis URL that cannot work stops the start (exit 2); a Redis that cannot
-// be reached now is an outage like a later one: smartd starts, says so (no
+// A Redis URL that cannot work (its scheme, refused credentials) stops the
+// start (exit 2); a Redis that cannot be reached now is an outage like a later one: smartd starts, says so (no
 // password in the log) and reports the relay down until Redis answers.
 TEST(Smartd, ARedisUrlThatCannotWorkStopsTheStartAndAnUnreachableRedisDoesNot) {
   TempDir dir;
@@ -201,6 +201,15 @@ TEST(Smartd, ARedisUrlThatCannotWorkStopsTheStartAndAnUnreachableRedisDoesNot) {
                                          {"SMART_REDIS_URL=http://cache:6379"});
   EXPECT_EQ(code, 2) << "a configuration error";
   EXPECT_NE(out.find("a Redis URL starts redis:// or unix://"), std::string::npos) << out;
+  testing::RedisServer redis;  // with a password the URL does not have
+  ASSERT_FALSE(redis.url().empty());
+  ASSERT_TRUE(testing::RunCommand({"redis-cli", "-s", redis.url().substr(7), "CONFIG", "SET", "requirepass", "pw"})
+                  .second.find("OK") != std::string::npos);
+  std::tie(code, out) = testing::RunCommand({SMARTD_PATH, "--port", "0", "--data-dir", dir.path()},
+                                            {"SMART_REDIS_URL=unix://:n0pe@" + redis.url().substr(7)});
+  EXPECT_EQ(code, 2) << "refused credentials are a configuration error";
+  EXPECT_NE(out.find("Redis refused the credentials"), std::string::npos) << out;
+  EXPECT_EQ(out.find("n0pe"), std::string::npos) << "no password in the log";
   Smartd s({"SMART_REDIS_URL=redis://:s3cret@127.0.0.1:1"});
   ASSERT_NE(s.port(), 0) << "started without Redis";
   std::string body = MetricsWith(s.port(), "smart_events_relay_up 0\n");

@@ -60,6 +60,10 @@ Result<Target> ParseTarget(std::string_view url) {
   auto u = boost::urls::parse_uri(url);
   if (!u) return Error::Invalid("invalid_redis_url", "redis.url must be redis://host[:port][/db] or unix:///path");
   Target t;
+  if (u->has_userinfo()) {
+    t.user = std::string(u->user());
+    t.password = std::string(u->password());
+  }
   if (u->scheme() == "unix") {
     t.socket = std::string(u->path());
     if (t.socket.empty()) return Error::Invalid("invalid_redis_url", "a unix: Redis URL needs the socket's path");
@@ -78,10 +82,6 @@ Result<Target> ParseTarget(std::string_view url) {
     auto port = Number(u->port(), "the port");
     if (!port) return port.take_error();
     t.port = *port;
-  }
-  if (u->has_userinfo()) {
-    t.user = std::string(u->user());
-    t.password = std::string(u->password());
   }
   std::string_view path = u->encoded_path();
   if (!path.empty() && path != "/") {
@@ -134,7 +134,11 @@ Result<std::unique_ptr<Redis>> Redis::Connect(std::string_view url, std::chrono:
     if (!target->user.empty()) auth.push_back(target->user);
     auth.push_back(target->password);
     if (auto r = redis->Command(auth); !r) {
-      return Error::Unavailable("redis_unavailable", "Redis refused the credentials: " + r.error().message);
+      // Refused (an error reply): a configuration error; the connection lost: an outage.
+      if (r.error().kind == ErrorKind::kInvalid) {
+        return Error::Invalid("redis_auth_refused", "Redis refused the credentials: " + r.error().message);
+      }
+      return r.take_error();
     }
   }
   if (target->db != 0) {

@@ -59,6 +59,28 @@ TEST(Redis, BadUrlsAndUnreachableServersAreClearErrors) {
   EXPECT_EQ(gone.error().kind, ErrorKind::kUnavailable);
 }
 
+// Credentials in the URL (unix sockets too) are sent; refused ones are a
+// configuration error (kInvalid), not an outage to wait out.
+TEST(Redis, CredentialsAreSentAndARefusalIsAConfigurationError) {
+  testing::RedisServer server;
+  ASSERT_FALSE(server.url().empty());
+  auto admin = Redis::Connect(server.url(), milliseconds(2000));
+  ASSERT_TRUE(admin);
+  ASSERT_TRUE((*admin)->Command({"CONFIG", "SET", "requirepass", "s3cret"}));
+  const std::string path = server.url().substr(std::string_view("unix://").size());
+  auto wrong = Redis::Connect("unix://:nope@" + path, milliseconds(2000));
+  ASSERT_FALSE(wrong);
+  EXPECT_EQ(wrong.error().kind, ErrorKind::kInvalid);
+  EXPECT_EQ(wrong.error().code, "redis_auth_refused");
+  EXPECT_EQ(wrong.error().message.find("nope"), std::string::npos) << "no password in errors";
+  auto none = Redis::Connect(server.url(), milliseconds(2000));
+  ASSERT_TRUE(none) << "no AUTH sent";
+  EXPECT_FALSE((*none)->Command({"PING"})) << "NOAUTH";
+  auto right = Redis::Connect("unix://:s3cret@" + path, milliseconds(2000));
+  ASSERT_TRUE(right) << right.error().message;
+  EXPECT_TRUE((*right)->Command({"PING"}));
+}
+
 TEST(Redis, ABlockedCommandIsInterruptedAndALostServerIsUnavailable) {
   testing::RedisServer server;
   ASSERT_FALSE(server.url().empty());

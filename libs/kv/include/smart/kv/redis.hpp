@@ -5,7 +5,9 @@
 // write to a server gone would end the process).
 //
 // URLs: redis://[[user]:password@]host[:port][/db] (port 6379, db 0 by
-// default) or unix:///path/to/socket[?db=N].
+// default) or unix://[[user]:password@]/path/to/socket[?db=N]. Credentials
+// Redis refuses are kInvalid (redis_auth_refused); a server that cannot be
+// reached, or a connection lost, kUnavailable.
 #pragma once
 
 #include <chrono>
