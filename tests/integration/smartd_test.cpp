@@ -730,18 +730,29 @@ TEST(SmartdPostgres, ServesAndIsReadyOnPostgres) {
   EXPECT_EQ(r->status, 200) << r->body;
 }
 
+// Two instances sharing a fresh PostgreSQL database and a throwaway
+// redis-server, with `overrides` on top of SharedInstanceEnv's settings.
+struct TwoInstances {
+  testing::RedisServer redis;
+  std::string url = testing::FreshPostgresDatabase();
+  std::unique_ptr<Smartd> a, b;
+  explicit TwoInstances(const std::vector<std::string>& overrides) {
+    if (redis.url().empty() || url.empty()) return;
+    auto env = SharedInstanceEnv(url, redis.url(), overrides);
+    a = std::make_unique<Smartd>(env);
+    b = std::make_unique<Smartd>(env);
+  }
+  bool up() const { return a && b && a->port() != 0 && b->port() != 0; }
+};
+
 // With Redis, a credential change on one instance empties every instance's
 // cache at once, not after the cache's 10 s; and failed logins count against
 // one budget, not one per instance.
 TEST(SmartdPostgres, ACredentialChangeReachesEveryInstanceAtOnce) {
-  testing::RedisServer redis;
-  ASSERT_FALSE(redis.url().empty());
-  std::string url = testing::FreshPostgresDatabase();
-  ASSERT_FALSE(url.empty());
-  auto env = SharedInstanceEnv(url, redis.url(), {"SMART_RATE_LIMIT_LOGIN_FAILURES_BURST=4"});
-  Smartd a(env), b(env);
-  ASSERT_NE(a.port(), 0);
-  ASSERT_NE(b.port(), 0);
+  TwoInstances instances({"SMART_RATE_LIMIT_LOGIN_FAILURES_BURST=4"});
+  ASSERT_TRUE(instances.up());
+  Smartd &a = *instances.a, &b = *instances.b;
+  const std::string& url = instances.url;
   Session root = CreateAdmin(a, "root@example.com", "SMART_DATABASE_URL='" + url + "'");
   Session jo = RegisterAndLogin(a.port(), "jo@example.com");
   auto r = As(a.port(), "POST", "/api/v1/user/api-keys", jo.access, R"({"name":"k","scopes":["tasks:read"]})");
@@ -784,16 +795,11 @@ TEST(SmartdPostgres, ACredentialChangeReachesEveryInstanceAtOnce) {
 // Request rates and daily quotas hold across instances (Redis): a client
 // spreading its requests over two instances gets one budget, not one each.
 TEST(SmartdPostgres, RequestLimitsHoldAcrossInstances) {
-  testing::RedisServer redis;
-  ASSERT_FALSE(redis.url().empty());
-  std::string url = testing::FreshPostgresDatabase();
-  ASSERT_FALSE(url.empty());
-  auto env = SharedInstanceEnv(
-      url, redis.url(),
+  TwoInstances instances(
       {"SMART_RATE_LIMIT_DEFAULT_BURST=4", "SMART_RATE_LIMIT_DEFAULT_PER_MIN=1", "SMART_RATE_LIMIT_FREE_PER_DAY=3"});
-  Smartd a(env), b(env);
-  ASSERT_NE(a.port(), 0);
-  ASSERT_NE(b.port(), 0);
+  ASSERT_TRUE(instances.up());
+  Smartd &a = *instances.a, &b = *instances.b;
+  const std::string& url = instances.url;
   auto exchanged = [] { std::this_thread::sleep_for(500ms); };  // the instances exchange every 100 ms
   auto refused = [](const std::optional<testing::HttpResponse>& r, const std::string& code) {
     return r && r->status == 429 && r->body.find(code) != std::string::npos;
@@ -829,14 +835,9 @@ TEST(SmartdPostgres, RequestLimitsHoldAcrossInstances) {
 // b then refuses the account's next at the upgrade (429), and a place freed
 // on a is taken on b.
 TEST(SmartdPostgres, EventConnectionsPerAccountHoldAcrossInstances) {
-  testing::RedisServer redis;
-  ASSERT_FALSE(redis.url().empty());
-  std::string url = testing::FreshPostgresDatabase();
-  ASSERT_FALSE(url.empty());
-  auto env = SharedInstanceEnv(url, redis.url(), {"SMART_EVENTS_MAX_CONNECTIONS_PER_USER=2"});
-  Smartd a(env), b(env);
-  ASSERT_NE(a.port(), 0);
-  ASSERT_NE(b.port(), 0);
+  TwoInstances instances({"SMART_EVENTS_MAX_CONNECTIONS_PER_USER=2"});
+  ASSERT_TRUE(instances.up());
+  Smartd &a = *instances.a, &b = *instances.b;
   Session ann = RegisterAndLogin(a.port(), "ann@example.com");
   auto subscribed = [](WsClient& ws) {
     ws.Send(R"({"type":"subscribe","tasks":"own"})");
