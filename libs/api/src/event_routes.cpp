@@ -174,9 +174,9 @@ void RegisterEventRoutes(http::Router& router, const Deps& deps) {
       std::lock_guard lk(hub->mu);
       id = hub->next_id++;
       if (!user.empty() && !hub->SetUser(id, user)) {
-        return http::WsAccept{.reject = http::MakeProblem(req, {.status = 429,
-                                                                .code = "too_many_connections",
-                                                                .detail = TooMany(deps.event_connections_per_user)})};
+        return http::WsAccept{
+            .reject = http::MakeProblem(
+                req, {.status = 429, .code = "too_many_connections", .detail = TooMany(hub->per_user)})};
       }
       hub->sockets.emplace(id, ws);
       connections->Set(static_cast<double>(hub->sockets.size()));
@@ -225,7 +225,7 @@ void RegisterEventRoutes(http::Router& router, const Deps& deps) {
           set = hub->SetUser(id, who->user_id);
         }
         if (!set) {
-          ws->Close(http::close_code::kPolicyViolation, TooMany(deps.event_connections_per_user));
+          ws->Close(http::close_code::kPolicyViolation, TooMany(hub->per_user));
           return;
         }
         ws->Send(Reply("authenticated", {{"user_id", json::value(who->user_id)}}));

@@ -1,16 +1,14 @@
 #include "smart/kv/shared_cap.hpp"
 
 #include <algorithm>
-#include <condition_variable>
 #include <map>
 #include <mutex>
 #include <set>
-#include <thread>
 #include <unordered_set>
 
+#include "periodic.hpp"
 #include "redis_link.hpp"
 #include "smart/core/crypto.hpp"
-#include "smart/core/thread_name.hpp"
 
 namespace smart::kv {
 namespace {
@@ -63,17 +61,8 @@ class Cap final : public SharedCap {
       : options_(std::move(options)),
         prefix_(options_.prefix + "cap:" + options_.name + ":"),
         instance_(crypto::RandomToken(12)),
-        link_(options_.url) {
-    thread_ = std::thread([this] { Run(); });
-  }
-  ~Cap() override {
-    {
-      std::lock_guard lk(mu_);
-      stopping_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-  }
+        link_(options_.url),
+        exchange_("cap-share", options_.period, [this](bool last) { Exchange(last); }) {}
 
   size_t Others(std::string_view key) override {
     std::lock_guard lk(mu_);
@@ -119,30 +108,18 @@ class Cap final : public SharedCap {
     std::vector<uint64_t> fresh;
   };
 
-  void Run() {
-    NameThread("cap-share");
-    std::unique_lock lk(mu_);
-    auto renewed = std::chrono::steady_clock::now();
-    bool last = false;
-    while (!last) {
-      last = cv_.wait_for(lk, options_.period, [&] { return stopping_; });
-      auto now = std::chrono::steady_clock::now();
-      bool all = last || resend_all_ || now - renewed >= options_.lease / 3;
-      if (all) renewed = now, resend_all_ = false;
-      lk.unlock();
-      Exchange(all, last);
-      lk.lock();
-    }
-  }
-
-  // Sends the keys due (every key: `all`; each as holding nothing:
-  // `last`), takes in the grants and the others' counts, and lets go of the
-  // fresh holders past the cap. A failed call is sent again in full at the
-  // next exchange (a lease may have run out meanwhile).
-  void Exchange(bool all, bool last) {
+  // Sends the keys due (every key each lease/3, after a failure, and as the
+  // instance stops: then each as holding nothing), takes in the grants and
+  // the others' counts, and lets go of the fresh holders past the cap. A
+  // failed call is sent again in full at the next exchange (a lease may have
+  // run out meanwhile).
+  void Exchange(bool last) {
     std::vector<Sent> sent;
     {
       std::lock_guard lk(mu_);
+      auto now = std::chrono::steady_clock::now();
+      bool all = last || resend_all_ || now - renewed_ >= options_.lease / 3;  // leases renewed every lease/3
+      if (all) renewed_ = now, resend_all_ = false;
       for (auto& [key, h] : held_) {
         if (!all && !h.due) continue;
         h.due = false;
@@ -218,11 +195,10 @@ class Cap final : public SharedCap {
   const std::string instance_;  // this instance's field in each key's tally
   RedisLink link_;              // the exchanging thread's
   std::mutex mu_;
-  std::condition_variable cv_;
   std::map<std::string, Held, std::less<>> held_;
-  bool stopping_ = false;
   bool resend_all_ = false;
-  std::thread thread_;
+  std::chrono::steady_clock::time_point renewed_ = std::chrono::steady_clock::now();  // every key sent
+  Periodic exchange_;  // last: stops first (one last exchange), starts last
 };
 
 }  // namespace

@@ -2,12 +2,10 @@
 // what it counted with the other instances through Redis.
 #include <charconv>
 #include <chrono>
-#include <condition_variable>
-#include <thread>
 
 #include "memory_rate_limiter.hpp"
+#include "periodic.hpp"
 #include "redis_link.hpp"
-#include "smart/core/thread_name.hpp"
 
 namespace smart::kv {
 namespace {
@@ -63,17 +61,11 @@ int64_t NowMs() {
 class SharedRateLimiter final : public RateLimiter {
  public:
   SharedRateLimiter(std::string url, std::string prefix, size_t max_keys, std::chrono::milliseconds period)
-      : prefix_(std::move(prefix) + "rl:"), period_(period), local_(max_keys, true), link_(std::move(url)) {
-    thread_ = std::thread([this] { Run(); });
-  }
-  ~SharedRateLimiter() override {
-    {
-      std::lock_guard lk(mu_);
-      stopping_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-  }
+      : prefix_(std::move(prefix) + "rl:"),
+        local_(max_keys, true),
+        link_(std::move(url)),
+        // A stopping instance sends what it counted last.
+        exchange_("limits-share", period, [this](bool) { Exchange(); }) {}
 
   Decision Check(std::string_view key, const Limit& limit, int64_t now_ms) override {
     return local_.Check(key, limit, now_ms);
@@ -87,18 +79,6 @@ class SharedRateLimiter final : public RateLimiter {
   size_t size() const override { return local_.size(); }
 
  private:
-  void Run() {
-    NameThread("limits-share");
-    std::unique_lock lk(mu_);
-    bool last = false;
-    while (!last) {
-      last = cv_.wait_for(lk, period_, [&] { return stopping_; });
-      lk.unlock();
-      Exchange();  // a stopping instance sends what it counted last
-      lk.lock();
-    }
-  }
-
   // Sends what was counted since the last exchange, takes in every
   // instance's totals and hears of the keys other instances found over their
   // limits. While Redis is away the counts wait (the journal is bounded); a
@@ -164,14 +144,10 @@ class SharedRateLimiter final : public RateLimiter {
   }
 
   const std::string prefix_;
-  const std::chrono::milliseconds period_;
   MemoryRateLimiter local_;
   RedisLink link_;         // the exchanging thread's
   std::string last_seen_;  // the last entry read from the stream of keys over their limits
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stopping_ = false;
-  std::thread thread_;
+  Periodic exchange_;      // last: stops first, starts last
 };
 
 }  // namespace
