@@ -774,6 +774,33 @@ TEST(SmartdPostgres, TasksOnPostgres) {
   EXPECT_EQ(std::stoll(Available(s.port(), n.alice.access)), before - 100 * 25'000);
 }
 
+// A node that attaches again on another instance while its old socket on the
+// first still looks open (a reconnect through a load balancer): the first
+// instance ends the old socket at its next claim instead of pushing to it.
+TEST(SmartdPostgres, ANodeAttachedAgainOnAnotherInstanceIsNoLongerPushedWorkOnTheFirst) {
+  std::string url = testing::FreshPostgresDatabase();
+  ASSERT_FALSE(url.empty());
+  auto env = TaskEnv({"SMART_DATABASE_URL=" + url});
+  Smartd a(env), b(env);
+  ASSERT_NE(a.port(), 0);
+  ASSERT_NE(b.port(), 0);
+  Network n = StartNetwork(a, "SMART_DATABASE_URL='" + url + "'");
+  WsClient old(a.port(), "/api/v1/nodes/ws", n.node_key);
+  ASSERT_NE(Hello(old, n, 2).find("\"welcome\""), std::string::npos);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // its first claim, which finds nothing
+  WsClient fresh(b.port(), "/api/v1/nodes/ws", n.node_key);
+  ASSERT_NE(Hello(fresh, n, 2).find("\"welcome\""), std::string::npos);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  std::string task = SubmitEcho(a, n, "after the reconnect");  // wakes a's dispatcher at once, b's within a second
+  std::string m = old.Read();
+  EXPECT_EQ(m.find(task), std::string::npos) << "pushed to the old socket: " << m;
+  EXPECT_NE(m.find("node_reattached"), std::string::npos) << m;
+  EXPECT_EQ(old.Read(), "");
+  EXPECT_EQ(old.close_code(), 1008);
+  m = fresh.ReadUntil("\"type\":\"tasks\"");
+  EXPECT_NE(m.find(task), std::string::npos) << m;
+}
+
 // Several instances on one database and one Redis: a client's events come
 // from every instance, with the same ids on each, and network_stats once a
 // period, not once per instance.

@@ -1099,11 +1099,13 @@ struct Pushed {
     std::condition_variable cv;
     std::vector<Task> tasks;
     std::optional<Error> error;
+    size_t answers = 0;  // pushes, with tasks or none (an attachment's first claim answers even when it finds none)
   };
   std::shared_ptr<State> s = std::make_shared<State>();
   Coordinator::Push Fn() {
     return [s = s](Result<std::vector<Task>> r) {
       std::lock_guard lk(s->mu);
+      ++s->answers;
       if (!r) {
         s->error = r.error();
       } else {
@@ -1120,6 +1122,10 @@ struct Pushed {
   size_t Count() {
     std::lock_guard lk(s->mu);
     return s->tasks.size();
+  }
+  bool Answered(std::chrono::milliseconds within = 5s) {
+    std::unique_lock lk(s->mu);
+    return s->cv.wait_for(lk, within, [&] { return s->answers > 0; });
   }
 };
 
@@ -1523,6 +1529,52 @@ TEST_F(CoordinatorTest, AttachingANodeAgainEndsTheOlderAttachment) {
   EXPECT_EQ(coord_->Attached(), 1u);
   coord_->Detach(b);
   EXPECT_EQ(coord_->Attached(), 0u);
+}
+
+// Attached again on another instance sharing the database (a second
+// coordinator here), while the old socket on the first still looks open: the
+// first instance pushes nothing more to it, its next claim ends it instead,
+// and the work goes to the new attachment.
+TEST_F(CoordinatorTest, AttachingANodeAgainOnAnotherInstanceEndsTheOlderAttachmentThere) {
+  Fund("usr_req", 1'000'000);
+  Node n = MakeNode("usr_op", "n");
+  Coordinator other(*db_, *ledger_, config_, clock_);
+  Pushed old_socket, new_socket;
+  uint64_t a = coord_->Attach("usr_op", n.id, {}, old_socket.Fn());
+  coord_->Credit(a, 5);
+  ASSERT_TRUE(old_socket.Answered()) << "its first claim, which found nothing";
+  uint64_t b = other.Attach("usr_op", n.id, {}, new_socket.Fn());
+  other.Credit(b, 5);
+  ASSERT_TRUE(new_socket.Answered());
+  Task t = Submit("usr_req", "x");  // wakes the first instance's dispatcher, not the other's
+  {
+    std::unique_lock lk(old_socket.s->mu);
+    ASSERT_TRUE(old_socket.s->cv.wait_for(lk, 5s, [&] { return old_socket.s->error.has_value(); }));
+    EXPECT_EQ(old_socket.s->error->code, "node_reattached");
+    EXPECT_TRUE(old_socket.s->tasks.empty());
+  }
+  EXPECT_EQ(coord_->Attached(), 0u);
+  ASSERT_TRUE(new_socket.WaitFor(1)) << "the other instance's dispatcher looks every second";
+  EXPECT_EQ(new_socket.s->tasks[0].id, t.id);
+  // Attached again on the first (holding the task): the other's attachment
+  // ends at its next claim, woken by a submission there.
+  Pushed third;
+  uint64_t c = coord_->Attach("usr_op", n.id, {t.id}, third.Fn());
+  coord_->Credit(c, 5);
+  ASSERT_TRUE(third.Answered());
+  EXPECT_TRUE(third.s->tasks.empty()) << "it holds the task already";
+  auto u = other.Submit("usr_req", {.type = "echo", .input = "y", .timeout_s = 60}, "");
+  ASSERT_TRUE(u.ok());
+  ASSERT_TRUE(third.WaitFor(1));
+  EXPECT_EQ(third.s->tasks[0].id, u->id);
+  {
+    std::unique_lock lk(new_socket.s->mu);
+    ASSERT_TRUE(new_socket.s->cv.wait_for(lk, 5s, [&] { return new_socket.s->error.has_value(); }));
+    EXPECT_EQ(new_socket.s->error->code, "node_reattached");
+    EXPECT_EQ(new_socket.s->tasks.size(), 1u);
+  }
+  coord_->Detach(c);
+  other.Detach(b);
 }
 
 TEST_F(CoordinatorTest, AnAttachmentOfAnotherOperatorsNodeEndsWithAnError) {

@@ -32,6 +32,12 @@ constexpr int kMaxCredit = 1000;
 constexpr int kHeadsRead = 256;  // requesters a claim reads past requesters at their cap, at most
 constexpr size_t kMaxBatch = 100;
 
+// What ends a node's older attachment when it attached again.
+Error Reattached(const std::string& node_id) {
+  return Error::Conflict("node_reattached",
+                         "node " + node_id + " attached again from another connection; this one is ended");
+}
+
 // The text of a multi-row statement for `rows` rows (a power of two up to
 // kMax), made by `make(rows)` once per size.
 template <size_t kMax, class Make>
@@ -548,7 +554,7 @@ Result<Task> Coordinator::Cancel(std::string_view requester, std::string_view id
 
 Result<void> Coordinator::ClaimIn(store::Tx& tx, std::string_view operator_id, std::string_view node_id, int max,
                                   const std::vector<std::string>* holding, std::vector<Task>& claimed, Node& claimer,
-                                  std::set<std::string>* capped) {
+                                  std::set<std::string>* capped, Fence* fence) {
   const bool postgres = db_.backend() == "postgresql";
   claimed.clear();
   auto node = LoadOwnNode(tx, node_id, operator_id);
@@ -556,7 +562,24 @@ Result<void> Coordinator::ClaimIn(store::Tx& tx, std::string_view operator_id, s
   claimer = *node;
   if (node->state == "deactivated") return Error::Conflict("node_deactivated", "node " + node->id + " is deactivated");
   int64_t now = clock_.NowMs();
-  SMART_TRY(tx.Exec("UPDATE nodes SET last_heartbeat_ms = $2 WHERE id = $1", {Value{node->id}, Value{now}}));
+  if (!fence) {
+    SMART_TRY(tx.Exec("UPDATE nodes SET last_heartbeat_ms = $2 WHERE id = $1", {Value{node->id}, Value{now}}));
+  } else if (fence->take) {
+    auto epoch = tx.QueryOne(
+        "UPDATE nodes SET last_heartbeat_ms = $2, attach_epoch = attach_epoch + 1 WHERE id = $1 RETURNING attach_epoch",
+        {Value{node->id}, Value{now}});
+    if (!epoch) return epoch.take_error();
+    fence->epoch = (*epoch)->Int(0);
+  } else {
+    // The writers of every instance run one at a time (PostgreSQL: their
+    // advisory lock), so a newer attachment's first claim is wholly before or
+    // after this one: before, and this one stops here; after, and it sees
+    // what this one assigns (and sends it again, not being in its `holding`).
+    auto still = tx.Exec("UPDATE nodes SET last_heartbeat_ms = $2 WHERE id = $1 AND attach_epoch = $3",
+                         {Value{node->id}, Value{now}, Value{fence->epoch}});
+    if (!still) return still.take_error();
+    if (*still == 0) return Reattached(node->id);
+  }
   if (node->state != "active") return Ok();
   auto settings = LoadSettings(tx);
   if (!settings) return settings.take_error();
@@ -1455,10 +1478,7 @@ uint64_t Coordinator::Attach(std::string operator_id, std::string node_id, std::
                                .holding = std::move(holding),
                                .push = std::move(push)};
   }
-  if (replaced) {
-    replaced(Error::Conflict("node_reattached",
-                             "node " + node_name + " attached again from another connection; this one is ended"));
-  }
+  if (replaced) replaced(Reattached(node_name));
   return id;
 }
 
@@ -1569,13 +1589,17 @@ void Coordinator::DispatchRound() {
     int quota;
     int64_t score;
     std::vector<std::string> types;  // those it was given some of (none on a first claim)
+    std::optional<Fence> fence;      // a node's attachment (not a waiting claim)
+  };
+  auto fence = [](const Attachment& a) {
+    return a.until ? std::nullopt : std::optional<Fence>(Fence{.take = a.first, .epoch = a.epoch});
   };
   std::vector<Want> wants;
   {
     std::lock_guard lk(push_mu_);
     for (uint64_t id : ready_first_) {
       const Attachment& a = attached_.at(id);
-      wants.push_back({id, a.operator_id, a.node_id, a.holding, true, a.credit, a.score});
+      wants.push_back({id, a.operator_id, a.node_id, a.holding, true, a.credit, a.score, {}, fence(a)});
     }
     // The capable nodes of every claimable type, merged best first; a type
     // whose tasks are all spoken for is not looked at again.
@@ -1617,7 +1641,9 @@ void Coordinator::DispatchRound() {
           it->second = 0;
         }
       }
-      if (quota > 0) wants.push_back({id, a.operator_id, a.node_id, {}, false, quota, a.score, std::move(types)});
+      if (quota > 0) {
+        wants.push_back({id, a.operator_id, a.node_id, {}, false, quota, a.score, std::move(types), fence(a)});
+      }
     }
   }
   std::sort(wants.begin(), wants.end(),
@@ -1639,13 +1665,14 @@ void Coordinator::DispatchRound() {
     auto node = std::make_shared<Node>();
     auto holding = std::make_shared<std::vector<std::string>>(std::move(w.holding));
     auto capped = std::make_shared<std::set<std::string>>();
+    auto fenced = std::make_shared<std::optional<Fence>>(w.fence);
     writer_.TransactAsync(
-        [this, w, claimed, node, holding, capped](store::Tx& tx) -> Result<void> {
+        [this, w, claimed, node, holding, capped, fenced](store::Tx& tx) -> Result<void> {
           capped->clear();
           return ClaimIn(tx, w.operator_id, w.node_id, w.quota, w.first ? holding.get() : nullptr, *claimed, *node,
-                         capped.get());
+                         capped.get(), *fenced ? &**fenced : nullptr);
         },
-        [this, id = w.id, types = w.types, claimed, node, capped, round](Result<void> r) {
+        [this, id = w.id, types = w.types, claimed, node, capped, fenced, round](Result<void> r) {
           Push push;
           bool transient = !r && (r.error().kind == ErrorKind::kUnavailable || r.error().kind == ErrorKind::kRetryable);
           {
@@ -1661,6 +1688,7 @@ void Coordinator::DispatchRound() {
               if (r) {
                 it->second.credit -= static_cast<int>(claimed->size());
                 it->second.first = false;
+                if (*fenced) it->second.epoch = (*fenced)->epoch;
                 it->second.holding.clear();
                 it->second.capabilities = node->capabilities;
                 it->second.score = Score(*node);

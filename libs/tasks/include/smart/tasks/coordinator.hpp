@@ -276,7 +276,10 @@ class Coordinator {
   // them (or the error that ends the attachment: node_deactivated, ...) on the
   // committer's thread. `holding` as for Claim, checked on the first claim.
   // A node attached again by its operator (a reconnect while the old socket
-  // still looks open) ends the older attachment with node_reattached.
+  // still looks open) ends the older attachment with node_reattached: at once
+  // on this instance; on another sharing the database, at the older one's
+  // next claim, which finds the node taken by the newer one's first (the
+  // nodes' attach_epoch), so no task is pushed to the older one after that.
   using Push = std::function<void(Result<std::vector<Task>>)>;
   uint64_t Attach(std::string operator_id, std::string node_id, std::vector<std::string> holding, Push push);
   // The node can take `n` more tasks (its credit grows by n, to at most 100).
@@ -335,9 +338,17 @@ class Coordinator {
   // `capped`, when given, gets the types whose claimable head the claim left
   // to requesters at their cap: it took fewer than it wanted, and skipped
   // tasks of those types only for the cap (so no other node would take them).
+  // `fence`, for a node's attachment (pushed work): its first claim takes
+  // the node (attach_epoch moves on, `epoch` gets it); a later one goes on
+  // only while the node is still its, else node_reattached: the node attached
+  // again since, maybe on another instance sharing the database.
+  struct Fence {
+    bool take = true;
+    int64_t epoch = 0;
+  };
   Result<void> ClaimIn(store::Tx& tx, std::string_view operator_id, std::string_view node_id, int max,
                        const std::vector<std::string>* holding, std::vector<Task>& claimed, Node& node,
-                       std::set<std::string>* capped = nullptr);
+                       std::set<std::string>* capped = nullptr, Fence* fence = nullptr);
   // Pushed work: rounds that match claimable tasks to attached nodes with
   // credit, best first, and claim for all of them in one group commit.
   void RunDispatcher();
@@ -402,6 +413,7 @@ class Coordinator {
     int credit = 0;
     int64_t score = 0;
     std::vector<std::string> capabilities;  // known after the first claim
+    int64_t epoch = 0;                      // the node's attach_epoch its first claim took
     // A waiting claim (ClaimAsync): ends with the first tasks it is given, or
     // at this time with none; not the node's attachment (attached_nodes_).
     std::optional<std::chrono::steady_clock::time_point> until;
