@@ -137,6 +137,7 @@ RedisRelay::~RedisRelay() {
     stop_ = true;
   }
   cv_.notify_all();
+  paused_.notify_all();
   {
     std::lock_guard lk(reader_mu_);
     if (reader_) reader_->Interrupt();
@@ -156,7 +157,11 @@ Result<void> RedisRelay::LoadWindow(kv::Redis& redis) {
     }
     SMART_TRY(ReadAfter(redis, false, std::chrono::milliseconds(0)));
   }
-  loaded_.store(true);
+  {
+    std::lock_guard lk(mu_);
+    loaded_.store(true);
+  }
+  cv_.notify_all();
   return Ok();
 }
 
@@ -183,7 +188,7 @@ void RedisRelay::Succeeded() {
 
 void RedisRelay::Pause(int& backoff_ms) {
   std::unique_lock lk(mu_);
-  cv_.wait_for(lk, std::chrono::milliseconds(backoff_ms), [&] { return stop_; });
+  paused_.wait_for(lk, std::chrono::milliseconds(backoff_ms), [&] { return stop_; });
   backoff_ms = std::min(backoff_ms * 2, 2000);
 }
 
@@ -217,9 +222,8 @@ void RedisRelay::SendLoop() {
       // Started while Redis was away: this instance's events go after the
       // reader has loaded the window, so that they are read back and delivered.
       std::unique_lock lk(mu_);
-      cv_.wait_for(lk, std::chrono::milliseconds(50), [&] { return stop_; });
+      cv_.wait(lk, [&] { return stop_ || loaded_.load(); });
       if (stop_) return;
-      continue;
     }
     if (!redis) {
       auto c = kv::Redis::Connect(options_.url, options_.timeout);

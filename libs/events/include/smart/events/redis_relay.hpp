@@ -90,8 +90,9 @@ class RedisRelay {
   RelayOptions options_;
   std::string stream_key_, seq_key_;
 
-  std::mutex mu_;  // the queue, skip_, sending_, stop_
-  std::condition_variable cv_;
+  std::mutex mu_;                    // the queue, skip_, sending_, stop_, and loaded_ when set
+  std::condition_variable cv_;       // the sender's, for events and loaded_
+  std::condition_variable paused_;   // either thread's, between attempts while Redis is away
   std::condition_variable drained_;  // the queue empty and no batch in flight
   std::deque<Event> queue_;
   uint64_t skip_ = 0;  // ids to leave unused before the next batch: events dropped
