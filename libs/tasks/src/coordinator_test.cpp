@@ -389,6 +389,46 @@ TEST_F(CoordinatorTest, TheSweepAnnouncesANodeGoneOfflineOnce) {
   EXPECT_TRUE(seen->empty()) << "a node in maintenance is not online to begin with";
 }
 
+// Every instance sharing the database sweeps (a second coordinator here);
+// each silence is announced by one of them, and a node that comes back and
+// falls silent again is announced again.
+TEST_F(CoordinatorTest, ANodeGoneOfflineIsAnnouncedByOneInstance) {
+  Node a = MakeNode("usr_a", "a");
+  Coordinator other(*db_, *ledger_, config_, clock_);
+  struct Seen {  // the beat's announcement comes from the beat writer's thread
+    std::mutex mu;
+    std::vector<std::string> offline;
+  };
+  auto seen = std::make_shared<Seen>();
+  auto heard = [seen](std::string instance) {
+    return [seen, instance](const Node& n) {
+      std::lock_guard lk(seen->mu);
+      if (n.status == "offline") seen->offline.push_back(instance + " " + n.name);
+    };
+  };
+  coord_->OnNodeUpdate(heard("first"));
+  other.OnNodeUpdate(heard("other"));
+  auto sweep_both = [&](bool other_first) {
+    for (Coordinator* c : other_first ? std::vector{&other, coord_.get()} : std::vector{coord_.get(), &other}) {
+      ASSERT_TRUE(c->Sweep().ok());
+    }
+  };
+  sweep_both(false);
+  clock_.Advance(16s);  // offline after 15
+  sweep_both(true);
+  sweep_both(false);
+  {
+    std::lock_guard lk(seen->mu);
+    EXPECT_EQ(seen->offline, std::vector<std::string>{"other a"});
+  }
+  ASSERT_TRUE(coord_->Heartbeat("usr_a", a.id, 0, 0).ok());
+  clock_.Advance(16s);
+  sweep_both(false);
+  sweep_both(true);
+  std::lock_guard lk(seen->mu);
+  EXPECT_EQ(seen->offline, (std::vector<std::string>{"other a", "first a"}));
+}
+
 TEST_F(CoordinatorTest, FailuresUseUpAttemptsThenRefund) {
   Fund("usr_req", 1'000'000);
   Node n = MakeNode("usr_op", "n");

@@ -552,23 +552,20 @@ Result<void> Coordinator::Sweep() {
   int64_t last = last_sweep_ms_.load();
   if (last == 0) last = now - std::max<int64_t>(config_.sweep_interval_ms, 1);
   std::vector<std::string> expired, orphaned, overdue;
-  std::vector<Node> gone;
+  // Active nodes whose last beat is older than offline_after_s, fallen
+  // silent since the last sweep, and not announced for that beat yet.
+  static constexpr std::string_view kSilent =
+      "FROM nodes WHERE state = 'active' AND last_heartbeat_ms < $1 AND last_heartbeat_ms >= $2 "
+      "AND silence_announced_ms <> last_heartbeat_ms";
+  bool any_silent = false;
   SMART_TRY(db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
     expired.clear();
     orphaned.clear();
     overdue.clear();
-    gone.clear();
     auto silent =
-        tx.Query("SELECT " + std::string(kNodeColumns) +
-                     " FROM nodes WHERE state = 'active' AND last_heartbeat_ms < $1 AND last_heartbeat_ms >= $2",
-                 {Value{now - offline_ms}, Value{last - offline_ms}});
+        tx.Query("SELECT 1 " + std::string(kSilent) + " LIMIT 1", {Value{now - offline_ms}, Value{last - offline_ms}});
     if (!silent) return silent.take_error();
-    for (const auto& r : *silent) {
-      auto n = NodeFromRow(r);
-      if (!n) return n.take_error();
-      n->status = "offline";
-      gone.push_back(std::move(n).value());
-    }
+    any_silent = !silent->empty();
     auto rows = tx.Query(
         "SELECT id FROM tasks WHERE status IN ('assigned', 'in_progress') AND lease_expires_ms <= $1 LIMIT 500",
         {Value{now}});
@@ -586,6 +583,25 @@ Result<void> Coordinator::Sweep() {
     for (const auto& r : *rows) overdue.push_back(r.Text(0));
     return Ok();
   }));
+  // Each silence is announced once, by the instance whose sweep marks it
+  // (every instance sharing the database sweeps; their writers take turns).
+  std::vector<Node> gone;
+  if (any_silent) {
+    SMART_TRY(writer_.Transact([&](store::Tx& tx) -> Result<void> {
+      gone.clear();
+      auto marked = tx.Query("UPDATE nodes SET silence_announced_ms = last_heartbeat_ms WHERE id IN (SELECT id " +
+                                 std::string(kSilent) + ") RETURNING " + std::string(kNodeColumns),
+                             {Value{now - offline_ms}, Value{last - offline_ms}});
+      if (!marked) return marked.take_error();
+      for (const auto& r : *marked) {
+        auto n = NodeFromRow(r);
+        if (!n) return n.take_error();
+        n->status = "offline";
+        gone.push_back(std::move(n).value());
+      }
+      return Ok();
+    }));
+  }
   last_sweep_ms_ = now;
   if (on_node_update_) {
     for (const auto& n : gone) on_node_update_(n);

@@ -167,9 +167,15 @@ CREATE INDEX tasks_ready ON tasks (type, fair_key, priority DESC, created_ms, no
   WHERE status = 'pending';
 CREATE INDEX tasks_backlog ON tasks (type, requester, fair_key, priority DESC, created_ms) WHERE status = 'pending';
 )sql";
-  // Which of a node's attachments (node WebSockets, on any instance) may be
-  // given work: the one whose first claim moved it last.
-  const char* attach_epoch = "ALTER TABLE nodes ADD COLUMN attach_epoch BIGINT NOT NULL DEFAULT 0;";
+  // Several instances on one database. attach_epoch: which of a node's
+  // attachments (node WebSockets, on any instance) may be given work, the
+  // one whose first claim moved it last. silence_announced_ms: the last beat
+  // whose silence was announced (node_status offline), so that of the
+  // instances' sweeps only one announces it.
+  const char* instances = R"sql(
+ALTER TABLE nodes ADD COLUMN attach_epoch BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE nodes ADD COLUMN silence_announced_ms BIGINT NOT NULL DEFAULT 0;
+)sql";
   return {{300, "tasks", sql, ""},
           {301, "tasks_fair_scheduled", fair, ""},
           {302, "tasks_dead_letters", dead, ""},
@@ -178,7 +184,7 @@ CREATE INDEX tasks_backlog ON tasks (type, requester, fair_key, priority DESC, c
           {305, "tasks_ready_by_type", by_type, ""},
           {306, "tasks_history_in_row", history_sqlite, history_postgres},
           {307, "tasks_priority_lanes", lanes, ""},
-          {308, "nodes_attach_epoch", attach_epoch, ""}};
+          {308, "nodes_of_several_instances", instances, ""}};
 }
 
 }  // namespace smart::tasks
