@@ -775,8 +775,9 @@ TEST(SmartdPostgres, TasksOnPostgres) {
 }
 
 // A node that attaches again on another instance while its old socket on the
-// first still looks open (a reconnect through a load balancer): the first
-// instance ends the old socket at its next claim instead of pushing to it.
+// first still looks open (a reconnect through a load balancer): the new
+// socket gets again what was sent to the old one, and the first instance
+// ends the old socket at its next claim instead of pushing more to it.
 TEST(SmartdPostgres, ANodeAttachedAgainOnAnotherInstanceIsNoLongerPushedWorkOnTheFirst) {
   std::string url = testing::FreshPostgresDatabase();
   ASSERT_FALSE(url.empty());
@@ -787,18 +788,20 @@ TEST(SmartdPostgres, ANodeAttachedAgainOnAnotherInstanceIsNoLongerPushedWorkOnTh
   Network n = StartNetwork(a, "SMART_DATABASE_URL='" + url + "'");
   WsClient old(a.port(), "/api/v1/nodes/ws", n.node_key);
   ASSERT_NE(Hello(old, n, 2).find("\"welcome\""), std::string::npos);
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // its first claim, which finds nothing
-  WsClient fresh(b.port(), "/api/v1/nodes/ws", n.node_key);
+  std::string first = SubmitEcho(a, n, "before the reconnect");
+  ASSERT_NE(old.ReadUntil("\"type\":\"tasks\"").find(first), std::string::npos);
+  WsClient fresh(b.port(), "/api/v1/nodes/ws", n.node_key);  // says it holds nothing
   ASSERT_NE(Hello(fresh, n, 2).find("\"welcome\""), std::string::npos);
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  std::string task = SubmitEcho(a, n, "after the reconnect");  // wakes a's dispatcher at once, b's within a second
-  std::string m = old.Read();
-  EXPECT_EQ(m.find(task), std::string::npos) << "pushed to the old socket: " << m;
+  std::string m = fresh.ReadUntil("\"type\":\"tasks\"");
+  ASSERT_NE(m.find(first), std::string::npos) << "sent again to the new socket: " << m;
+  std::string second = SubmitEcho(a, n, "after the reconnect");  // wakes a's dispatcher at once, b's within a second
+  m = old.Read();
+  EXPECT_EQ(m.find(second), std::string::npos) << "pushed to the old socket: " << m;
   EXPECT_NE(m.find("node_reattached"), std::string::npos) << m;
   EXPECT_EQ(old.Read(), "");
   EXPECT_EQ(old.close_code(), 1008);
   m = fresh.ReadUntil("\"type\":\"tasks\"");
-  EXPECT_NE(m.find(task), std::string::npos) << m;
+  EXPECT_NE(m.find(second), std::string::npos) << m;
 }
 
 // Several instances on one database and one Redis: a client's events come
