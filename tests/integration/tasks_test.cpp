@@ -872,6 +872,22 @@ TEST(SmartdPostgres, ClientEventsReachEveryInstanceThroughRedis) {
   std::string during = JsonField(r->body, "id");
   EXPECT_TRUE(b.proc().WaitForLine("sharing events through Redis failed", std::chrono::seconds(10)));
   EXPECT_NE(MetricsWith(b.port(), "smart_events_relay_up 0").find("smart_events_relay_up 0"), std::string::npos);
+  // A read waiting on b for a change b makes is answered at once all the same.
+  r = As(b.port(), "GET", "/api/v1/tasks/" + during, n.alice.access);
+  etag = r->Header("etag");
+  asked = std::chrono::steady_clock::now();
+  std::thread away_poll([&] {
+    waited = As(b.port(), "GET", "/api/v1/tasks/" + during, n.alice.access, "",
+                "If-None-Match: " + etag + "\r\nPrefer: wait=20\r\n");
+    answered_after = std::chrono::steady_clock::now() - asked;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  r = As(b.port(), "POST", "/api/v1/nodes/" + n.node_id + "/claim", n.node_key, R"({"max":1})");
+  ASSERT_NE(r->body.find(during), std::string::npos) << r->body;
+  away_poll.join();
+  ASSERT_TRUE(waited);
+  EXPECT_EQ(JsonField(waited->body, "status"), "assigned") << waited->body;
+  EXPECT_LT(answered_after, std::chrono::seconds(5)) << "woken by b's own change, not by its deadline";
   ASSERT_TRUE(redis.Start());
   std::string late = watch.ReadUntil(during);
   EXPECT_NE(late.find("\"status\":\"pending\""), std::string::npos) << "sent once Redis is back: " << late;

@@ -406,9 +406,10 @@ void RegisterTaskRoutes(http::Router& router, const Deps& deps) {
       },
       kBlocking);
 
-  // A task changed: answer whoever waits on it (each reads it again).
+  // A task changed: answer whoever waits on it (each reads it again). A
+  // change made here answers at once, even with Redis away (SubscribeOwn).
   auto watch = std::make_shared<TaskWatch>();
-  deps.bus.Subscribe([watch](const events::Event& e) {
+  deps.bus.SubscribeOwn([watch](const events::Event& e) {
     if (e.type != "task_update") return;
     std::vector<TaskWatch::Waiter> changed;
     {

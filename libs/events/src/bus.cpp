@@ -18,7 +18,17 @@ std::string Event::Json() const {
 uint64_t Bus::Publish(std::string type, std::string owner, std::string subject, std::string data, int64_t ts_ms) {
   std::unique_lock lk(mu_);
   if (forward_) {  // under the lock: the relay unhooks itself before it goes
-    forward_(Event{0, std::move(type), ts_ms, std::move(owner), std::move(subject), std::move(data)});
+    Event e{0, std::move(type), ts_ms, std::move(owner), std::move(subject), std::move(data)};
+    if (own_subscribers_.empty()) {
+      forward_(std::move(e));
+      return 0;
+    }
+    forward_(e);
+    std::vector<Subscriber> to_call;
+    to_call.reserve(own_subscribers_.size());
+    for (const auto& [token, fn] : own_subscribers_) to_call.push_back(fn);
+    lk.unlock();
+    for (const auto& fn : to_call) fn(e);
     return 0;
   }
   uint64_t id = next_id_;
@@ -56,9 +66,17 @@ uint64_t Bus::Subscribe(Subscriber fn) {
   return next_token_++;
 }
 
+uint64_t Bus::SubscribeOwn(Subscriber fn) {
+  std::lock_guard lk(mu_);
+  subscribers_.emplace(next_token_, fn);
+  own_subscribers_.emplace(next_token_, std::move(fn));
+  return next_token_++;
+}
+
 void Bus::Unsubscribe(uint64_t token) {
   std::lock_guard lk(mu_);
   subscribers_.erase(token);
+  own_subscribers_.erase(token);
 }
 
 Bus::Missed Bus::Since(uint64_t last_id, const std::function<bool(const Event&)>& wanted, size_t max) const {

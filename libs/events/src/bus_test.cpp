@@ -40,6 +40,29 @@ TEST(Bus, IdsGrowSubscribersHearAndTheWindowReplays) {
   EXPECT_EQ(missed.events[0].Json(), R"({"id":3,"type":"task_update","ts":"1970-01-01T00:00:01.000Z","data":{"n":1}})");
 }
 
+// SubscribeOwn: events published here are heard at once while forwarded
+// (id 0), and again with their id when they come back; without a forwarder,
+// once, as any subscriber hears them.
+TEST(Bus, OwnEventsAreHeardAtOnceWhileForwarded) {
+  Bus bus;
+  std::vector<uint64_t> own, all;
+  bus.SubscribeOwn([&](const Event& e) { own.push_back(e.id); });
+  bus.Subscribe([&](const Event& e) { all.push_back(e.id); });
+  bus.Publish("task_update", "usr_a", "task_1", "{}", 0);
+  EXPECT_EQ(own, std::vector<uint64_t>{1});
+  std::vector<Event> forwarded;
+  bus.Forward([&](Event e) { forwarded.push_back(std::move(e)); });
+  bus.Publish("task_update", "usr_a", "task_2", "{}", 0);
+  ASSERT_EQ(forwarded.size(), 1u);
+  EXPECT_EQ(forwarded[0].subject, "task_2");
+  EXPECT_EQ(own, (std::vector<uint64_t>{1, 0})) << "at once, before the shared log gave it an id";
+  EXPECT_EQ(all, std::vector<uint64_t>{1});
+  forwarded[0].id = 70;
+  bus.Receive(forwarded[0]);
+  EXPECT_EQ(own, (std::vector<uint64_t>{1, 0, 70}));
+  EXPECT_EQ(all, (std::vector<uint64_t>{1, 70}));
+}
+
 TEST(Bus, AResumeCannotVouchForIdsItHasNotReachedOrForABreak) {
   Bus bus(100, 5000);
   auto all = [](const Event&) { return true; };

@@ -53,6 +53,12 @@ class Bus {
 
   using Subscriber = std::function<void(const Event&)>;
   uint64_t Subscribe(Subscriber fn);
+  // While events are forwarded, `fn` also hears those published here at once,
+  // with id 0, before (and besides) their return with an id: for what only
+  // needs to know that something changed here (a long-poll read), without a
+  // round trip through the shared log, or while it is away. Without a
+  // forwarder it hears nothing more than Subscribe's.
+  uint64_t SubscribeOwn(Subscriber fn);
   void Unsubscribe(uint64_t token);
 
   // What a reconnecting client missed: the events after `last_id` still in
@@ -76,7 +82,7 @@ class Bus {
   mutable std::mutex mu_;
   std::deque<Event> recent_;
   uint64_t next_id_;
-  std::map<uint64_t, Subscriber> subscribers_;
+  std::map<uint64_t, Subscriber> subscribers_, own_subscribers_;
   uint64_t next_token_ = 1;
   std::function<void(Event)> forward_;
 };
