@@ -219,7 +219,15 @@ bool Runner::ServeSocket(const std::atomic<bool>& stop) {
         }
       },
       [this](const Error& e) {
-        logger_.Warn("refused on the node socket", {{"code", e.code}, {"error", e.message}});
+        if (e.code != "node_reattached") {
+          logger_.Warn("refused on the node socket", {{"code", e.code}, {"error", e.message}});
+          return;
+        }
+        replaced_ = true;
+        logger_.Error(
+            "another connection attached as this node and took its socket: is a second smart-node "
+            "running with this node's state file? This one claims over HTTP meanwhile",
+            {{"code", e.code}, {"node_id", config_.node_id}, {"retry_in_ms", config_.ws_retry.count()}});
       });
   if (!opened) {
     logger_.Warn("node socket unavailable; claiming over HTTP",
@@ -297,8 +305,10 @@ void Runner::Run(const std::atomic<bool>& stop) {
   while (!stop.load()) {
     if (config_.transport != "http" && std::chrono::steady_clock::now() >= next_socket) {
       bool served = ServeSocket(stop);
-      // Closed after serving: try again soon; could not open: HTTP for a while.
-      next_socket = std::chrono::steady_clock::now() + (served ? 1s : config_.ws_retry);
+      // Closed after serving: try again soon; could not open, or taken by
+      // another connection of this node: HTTP for a while.
+      bool replaced = replaced_.exchange(false);
+      next_socket = std::chrono::steady_clock::now() + (served && !replaced ? 1s : config_.ws_retry);
       continue;
     }
     ClaimOverHttp(stop, pause);

@@ -82,6 +82,10 @@ class Runner {
   std::shared_ptr<Channel> channel_;  // the node socket while open
   bool closing_ = false;              // no new work is taken
   std::atomic<bool> cancel_{false};   // the drain is over: running jobs stop
+  // The socket was ended because another connection attached as this node:
+  // the next attempt waits ws_retry, so two processes sharing a node do not
+  // take the socket from each other every second.
+  std::atomic<bool> replaced_{false};
 };
 
 }  // namespace smart::node

@@ -169,6 +169,37 @@ TEST(SmartdNodes, AKilledNodesTaskIsFinishedByAnother) {
   EXPECT_EQ(b->Wait(20s), 0);
 }
 
+// Two smart-node processes with one node's state file: the second's socket
+// ends the first's (node_reattached), which says so loudly and leaves the
+// socket alone for node.ws_retry instead of taking it back every second.
+TEST(SmartdNodes, ASecondProcessOfOneNodeIsReportedAndNotFoughtOver) {
+  Smartd s(NetworkEnv());
+  ASSERT_NE(s.port(), 0);
+  testing::TempDir state;
+  Session root = CreateAdmin(s, "root@example.com");
+  Operator op = MakeOperator(s, root, "op@example.com");
+  auto first = StartNode(s, op, "twin", state.path());
+  ASSERT_TRUE(first->WaitForLine("node socket open", 20s)) << first->output();
+  auto second = StartNode(s, op, "twin", state.path());
+  ASSERT_TRUE(second->WaitForLine("node socket open", 20s)) << second->output();
+  ASSERT_TRUE(first->WaitForLine("is a second smart-node running with this node's state file?", 10s))
+      << first->output();
+  std::this_thread::sleep_for(4s);  // a reconnect 1 s after the close would have come
+  auto opened = [](const std::string& out) {
+    size_t n = 0;
+    for (size_t at = out.find("node socket open"); at != std::string::npos; at = out.find("node socket open", at + 1)) {
+      ++n;
+    }
+    return n;
+  };
+  EXPECT_EQ(opened(first->output()), 1u) << first->output();
+  EXPECT_EQ(second->output().find("node_reattached"), std::string::npos) << "its socket was left alone";
+  first->Signal(SIGTERM);
+  second->Signal(SIGTERM);
+  EXPECT_EQ(first->Wait(20s), 0);
+  EXPECT_EQ(second->Wait(20s), 0);
+}
+
 TEST(SmartdNodes, SigtermGivesBackWhatCannotFinish) {
   Smartd s(NetworkEnv());
   ASSERT_NE(s.port(), 0);
