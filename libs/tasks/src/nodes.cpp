@@ -555,15 +555,15 @@ Result<void> Coordinator::Sweep() {
   // Active nodes whose last beat is older than offline_after_s, fallen
   // silent since the last sweep, and not announced for that beat yet.
   static constexpr std::string_view kSilent =
-      "FROM nodes WHERE state = 'active' AND last_heartbeat_ms < $1 AND last_heartbeat_ms >= $2 "
+      " WHERE state = 'active' AND last_heartbeat_ms < $1 AND last_heartbeat_ms >= $2 "
       "AND silence_announced_ms <> last_heartbeat_ms";
   bool any_silent = false;
   SMART_TRY(db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
     expired.clear();
     orphaned.clear();
     overdue.clear();
-    auto silent =
-        tx.Query("SELECT 1 " + std::string(kSilent) + " LIMIT 1", {Value{now - offline_ms}, Value{last - offline_ms}});
+    auto silent = tx.Query("SELECT 1 FROM nodes" + std::string(kSilent) + " LIMIT 1",
+                           {Value{now - offline_ms}, Value{last - offline_ms}});
     if (!silent) return silent.take_error();
     any_silent = !silent->empty();
     auto rows = tx.Query(
@@ -589,8 +589,10 @@ Result<void> Coordinator::Sweep() {
   if (any_silent) {
     SMART_TRY(writer_.Transact([&](store::Tx& tx) -> Result<void> {
       gone.clear();
-      auto marked = tx.Query("UPDATE nodes SET silence_announced_ms = last_heartbeat_ms WHERE id IN (SELECT id " +
-                                 std::string(kSilent) + ") RETURNING " + std::string(kNodeColumns),
+      // One statement whose conditions PostgreSQL checks again on a row that
+      // a heartbeat changed meanwhile: a node that just beat is not marked.
+      auto marked = tx.Query("UPDATE nodes SET silence_announced_ms = last_heartbeat_ms" + std::string(kSilent) +
+                                 " RETURNING " + std::string(kNodeColumns),
                              {Value{now - offline_ms}, Value{last - offline_ms}});
       if (!marked) return marked.take_error();
       for (const auto& r : *marked) {
