@@ -1573,46 +1573,53 @@ TEST_F(CoordinatorTest, AttachingANodeAgainEndsTheOlderAttachment) {
 
 // Attached again on another instance sharing the database (a second
 // coordinator here), while the old socket on the first still looks open: the
-// first instance pushes nothing more to it, its next claim ends it instead,
-// and the work goes to the new attachment.
+// new attachment gets again what was sent to the old one, the first instance
+// pushes nothing more to the old one (its next claim ends it instead), and
+// the work goes to the new attachment. Credit decides which attachment may
+// claim when, so that neither instance's dispatcher can race the other's.
 TEST_F(CoordinatorTest, AttachingANodeAgainOnAnotherInstanceEndsTheOlderAttachmentThere) {
   Fund("usr_req", 1'000'000);
   Node n = MakeNode("usr_op", "n");
   Coordinator other(*db_, *ledger_, config_, clock_);
   Pushed old_socket, new_socket;
   uint64_t a = coord_->Attach("usr_op", n.id, {}, old_socket.Fn());
-  coord_->Credit(a, 5);
+  coord_->Credit(a, 2);
   ASSERT_TRUE(old_socket.Answered()) << "its first claim, which found nothing";
+  Task t0 = Submit("usr_req", "before");
+  ASSERT_TRUE(old_socket.WaitFor(1));
   uint64_t b = other.Attach("usr_op", n.id, {}, new_socket.Fn());
-  other.Credit(b, 5);
-  ASSERT_TRUE(new_socket.Answered());
-  Task t = Submit("usr_req", "x");  // wakes the first instance's dispatcher, not the other's
+  other.Credit(b, 1);
+  ASSERT_TRUE(new_socket.WaitFor(1)) << "what the old socket was sent, again";
+  EXPECT_EQ(new_socket.s->tasks[0].id, t0.id);
+  Task t1 = Submit("usr_req", "after");  // only the old attachment has credit left
   {
     std::unique_lock lk(old_socket.s->mu);
     ASSERT_TRUE(old_socket.s->cv.wait_for(lk, 5s, [&] { return old_socket.s->error.has_value(); }));
     EXPECT_EQ(old_socket.s->error->code, "node_reattached");
-    EXPECT_TRUE(old_socket.s->tasks.empty());
+    EXPECT_EQ(old_socket.s->tasks.size(), 1u);
   }
   EXPECT_EQ(coord_->Attached(), 0u);
-  ASSERT_TRUE(new_socket.WaitFor(1)) << "the other instance's dispatcher looks every second";
-  EXPECT_EQ(new_socket.s->tasks[0].id, t.id);
-  // Attached again on the first (holding the task): the other's attachment
-  // ends at its next claim, woken by a submission there.
+  other.Credit(b, 1);
+  ASSERT_TRUE(new_socket.WaitFor(2));
+  EXPECT_EQ(new_socket.s->tasks[1].id, t1.id);
+  // Attached again on the first: it gets both again; the other's attachment
+  // ends at its next claim.
   Pushed third;
-  uint64_t c = coord_->Attach("usr_op", n.id, {t.id}, third.Fn());
-  coord_->Credit(c, 5);
-  ASSERT_TRUE(third.Answered());
-  EXPECT_TRUE(third.s->tasks.empty()) << "it holds the task already";
+  uint64_t c = coord_->Attach("usr_op", n.id, {}, third.Fn());
+  coord_->Credit(c, 2);
+  ASSERT_TRUE(third.WaitFor(2));
   auto u = other.Submit("usr_req", {.type = "echo", .input = "y", .timeout_s = 60}, "");
   ASSERT_TRUE(u.ok());
-  ASSERT_TRUE(third.WaitFor(1));
-  EXPECT_EQ(third.s->tasks[0].id, u->id);
+  other.Credit(b, 1);
   {
     std::unique_lock lk(new_socket.s->mu);
     ASSERT_TRUE(new_socket.s->cv.wait_for(lk, 5s, [&] { return new_socket.s->error.has_value(); }));
     EXPECT_EQ(new_socket.s->error->code, "node_reattached");
-    EXPECT_EQ(new_socket.s->tasks.size(), 1u);
+    EXPECT_EQ(new_socket.s->tasks.size(), 2u);
   }
+  coord_->Credit(c, 1);
+  ASSERT_TRUE(third.WaitFor(3));
+  EXPECT_EQ(third.s->tasks[2].id, u->id);
   coord_->Detach(c);
   other.Detach(b);
 }
