@@ -74,7 +74,7 @@ inline std::vector<config::Key> ConfigSchema() {
       {.name = "http.header_timeout_s",
        .type = Type::kInt,
        .default_value = "10",
-       .help = "Time to receive a request's header once it starts.",
+       .help = "Time to receive a request's header once it starts, and for a WebSocket to say who it is.",
        .min = 1,
        .max = kMaxSeconds},
       {.name = "http.body_timeout_s",

@@ -2,6 +2,7 @@
 // WebSocket client.
 #include <boost/system/system_error.hpp>
 #include <regex>
+#include <thread>
 
 #include "harness.hpp"
 
@@ -253,6 +254,49 @@ TEST(SmartdEvents, BadClientsAreRefusedOrClosed) {
   EXPECT_EQ(answered + refused, 40);
   EXPECT_GE(answered, 20) << "a burst of 20";
   EXPECT_GE(refused, 1) << "then 10 a second";
+}
+
+// A connection that answers the keep-alive pings but never says who it is
+// holds a socket without an account's cap: each socket closes it with 1008 at
+// http.header_timeout_s, and one that said who it is in time stays open.
+TEST(SmartdEvents, ASocketThatNeverSaysWhoItIsIsClosedInTime) {
+  std::vector<std::string> env = Env();
+  env.emplace_back("SMART_HTTP_HEADER_TIMEOUT_S=1");
+  Smartd s(env);
+  ASSERT_NE(s.port(), 0);
+  Session root = CreateAdmin(s, "root@example.com");
+  Fund(s, root, {"root@example.com"}, "10000000");
+  auto r = As(s.port(), "POST", "/api/v1/nodes/register", root.access, R"({"name":"box","capabilities":["echo"]})");
+  ASSERT_EQ(r->status, 201) << r->body;
+  const std::string node = JsonField(r->body, "id");
+
+  WsClient silent(s.port(), "/api/v1/ws", "");                    // no credentials, no auth message
+  WsClient unhelloed(s.port(), "/api/v1/nodes/ws", root.access);  // a credential, but no hello
+  WsClient late(s.port(), "/api/v1/ws", "");
+  WsClient client(s.port(), "/api/v1/ws", "");
+  client.Send(R"({"type":"auth","token":")" + root.access + R"("})");
+  EXPECT_NE(client.Read().find("\"authenticated\""), std::string::npos);
+  WsClient upgraded(s.port(), "/api/v1/ws", root.access);  // credentials on the upgrade
+  WsClient hello(s.port(), "/api/v1/nodes/ws", root.access);
+  hello.Send(R"({"type":"hello","node_id":")" + node + R"("})");
+  EXPECT_NE(hello.ReadUntil("\"welcome\"").find(node), std::string::npos);
+  const auto opened = std::chrono::steady_clock::now();
+  EXPECT_EQ(silent.Read(), "");  // answers pings while it waits; the server closes it
+  EXPECT_EQ(silent.close_code(), 1008);
+  EXPECT_LT(std::chrono::steady_clock::now() - opened, 5s) << "closed at the deadline, not the idle timeout";
+  EXPECT_EQ(unhelloed.Read(), "");
+  EXPECT_EQ(unhelloed.close_code(), 1008);
+  std::this_thread::sleep_for(500ms);
+  late.Send(R"({"type":"auth","token":")" + root.access + R"("})");  // past the deadline
+  EXPECT_EQ(late.Read(), "");
+  EXPECT_EQ(late.close_code(), 1008);
+  // Those that said who they were are open past it.
+  client.Send(R"({"type":"subscribe","tasks":"own"})");
+  EXPECT_NE(client.ReadUntil("\"subscribed\""), "");
+  upgraded.Send(R"({"type":"subscribe","tasks":"own"})");
+  EXPECT_NE(upgraded.ReadUntil("\"subscribed\""), "");
+  hello.Send(R"({"type":"heartbeat","ref":"open"})");
+  EXPECT_NE(hello.ReadUntil("\"ref\":\"open\""), "");
 }
 
 }  // namespace

@@ -164,5 +164,119 @@ TEST(Smartd, EveryDocumentedRouteAnswersOddInputWithAProblemNeverA5xx) {
   EXPECT_EQ(code, 0) << out;
 }
 
+// The two WebSockets, fed every message type with each field odd: every
+// message is answered (an error or an ack) and the connection stays usable;
+// a connection refused for its first message is closed with 1008.
+TEST(Smartd, BothWebSocketsAnswerOddMessagesAndStayOpen) {
+  std::vector<std::string> env = kFastAuth;
+  env.push_back("SMART_LEDGER_DEV_FAUCET=true");
+  Smartd s(env);
+  ASSERT_NE(s.port(), 0);
+  Session root = CreateAdmin(s, "root@example.com");
+  auto r = As(s.port(), "POST", "/api/v1/admin/mint", root.access,
+              R"({"user":"root@example.com","asset":"USDC","amount":"100000000"})", "Idempotency-Key: fund\r\n");
+  ASSERT_EQ(r->status, 201) << r->body;
+  r = As(s.port(), "POST", "/api/v1/nodes/register", root.access, R"({"name":"box","capabilities":["echo"]})");
+  ASSERT_EQ(r->status, 201) << r->body;
+  const std::string node = JsonField(r->body, "id");
+  r = As(s.port(), "POST", "/api/v1/tasks", root.access, R"({"type":"echo","input":"hi"})");
+  ASSERT_EQ(r->status, 201) << r->body;
+  const std::string task = JsonField(r->body, "id");
+  const std::string hello = R"({"type":"hello","node_id":")" + node + R"(","credit":1})";
+
+  // Not a message at all: before the hello it closes the connection with
+  // 1008 (a hello comes first), after it each is answered.
+  const std::vector<std::string> raw = {"",
+                                        "null",
+                                        "[]",
+                                        "{}",
+                                        "{",
+                                        "\"x\"",
+                                        "1e999",
+                                        R"({"type":1})",
+                                        R"({"type":null})",
+                                        std::string(3000, '[') + std::string(3000, ']')};
+  for (const auto& m : raw) {
+    WsClient first(s.port(), "/api/v1/nodes/ws", root.access);
+    first.Send(m);
+    while (!first.Read().empty()) {
+    }
+    EXPECT_EQ(first.close_code(), 1008) << m.substr(0, 40);
+  }
+  {
+    WsClient ws(s.port(), "/api/v1/nodes/ws", root.access);
+    ws.Send(hello);
+    ASSERT_NE(ws.ReadUntil("\"type\":\"welcome\"").find(node), std::string::npos);
+    int sent = 0;
+    auto odd = [&](const std::string& m) {
+      ws.Send(m);
+      ++sent;
+    };
+    for (const auto& m : raw) odd(m);
+    const std::vector<std::pair<std::string, std::vector<std::string>>> types = {
+        {"credit", {"n"}},
+        {"heartbeat", {"load", "running", "ref"}},
+        {"start", {"task_id", "lease", "ref", "credit"}},
+        {"progress", {"task_id", "lease", "percent", "message"}},
+        {"result", {"task_id", "lease", "output", "proof_hash"}},
+        {"fail", {"task_id", "lease", "error"}},
+        {"release", {"task_id", "lease"}},
+        {"batch", {"messages", "ref"}}};
+    for (const auto& [type, fields] : types) {
+      for (const auto& field : fields) {
+        for (const auto& value : OddValues()) {
+          std::string m = R"({"type":")" + type + R"(","task_id":")" + task + R"(","lease":1)";
+          odd(m + ",\"" + field + "\":" + value + "}");
+        }
+      }
+    }
+    for (const auto& value : OddValues()) odd(R"({"type":"batch","messages":[)" + value + R"(,{"type":"batch"}]})");
+    // Still open and answering, after all that.
+    ws.Send(R"({"type":"heartbeat","ref":"still-here"})");
+    EXPECT_NE(ws.ReadUntil("\"ref\":\"still-here\"", sent + 100), "") << "after " << sent << " odd messages";
+    EXPECT_EQ(ws.close_code(), 0);
+  }
+
+  // The client socket: a refused first message closes with 1008; after auth,
+  // odd subscriptions and resumes are answered and the connection stays open
+  // (in rounds under its message budget: 10 a second, bursts of 20).
+  for (const auto& m : raw) {
+    WsClient first(s.port(), "/api/v1/ws", "");
+    first.Send(m);
+    while (!first.Read().empty()) {
+    }
+    EXPECT_EQ(first.close_code(), 1008) << m.substr(0, 40);
+  }
+  std::vector<std::string> messages;
+  for (const auto& [type, fields] : std::vector<std::pair<std::string, std::vector<std::string>>>{
+           {"auth", {"token"}},
+           {"subscribe", {"tasks", "task_ids", "network_stats", "nodes"}},
+           {"unsubscribe", {"tasks", "task_ids"}},
+           {"resume", {"last_event_id"}}}) {
+    for (const auto& field : fields) {
+      for (const auto& value : OddValues())
+        messages.push_back(R"({"type":")" + type + R"(",")" + field + "\":" + value + "}");
+    }
+  }
+  for (const auto& m : raw) messages.push_back(m);
+  for (size_t from = 0; from < messages.size(); from += 15) {
+    WsClient ws(s.port(), "/api/v1/ws", root.access);
+    for (size_t i = from; i < std::min(messages.size(), from + 15); ++i) ws.Send(messages[i]);
+    ws.Send(R"({"type":"subscribe","tasks":"own"})");
+    EXPECT_NE(ws.ReadUntil("\"type\":\"subscribed\"", 40), "") << "after " << messages[from].substr(0, 60);
+    EXPECT_EQ(ws.close_code(), 0);
+  }
+  // A text frame that is not UTF-8 fails the connection (RFC 6455: 1007), on either socket.
+  for (const char* target : {"/api/v1/nodes/ws", "/api/v1/ws"}) {
+    WsClient ws(s.port(), target, root.access);
+    ws.Send("\xff\xfe");
+    while (!ws.Read().empty()) {
+    }
+    EXPECT_EQ(ws.close_code(), 1007) << target;
+  }
+  r = testing::Request(s.port(), "GET", "/ready");
+  EXPECT_EQ(r->status, 200);
+}
+
 }  // namespace
 }  // namespace smart::itest

@@ -26,6 +26,8 @@ namespace {
 
 constexpr size_t kMaxTaskIds = 10000;  // task ids one connection may follow
 constexpr size_t kMaxResume = 1000;    // events one resume replays (the send queue holds 1,024 by default)
+// Why a connection is closed that did not authenticate first (in time: http.header_timeout_s).
+constexpr std::string_view kAuthenticateFirst = "authenticate first: {\"type\":\"auth\",\"token\":\"...\"}";
 
 // What a connection may send: 10 messages a second, in bursts of 20 (a token
 // bucket; a client subscribes and resumes now and then, it does not stream).
@@ -193,20 +195,24 @@ void RegisterEventRoutes(http::Router& router, const Deps& deps) {
                                  {"detail", "at most 10 messages a second, in bursts of 20; this one was ignored"}}));
         return;
       }
-      boost::system::error_code ec;
-      auto v = json::parse(message, ec);
-      if (ec || !v.is_object() || !v.as_object().contains("type") || !v.as_object().at("type").is_string()) {
-        ws->Send(Reply("error", {{"code", "invalid_message"}, {"detail", "send a JSON object with a type"}}));
-        return;
-      }
-      const auto& o = v.as_object();
-      std::string type(o.at("type").as_string());
       bool authenticated;
       {
         std::lock_guard lk(hub->mu);
         auto* interest = hub->subs.Find(id);
         authenticated = interest && !interest->user.empty();
       }
+      boost::system::error_code ec;
+      auto v = json::parse(message, ec);
+      if (ec || !v.is_object() || !v.as_object().contains("type") || !v.as_object().at("type").is_string()) {
+        if (!authenticated) {
+          ws->Close(http::close_code::kPolicyViolation, std::string(kAuthenticateFirst));
+          return;
+        }
+        ws->Send(Reply("error", {{"code", "invalid_message"}, {"detail", "send a JSON object with a type"}}));
+        return;
+      }
+      const auto& o = v.as_object();
+      std::string type(o.at("type").as_string());
       if (type == "auth") {
         if (authenticated) return;
         auto token = o.if_contains("token");
@@ -228,11 +234,12 @@ void RegisterEventRoutes(http::Router& router, const Deps& deps) {
           ws->Close(http::close_code::kPolicyViolation, TooMany(hub->per_user));
           return;
         }
+        ws->Admit();
         ws->Send(Reply("authenticated", {{"user_id", json::value(who->user_id)}}));
         return;
       }
       if (!authenticated) {
-        ws->Close(http::close_code::kPolicyViolation, "authenticate first: {\"type\":\"auth\",\"token\":\"...\"}");
+        ws->Close(http::close_code::kPolicyViolation, std::string(kAuthenticateFirst));
         return;
       }
       if (type == "subscribe" || type == "unsubscribe") {
@@ -294,7 +301,9 @@ void RegisterEventRoutes(http::Router& router, const Deps& deps) {
       hub->Remove(id);
       connections->Set(static_cast<double>(hub->sockets.size()));
     };
-    return http::WsAccept{.callbacks = std::move(callbacks)};
+    // Credentials on the upgrade or, within http.header_timeout_s, in the first message.
+    return http::WsAccept{.callbacks = std::move(callbacks),
+                          .admit_or_close = user.empty() ? std::string(kAuthenticateFirst) : std::string()};
   });
 }
 

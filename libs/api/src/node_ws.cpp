@@ -31,6 +31,8 @@ namespace json = boost::json;
 namespace {
 
 constexpr size_t kMaxBatch = 256;  // lease messages in one batch
+// Why a connection is closed that did not begin with a hello (in time: http.header_timeout_s).
+constexpr std::string_view kSayHello = "say hello first: {\"type\":\"hello\",\"node_id\":\"...\"}";
 
 struct NodeConn {
   std::mutex mu;
@@ -158,6 +160,7 @@ void Hello(const Deps& deps, const std::shared_ptr<NodeConn>& conn, const std::s
       return;
     }
   }
+  ws->Admit();
   ws->Send(json::serialize(json::object{{"type", "welcome"},
                                         {"node_id", *node_id},
                                         {"heartbeat_s", deps.tasks.config().heartbeat_s},
@@ -279,15 +282,6 @@ void Batch(const Deps& deps, const std::shared_ptr<NodeConn>& conn, const std::s
 void OnMessage(const Deps& deps, const std::shared_ptr<NodeConn>& conn, std::string_view message) {
   auto ws = conn->ws.lock();
   if (!ws) return;
-  boost::system::error_code ec;
-  auto v = json::parse(message, ec);
-  if (ec || !v.is_object() || !v.as_object().contains("type") || !v.as_object().at("type").is_string()) {
-    ws->Send(json::serialize(Problem(nullptr, "", "invalid_message", "send a JSON object with a type")));
-    return;
-  }
-  const auto& o = v.as_object();
-  std::string type(o.at("type").as_string());
-  const json::value* ref = o.if_contains("ref");
   uint64_t attachment;
   std::string operator_id, node_id;
   {
@@ -296,11 +290,21 @@ void OnMessage(const Deps& deps, const std::shared_ptr<NodeConn>& conn, std::str
     operator_id = conn->operator_id;
     node_id = conn->node_id;
   }
-  if (attachment == 0) {
-    if (type == "hello") return Hello(deps, conn, ws, o);
-    ws->Close(http::close_code::kPolicyViolation, "say hello first: {\"type\":\"hello\",\"node_id\":\"...\"}");
+  boost::system::error_code ec;
+  auto v = json::parse(message, ec);
+  bool typed = !ec && v.is_object() && v.as_object().contains("type") && v.as_object().at("type").is_string();
+  if (attachment == 0 && (!typed || v.as_object().at("type").as_string() != "hello")) {
+    ws->Close(http::close_code::kPolicyViolation, std::string(kSayHello));
     return;
   }
+  if (!typed) {
+    ws->Send(json::serialize(Problem(nullptr, "", "invalid_message", "send a JSON object with a type")));
+    return;
+  }
+  const auto& o = v.as_object();
+  std::string type(o.at("type").as_string());
+  const json::value* ref = o.if_contains("ref");
+  if (attachment == 0) return Hello(deps, conn, ws, o);
   auto direct = [&ws](const json::object& a) { ws->Send(json::serialize(a)); };
   if (!AddCredit(deps, attachment, o, direct)) return;
   std::weak_ptr<http::WebSocket> weak = ws;
@@ -374,7 +378,7 @@ void RegisterNodeSocket(http::Router& router, const Deps& deps) {
       conn->closed = true;
       if (conn->attachment != 0) deps.tasks.Detach(conn->attachment);
     };
-    return http::WsAccept{.callbacks = std::move(callbacks)};
+    return http::WsAccept{.callbacks = std::move(callbacks), .admit_or_close = std::string(kSayHello)};
   });
 }
 

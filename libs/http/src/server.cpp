@@ -168,7 +168,11 @@ class WsConnection final : public WebSocket, public Tracked, public std::enable_
     if (tracked_) server_.Untrack(this);
   }
 
-  void SetCallbacks(WsCallbacks callbacks) { callbacks_ = std::move(callbacks); }
+  void SetCallbacks(WsCallbacks callbacks, std::string admit_or_close) {
+    callbacks_ = std::move(callbacks);
+    admit_or_close_ = std::move(admit_or_close);
+    admitted_ = admit_or_close_.empty();
+  }
 
   void Attach(beast::tcp_stream stream) {
     ws_.emplace(std::move(stream));
@@ -200,11 +204,21 @@ class WsConnection final : public WebSocket, public Tracked, public std::enable_
 
   size_t queued() const override { return queued_.load(); }
 
+  void Admit() override { admitted_ = true; }
+
   void OnShutdown() override { StartClose(close_code::kGoingAway, "server shutting down"); }
 
   // Called on the connection's thread once the handshake has completed.
   void Opened() {
     open_ = true;
+    if (!admitted_.load()) {
+      admit_timer_.emplace(ex_, server_.opt.header_timeout);
+      admit_timer_->async_wait([weak = weak_from_this()](error_code ec) {
+        auto self = weak.lock();
+        if (ec || !self || self->admitted_.load()) return;
+        self->StartClose(close_code::kPolicyViolation, std::move(self->admit_or_close_));
+      });
+    }
     WriteNext();
   }
 
@@ -228,6 +242,7 @@ class WsConnection final : public WebSocket, public Tracked, public std::enable_
   // The connection is over (also when its handshake failed): on_close runs once.
   void Ended(uint16_t code) {
     closed_ = true;
+    if (admit_timer_) admit_timer_->cancel();
     if (code == 0) code = 1006;  // closed without a close frame
     auto on_close = std::move(callbacks_.on_close);
     callbacks_ = {};  // breaks cycles through handler captures
@@ -298,6 +313,9 @@ class WsConnection final : public WebSocket, public Tracked, public std::enable_
   asio::any_io_executor ex_;
   std::optional<websocket::stream<beast::tcp_stream>> ws_;
   WsCallbacks callbacks_;
+  std::string admit_or_close_;        // the close reason if not admitted in time
+  std::atomic<bool> admitted_{true};  // Admit may come from any thread
+  std::optional<asio::steady_timer> admit_timer_;
   std::deque<Outgoing> queue_;
   std::atomic<size_t> queued_{0};
   std::atomic<bool> closed_{false};
@@ -389,7 +407,7 @@ Response Server::Impl::Handle(Request& req, DispatchContext& ctx) {
     auto ws = std::make_shared<WsConnection>(*this, ctx.executor);
     WsAccept accept = (*m.ws)(req, ws);
     if (accept.reject) return std::move(*accept.reject);
-    ws->SetCallbacks(std::move(accept.callbacks));
+    ws->SetCallbacks(std::move(accept.callbacks), std::move(accept.admit_or_close));
     ctx.ws = std::move(ws);
     return Response::Empty(101);
   }

@@ -119,6 +119,18 @@ class ServerTest : public ::testing::Test {
                                           ++ws_closed_;
                                         }}};
     });
+    // Must say "me" (Admit) within the header timeout.
+    r.AddWebSocket("/ws/admit", [](Request&, std::shared_ptr<WebSocket> ws) {
+      std::weak_ptr<WebSocket> weak = ws;
+      return WsAccept{.callbacks = {.on_message =
+                                        [weak](std::string_view msg) {
+                                          auto self = weak.lock();
+                                          if (!self) return;
+                                          if (msg == "me") self->Admit();
+                                          self->Send("echo:" + std::string(msg));
+                                        }},
+                      .admit_or_close = "say who you are"};
+    });
     server_ = std::make_unique<Server>(opt, std::move(r),
                                        std::vector<Middleware>{RequestId(), AccessLog(logger_), Metrics(registry_),
                                                                SecurityHeaders(), Cors({"https://app.example"})},
@@ -664,6 +676,28 @@ TEST_F(ServerTest, WebSocketPingsAndClosesASilentPeer) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, 6s);
   for (int i = 0; i < 200 && last_close_code_ == 0; ++i) std::this_thread::sleep_for(10ms);
   EXPECT_NE(last_close_code_, 0);
+}
+
+// A peer that answers pings is never idle: one that is not admitted within
+// the header timeout is closed with 1008 and the handler's reason.
+TEST_F(ServerTest, AWebSocketNotAdmittedInTimeIsClosed) {
+  ServerOptions opt;
+  opt.header_timeout = 1s;  // the idle timeout (30 s) would close neither
+  StartServer(opt);
+  WsClient quiet(port_, "/ws/admit"), admitted(port_, "/ws/admit");
+  admitted.ws.write(boost::asio::buffer(std::string("me")));
+  EXPECT_EQ(admitted.Read(), "echo:me");
+  auto start = std::chrono::steady_clock::now();
+  beast::flat_buffer b;
+  beast::error_code ec;
+  quiet.ws.read(b, ec);
+  EXPECT_EQ(ec, websocket::error::closed);
+  EXPECT_EQ(quiet.ws.reason().code, 1008);
+  EXPECT_EQ(std::string(quiet.ws.reason().reason.c_str()), "say who you are");
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
+  std::this_thread::sleep_for(1s);  // past the deadline, the admitted one is open
+  admitted.ws.write(boost::asio::buffer(std::string("still")));
+  EXPECT_EQ(admitted.Read(), "echo:still");
 }
 
 TEST_F(ServerTest, ShutdownClosesWebSocketsWithGoingAway) {

@@ -39,6 +39,8 @@ class WebSocket {
   virtual SendResult Send(std::shared_ptr<const std::string> text, std::function<void()> on_written = nullptr) = 0;
   virtual void Close(uint16_t code, std::string reason) = 0;
   virtual size_t queued() const = 0;
+  // The peer has said who it is: a deadline set by WsAccept::admit_or_close no longer applies.
+  virtual void Admit() = 0;
 };
 
 struct WsCallbacks {
@@ -54,6 +56,11 @@ struct WsCallbacks {
 struct WsAccept {
   std::optional<Response> reject;
   WsCallbacks callbacks;
+  // Non-empty: the connection must be admitted (WebSocket::Admit, e.g. once
+  // its first message authenticates it) within http.header_timeout_s, or it
+  // is closed with 1008 and this reason. A peer that answers the keep-alive
+  // pings would otherwise hold its connection without ever saying who it is.
+  std::string admit_or_close;
 };
 
 using WsHandler = std::function<WsAccept(Request& req, std::shared_ptr<WebSocket> ws)>;
