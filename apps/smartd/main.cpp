@@ -444,6 +444,34 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
   bus.Subscribe([&auth](const events::Event& e) {
     if (e.type == "credentials_changed") auth.ForgetCachedCredentials();
   });
+  // The task network's state, as the event-stats thread last read it (every
+  // events.stats_interval_s, for network_stats): no scrape adds a query.
+  struct NetworkGauges {
+    std::atomic<bool> known{false};
+    std::atomic<int64_t> pending{0}, running{0}, failed{0}, completed{0}, online{0}, nodes{0};
+  } network;
+  registry.AddCollector([&network](std::string& out) {
+    if (!network.known.load()) return;
+    auto line = [&out](const char* name, const char* label, int64_t v) {
+      out += std::string(name) + label + " " + std::to_string(v) + "\n";
+    };
+    out +=
+        "# HELP smart_tasks Tasks now, in the whole database: pending (waiting for a node), running (assigned or in "
+        "progress), failed (failed or timed out for good: the dead letters), as of the last network_stats.\n"
+        "# TYPE smart_tasks gauge\n";
+    line("smart_tasks", "{status=\"pending\"}", network.pending.load());
+    line("smart_tasks", "{status=\"running\"}", network.running.load());
+    line("smart_tasks", "{status=\"failed\"}", network.failed.load());
+    out +=
+        "# HELP smart_tasks_completed_total Tasks completed by nodes, all instances (the nodes' counters).\n"
+        "# TYPE smart_tasks_completed_total counter\n";
+    line("smart_tasks_completed_total", "", network.completed.load());
+    out +=
+        "# HELP smart_nodes Nodes now: online (active, heartbeating within tasks.offline_after_s) and registered "
+        "(not deactivated), as of the last network_stats.\n# TYPE smart_nodes gauge\n";
+    line("smart_nodes", "{status=\"online\"}", network.online.load());
+    line("smart_nodes", "{status=\"registered\"}", network.nodes.load());
+  });
   registry.AddCollector([&coordinator](std::string& out) {
     out +=
         "# HELP smart_tasks_results_total Node results: completed together with others (one statement and one "
@@ -539,14 +567,20 @@ int Serve(const config::Config& cfg, log::Logger& logger) {
   std::thread stats([&] {
     NameThread("event-stats");
     int64_t interval_ms = cfg.Int("events.stats_interval_s") * 1000, last_completed = -1;
-    while (!stats_stop.load()) {
-      for (int64_t slept = 0; slept < interval_ms && !stats_stop.load(); slept += 100) {
+    for (bool first = true; !stats_stop.load(); first = false) {
+      for (int64_t slept = 0; !first && slept < interval_ms && !stats_stop.load(); slept += 100) {
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
       }
       auto st = coordinator->GetStats();
       if (!st || stats_stop.load()) continue;
-      double throughput =
-          last_completed < 0 ? 0.0 : double(st->completed - last_completed) * 1000.0 / double(interval_ms);
+      network.pending = st->pending, network.running = st->running, network.failed = st->failed;
+      network.completed = st->completed, network.online = st->nodes_online, network.nodes = st->nodes_total;
+      network.known = true;
+      if (last_completed < 0) {  // the gauges at once; network_stats from the next reading, with a throughput
+        last_completed = st->completed;
+        continue;
+      }
+      double throughput = double(st->completed - last_completed) * 1000.0 / double(interval_ms);
       last_completed = st->completed;
       char buf[256];
       std::snprintf(buf, sizeof buf,

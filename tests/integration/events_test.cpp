@@ -256,6 +256,48 @@ TEST(SmartdEvents, BadClientsAreRefusedOrClosed) {
   EXPECT_GE(refused, 1) << "then 10 a second";
 }
 
+// The task network's state is scraped from /metrics, refreshed with network_stats.
+TEST(SmartdEvents, TheTaskNetworkIsInTheMetrics) {
+  Smartd s(Env());
+  ASSERT_NE(s.port(), 0);
+  auto [root, alice, eve] = Join(s);
+  Fund(s, root, {"alice@example.com", "root@example.com"}, "10000000");
+  auto r = As(s.port(), "POST", "/api/v1/nodes/register", root.access,
+              R"({"name":"box","capabilities":["echo"],"capacity":3})");
+  ASSERT_EQ(r->status, 201) << r->body;
+  const std::string node = JsonField(r->body, "id"), key = JsonField(r->body, "credential");
+  std::vector<std::string> tasks;
+  for (int i = 0; i < 4; ++i) {
+    r = As(s.port(), "POST", "/api/v1/tasks", alice.access, R"({"type":"echo","input":"x","max_attempts":1})");
+    ASSERT_EQ(r->status, 201) << r->body;
+    tasks.push_back(JsonField(r->body, "id"));
+  }
+  r = As(s.port(), "POST", "/api/v1/nodes/" + node + "/claim", key, R"({"max":3})");
+  ASSERT_EQ(r->status, 200) << r->body;
+  std::vector<std::string> claimed;
+  for (const auto& t : tasks) {
+    if (r->body.find(t) != std::string::npos) claimed.push_back(t);
+  }
+  ASSERT_EQ(claimed.size(), 3u) << r->body;
+  const std::string lease = R"({"node_id":")" + node + R"(","lease":1)";
+  r = As(s.port(), "POST", "/api/v1/tasks/" + claimed[0] + "/result", key,
+         lease + R"(,"output":"x","proof_hash":"2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"})");
+  ASSERT_EQ(r->status, 200) << r->body;
+  r = As(s.port(), "POST", "/api/v1/tasks/" + claimed[1] + "/fail", key, lease + R"(,"error":"no luck"})");
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(JsonField(r->body, "status"), "failed");
+  // One pending, one running, one failed for good, one completed; the node online.
+  const std::string want =
+      "smart_tasks{status=\"pending\"} 1\nsmart_tasks{status=\"running\"} 1\n"
+      "smart_tasks{status=\"failed\"} 1\n";
+  std::string body;
+  for (int i = 0; i < 4 && body.find(want) == std::string::npos; ++i) body = MetricsWith(s.port(), want);
+  EXPECT_NE(body.find(want), std::string::npos) << body.substr(body.find("smart_tasks"), 600);
+  EXPECT_NE(body.find("smart_tasks_completed_total 1\n"), std::string::npos);
+  EXPECT_NE(body.find("smart_nodes{status=\"online\"} 1\nsmart_nodes{status=\"registered\"} 1\n"), std::string::npos);
+  EXPECT_NE(body.find("# TYPE smart_tasks gauge"), std::string::npos);
+}
+
 // A connection that answers the keep-alive pings but never says who it is
 // holds a socket without an account's cap: each socket closes it with 1008 at
 // http.header_timeout_s, and one that said who it is in time stays open.
