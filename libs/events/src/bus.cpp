@@ -41,20 +41,22 @@ void Bus::Forward(std::function<void(Event)> forward) {
   forward_ = std::move(forward);
 }
 
-void Bus::Receive(Event e, bool deliver) {
+void Bus::Receive(Event e, bool deliver, bool own) {
   std::unique_lock lk(mu_);
   if (!recent_.empty() && e.id != recent_.back().id + 1) recent_.clear();
-  Keep(std::move(e), deliver, lk);
+  Keep(std::move(e), deliver, lk, own);
 }
 
-void Bus::Keep(Event e, bool deliver, std::unique_lock<std::mutex>& lk) {
+void Bus::Keep(Event e, bool deliver, std::unique_lock<std::mutex>& lk, bool own) {
   next_id_ = e.id + 1;
   recent_.push_back(e);
   while (recent_.size() > window_) recent_.pop_front();
   if (!deliver) return;
   std::vector<Subscriber> to_call;
   to_call.reserve(subscribers_.size());
-  for (const auto& [token, fn] : subscribers_) to_call.push_back(fn);
+  for (const auto& [token, fn] : subscribers_) {
+    if (!own || !own_subscribers_.contains(token)) to_call.push_back(fn);
+  }
   lk.unlock();
   // Delivered outside the lock, in id order per publisher thread.
   for (const auto& fn : to_call) fn(e);

@@ -58,9 +58,12 @@ TEST(Bus, OwnEventsAreHeardAtOnceWhileForwarded) {
   EXPECT_EQ(own, (std::vector<uint64_t>{1, 0})) << "at once, before the shared log gave it an id";
   EXPECT_EQ(all, std::vector<uint64_t>{1});
   forwarded[0].id = 70;
-  bus.Receive(forwarded[0]);
-  EXPECT_EQ(own, (std::vector<uint64_t>{1, 0, 70}));
+  bus.Receive(forwarded[0], true, /*own=*/true);
+  EXPECT_EQ(own, (std::vector<uint64_t>{1, 0})) << "its return is not heard twice";
   EXPECT_EQ(all, (std::vector<uint64_t>{1, 70}));
+  bus.Receive(Event{71, "task_update", 0, "usr_a", "task_3", "{}"});  // another instance's
+  EXPECT_EQ(own, (std::vector<uint64_t>{1, 0, 71}));
+  EXPECT_EQ(all, (std::vector<uint64_t>{1, 70, 71}));
 }
 
 TEST(Bus, AResumeCannotVouchForIdsItHasNotReachedOrForABreak) {

@@ -19,8 +19,8 @@ constexpr size_t kReadEntries = 256;  // stream entries one read asks for
 // whose id is the batch's first event id, and trims what is older than the
 // window. A batch sent again (its reply was lost) is appended once: KEYS[3]
 // remembers each batch's first id for ten minutes. KEYS: seq, stream, the
-// batch's key. ARGV: n, skip, window, payload. Lua numbers are doubles: exact
-// below 2^53, printed with %.0f.
+// batch's key. ARGV: n, skip, window, payload, the sending instance. Lua
+// numbers are doubles: exact below 2^53, printed with %.0f.
 constexpr std::string_view kAppendScript = R"lua(
 local done = redis.call('GET', KEYS[3])
 if done then return tonumber(done) end
@@ -39,7 +39,7 @@ local last = redis.call('INCRBY', KEYS[1], n + tonumber(ARGV[2]))
 local first = last - n + 1
 local oldest = math.max(0, first - tonumber(ARGV[3]))
 redis.call('XADD', KEYS[2], 'MINID', '~', string.format('%.0f', oldest), string.format('%.0f', first) .. '-0',
-  'n', ARGV[1], 'e', ARGV[4])
+  'n', ARGV[1], 'e', ARGV[4], 'o', ARGV[5])
 redis.call('SET', KEYS[3], string.format('%.0f', first), 'EX', 600)
 return first
 )lua";
@@ -76,13 +76,17 @@ bool Number(std::string_view text, T& n) {
   return ec == std::errc() && end == text.data() + text.size();
 }
 
-// A stream entry's events, numbered from the entry's id ("<first>-0").
-bool Decode(const kv::RedisReply& entry, std::vector<Event>& out) {
+// A stream entry's events, numbered from the entry's id ("<first>-0"), and
+// the instance that sent them (empty if the entry does not say).
+bool Decode(const kv::RedisReply& entry, std::vector<Event>& out, std::string_view* origin = nullptr) {
   if (entry.elements.size() != 2 || entry.elements[1].kind != kv::RedisReply::Kind::kArray) return false;
   std::string_view id = entry.elements[0].str;
   uint64_t first = 0;
   if (!Number(id.substr(0, id.find('-')), first)) return false;
   const auto& fields = entry.elements[1].elements;
+  for (size_t i = 0; origin && i + 1 < fields.size(); i += 2) {
+    if (fields[i].str == "o") *origin = fields[i + 1].str;
+  }
   for (size_t i = 0; i + 1 < fields.size(); i += 2) {
     if (fields[i].str != "e") continue;
     std::string_view in = fields[i + 1].str;
@@ -108,7 +112,8 @@ RedisRelay::RedisRelay(Bus& bus, RelayOptions options)
     : bus_(bus),
       options_(std::move(options)),
       stream_key_(options_.prefix + "events"),
-      seq_key_(options_.prefix + "events:seq") {}
+      seq_key_(options_.prefix + "events:seq"),
+      origin_(crypto::RandomToken(12)) {}
 
 Result<std::unique_ptr<RedisRelay>> RedisRelay::Start(Bus& bus, RelayOptions options) {
   std::unique_ptr<RedisRelay> relay(new RedisRelay(bus, std::move(options)));
@@ -200,7 +205,7 @@ void RedisRelay::SendLoop() {
   uint64_t skip = 0;
   int backoff_ms = 50;
   // Names each batch, so that one sent again is appended once.
-  const std::string batch_prefix = options_.prefix + "events:batch:" + crypto::RandomToken(12) + ":";
+  const std::string batch_prefix = options_.prefix + "events:batch:" + origin_ + ":";
   uint64_t batches = 0;
   std::string batch_key;
   for (;;) {
@@ -236,8 +241,8 @@ void RedisRelay::SendLoop() {
       redis = std::move(*c);
     }
     std::string n = std::to_string(batched), skipped = std::to_string(skip), window = std::to_string(options_.window);
-    auto r =
-        redis->Command({"EVAL", kAppendScript, "3", seq_key_, stream_key_, batch_key, n, skipped, window, payload});
+    auto r = redis->Command(
+        {"EVAL", kAppendScript, "3", seq_key_, stream_key_, batch_key, n, skipped, window, payload, origin_});
     if (!r && r.error().kind == ErrorKind::kUnavailable) {
       // Sent again on a new connection: it may have been appended already.
       redis.reset();
@@ -290,11 +295,14 @@ Result<void> RedisRelay::ReadAfter(kv::Redis& redis, bool deliver, std::chrono::
     std::vector<Event> events;
     for (const auto& entry : *entries) {
       events.clear();
-      if (!Decode(entry, events)) {
+      std::string_view origin;
+      if (!Decode(entry, events, &origin)) {
         events.clear();  // its ids are skipped: the next event's breaks the window's run
         Failed(Error::Internal("redis_reply", "an event batch in " + stream_key_ + " could not be read; skipped"));
       }
-      for (auto& e : events) bus_.Receive(std::move(e), deliver);
+      // This instance's own events were heard at once by Bus::SubscribeOwn's subscribers.
+      const bool own = origin == origin_;
+      for (auto& e : events) bus_.Receive(std::move(e), deliver, own);
       received_.fetch_add(events.size());
       if (!entry.elements.empty()) last_entry_ = entry.elements[0].str;
     }

@@ -123,6 +123,36 @@ TEST(RedisRelay, InstancesHearEveryInstancesEventsWithTheSameIdsInTheSameOrder) 
   EXPECT_EQ(c.heard.copy()[0].id, ea.back().id + 1);
 }
 
+// Bus::SubscribeOwn's subscribers hear their instance's events once, at once
+// (id 0), not again when Redis gives them back, and the others' with their ids.
+TEST(RedisRelay, OwnEventsComeBackMarkedAndAreNotHeardTwice) {
+  testing::RedisServer server;
+  ASSERT_FALSE(server.url().empty());
+  Instance a(server.url()), b(server.url());
+  ASSERT_TRUE(a.relay && b.relay);
+  Heard own;
+  a.bus.SubscribeOwn([&own](const Event& e) {
+    std::lock_guard lk(own.mu);
+    own.events.push_back(e);
+  });
+  a.bus.Publish("task_update", "u", "mine", "{}", 1);
+  EXPECT_EQ(own.size(), 1u) << "at once";
+  ASSERT_TRUE(Eventually([&] { return a.heard.size() == 1; })) << "back from Redis, with its id";
+  ASSERT_NE(OneEvent(b, a), 0u);
+  ASSERT_TRUE(Eventually([&] { return own.size() == 2; }));
+  auto heard = own.copy();
+  EXPECT_EQ(heard[0].subject, "mine");
+  EXPECT_EQ(heard[0].id, 0u);
+  EXPECT_EQ(heard[1].subject, "one");
+  EXPECT_GT(heard[1].id, 0u);
+  auto all = a.heard.copy();
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[0].subject, "mine") << "Subscribe's subscribers hear it with its id";
+  EXPECT_EQ(all[1].id, heard[1].id);
+  std::this_thread::sleep_for(milliseconds(100));
+  EXPECT_EQ(own.size(), 2u) << "nothing heard twice";
+}
+
 TEST(RedisRelay, EventsWaitOutAnOutageAndALostCounterNeverGoesBack) {
   testing::RedisServer server;
   ASSERT_FALSE(server.url().empty());

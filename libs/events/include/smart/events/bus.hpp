@@ -46,18 +46,19 @@ class Bus {
   // bus's lock: it must only queue); nullptr: stored and delivered here again.
   void Forward(std::function<void(Event)> forward);
   // An event with the id the shared log gave it: kept, and delivered unless
-  // `deliver` is false (the window loaded at start). A break in the ids (events
-  // lost on the way) empties the window first, so that a resume across it
-  // reports the gap.
-  void Receive(Event e, bool deliver = true);
+  // `deliver` is false (the window loaded at start); `own`: published here
+  // while forwarded, so SubscribeOwn's subscribers have heard it already. A
+  // break in the ids (events lost on the way) empties the window first, so
+  // that a resume across it reports the gap.
+  void Receive(Event e, bool deliver = true, bool own = false);
 
   using Subscriber = std::function<void(const Event&)>;
   uint64_t Subscribe(Subscriber fn);
-  // While events are forwarded, `fn` also hears those published here at once,
-  // with id 0, before (and besides) their return with an id: for what only
-  // needs to know that something changed here (a long-poll read), without a
-  // round trip through the shared log, or while it is away. Without a
-  // forwarder it hears nothing more than Subscribe's.
+  // While events are forwarded, `fn` hears those published here at once, with
+  // id 0, instead of at their return with an id (Receive's `own`), and the
+  // others' as Subscribe's do: for what only needs to know that something
+  // changed (a long-poll read), without a round trip through the shared log,
+  // or while it is away. Without a forwarder it hears what Subscribe's hear.
   uint64_t SubscribeOwn(Subscriber fn);
   void Unsubscribe(uint64_t token);
 
@@ -76,7 +77,7 @@ class Bus {
 
  private:
   // Appends `e` (mu_ held by `lk`) and, if `deliver`, calls the subscribers after unlocking.
-  void Keep(Event e, bool deliver, std::unique_lock<std::mutex>& lk);
+  void Keep(Event e, bool deliver, std::unique_lock<std::mutex>& lk, bool own = false);
 
   size_t window_;
   mutable std::mutex mu_;

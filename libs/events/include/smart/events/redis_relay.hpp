@@ -89,6 +89,7 @@ class RedisRelay {
   Bus& bus_;
   RelayOptions options_;
   std::string stream_key_, seq_key_;
+  const std::string origin_;  // this instance, in each batch it appends (its own come back marked)
 
   std::mutex mu_;                    // the queue, skip_, sending_, stop_, and loaded_ when set
   std::condition_variable cv_;       // the sender's, for events and loaded_
