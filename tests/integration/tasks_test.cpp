@@ -551,6 +551,74 @@ std::string SubmitEcho(const Smartd& s, const Network& n, const std::string& inp
   return JsonField(r->body, "id");
 }
 
+// A task cancelled by its owner while a node runs it: the node is told on
+// its socket at once, for a replicated task each node running a replica.
+TEST(SmartdTasks, ANodeIsToldAtOnceWhenItsTaskIsCancelled) {
+  Smartd s(TaskEnv());
+  ASSERT_NE(s.port(), 0);
+  Network n = StartNetwork(s);
+  auto r = As(s.port(), "POST", "/api/v1/nodes/register", n.op.access, R"({"name":"box-2","capabilities":["echo"]})");
+  ASSERT_EQ(r->status, 201) << r->body;
+  const std::string second = JsonField(r->body, "id");
+  WsClient node(s.port(), "/api/v1/nodes/ws", n.node_key);
+  ASSERT_NE(Hello(node, n, 1).find("\"welcome\""), std::string::npos);
+
+  std::string t = SubmitEcho(s, n, "slow");
+  ASSERT_NE(node.ReadUntil("\"type\":\"tasks\"").find(t), std::string::npos);
+  r = As(s.port(), "POST", "/api/v1/tasks/" + t + "/cancel", n.alice.access);
+  ASSERT_EQ(r->status, 200) << r->body;
+  std::string told = node.ReadUntil("\"type\":\"cancelled\"");
+  EXPECT_NE(told.find("\"task_id\":\"" + t + "\""), std::string::npos) << told;
+  // Its report is refused all the same: the lease is gone.
+  node.Send(
+      R"({"type":"result","task_id":")" + t +
+      R"(","lease":1,"output":"slow","proof_hash":"5e0cf7bd1dfa3831788b0cf6dedcdd228fba6f34dc238d371e746567e80bc7b6"})");
+  std::string refused = node.ReadUntil("\"type\":\"error\"");
+  EXPECT_NE(refused.find("lease_stale"), std::string::npos) << refused;
+
+  // Two replicas on two nodes, the task cancelled: each node hears of its own replica.
+  WsClient other(s.port(), "/api/v1/nodes/ws", n.node_key);
+  other.Send(R"({"type":"hello","node_id":")" + second + R"(","credit":1})");
+  ASSERT_NE(other.Read().find("\"welcome\""), std::string::npos);
+  node.Send(R"({"type":"credit","n":1})");
+  r = As(s.port(), "POST", "/api/v1/tasks", n.alice.access, R"({"type":"echo","input":"twice","replicas":2})");
+  ASSERT_EQ(r->status, 201) << r->body;
+  const std::string parent = JsonField(r->body, "id");
+  std::string a = node.ReadUntil("\"type\":\"tasks\""), b = other.ReadUntil("\"type\":\"tasks\"");
+  ASSERT_FALSE(a.empty() || b.empty()) << "a replica each";
+  const std::string ra = JsonField(a, "id"), rb = JsonField(b, "id");
+  ASSERT_NE(ra, rb);
+  r = As(s.port(), "POST", "/api/v1/tasks/" + parent + "/cancel", n.alice.access);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_NE(node.ReadUntil("\"type\":\"cancelled\"").find(ra), std::string::npos);
+  EXPECT_NE(other.ReadUntil("\"type\":\"cancelled\"").find(rb), std::string::npos);
+
+  // Three replicas, two agree: the third's node hears that its replica is no longer wanted.
+  r = As(s.port(), "POST", "/api/v1/nodes/register", n.op.access, R"({"name":"box-3","capabilities":["echo"]})");
+  ASSERT_EQ(r->status, 201) << r->body;
+  WsClient third(s.port(), "/api/v1/nodes/ws", n.node_key);
+  third.Send(R"({"type":"hello","node_id":")" + JsonField(r->body, "id") + R"(","credit":1})");
+  ASSERT_NE(third.Read().find("\"welcome\""), std::string::npos);
+  node.Send(R"({"type":"credit","n":1})");
+  other.Send(R"({"type":"credit","n":1})");
+  r = As(s.port(), "POST", "/api/v1/tasks", n.alice.access, R"({"type":"echo","input":"thrice","replicas":3})");
+  ASSERT_EQ(r->status, 201) << r->body;
+  std::string ids[3];
+  WsClient* nodes[3] = {&node, &other, &third};
+  for (int i = 0; i < 3; ++i) {
+    ids[i] = JsonField(nodes[i]->ReadUntil("\"type\":\"tasks\""), "id");
+    ASSERT_FALSE(ids[i].empty()) << i;
+  }
+  for (int i = 0; i < 2; ++i) {
+    nodes[i]->Send(
+        R"({"type":"result","ref":1,"task_id":")" + ids[i] +
+        R"(","lease":1,"output":"thrice","proof_hash":"dbeed8d35fad4bb99e91dd527394fdcd36af1ac3bfc0fe3af6697c2023464f37"})");
+    EXPECT_NE(nodes[i]->ReadUntil("\"type\":\"ack\"").find("completed"), std::string::npos) << i;
+  }
+  EXPECT_NE(third.ReadUntil("\"type\":\"cancelled\"").find(ids[2]), std::string::npos)
+      << "the third replica is no longer wanted";
+}
+
 // The node WebSocket: hello, pushed work within the credit, results and
 // heartbeats on the same connection, and what a bad node is told.
 TEST(SmartdTasks, NodeSocketPushesWorkAndTakesResults) {
@@ -591,7 +659,8 @@ TEST(SmartdTasks, NodeSocketPushesWorkAndTakesResults) {
   EXPECT_NE(m.find("invalid_proof"), std::string::npos) << m;
   EXPECT_NE(m.find("\"ref\":\"x\""), std::string::npos) << m;
   node.Send(R"({"type":"start","task_id":")" + t2 + R"(","lease":9})");
-  EXPECT_NE(node.ReadUntil("\"type\":\"error\"").find("lease_stale"), std::string::npos);
+  std::string refused = node.ReadUntil("\"type\":\"error\"");
+  EXPECT_NE(refused.find("lease_stale"), std::string::npos) << refused;
   node.Send(R"({"type":"progress","task_id":")" + t2 + R"(","lease":1,"percent":250})");
   EXPECT_NE(node.ReadUntil("\"type\":\"error\"").find("invalid_percent"), std::string::npos);
   node.Send("not json");

@@ -21,8 +21,10 @@
 // messages may await their answers; past that each is refused (too_many_unanswered).
 #include <atomic>
 #include <boost/json.hpp>
+#include <unordered_map>
 
 #include "routes_internal.hpp"
+#include "smart/events/bus.hpp"
 #include "smart/metrics/metrics.hpp"
 #include "smart/tasks/coordinator.hpp"
 
@@ -34,7 +36,34 @@ constexpr size_t kMaxBatch = 256;  // lease messages in one batch
 // Why a connection is closed that did not begin with a hello (in time: http.header_timeout_s).
 constexpr std::string_view kSayHello = "say hello first: {\"type\":\"hello\",\"node_id\":\"...\"}";
 
+struct NodeConn;
+
+// The nodes attached on this instance, by node id: where the end of a task
+// that a node runs, not of its doing (its owner cancelled it), is told.
+class Attached {
+ public:
+  void Add(const std::string& node_id, const std::shared_ptr<NodeConn>& conn) {
+    std::lock_guard lk(mu_);
+    by_node_[node_id] = conn;
+  }
+  void Remove(const std::string& node_id, const NodeConn* conn) {
+    std::lock_guard lk(mu_);
+    auto it = by_node_.find(node_id);
+    if (it != by_node_.end() && it->second.lock().get() == conn) by_node_.erase(it);  // not a newer connection
+  }
+  std::shared_ptr<NodeConn> Find(const std::string& node_id) {
+    std::lock_guard lk(mu_);
+    auto it = by_node_.find(node_id);
+    return it == by_node_.end() ? nullptr : it->second.lock();
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<std::string, std::weak_ptr<NodeConn>> by_node_;
+};
+
 struct NodeConn {
+  std::shared_ptr<Attached> attached;
   std::mutex mu;
   std::weak_ptr<http::WebSocket> ws;
   std::string operator_id;  // from the upgrade's credentials, else from hello
@@ -160,6 +189,7 @@ void Hello(const Deps& deps, const std::shared_ptr<NodeConn>& conn, const std::s
       return;
     }
   }
+  conn->attached->Add(*node_id, conn);
   ws->Admit();
   ws->Send(json::serialize(json::object{{"type", "welcome"},
                                         {"node_id", *node_id},
@@ -355,9 +385,29 @@ void RegisterNodeSocket(http::Router& router, const Deps& deps) {
   auto* connections =
       &deps.registry.AddGauge("smart_ws_node_connections", "Node WebSockets (/api/v1/nodes/ws) open now.")
            .WithLabels({});
-  router.AddWebSocket("/api/v1/nodes/ws", [&deps, connections](http::Request& req,
-                                                               std::shared_ptr<http::WebSocket> ws) {
+  // A task cancelled while a node attached here runs it: the node is told at
+  // once (it can stop the work; a report would be refused, lease_stale).
+  // Every instance's cancellations, with redis.url.
+  auto attached = std::make_shared<Attached>();
+  deps.bus.SubscribeOwn([attached](const events::Event& e) {
+    if (e.type != "task_update" || e.data.find(R"("status":"cancelled")") == std::string::npos) return;
+    boost::system::error_code ec;
+    auto v = json::parse(e.data, ec);
+    const json::value* node = !ec && v.is_object() ? v.as_object().if_contains("node_id") : nullptr;
+    if (!node || !node->is_string()) return;  // it was not running
+    auto conn = attached->Find(std::string(node->as_string()));
+    if (!conn) return;
+    std::weak_ptr<http::WebSocket> ws;
+    {
+      std::lock_guard lk(conn->mu);
+      ws = conn->ws;
+    }
+    Send(ws, {{"type", "cancelled"}, {"task_id", e.subject}});
+  });
+  router.AddWebSocket("/api/v1/nodes/ws", [&deps, connections, attached](http::Request& req,
+                                                                         std::shared_ptr<http::WebSocket> ws) {
     auto conn = std::make_shared<NodeConn>();
+    conn->attached = attached;
     conn->ws = ws;
     if (HasCredentials(req)) {
       auto who = Authenticate(deps, req);
@@ -376,7 +426,10 @@ void RegisterNodeSocket(http::Router& router, const Deps& deps) {
       connections->Add(-1);
       std::lock_guard lk(conn->mu);
       conn->closed = true;
-      if (conn->attachment != 0) deps.tasks.Detach(conn->attachment);
+      if (conn->attachment != 0) {
+        deps.tasks.Detach(conn->attachment);
+        conn->attached->Remove(conn->node_id, conn.get());
+      }
     };
     return http::WsAccept{.callbacks = std::move(callbacks), .admit_or_close = std::string(kSayHello)};
   });

@@ -519,7 +519,9 @@ Result<Page<Task>> Coordinator::List(std::string_view requester, const TaskFilte
 
 Result<Task> Coordinator::Cancel(std::string_view requester, std::string_view id) {
   Task out;
+  std::vector<std::string> replicas;  // cancelled with it: their nodes hear of it too
   SMART_TRY(writer_.Transact([&](store::Tx& tx) -> Result<void> {
+    replicas.clear();
     auto t = LoadTask(tx, id, requester);
     if (!t) return t.take_error();
     if (t->Final()) return Error::Conflict("task_final", "task " + t->id + " is already " + t->status);
@@ -527,11 +529,13 @@ Result<Task> Coordinator::Cancel(std::string_view requester, std::string_view id
       return Error::Conflict("task_is_replica", "task " + t->id + " is a replica; cancel task " + t->parent_id);
     }
     int64_t now = clock_.NowMs();
-    if (t->replicas > 0) {  // its replicas end with it; nodes running one find their lease gone
-      SMART_TRY(
-          tx.Exec("UPDATE tasks SET status = 'cancelled', updated_ms = $2, completed_ms = $2, lease_expires_ms = 0 "
-                  "WHERE parent_id = $1 AND status IN ('pending', 'assigned', 'in_progress')",
-                  {Value{t->id}, Value{now}}));
+    if (t->replicas > 0) {  // its replicas end with it
+      auto ended = tx.Query(
+          "UPDATE tasks SET status = 'cancelled', updated_ms = $2, completed_ms = $2, lease_expires_ms = 0 "
+          "WHERE parent_id = $1 AND status IN ('pending', 'assigned', 'in_progress') RETURNING id",
+          {Value{t->id}, Value{now}});
+      if (!ended) return ended.take_error();
+      for (const auto& row : *ended) replicas.push_back(row.Text(0));
     }
     ledger::TransferRequest release{.key = EscrowKey(*t, "void"),
                                     .type = ledger::TransferType::kVoid,
@@ -549,6 +553,7 @@ Result<Task> Coordinator::Cancel(std::string_view requester, std::string_view id
   }));
   FreedPlace();  // it may have been running
   Notify(out);
+  for (const auto& replica : replicas) NotifyById(replica);
   return out;
 }
 
@@ -896,6 +901,7 @@ void Coordinator::OnLease(std::string operator_id, std::string node_id, std::str
         Notify(*out);
         if (!out->parent_id.empty()) {
           NotifyById(out->parent_id);
+          if (out->status == "completed") NotifyAgreedReplicas(out->parent_id);
           WakeClaimers();  // a dispute may have added a replica
         }
         done(std::move(*out));
@@ -1391,6 +1397,25 @@ void Coordinator::NotifyClaimed(const std::vector<Task>& claimed) {
     Notify(t);
     if (!t.parent_id.empty()) NotifyById(t.parent_id);  // a replica's parent is in progress from its first claim
   }
+}
+
+// A replica's result settled its task: the replicas still running were
+// cancelled, and their nodes hear of it (task_update events).
+void Coordinator::NotifyAgreedReplicas(std::string_view parent_id) {
+  if (!on_update_) return;
+  auto r = db_.Transact(store::TxMode::kRead, [&](store::Tx& tx) -> Result<void> {
+    std::string sql = "SELECT ";
+    sql += kTaskColumns;
+    sql += " FROM tasks WHERE parent_id = $1 AND status = 'cancelled' AND node_id IS NOT NULL";
+    auto rows = tx.Query(sql, {Value{std::string(parent_id)}});
+    if (!rows) return rows.take_error();
+    for (const auto& row : *rows) {
+      auto t = TaskFromRow(row);
+      if (t) Notify(*t);
+    }
+    return Ok();
+  });
+  (void)r;  // as NotifyById: an event lost to a failed read does not fail the transition
 }
 
 void Coordinator::NotifyById(std::string_view task_id) {

@@ -364,6 +364,7 @@ class Coordinator {
     if (on_update_) on_update_(t);
   }
   void NotifyById(std::string_view task_id);
+  void NotifyAgreedReplicas(std::string_view parent_id);
   void NotifyClaimed(const std::vector<Task>& claimed);
   // Back to pending if attempts remain (a failure `counts` against them),
   // else final with `final_status` and the escrow voided.
