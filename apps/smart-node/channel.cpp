@@ -42,6 +42,7 @@ struct Channel::Impl : std::enable_shared_from_this<Impl> {
   std::chrono::milliseconds timeout{5000};
   OnTasks on_tasks;
   OnError on_error;
+  OnCancelled on_cancelled;
   std::thread thread;
 
   std::mutex mu;
@@ -105,6 +106,11 @@ struct Channel::Impl : std::enable_shared_from_this<Impl> {
     if (*type == "tasks") {
       if (const auto* tasks = o.if_contains("tasks"); tasks && tasks->is_array() && on_tasks)
         on_tasks(tasks->as_array());
+      return;
+    }
+    if (*type == "cancelled") {
+      if (const auto* id = o.if_contains("task_id"); id && id->is_string() && on_cancelled)
+        on_cancelled(std::string(id->as_string()));
       return;
     }
     if (*type == "batch") {  // the answers of a batch, each as if it came alone
@@ -216,7 +222,8 @@ Channel::~Channel() {
 Result<std::unique_ptr<Channel>> Channel::Open(const std::string& server, const std::string& credential,
                                                const std::string& node_id, int credit,
                                                const std::vector<std::string>& holding, OnTasks on_tasks,
-                                               OnError on_error, std::chrono::milliseconds timeout) {
+                                               OnError on_error, OnCancelled on_cancelled,
+                                               std::chrono::milliseconds timeout) {
   constexpr std::string_view kScheme = "http://";
   if (server.rfind(kScheme, 0) != 0) {
     return Error::Unavailable("websocket_unavailable", "the node socket is used with http:// servers only");
@@ -241,6 +248,7 @@ Result<std::unique_ptr<Channel>> Channel::Open(const std::string& server, const 
   impl->timeout = timeout;
   impl->on_tasks = std::move(on_tasks);
   impl->on_error = std::move(on_error);
+  impl->on_cancelled = std::move(on_cancelled);
   json::array held;
   for (const auto& id : holding) held.emplace_back(id);
   std::future<Result<void>> welcome;

@@ -22,6 +22,9 @@ class Channel {
   using OnTasks = std::function<void(const boost::json::array& tasks)>;
   // Gets the server's refusals of messages sent without a ref (Send), on the channel's thread.
   using OnError = std::function<void(const Error& error)>;
+  // Gets the id of a task the node holds that ended without it ({"type":"cancelled"}: its owner
+  // cancelled it, or other replicas agreed), on the channel's thread.
+  using OnCancelled = std::function<void(const std::string& task_id)>;
 
   // Connects to ws://host:port/api/v1/nodes/ws of an http:// server, says
   // hello (node, credit, holding) and waits for the welcome. kUnavailable when
@@ -30,7 +33,7 @@ class Channel {
   static Result<std::unique_ptr<Channel>> Open(const std::string& server, const std::string& credential,
                                                const std::string& node_id, int credit,
                                                const std::vector<std::string>& holding, OnTasks on_tasks,
-                                               OnError on_error = nullptr,
+                                               OnError on_error = nullptr, OnCancelled on_cancelled = nullptr,
                                                std::chrono::milliseconds timeout = std::chrono::seconds(5));
   ~Channel();  // closes
 

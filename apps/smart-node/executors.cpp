@@ -48,7 +48,7 @@ Result<std::string> Executors::Run(const Job& job, const ProgressFn& progress, c
     if (const auto* d = params.if_contains("delay_ms"); d && d->is_int64())
       delay = std::clamp<int64_t>(d->as_int64(), 0, 60'000);
     for (int64_t waited = 0; waited < delay; waited += 10) {
-      if (cancel.load()) return Error::Unavailable("cancelled", "the node is shutting down");
+      if (cancel.load()) return Error::Unavailable("cancelled", "the job was stopped");
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
       if (waited % 1000 == 0 && waited > 0) progress(static_cast<int>(waited * 100 / delay), "echoing");
     }
@@ -179,7 +179,7 @@ Result<std::string> Executors::Chat(const Job& job, const ProgressFn& progress, 
     return true;
   };
   auto res = http::Send(req, on_data);
-  if (cancel.load()) return Error::Unavailable("cancelled", "the node is shutting down");
+  if (cancel.load()) return Error::Unavailable("cancelled", "the job was stopped");
   if (!res) return res.take_error();
   if (res->status >= 400) return Error::Unavailable("model_error", ErrorMessage(res->status, all));
   if (!done) return Error::Unavailable("model_error", "the model endpoint's stream ended without [DONE]");

@@ -100,6 +100,19 @@ void Runner::Handle(const Leased& t) {
     (void)Report(t, "release", {}, 10s);
     return;
   }
+  auto stop = std::make_shared<Stop>();
+  {
+    std::lock_guard lk(mu_);
+    running_[t.job.id] = stop;
+  }
+  struct Forget {
+    Runner& r;
+    const std::string& id;
+    ~Forget() {
+      std::lock_guard lk(r.mu_);
+      r.running_.erase(id);
+    }
+  } forget{*this, t.job.id};
   auto started = Report(t, "start", {}, 60s);
   if (!started) {
     logger_.Warn("cannot start task", {{"task_id", t.job.id}, {"error", started.error().message}});
@@ -123,8 +136,12 @@ void Runner::Handle(const Leased& t) {
     (void)CallApi(config_.server, config_.credential, "POST", "/api/v1/tasks/" + t.job.id + "/progress",
                   json::serialize(fields), 5s);
   };
-  auto out = executors_.Run(t.job, progress, cancel_);
+  auto out = executors_.Run(t.job, progress, stop->stop);
   Result<void> reported = Ok();
+  if (stop->cancelled.load()) {  // its lease is gone: a report would be refused
+    logger_.Info("task cancelled: not reported", {{"task_id", t.job.id}, {"job", out ? "finished" : "stopped"}});
+    return;
+  }
   if (out) {
     reported = Report(t, "result", {{"output", *out}, {"proof_hash", crypto::Sha256Hex(*out)}}, 120s);
     if (reported) logger_.Info("task completed", {{"task_id", t.job.id}, {"type", t.job.type}});
@@ -181,6 +198,27 @@ int Runner::Accept(const json::array& tasks) {
   return fresh;
 }
 
+void Runner::Cancelled(const std::string& task_id) {
+  bool dropped = false;
+  {
+    std::lock_guard lk(mu_);
+    auto waiting = std::find_if(queue_.begin(), queue_.end(), [&](const Leased& t) { return t.job.id == task_id; });
+    if (waiting != queue_.end()) {
+      queue_.erase(waiting);
+      held_.erase(task_id);
+      dropped = true;
+    } else if (auto it = running_.find(task_id); it != running_.end()) {
+      it->second->cancelled = true;
+      it->second->stop = true;
+    } else {
+      return;  // not (or no longer) ours
+    }
+  }
+  logger_.Info("task cancelled by the server", {{"task_id", task_id}, {"was", dropped ? "waiting" : "running"}});
+  cv_.notify_all();
+  if (auto ch = channel(); ch && dropped) ch->Send({{"type", "credit"}, {"n", 1}});  // its place is free
+}
+
 void Runner::Heartbeat() {
   int running;
   {
@@ -228,7 +266,8 @@ bool Runner::ServeSocket(const std::atomic<bool>& stop) {
             "another connection attached as this node and took its socket: is a second smart-node "
             "running with this node's state file? This one claims over HTTP meanwhile",
             {{"code", e.code}, {"node_id", config_.node_id}, {"retry_in_ms", config_.ws_retry.count()}});
-      });
+      },
+      [this](const std::string& task_id) { Cancelled(task_id); });
   if (!opened) {
     logger_.Warn("node socket unavailable; claiming over HTTP",
                  {{"error", opened.error().message}, {"retry_in_ms", config_.ws_retry.count()}});
@@ -326,7 +365,10 @@ void Runner::Run(const std::atomic<bool>& stop) {
   for (const auto& t : waiting) (void)Report(t, "release", {}, 10s);
   {
     std::unique_lock lk(mu_);
-    if (!cv_.wait_for(lk, config_.drain, [&] { return busy_ == 0; })) cancel_ = true;
+    if (!cv_.wait_for(lk, config_.drain, [&] { return busy_ == 0; })) {
+      cancel_ = true;
+      for (auto& [id, stop] : running_) stop->stop = true;
+    }
   }
   for (auto& w : workers) w.join();
   beat_stop = true;

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -64,6 +65,9 @@ class Runner {
                       std::chrono::milliseconds for_how_long);
   // Queues the tasks of a claim's answer or of a push; returns how many were new.
   int Accept(const boost::json::array& tasks);
+  // A task held here ended without this node (the server's {"type":"cancelled"}):
+  // dropped if it waits, stopped if it runs, and not reported.
+  void Cancelled(const std::string& task_id);
   std::shared_ptr<Channel> channel();
   void Heartbeat();
   // Serves pushed work until the socket closes or `stop`; false if it could not open.
@@ -78,6 +82,12 @@ class Runner {
   std::condition_variable cv_;
   std::deque<Leased> queue_;
   std::set<std::string> held_;  // ids of the tasks queued or running here
+  // Each running task's: `stop` ends its job (the drain, a cancellation),
+  // `cancelled` says the server no longer wants it.
+  struct Stop {
+    std::atomic<bool> stop{false}, cancelled{false};
+  };
+  std::map<std::string, std::shared_ptr<Stop>> running_;
   int busy_ = 0;
   std::shared_ptr<Channel> channel_;  // the node socket while open
   bool closing_ = false;              // no new work is taken

@@ -48,12 +48,13 @@ Operator MakeOperator(Smartd& s, const Session& root, const std::string& email) 
 // A smart-node process that registers itself with the operator's key.
 std::unique_ptr<testing::Process> StartNode(const Smartd& s, const Operator& op, const std::string& name,
                                             const std::string& state_dir, const std::string& drain_s = "30",
-                                            const std::string& transport = "auto") {
+                                            const std::string& transport = "auto", const std::string& capacity = "2") {
   return std::make_unique<testing::Process>(
       std::vector<std::string>{SMART_NODE_PATH, "--server", "http://127.0.0.1:" + std::to_string(s.port()), "--set",
                                "node.name=" + name, "--set", "node.state_file=" + state_dir + "/" + name + ".state",
                                "--set", "node.heartbeat_s=1", "--set", "node.claim_wait_s=1", "--set",
-                               "node.drain_s=" + drain_s, "--set", "node.transport=" + transport},
+                               "node.drain_s=" + drain_s, "--set", "node.transport=" + transport, "--set",
+                               "node.capacity=" + capacity},
       std::vector<std::string>{"SMART_NODE_USER_KEY=" + op.key});
 }
 
@@ -196,8 +197,39 @@ TEST(SmartdNodes, ASecondProcessOfOneNodeIsReportedAndNotFoughtOver) {
   EXPECT_EQ(second->output().find("node_reattached"), std::string::npos) << "its socket was left alone";
   first->Signal(SIGTERM);
   second->Signal(SIGTERM);
-  EXPECT_EQ(first->Wait(20s), 0);
-  EXPECT_EQ(second->Wait(20s), 0);
+  EXPECT_EQ(first->Wait(20s), 0) << first->output();
+  EXPECT_EQ(second->Wait(20s), 0) << second->output();
+}
+
+// A task cancelled while smart-node runs it: the node is told, stops the job
+// and takes the next task at once instead of finishing work nobody wants.
+TEST(SmartdNodes, ACancelledTaskIsStoppedOnTheNode) {
+  Smartd s(NetworkEnv());
+  ASSERT_NE(s.port(), 0);
+  testing::TempDir state;
+  Session root = CreateAdmin(s, "root@example.com");
+  Session alice = RegisterAndLogin(s.port(), "alice@example.com");
+  ASSERT_EQ(As(s.port(), "POST", "/api/v1/admin/mint", root.access,
+               R"({"user":"alice@example.com","asset":"USDC","amount":"1000000"})", Idem("a"))
+                ->status,
+            201);
+  Operator op = MakeOperator(s, root, "op@example.com");
+  auto node = StartNode(s, op, "one-worker", state.path(), "30", "auto", "1");
+  ASSERT_TRUE(node->WaitForLine("node socket open", 20s)) << node->output();
+  std::string slow =
+      Submit(s.port(), alice.access, R"({"type":"echo","input":"x","parameters":{"delay_ms":30000},"timeout_s":60})");
+  WaitFor(s.port(), alice.access, slow, "in_progress");
+  auto r = As(s.port(), "POST", "/api/v1/tasks/" + slow + "/cancel", alice.access);
+  ASSERT_EQ(r->status, 200) << r->body;
+  ASSERT_TRUE(node->WaitForLine("task cancelled: not reported", 5s)) << node->output();
+  // Its only worker is free again: the next task is done long before the cancelled one would have been.
+  auto start = std::chrono::steady_clock::now();
+  std::string quick = Submit(s.port(), alice.access, R"({"type":"echo","input":"quick","timeout_s":60})");
+  WaitFor(s.port(), alice.access, quick, "completed", 10s);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 10s);
+  EXPECT_EQ(node->output().find("cannot report task"), std::string::npos) << "nothing reported on it";
+  node->Signal(SIGTERM);
+  EXPECT_EQ(node->Wait(20s), 0);
 }
 
 TEST(SmartdNodes, SigtermGivesBackWhatCannotFinish) {
