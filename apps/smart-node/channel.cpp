@@ -4,6 +4,7 @@
 #include <atomic>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/websocket.hpp>
 #include <boost/json.hpp>
@@ -296,8 +297,17 @@ void Channel::Close() {
   asio::post(impl_->ioc, [impl = impl_] {
     if (!impl->is_open) return impl->End("closed");
     impl->is_open = false;
-    beast::get_lowest_layer(impl->ws).expires_after(std::chrono::seconds(2));
-    impl->ws.async_close(websocket::close_code::normal, [impl](beast::error_code) { impl->End("closed"); });
+    // At most 2 s for the server's close frame, on a timer of its own: the
+    // stream's timer may not be set while a read and a write are both
+    // pending (a heartbeat on its way when the node stops; Beast asserts).
+    auto timer = std::make_shared<asio::steady_timer>(impl->ioc, std::chrono::seconds(2));
+    timer->async_wait([impl, timer](beast::error_code ec) {
+      if (!ec) impl->End("closed");
+    });
+    impl->ws.async_close(websocket::close_code::normal, [impl, timer](beast::error_code) {
+      timer->cancel();
+      impl->End("closed");
+    });
   });
 }
 

@@ -204,6 +204,11 @@ class FakeNodeSocket {
                                                     {"task_id", o.at("task_id")},
                                                     {"status", "completed"}};
                               };
+                              if (m.at("type") == "stall") {  // reads nothing for a while
+                                std::this_thread::sleep_for(std::chrono::seconds(3));
+                                return;
+                              }
+                              if (m.at("type") == "heartbeat") return;
                               if (m.at("type") == "hello") {
                                 json::object welcome{{"type", "welcome"}, {"node_id", m.at("node_id")}};
                                 if (max_batch > 1) welcome["max_batch"] = max_batch;
@@ -289,6 +294,24 @@ TEST(NodeChannel, LeaseMessagesWaitingTogetherGoInOneBatch) {
       EXPECT_EQ(batches, 0u) << "a server that offers no batches gets none";
     }
   }
+}
+
+// Closing while a write cannot finish (the server reads nothing): the close
+// gives up on the server's answer after 2 s. It used to set the stream's
+// timer, on which Beast asserts while a read and a write are both pending (a
+// node stopped as a heartbeat was on its way aborted).
+TEST(NodeChannel, ClosingWhileAWriteIsStuckEndsInTime) {
+  FakeNodeSocket server(0);
+  auto opened = Channel::Open(server.url(), "sk_x", "node_x", 0, {}, nullptr);
+  ASSERT_TRUE(opened.ok()) << opened.error().message;
+  std::unique_ptr<Channel> ch = std::move(opened).value();
+  ch->Send({{"type", "stall"}});
+  const std::string pad(256 * 1024, 'x');
+  for (int i = 0; i < 64; ++i) ch->Send({{"type", "heartbeat"}, {"pad", pad}});  // more than the socket buffers hold
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto t0 = std::chrono::steady_clock::now();
+  ch.reset();  // closes and waits for the channel's thread
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(2800));
 }
 
 }  // namespace
