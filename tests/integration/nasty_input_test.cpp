@@ -80,21 +80,38 @@ std::vector<std::string> BodyFields(const json::object& doc, const json::object&
   return out;
 }
 
-TEST(Smartd, EveryDocumentedRouteAnswersOddInputWithAProblemNeverA5xx) {
+// Mint and burn answer instead of refusing outright.
+std::vector<std::string> FaucetEnv() {
   std::vector<std::string> env = kFastAuth;
-  env.push_back("SMART_LEDGER_DEV_FAUCET=true");  // mint and burn answer instead of refusing outright
-  Smartd s(env);
-  ASSERT_NE(s.port(), 0);
-  Session root = CreateAdmin(s, "root@example.com");
-  auto r = As(s.port(), "POST", "/api/v1/admin/mint", root.access,
+  env.push_back("SMART_LEDGER_DEV_FAUCET=true");
+  return env;
+}
+
+// An admin with funds, a node of theirs and a task of theirs: real ids for the routes that take one.
+struct World {
+  Session root;
+  std::string node, task;
+};
+World MakeWorld(Smartd& s) {
+  World w{CreateAdmin(s, "root@example.com"), "", ""};
+  auto r = As(s.port(), "POST", "/api/v1/admin/mint", w.root.access,
               R"({"user":"root@example.com","asset":"USDC","amount":"100000000"})", "Idempotency-Key: fund\r\n");
-  ASSERT_EQ(r->status, 201) << r->body;
-  r = As(s.port(), "POST", "/api/v1/nodes/register", root.access, R"({"name":"box","capabilities":["echo"]})");
-  ASSERT_EQ(r->status, 201) << r->body;
-  const std::string node = JsonField(r->body, "id");
-  r = As(s.port(), "POST", "/api/v1/tasks", root.access, R"({"type":"echo","input":"hi"})");
-  ASSERT_EQ(r->status, 201) << r->body;
-  const std::string task = JsonField(r->body, "id");
+  EXPECT_EQ(r->status, 201) << r->body;
+  r = As(s.port(), "POST", "/api/v1/nodes/register", w.root.access, R"({"name":"box","capabilities":["echo"]})");
+  EXPECT_EQ(r->status, 201) << r->body;
+  w.node = JsonField(r->body, "id");
+  r = As(s.port(), "POST", "/api/v1/tasks", w.root.access, R"({"type":"echo","input":"hi"})");
+  EXPECT_EQ(r->status, 201) << r->body;
+  w.task = JsonField(r->body, "id");
+  return w;
+}
+
+TEST(Smartd, EveryDocumentedRouteAnswersOddInputWithAProblemNeverA5xx) {
+  Smartd s(FaucetEnv());
+  ASSERT_NE(s.port(), 0);
+  const World w = MakeWorld(s);
+  const Session& root = w.root;
+  const std::string &node = w.node, &task = w.task;
   const std::string user = JsonField(As(s.port(), "GET", "/api/v1/user/profile", root.access)->body, "id");
   ASSERT_FALSE(user.empty());
 
@@ -158,7 +175,7 @@ TEST(Smartd, EveryDocumentedRouteAnswersOddInputWithAProblemNeverA5xx) {
   EXPECT_GT(with_fields, 15) << "the OpenAPI document's request bodies were not found";
   EXPECT_GT(checked, 1000);
   // Nothing broke on the way: still ready, and every transfer made verifies.
-  r = testing::Request(s.port(), "GET", "/ready");
+  auto r = testing::Request(s.port(), "GET", "/ready");
   EXPECT_EQ(r->status, 200);
   auto [code, out] = testing::RunCommand({SMARTD_PATH, "ledger", "verify", "--data-dir", s.data_dir()});
   EXPECT_EQ(code, 0) << out;
@@ -168,20 +185,11 @@ TEST(Smartd, EveryDocumentedRouteAnswersOddInputWithAProblemNeverA5xx) {
 // message is answered (an error or an ack) and the connection stays usable;
 // a connection refused for its first message is closed with 1008.
 TEST(Smartd, BothWebSocketsAnswerOddMessagesAndStayOpen) {
-  std::vector<std::string> env = kFastAuth;
-  env.push_back("SMART_LEDGER_DEV_FAUCET=true");
-  Smartd s(env);
+  Smartd s(FaucetEnv());
   ASSERT_NE(s.port(), 0);
-  Session root = CreateAdmin(s, "root@example.com");
-  auto r = As(s.port(), "POST", "/api/v1/admin/mint", root.access,
-              R"({"user":"root@example.com","asset":"USDC","amount":"100000000"})", "Idempotency-Key: fund\r\n");
-  ASSERT_EQ(r->status, 201) << r->body;
-  r = As(s.port(), "POST", "/api/v1/nodes/register", root.access, R"({"name":"box","capabilities":["echo"]})");
-  ASSERT_EQ(r->status, 201) << r->body;
-  const std::string node = JsonField(r->body, "id");
-  r = As(s.port(), "POST", "/api/v1/tasks", root.access, R"({"type":"echo","input":"hi"})");
-  ASSERT_EQ(r->status, 201) << r->body;
-  const std::string task = JsonField(r->body, "id");
+  const World w = MakeWorld(s);
+  const Session& root = w.root;
+  const std::string &node = w.node, &task = w.task;
   const std::string hello = R"({"type":"hello","node_id":")" + node + R"(","credit":1})";
 
   // Not a message at all: before the hello it closes the connection with
@@ -274,7 +282,7 @@ TEST(Smartd, BothWebSocketsAnswerOddMessagesAndStayOpen) {
     }
     EXPECT_EQ(ws.close_code(), 1007) << target;
   }
-  r = testing::Request(s.port(), "GET", "/ready");
+  auto r = testing::Request(s.port(), "GET", "/ready");
   EXPECT_EQ(r->status, 200);
 }
 

@@ -75,6 +75,15 @@ std::string WaitFor(uint16_t port, const std::string& token, const std::string& 
   return body;
 }
 
+// alice@example.com, registered, logged in and funded by `root`.
+Session FundedAlice(Smartd& s, const Session& root) {
+  Session alice = RegisterAndLogin(s.port(), "alice@example.com");
+  auto r = As(s.port(), "POST", "/api/v1/admin/mint", root.access,
+              R"({"user":"alice@example.com","asset":"USDC","amount":"1000000"})", Idem("a"));
+  EXPECT_EQ(r->status, 201) << r->body;
+  return alice;
+}
+
 std::string Submit(uint16_t port, const std::string& token, const std::string& body) {
   auto r = As(port, "POST", "/api/v1/tasks", token, body);
   EXPECT_TRUE(r && r->status == 201) << (r ? r->body : "no answer");
@@ -86,11 +95,7 @@ TEST(SmartdNodes, RealNodesCompleteTasksAndArePaidOnce) {
   ASSERT_NE(s.port(), 0);
   testing::TempDir state;
   Session root = CreateAdmin(s, "root@example.com");
-  Session alice = RegisterAndLogin(s.port(), "alice@example.com");
-  ASSERT_EQ(As(s.port(), "POST", "/api/v1/admin/mint", root.access,
-               R"({"user":"alice@example.com","asset":"USDC","amount":"1000000"})", Idem("a"))
-                ->status,
-            201);
+  Session alice = FundedAlice(s, root);
   Operator op = MakeOperator(s, root, "op@example.com");
   auto node = StartNode(s, op, "worker-1", state.path());
   ASSERT_TRUE(node->WaitForLine("\"msg\":\"running\"", 20s)) << node->output();
@@ -146,11 +151,7 @@ TEST(SmartdNodes, AKilledNodesTaskIsFinishedByAnother) {
   ASSERT_NE(s.port(), 0);
   testing::TempDir state;
   Session root = CreateAdmin(s, "root@example.com");
-  Session alice = RegisterAndLogin(s.port(), "alice@example.com");
-  ASSERT_EQ(As(s.port(), "POST", "/api/v1/admin/mint", root.access,
-               R"({"user":"alice@example.com","asset":"USDC","amount":"1000000"})", Idem("a"))
-                ->status,
-            201);
+  Session alice = FundedAlice(s, root);
   Operator first = MakeOperator(s, root, "first@example.com"), second = MakeOperator(s, root, "second@example.com");
   auto a = StartNode(s, first, "node-a", state.path());
   ASSERT_TRUE(a->WaitForLine("\"msg\":\"running\"", 20s)) << a->output();
@@ -208,11 +209,7 @@ TEST(SmartdNodes, ACancelledTaskIsStoppedOnTheNode) {
   ASSERT_NE(s.port(), 0);
   testing::TempDir state;
   Session root = CreateAdmin(s, "root@example.com");
-  Session alice = RegisterAndLogin(s.port(), "alice@example.com");
-  ASSERT_EQ(As(s.port(), "POST", "/api/v1/admin/mint", root.access,
-               R"({"user":"alice@example.com","asset":"USDC","amount":"1000000"})", Idem("a"))
-                ->status,
-            201);
+  Session alice = FundedAlice(s, root);
   Operator op = MakeOperator(s, root, "op@example.com");
   auto node = StartNode(s, op, "one-worker", state.path(), "30", "auto", "1");
   ASSERT_TRUE(node->WaitForLine("node socket open", 20s)) << node->output();
@@ -237,11 +234,7 @@ TEST(SmartdNodes, SigtermGivesBackWhatCannotFinish) {
   ASSERT_NE(s.port(), 0);
   testing::TempDir state;
   Session root = CreateAdmin(s, "root@example.com");
-  Session alice = RegisterAndLogin(s.port(), "alice@example.com");
-  ASSERT_EQ(As(s.port(), "POST", "/api/v1/admin/mint", root.access,
-               R"({"user":"alice@example.com","asset":"USDC","amount":"1000000"})", Idem("a"))
-                ->status,
-            201);
+  Session alice = FundedAlice(s, root);
   Operator op = MakeOperator(s, root, "op@example.com");
   auto node = StartNode(s, op, "short-lived", state.path(), "0");
   ASSERT_TRUE(node->WaitForLine("\"msg\":\"running\"", 20s)) << node->output();
