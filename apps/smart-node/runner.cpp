@@ -95,24 +95,11 @@ Result<void> Runner::Report(const Leased& t, const std::string& op, json::object
   return r ? Ok() : Result<void>(r.take_error());
 }
 
-void Runner::Handle(const Leased& t) {
+void Runner::Handle(const Leased& t, Stop& stop) {
   if (cancel_.load()) {  // never started: give it back
     (void)Report(t, "release", {}, 10s);
     return;
   }
-  auto stop = std::make_shared<Stop>();
-  {
-    std::lock_guard lk(mu_);
-    running_[t.job.id] = stop;
-  }
-  struct Forget {
-    Runner& r;
-    const std::string& id;
-    ~Forget() {
-      std::lock_guard lk(r.mu_);
-      r.running_.erase(id);
-    }
-  } forget{*this, t.job.id};
   auto started = Report(t, "start", {}, 60s);
   if (!started) {
     logger_.Warn("cannot start task", {{"task_id", t.job.id}, {"error", started.error().message}});
@@ -136,9 +123,9 @@ void Runner::Handle(const Leased& t) {
     (void)CallApi(config_.server, config_.credential, "POST", "/api/v1/tasks/" + t.job.id + "/progress",
                   json::serialize(fields), 5s);
   };
-  auto out = executors_.Run(t.job, progress, stop->stop);
+  auto out = executors_.Run(t.job, progress, stop.stop);
   Result<void> reported = Ok();
-  if (stop->cancelled.load()) {  // its lease is gone: a report would be refused
+  if (stop.cancelled.load()) {  // its lease is gone: a report would be refused
     logger_.Info("task cancelled: not reported", {{"task_id", t.job.id}, {"job", out ? "finished" : "stopped"}});
     return;
   }
@@ -158,19 +145,22 @@ void Runner::Handle(const Leased& t) {
 void Runner::Work() {
   while (true) {
     Leased t;
+    auto stop = std::make_shared<Stop>();
     {
       std::unique_lock lk(mu_);
       cv_.wait(lk, [&] { return !queue_.empty() || closing_; });
       if (queue_.empty()) return;
       t = std::move(queue_.front());
       queue_.pop_front();
+      running_[t.job.id] = stop;  // from here a cancellation stops it, not the queue
       ++busy_;
     }
-    Handle(t);
+    Handle(t, *stop);
     {
       std::lock_guard lk(mu_);
       --busy_;
       held_.erase(t.job.id);
+      running_.erase(t.job.id);
     }
     cv_.notify_all();
     if (auto ch = channel()) ch->Send({{"type", "credit"}, {"n", 1}});  // a worker is free again

@@ -56,7 +56,8 @@ class Runner {
   };
   static std::optional<Leased> ParseLeased(const boost::json::value& item);
   void Work();
-  void Handle(const Leased& t);
+  struct Stop;
+  void Handle(const Leased& t, Stop& stop);
   // Retries `call` with back-off while it fails with kUnavailable, for up to `for_how_long`.
   Result<std::string> Retry(const std::string& path, const std::string& body, std::chrono::milliseconds for_how_long);
   // A leased operation ("start", "result", ...) with its `fields`: on the node
